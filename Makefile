@@ -1,0 +1,37 @@
+# dibs: the two commands are `make demo` and `make test`.
+PY      ?= python3
+VENV    := .venv
+VPY     := $(VENV)/bin/python
+STAMP   := $(VENV)/.installed
+EXP     ?= experiments/demo.yaml
+export RAY_AUTH_MODE ?= disabled
+export TORCH_EXTENSIONS_DIR ?= $(CURDIR)/.cache/torch_extensions
+export TOKENIZERS_PARALLELISM ?= false
+export RAY_DEDUP_LOGS ?= 0
+export PYTHONWARNINGS ?= ignore::DeprecationWarning
+
+.PHONY: setup demo test test-unit test-integration lint clean-venv
+
+# Install once; reinstall when the project metadata or the constraints change.
+$(STAMP): pyproject.toml constraints-cpu.txt
+	test -x $(VPY) || $(PY) -m venv $(VENV)
+	$(VPY) -m pip install -q --upgrade pip setuptools wheel
+	DS_BUILD_OPS=0 $(VPY) -m pip install -q -c constraints-cpu.txt -e '.[dev]'
+	touch $(STAMP)
+
+setup: $(STAMP)
+
+demo: $(STAMP)
+	$(VENV)/bin/dibs run $(EXP)
+
+test: $(STAMP)
+	$(VPY) -m pytest -q -m "unit or integration" --durations=10
+
+test-unit: $(STAMP)
+	$(VPY) -m pytest -q -m unit
+
+lint: $(STAMP)
+	$(VPY) -m ruff check algorithms platform dashboards tests
+
+clean-venv:
+	rm -rf $(VENV)

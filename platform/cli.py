@@ -1,0 +1,151 @@
+"""`dibs` command line: validate, run, runs, export, db upgrade.
+
+Every bad input ends in one line on stderr naming the file / key / URL and the problem, exit code 2,
+never a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+from importlib import metadata
+from pathlib import Path
+
+from dibs.platform.config import ConfigError, config_to_dict, load_config
+
+
+def _fail(msg: str, code: int = 2) -> int:
+    print(f"dibs: error: {msg}", file=sys.stderr)
+    return code
+
+
+def git_commit() -> str | None:
+    try:
+        out = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5,
+                             cwd=Path(__file__).resolve().parent)
+        return out.stdout.strip() or None
+    except (OSError, subprocess.SubprocessError):
+        return None
+
+
+def package_versions() -> dict[str, str]:
+    out = {"python": sys.version.split()[0]}
+    for pkg in ("dibs", "torch", "transformers", "ray", "deepspeed", "reasoning-gym", "sqlalchemy"):
+        try:
+            out[pkg] = metadata.version(pkg)
+        except metadata.PackageNotFoundError:
+            out[pkg] = "missing"
+    return out
+
+
+def cmd_validate(args) -> int:
+    cfg = load_config(args.experiment, args.set)
+    print(f"{args.experiment}: ok ({cfg.algorithm}, {cfg.allocation.allocator}, {cfg.train.steps} steps)")
+    return 0
+
+
+def cmd_run(args) -> int:
+    from dibs.platform.display import RunDisplay, print_summary
+    from dibs.platform.runner import run_inline, run_ray
+    from dibs.platform.store import open_store
+
+    overrides = list(args.set) + ([f"name={args.name}"] if args.name else []) + \
+        ([f"runtime.executor={args.executor}"] if args.executor else [])
+    cfg = load_config(args.experiment, overrides)
+    store = open_store(args.db)
+    config = config_to_dict(cfg)
+    run_id = store.create_run(name=cfg.name, experiment=str(args.experiment), config=config,
+                              git_commit=git_commit(), versions=package_versions(), seed=cfg.seed)
+    out_dir = Path(cfg.runtime.output_dir) / run_id
+    payload = {"config": config, "cwd": str(Path.cwd()), "db_url": store.url, "run_id": run_id, "output_dir": cfg.runtime.output_dir,
+               "checkpoint_dir": str((out_dir / "checkpoints").resolve())}
+    print(f"run {run_id}: {cfg.name} ({cfg.algorithm}, {cfg.allocation.allocator}) on {cfg.runtime.executor}; "
+          f"store {store.url}")
+    execute = run_ray if cfg.runtime.executor == "ray" else run_inline
+    try:
+        with RunDisplay(cfg) as display:
+            summary = execute(cfg, payload, display.on_event)
+    except KeyboardInterrupt:
+        store.finish_run(run_id, "stopped")
+        return _fail(f"run {run_id} interrupted; its rows so far are in the store", 130)
+    except BaseException:
+        store.finish_run(run_id, "failed")
+        raise
+    store.finish_run(run_id, "finished", summary)
+    print_summary(run_id, cfg, summary)
+    return 0
+
+
+def cmd_runs(args) -> int:
+    from dibs.platform.store import open_store
+
+    runs = open_store(args.db).list_runs()
+    if args.json:
+        print(json.dumps(runs, indent=2))
+        return 0
+    for r in runs:
+        print(f"{r['id']}  {r['status']:<9} {r['name']:<24} {r['started'] or '-'}  {r['finished'] or '-'}")
+    return 0
+
+
+def cmd_export(args) -> int:
+    from dibs.platform.store import open_store
+    from dibs.platform.store.export import run_to_csv, run_to_json
+
+    run = open_store(args.db).get_run(args.run_id)
+    sys.stdout.write(run_to_json(run) + "\n" if args.format == "json" else run_to_csv(run))
+    return 0
+
+
+def cmd_db(args) -> int:
+    from dibs.platform.store import open_store
+
+    store = open_store(args.db)  # opening runs `alembic upgrade head`
+    print(f"{store.url}: schema at head")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="dibs", description="Per-prompt rollout budgets for RAFT++ and GRPO.")
+    sub = p.add_subparsers(dest="command", required=True)
+    v = sub.add_parser("validate", help="check an experiment YAML")
+    v.add_argument("experiment")
+    v.add_argument("--set", action="append", default=[], metavar="KEY.PATH=VALUE")
+    v.set_defaults(func=cmd_validate)
+    r = sub.add_parser("run", help="run an experiment")
+    r.add_argument("experiment")
+    r.add_argument("--set", action="append", default=[], metavar="KEY.PATH=VALUE")
+    r.add_argument("--name")
+    r.add_argument("--db", help="results store URL (default sqlite:///runs/dibs.db)")
+    r.add_argument("--executor", choices=["ray", "inline"])
+    r.set_defaults(func=cmd_run)
+    ls = sub.add_parser("runs", help="list runs")
+    ls.add_argument("--json", action="store_true")
+    ls.add_argument("--db")
+    ls.set_defaults(func=cmd_runs)
+    e = sub.add_parser("export", help="print one run: config and every metric row")
+    e.add_argument("run_id")
+    e.add_argument("--format", choices=["json", "csv"], default="json")
+    e.add_argument("--db")
+    e.set_defaults(func=cmd_export)
+    d = sub.add_parser("db", help="results store schema")
+    d.add_argument("action", choices=["upgrade"])
+    d.add_argument("--db")
+    d.set_defaults(func=cmd_db)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    from dibs.platform.store import StoreError
+
+    try:
+        return args.func(args)
+    except (ConfigError, StoreError) as e:
+        return _fail(str(e))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

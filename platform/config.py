@@ -1,0 +1,201 @@
+"""The experiment spec: one typed, frozen config tree loaded from YAML.
+
+Every field is documented once, here, with its default. Experiment YAMLs list only what differs.
+The tree is at most three levels deep (root -> section -> field). Unknown keys fail with their dotted path.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+
+class ConfigError(Exception):
+    """A one-line, user-facing error: file, dotted key, problem."""
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class TaskConfig(_Section):
+    """Procedural reasoning problems (reasoning-gym `chain_sum`): `a+b-c=` with a worked solution."""
+
+    family: Literal["chain_sum"] = "chain_sum"
+    min_terms: int = Field(2, ge=2, le=8, description="fewest terms in an RL / held-out problem")
+    max_terms: int = Field(4, ge=2, le=8, description="most terms in an RL / held-out problem")
+    min_digits: int = Field(1, ge=1, le=3)
+    max_digits: int = Field(2, ge=1, le=3)
+    train_size: int = Field(4000, ge=1, description="RL training prompts")
+    test_size: int = Field(400, ge=1, description="held-out prompts, disjoint from train and SFT data")
+    sft_size: int = Field(20000, ge=0, description="worked solutions generated for the warm start")
+    sft_max_terms: int = Field(3, ge=2, le=8, description="warm start sees chains up to this length only")
+
+    @model_validator(mode="after")
+    def _ranges(self) -> "TaskConfig":
+        if self.min_terms > self.max_terms:
+            raise ValueError(f"min_terms ({self.min_terms}) > max_terms ({self.max_terms})")
+        if self.min_digits > self.max_digits:
+            raise ValueError(f"min_digits ({self.min_digits}) > max_digits ({self.max_digits})")
+        return self
+
+
+class ModelConfig(_Section):
+    """A tiny Qwen2 causal LM over a character-level tokenizer trained locally."""
+
+    hidden_size: int = Field(128, ge=16)
+    num_layers: int = Field(4, ge=1)
+    num_heads: int = Field(4, ge=1)
+    num_kv_heads: int = Field(2, ge=1)
+    intermediate_size: int = Field(384, ge=16)
+    max_position: int = Field(128, ge=32)
+    cache_dir: str = Field("models", description="built tokenizer + base model are cached here")
+
+    @model_validator(mode="after")
+    def _heads(self) -> "ModelConfig":
+        if self.hidden_size % self.num_heads or self.num_heads % self.num_kv_heads:
+            raise ValueError("hidden_size must divide by num_heads, and num_heads by num_kv_heads")
+        return self
+
+
+class WarmStartConfig(_Section):
+    """Supervised fine-tuning on generated worked solutions, before any RL."""
+
+    steps: int = Field(450, ge=0)
+    batch_size: int = Field(64, ge=1)
+    lr: float = Field(1e-3, gt=0)
+    warmup_steps: int = Field(30, ge=0)
+
+
+class RolloutConfig(_Section):
+    engine: Literal["hf"] = "hf"
+    temperature: float = Field(1.0, gt=0)
+    top_p: float = Field(1.0, gt=0, le=1)
+    max_new_tokens: int = Field(64, ge=1)
+
+
+class AllocationConfig(_Section):
+    """How many rollouts each prompt gets (uniform best-of-n now; GVM slots in here)."""
+
+    allocator: Literal["uniform"] = "uniform"
+    n_per_prompt: int = Field(8, ge=1, description="budget per prompt; a step spends prompts x n")
+
+
+class TrainConfig(_Section):
+    """The RL update (method.md §5)."""
+
+    steps: int = Field(200, ge=0)
+    prompts_per_step: int = Field(32, ge=1)
+    lr: float = Field(3e-5, gt=0)
+    lr_schedule: Literal["constant", "cosine"] = "constant"
+    warmup_steps: int = Field(0, ge=0)
+    weight_decay: float = Field(0.0, ge=0)
+    grad_clip: float = Field(1.0, gt=0)
+    epochs_per_batch: int = Field(1, ge=1, description="clipped passes over each rollout batch")
+    minibatches: int = Field(1, ge=1, description="optimizer steps per epoch (batch split by prompt)")
+    micro_batch_size: int = Field(64, ge=1, description="samples per forward/backward (accumulated)")
+    clip_eps: float = Field(0.2, gt=0, lt=1)
+    kl_coef: float = Field(0.0, ge=0, description="low-variance KL to the warm-start policy")
+    drop_equal_groups: bool = Field(False, description="DAPO-style: skip groups whose rewards are equal")
+
+
+class EvalConfig(_Section):
+    every: int = Field(50, ge=1, description="evaluate every K RL steps (and at step 0)")
+    k: int = Field(8, ge=1, description="samples per problem for eval/mean_at_k")
+    temperature: float = Field(1.0, gt=0, description="sampling temperature of eval/mean_at_k")
+    max_new_tokens: int = Field(64, ge=1)
+
+
+class RuntimeConfig(_Section):
+    executor: Literal["ray", "inline"] = "ray"
+    address: str | None = Field(None, description="Ray address; None starts a local Ray on 127.0.0.1")
+    num_threads: int = Field(2, ge=1, description="torch intra-op threads of the worker")
+    checkpoint_every: int = Field(0, ge=0, description="0: only the final checkpoint")
+    output_dir: str = "runs"
+
+
+class ExperimentConfig(_Section):
+    name: str = "experiment"
+    seed: int = 0
+    algorithm: Literal["raft", "raftpp", "grpo"] = "grpo"
+    task: TaskConfig = TaskConfig()
+    model: ModelConfig = ModelConfig()
+    warm_start: WarmStartConfig = WarmStartConfig()
+    rollout: RolloutConfig = RolloutConfig()
+    allocation: AllocationConfig = AllocationConfig()
+    train: TrainConfig = TrainConfig()
+    eval: EvalConfig = EvalConfig()
+    runtime: RuntimeConfig = RuntimeConfig()
+
+
+def _format_error(source: str, err: ValidationError) -> str:
+    first = err.errors()[0]
+    key = ".".join(str(p) for p in first["loc"]) or "<root>"
+    msg = first["msg"]
+    if first["type"] == "extra_forbidden":
+        msg = "unknown key"
+    elif "input" in first and not isinstance(first["input"], dict):
+        msg = f"{msg} (got {first['input']!r})"
+    more = f" (+{len(err.errors()) - 1} more)" if len(err.errors()) > 1 else ""
+    return f"{source}: {key}: {msg}{more}"
+
+
+def _parse_scalar(text: str) -> Any:
+    return yaml.safe_load(text) if text != "" else ""
+
+
+def apply_overrides(data: dict, overrides: list[str], source: str = "--set") -> dict:
+    """Apply `a.b=value` overrides (values parsed as YAML scalars) to a nested dict copy."""
+    out = {k: (dict(v) if isinstance(v, dict) else v) for k, v in data.items()}
+    for item in overrides:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise ConfigError(f"{source}: {item!r}: expected key.path=value")
+        parts = key.split(".")
+        node = out
+        for part in parts[:-1]:
+            child = node.get(part)
+            if child is None:
+                child = node[part] = {}
+            elif not isinstance(child, dict):
+                raise ConfigError(f"{source}: {key}: {part!r} is not a section")
+            else:
+                child = node[part] = dict(child)
+            node = child
+        node[parts[-1]] = _parse_scalar(value)
+    return out
+
+
+def load_config(path: str | Path, overrides: list[str] | None = None) -> ExperimentConfig:
+    """Read, override and validate an experiment YAML; every failure is a one-line ConfigError."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"{path}: no such file")
+    try:
+        data = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        where = f" at line {mark.line + 1}" if mark else ""
+        raise ConfigError(f"{path}: not valid YAML{where}: {getattr(e, 'problem', e)}") from None
+    except UnicodeDecodeError:
+        raise ConfigError(f"{path}: not a text file") from None
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: <root>: expected a mapping of config keys, got {type(data).__name__}")
+    data = apply_overrides(data, overrides or [])
+    return validate_dict(data, str(path))
+
+
+def validate_dict(data: dict, source: str = "<config>") -> ExperimentConfig:
+    try:
+        return ExperimentConfig.model_validate(data)
+    except ValidationError as e:
+        raise ConfigError(_format_error(source, e)) from None
+
+
+def config_to_dict(cfg: ExperimentConfig) -> dict:
+    return cfg.model_dump(mode="json")

@@ -1,0 +1,43 @@
+"""Held-out evaluation: greedy accuracy, mean@k at temperature T, format rate, accuracy per level."""
+
+from __future__ import annotations
+
+from collections import defaultdict
+
+import torch
+
+from dibs.platform import metrics as M
+from dibs.platform.config import EvalConfig
+from dibs.platform.rollout import RolloutEngine, SamplingSpec
+from dibs.platform.task import Problem, score, well_formed
+
+
+def score_rollouts(texts: list[str], stopped: torch.Tensor, answers: list[int]) -> torch.Tensor:
+    """Strict 0/1 reward per sample (see task.score)."""
+    return torch.tensor([score(t, a, stopped=bool(s)) for t, s, a in zip(texts, stopped.tolist(), answers)])
+
+
+def evaluate(engine: RolloutEngine, problems: list[Problem], cfg: EvalConfig, *, seed: int) -> dict[str, float]:
+    """One evaluation of the current policy on `problems`; returns {metric name: value}."""
+    prompts = [p.prompt for p in problems]
+    answers = [p.answer for p in problems]
+    greedy = engine.generate(prompts, [1] * len(prompts), SamplingSpec(max_new_tokens=cfg.max_new_tokens,
+                                                                       greedy=True), seed=seed)
+    correct = score_rollouts(greedy.texts, greedy.stopped, answers)
+    formed = [well_formed(t, stopped=bool(s)) for t, s in zip(greedy.texts, greedy.stopped.tolist())]
+    out = {
+        M.EVAL_ACCURACY: float(correct.mean()),
+        M.EVAL_FORMAT_RATE: sum(formed) / len(formed),
+        M.EVAL_RESPONSE_LEN: greedy.num_tokens / len(problems),
+    }
+    by_level: dict[int, list[float]] = defaultdict(list)
+    for p, c in zip(problems, correct.tolist()):
+        by_level[p.num_terms].append(c)
+    for level, vals in sorted(by_level.items()):
+        out[M.eval_accuracy_at(level)] = sum(vals) / len(vals)
+    sampled = engine.generate(prompts, [cfg.k] * len(prompts),
+                              SamplingSpec(temperature=cfg.temperature, max_new_tokens=cfg.max_new_tokens),
+                              seed=seed + 1)
+    sample_answers = [answers[i] for i in sampled.group_ids.tolist()]
+    out[M.EVAL_MEAN_AT_K] = float(score_rollouts(sampled.texts, sampled.stopped, sample_answers).mean())
+    return out

@@ -1,0 +1,134 @@
+"""Rollout engines behind one Protocol; the transformers engine (batched `generate`, KV cache).
+
+Shapes: B sequences, L = prompt length (left-padded) + response length (right-padded after EOS).
+Per-token tensors are aligned to *target* positions, i.e. index t of a [B, L-1] tensor describes token
+t+1 of `sequences`, the one predicted from the logits at position t. This is the layout the learner's
+log-probs come out in, so no shifting happens anywhere else.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Protocol
+
+import torch
+from transformers import PreTrainedModel, PreTrainedTokenizerFast
+
+
+@dataclass(frozen=True)
+class SamplingSpec:
+    temperature: float = 1.0
+    top_p: float = 1.0
+    max_new_tokens: int = 64
+    greedy: bool = False
+
+
+@dataclass
+class Rollouts:
+    """One batch of generated responses, ragged over prompts via `group_ids`."""
+
+    sequences: torch.Tensor  # [B, L] int64, left-padded prompt + response, pad after EOS
+    attention_mask: torch.Tensor  # [B, L] int64, 1 on real prompt and response tokens
+    response_mask: torch.Tensor  # [B, L-1] float, 1 where the target token is a response token
+    old_logp: torch.Tensor  # [B, L-1] float, behaviour log-prob of each target token (0 off-mask)
+    group_ids: torch.Tensor  # [B] int64, index of the prompt each sample answers
+    texts: list[str]  # decoded responses (no EOS)
+    stopped: torch.Tensor  # [B] bool, the response ended with EOS within max_new_tokens
+
+    @property
+    def num_tokens(self) -> int:
+        return int(self.response_mask.sum().item())
+
+    def select(self, idx: torch.Tensor) -> "Rollouts":
+        """The sub-batch at sample indices `idx` (used to split into mini- and micro-batches)."""
+        return Rollouts(self.sequences[idx], self.attention_mask[idx], self.response_mask[idx],
+                        self.old_logp[idx], self.group_ids[idx], [self.texts[i] for i in idx.tolist()],
+                        self.stopped[idx])
+
+
+class RolloutEngine(Protocol):
+    def generate(self, prompts: list[str], counts: list[int], spec: SamplingSpec, *, seed: int) -> Rollouts:
+        """Generate counts[i] responses to prompts[i]; group_ids of those samples are i."""
+        ...
+
+    def load_weights(self, state_dict: dict[str, torch.Tensor]) -> None:
+        """Take the learner's new weights in place (no engine restart)."""
+        ...
+
+
+def position_ids(attention_mask: torch.Tensor) -> torch.Tensor:
+    """Positions counted over real tokens only, as `generate` does for left-padded batches."""
+    pos = attention_mask.long().cumsum(-1) - 1
+    return pos.clamp_(min=0)
+
+
+class HFEngine:
+    """transformers `generate` with KV cache; holds its own copy of the policy weights."""
+
+    def __init__(self, model: PreTrainedModel, tokenizer: PreTrainedTokenizerFast, *, chunk_size: int = 512):
+        self.model = model.eval()
+        self.tok = tokenizer
+        self.chunk_size = chunk_size
+
+    def load_weights(self, state_dict: dict[str, torch.Tensor]) -> None:
+        self.model.load_state_dict(state_dict)
+
+    @torch.no_grad()
+    def generate(self, prompts: list[str], counts: list[int], spec: SamplingSpec, *, seed: int) -> Rollouts:
+        flat = [p for p, c in zip(prompts, counts) for _ in range(c)]
+        gids = torch.tensor([i for i, c in enumerate(counts) for _ in range(c)], dtype=torch.long)
+        if not flat:
+            raise ValueError("generate: every prompt has a count of 0")
+        torch.manual_seed(seed)
+        # Encode once so that every chunk shares the prompt width P; chunks then differ only in
+        # response length and concatenate by right-padding.
+        enc = self.tok([self.tok.bos_token + p for p in flat], return_tensors="pt", padding=True,
+                       add_special_tokens=False)
+        parts = [self._generate_chunk(enc.input_ids[i: i + self.chunk_size],
+                                      enc.attention_mask[i: i + self.chunk_size], spec)
+                 for i in range(0, len(flat), self.chunk_size)]
+        return _concat(parts, gids, pad_id=self.tok.pad_token_id)
+
+    def _generate_chunk(self, input_ids: torch.Tensor, attention_mask: torch.Tensor,
+                        spec: SamplingSpec) -> Rollouts:
+        kwargs = dict(do_sample=False) if spec.greedy else dict(
+            do_sample=True, temperature=spec.temperature, top_p=spec.top_p, top_k=0)
+        out = self.model.generate(
+            input_ids=input_ids, attention_mask=attention_mask, max_new_tokens=spec.max_new_tokens, eos_token_id=self.tok.eos_token_id,
+            pad_token_id=self.tok.pad_token_id, return_dict_in_generate=True, output_logits=True, **kwargs)
+        seq = out.sequences  # [b, P + R]
+        P = input_ids.shape[1]
+        resp = seq[:, P:]  # [b, R]
+        is_eos = resp == self.tok.eos_token_id
+        # Response tokens: everything up to and including the first EOS.
+        after_eos = (is_eos.long().cumsum(-1) - is_eos.long()) > 0
+        resp_mask = ~after_eos
+        stopped = is_eos.any(-1)
+        temp = 1.0 if spec.greedy else spec.temperature
+        logits = torch.stack(out.logits, dim=1).float() / temp  # [b, R, V]
+        logp = torch.log_softmax(logits, -1).gather(-1, resp.unsqueeze(-1)).squeeze(-1)
+        b = seq.shape[0]
+        full_mask = torch.cat([torch.zeros(b, P - 1), resp_mask.float()], dim=1)  # target positions
+        full_logp = torch.cat([torch.zeros(b, P - 1), logp * resp_mask], dim=1)
+        attn = torch.cat([attention_mask, resp_mask.long()], dim=1)
+        texts = self.tok.batch_decode(resp.masked_fill(~resp_mask | is_eos, self.tok.pad_token_id),
+                                      skip_special_tokens=True)
+        return Rollouts(seq, attn, full_mask, full_logp, torch.zeros(b, dtype=torch.long), texts, stopped)
+
+
+def _pad_right(x: torch.Tensor, width: int, value: float) -> torch.Tensor:
+    return torch.nn.functional.pad(x, (0, width - x.shape[1]), value=value)
+
+
+def _concat(parts: list[Rollouts], group_ids: torch.Tensor, *, pad_id: int) -> Rollouts:
+    """Concatenate chunks that share the prompt width by right-padding their responses."""
+    width = max(p.sequences.shape[1] for p in parts)
+    return Rollouts(
+        torch.cat([_pad_right(p.sequences, width, pad_id) for p in parts]),
+        torch.cat([_pad_right(p.attention_mask, width, 0) for p in parts]),
+        torch.cat([_pad_right(p.response_mask, width - 1, 0.0) for p in parts]),
+        torch.cat([_pad_right(p.old_logp, width - 1, 0.0) for p in parts]),
+        group_ids,
+        [t for p in parts for t in p.texts],
+        torch.cat([p.stopped for p in parts]),
+    )

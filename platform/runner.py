@@ -1,0 +1,127 @@
+"""Executors: where the one training loop runs (conventions.md, Runtime).
+
+- `ray` (default): the loop runs on a Ray Train worker (`TorchTrainer`, one worker here: the
+  single-machine run is the one-worker case of the distributed runtime); a local `ray.init` bound to
+  127.0.0.1 when no address is given.
+- `inline`: the same loop in the driver process, for debugging and for measuring what Ray costs.
+
+The worker writes metric rows straight to the results store; the driver creates the run row, shows a
+live progress display fed through a Ray queue, and closes the run with its summary.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from pathlib import Path
+from typing import Callable
+
+import torch
+import transformers
+
+from dibs.platform.config import ExperimentConfig, validate_dict
+from dibs.platform.loop import train
+from dibs.platform.store import MetricRow, ResultsStore, open_store
+
+
+class StoreRecorder:
+    """Writes each step's metrics as rows keyed by (run, name, step), idempotently."""
+
+    def __init__(self, store: ResultsStore, run_id: str):
+        self.store, self.run_id = store, run_id
+
+    def record(self, step: int, values: dict[str, float], *, rollouts_consumed: int, tokens_generated: int,
+               wall_seconds: float) -> None:
+        self.store.log_metrics(self.run_id, [
+            MetricRow(step=step, name=k, value=float(v), rollouts_consumed=rollouts_consumed,
+                      tokens_generated=tokens_generated, wall_seconds=wall_seconds)
+            for k, v in values.items()])
+
+    def checkpoint(self, step: int, path: str) -> None:
+        self.store.add_checkpoint(self.run_id, step, str(Path(path).resolve()))
+
+
+class QueueProgress:
+    """Progress events pushed into a queue; a full queue drops the event (display is best-effort)."""
+
+    def __init__(self, q):
+        self.q = q
+
+    def update(self, stage: str, done: int, total: int, info: dict[str, float]) -> None:
+        try:
+            self.q.put_nowait((stage, done, total, {k: float(v) for k, v in info.items()}))
+        except Exception:  # noqa: BLE001 - a dropped progress event must never stop training
+            pass
+
+
+def worker_main(payload: dict) -> dict:
+    """The loop on one worker: payload = {config, db_url, run_id, checkpoint_dir, queue}."""
+    cfg = validate_dict(payload["config"])
+    if os.path.isdir(payload.get("cwd", "")):  # relative paths in the config mean the driver's cwd
+        os.chdir(payload["cwd"])
+    transformers.utils.logging.disable_progress_bar()
+    torch.set_num_threads(cfg.runtime.num_threads)
+    store = open_store(payload["db_url"])
+    recorder = StoreRecorder(store, payload["run_id"])
+    return train(cfg, recorder, QueueProgress(payload["queue"]), checkpoint_dir=payload["checkpoint_dir"])
+
+
+def _ray_train_loop(payload: dict) -> None:
+    import ray.train
+
+    summary = worker_main(payload)
+    ray.train.report({"done": 1, "summary_json": __import__("json").dumps(summary)})
+
+
+def run_ray(cfg: ExperimentConfig, payload: dict, on_progress: Callable[[tuple], None]) -> dict:
+    import json
+
+    import ray
+    from ray.train import RunConfig, ScalingConfig
+    from ray.train.torch import TorchTrainer
+    from ray.util.queue import Queue
+
+    if not ray.is_initialized():
+        if cfg.runtime.address:
+            ray.init(address=cfg.runtime.address, log_to_driver=True)
+        else:
+            ray.init(num_cpus=max(os.cpu_count() or 1, cfg.runtime.num_threads), include_dashboard=False,
+                     _node_ip_address="127.0.0.1", log_to_driver=True, configure_logging=False)
+    q = Queue(maxsize=1000, actor_options={"num_cpus": 0})
+    stop = threading.Event()
+    pump = threading.Thread(target=_drain, args=(q, on_progress, stop), daemon=True)
+    pump.start()
+    try:
+        trainer = TorchTrainer(
+            _ray_train_loop,
+            train_loop_config=payload | {"queue": q},
+            scaling_config=ScalingConfig(num_workers=1, use_gpu=False,
+                                         resources_per_worker={"CPU": cfg.runtime.num_threads}),
+            run_config=RunConfig(name=payload["run_id"], storage_path=str(Path(payload["output_dir"]).resolve())),
+        )
+        result = trainer.fit()
+    finally:
+        stop.set()
+        pump.join(timeout=5)
+    if result.error:
+        raise result.error
+    return json.loads(result.metrics["summary_json"])
+
+
+def _drain(q, on_progress: Callable[[tuple], None], stop: threading.Event) -> None:
+    while not stop.is_set():
+        try:
+            on_progress(q.get(timeout=0.5))
+        except Exception:  # noqa: BLE001 - Empty, or the queue actor went away at shutdown
+            continue
+
+
+class _Direct:
+    """Queue-shaped adapter: the inline executor hands progress events straight to the display."""
+
+    def __init__(self, on_progress: Callable[[tuple], None]):
+        self.put_nowait = on_progress
+
+
+def run_inline(cfg: ExperimentConfig, payload: dict, on_progress: Callable[[tuple], None]) -> dict:
+    return worker_main(payload | {"queue": _Direct(on_progress)})

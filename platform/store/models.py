@@ -1,0 +1,123 @@
+"""SQLAlchemy models of the results store: ``runs``, ``metrics`` and ``checkpoints``.
+
+The schema itself is owned by the Alembic migrations in ``migrations/versions``; these models must
+describe the head revision exactly (conventions.md, "Metrics and the store"). A change here needs a
+new migration, never an edit of an old one.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timezone
+from typing import Any
+
+from sqlalchemy import (
+    JSON,
+    DateTime,
+    Float,
+    ForeignKey,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    Text,
+    TypeDecorator,
+    UniqueConstraint,
+)
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+RUN_STATUSES = ("running", "finished", "failed", "stopped")
+
+# Deterministic constraint names, so later migrations (and SQLite batch mode) can address them.
+NAMING_CONVENTION = {
+    "ix": "ix_%(table_name)s_%(column_0_N_name)s",
+    "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+
+class UTCDateTime(TypeDecorator[datetime]):
+    """A timezone-aware UTC datetime on every backend.
+
+    PostgreSQL keeps the offset itself; SQLite stores text without one, so values are converted to UTC
+    on the way in and tagged as UTC on the way out. Naive datetimes are rejected: they are ambiguous.
+    """
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Any) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise ValueError(f"naive datetime {value!r}: the store keeps timezone-aware UTC datetimes")
+        return value.astimezone(timezone.utc)
+
+    def process_result_value(self, value: datetime | None, dialect: Any) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            return value.replace(tzinfo=timezone.utc)
+        return value.astimezone(timezone.utc)
+
+
+class Base(DeclarativeBase):
+    metadata = MetaData(naming_convention=NAMING_CONVENTION)
+
+
+class Run(Base):
+    """One training run: what it ran (config, commit, versions, seed) and how it ended."""
+
+    __tablename__ = "runs"
+
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    name: Mapped[str] = mapped_column(String(255), index=True)
+    experiment: Mapped[str] = mapped_column(Text)  # path of the experiment YAML
+    status: Mapped[str] = mapped_column(String(16))  # one of RUN_STATUSES
+    config: Mapped[dict[str, Any]] = mapped_column(JSON)  # resolved config
+    git_commit: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    versions: Mapped[dict[str, Any]] = mapped_column(JSON)  # package -> version
+    seed: Mapped[int] = mapped_column(Integer)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    started_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
+    finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
+    summary: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
+
+
+class Metric(Base):
+    """One scalar at one step, with the budget spent so far (rollouts incl. probe, tokens, seconds).
+
+    ``value`` is NULL for a non-finite number (nan, inf): JSON and PostgreSQL cannot carry them.
+    """
+
+    __tablename__ = "metrics"
+    __table_args__ = (
+        UniqueConstraint("run_id", "name", "step", name="uq_metrics_run_id_name_step"),
+        Index("ix_metrics_run_id_name", "run_id", "name"),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    run_id: Mapped[str] = mapped_column(
+        String(64), ForeignKey("runs.id", name="fk_metrics_run_id_runs", ondelete="CASCADE")
+    )
+    step: Mapped[int] = mapped_column(Integer)
+    name: Mapped[str] = mapped_column(String(255))
+    value: Mapped[float | None] = mapped_column(Float, nullable=True)
+    rollouts_consumed: Mapped[int] = mapped_column(Integer)
+    tokens_generated: Mapped[int] = mapped_column(Integer)
+    wall_seconds: Mapped[float] = mapped_column(Float)
+
+
+class Checkpoint(Base):
+    """Where the checkpoint of a run at a step was written."""
+
+    __tablename__ = "checkpoints"
+    __table_args__ = (UniqueConstraint("run_id", "step", name="uq_checkpoints_run_id_step"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    run_id: Mapped[str] = mapped_column(
+        String(64), ForeignKey("runs.id", name="fk_checkpoints_run_id_runs", ondelete="CASCADE")
+    )
+    step: Mapped[int] = mapped_column(Integer)
+    path: Mapped[str] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime())

@@ -1,0 +1,121 @@
+"""The reasoning task: reasoning-gym `chain_sum` problems with a chain-of-thought ending in \\boxed{}.
+
+A prompt is the bare expression, `55+98-93+77=`; the worked solution adds one term at a time and
+ends with the boxed answer: `55+98=153;153-93=60;60+77=137;\\boxed{137}` then EOS.
+The reward is strict (calibration.md): 1 only when the response stopped with EOS right after a final
+boxed answer equal to the gold one; a truncated or rambling response scores 0.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from dataclasses import dataclass
+
+from reasoning_gym.arithmetic.chain_sum import ChainSumConfig, ChainSumDataset
+
+from dibs.platform.config import TaskConfig
+
+BOXED = "\\boxed{"
+_FINAL = re.compile(r";?\\boxed\{(-?\d+)\}$")
+_TERM = re.compile(r"[+-]?\d+")
+
+
+@dataclass(frozen=True)
+class Problem:
+    prompt: str  # "55+98-93+77="
+    answer: int
+    num_terms: int  # the difficulty level reported per eval
+
+
+@dataclass(frozen=True)
+class TaskData:
+    sft: list[Problem]
+    train: list[Problem]
+    test: list[Problem]
+
+    def fingerprint(self) -> str:
+        """A short hash of every prompt, recorded with the run (style.md habit 9)."""
+        h = hashlib.sha256()
+        for split in (self.sft, self.train, self.test):
+            h.update("|".join(p.prompt for p in split).encode())
+            h.update(b"#")
+        return h.hexdigest()[:16]
+
+
+def solution(problem: Problem) -> str:
+    """The worked chain of thought for `problem`, without EOS."""
+    terms = _TERM.findall(problem.prompt[:-1])  # ["55", "+98", "-93", "+77"]: signs kept as written
+    total, steps = int(terms[0]), []
+    for t in terms[1:]:
+        new = total + int(t)
+        steps.append(f"{total}{t}={new}")
+        total = new
+    assert total == problem.answer, (problem, total)
+    return ";".join(steps) + f";{BOXED}{total}}}"
+
+
+def score(response: str, answer: int, *, stopped: bool) -> float:
+    """1.0 iff the response ended with EOS right after a final boxed answer equal to `answer`."""
+    if not stopped:
+        return 0.0
+    m = _FINAL.search(response)
+    return 1.0 if m is not None and int(m.group(1)) == answer else 0.0
+
+
+def well_formed(response: str, *, stopped: bool) -> bool:
+    """Format only (eval/format_rate): stopped with EOS right after a boxed integer."""
+    return stopped and _FINAL.search(response) is not None
+
+
+def _generate(cfg: TaskConfig, *, seed: int, size: int, max_terms: int) -> list[Problem]:
+    ds = ChainSumDataset(
+        ChainSumConfig(
+            min_terms=cfg.min_terms,
+            max_terms=max_terms,
+            min_digits=cfg.min_digits,
+            max_digits=cfg.max_digits,
+            seed=seed,
+            size=size,
+        )
+    )
+    out = []
+    for item in ds:
+        expr = item["metadata"]["expression"].replace(" ", "")
+        out.append(Problem(f"{expr}=", int(item["answer"]), int(item["metadata"]["num_terms"])))
+    return out
+
+
+def _disjoint(problems: list[Problem], exclude: set[str], size: int) -> list[Problem]:
+    out: list[Problem] = []
+    seen = set(exclude)
+    for p in problems:
+        if p.prompt not in seen:
+            seen.add(p.prompt)
+            out.append(p)
+        if len(out) == size:
+            break
+    return out
+
+
+def build_task(cfg: TaskConfig, seed: int) -> TaskData:
+    """Seeded, disjoint SFT / RL-train / held-out splits from the same generator.
+
+    The held-out set is drawn first; SFT and RL prompts never repeat a held-out expression (short
+    chains have few distinct expressions, so duplicates are filtered, not just differently seeded).
+    The warm start only sees chains up to `sft_max_terms` terms, so RL has longer chains to improve on.
+    """
+    # Draw more than needed so that filtering duplicates still leaves `size` problems.
+    test = _disjoint(_generate(cfg, seed=seed * 1000 + 1, size=3 * cfg.test_size, max_terms=cfg.max_terms),
+                     set(), cfg.test_size)
+    held = {p.prompt for p in test}
+    train = _disjoint(_generate(cfg, seed=seed * 1000 + 2, size=3 * cfg.train_size, max_terms=cfg.max_terms),
+                      held, cfg.train_size)
+    sft_terms = min(cfg.sft_max_terms, cfg.max_terms)
+    sft_pool = _generate(cfg, seed=seed * 1000 + 3, size=2 * cfg.sft_size, max_terms=sft_terms)
+    sft = [p for p in sft_pool if p.prompt not in held][: cfg.sft_size]
+    for name, split, want in (("test", test, cfg.test_size), ("train", train, cfg.train_size)):
+        if len(split) < want:
+            raise ValueError(f"task: only {len(split)} distinct {name} problems for {name}_size={want}; "
+                             "widen the digit or term range")
+    return TaskData(sft=sft, train=train, test=test)
