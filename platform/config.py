@@ -33,6 +33,9 @@ class TaskConfig(_Section):
     test_size: int = Field(400, ge=1, description="held-out prompts, disjoint from train and SFT data")
     sft_size: int = Field(20000, ge=0, description="worked solutions generated for the warm start")
     sft_max_terms: int = Field(3, ge=2, le=8, description="warm start sees chains up to this length only")
+    sft_long_fraction: float = Field(
+        0.5, ge=0, le=1, description="share of warm-start problems longer than min_terms: small values leave "
+        "chaining under-learned, the skill RL then improves on longer held-out chains")
 
     @model_validator(mode="after")
     def _ranges(self) -> "TaskConfig":
@@ -68,6 +71,7 @@ class WarmStartConfig(_Section):
     batch_size: int = Field(64, ge=1)
     lr: float = Field(1e-3, gt=0)
     warmup_steps: int = Field(30, ge=0)
+    reuse: bool = Field(False, description="reuse a cached warm start of the same task/model/seed/steps")
 
 
 class RolloutConfig(_Section):
@@ -93,10 +97,12 @@ class TrainConfig(_Section):
     lr_schedule: Literal["constant", "cosine"] = "constant"
     warmup_steps: int = Field(0, ge=0)
     weight_decay: float = Field(0.0, ge=0)
+    adam_eps: float = Field(1e-8, gt=0, description="AdamW epsilon; near the gradient's element scale, "
+                            "updates follow the gradient's size instead of its sign (calibration.md)")
     grad_clip: float = Field(1.0, gt=0)
     epochs_per_batch: int = Field(1, ge=1, description="clipped passes over each rollout batch")
     minibatches: int = Field(1, ge=1, description="optimizer steps per epoch (batch split by prompt)")
-    micro_batch_size: int = Field(64, ge=1, description="samples per forward/backward (accumulated)")
+    micro_batch_size: int = Field(256, ge=1, description="samples per forward/backward (accumulated)")
     clip_eps: float = Field(0.2, gt=0, lt=1)
     kl_coef: float = Field(0.0, ge=0, description="low-variance KL to the warm-start policy")
     drop_equal_groups: bool = Field(False, description="DAPO-style: skip groups whose rewards are equal")

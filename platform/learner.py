@@ -49,12 +49,12 @@ class TorchLearner:
     """Owns the trainable policy and its optimizer; `update` runs the clipped epochs of one RL step."""
 
     def __init__(self, model: torch.nn.Module, *, lr: float, weight_decay: float, grad_clip: float,
-                 micro_batch_size: int, total_steps: int, warmup_steps: int = 0,
+                 micro_batch_size: int, total_steps: int, warmup_steps: int = 0, adam_eps: float = 1e-8,
                  schedule: str = "constant", algorithm: str = "grpo", clip_eps: float = 0.2,
                  kl_coef: float = 0.0, epochs: int = 1, minibatches: int = 1,
                  temperature: float = 1.0, ref_model: torch.nn.Module | None = None):
         self.model = model.train()
-        self.opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=weight_decay)
+        self.opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=weight_decay, eps=adam_eps)
         self.sched = torch.optim.lr_scheduler.LambdaLR(
             self.opt, lambda s: lr_lambda(s, warmup=warmup_steps, total=total_steps, schedule=schedule))
         self.grad_clip = grad_clip

@@ -10,9 +10,12 @@ executes (a Ray worker or the driver itself) is the executor's business (runner.
 from __future__ import annotations
 
 import copy
+import hashlib
+import json
 import random
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Protocol
 
 import numpy as np
@@ -141,31 +144,49 @@ def build_learner(cfg: ExperimentConfig, model: torch.nn.Module, ref: torch.nn.M
     steps = t.steps * t.epochs_per_batch * t.minibatches
     return TorchLearner(model, lr=t.lr, weight_decay=t.weight_decay, grad_clip=t.grad_clip,
                         micro_batch_size=t.micro_batch_size, total_steps=steps,
-                        warmup_steps=t.warmup_steps, schedule=t.lr_schedule, algorithm=cfg.algorithm,
+                        warmup_steps=t.warmup_steps, adam_eps=t.adam_eps, schedule=t.lr_schedule, algorithm=cfg.algorithm,
                         clip_eps=t.clip_eps, kl_coef=t.kl_coef, epochs=t.epochs_per_batch,
                         minibatches=t.minibatches, temperature=cfg.rollout.temperature, ref_model=ref)
 
 
-def prepare(cfg: ExperimentConfig,
-            progress: Progress) -> tuple[TaskData, torch.nn.Module, HFEngine, float, float]:
-    """Task data, base model, warm start: the warm-started policy, a rollout engine, SFT seconds and loss."""
+def prepare(cfg: ExperimentConfig, progress: Progress,
+            data: TaskData | None = None) -> tuple[TaskData, torch.nn.Module, HFEngine, float, float]:
+    """Task data, base model, warm start: the warm-started policy, a rollout engine, SFT seconds and loss.
+
+    `data` overrides the task built from `cfg.task` (tests and offline machines pass prebuilt splits)."""
     torch.manual_seed(cfg.seed)
-    data = build_task(cfg.task, cfg.seed)
-    policy, tokenizer = load(build_base_model(cfg.model, cfg.seed))
+    data = data if data is not None else build_task(cfg.task, cfg.seed)
+    base = build_base_model(cfg.model, cfg.seed)
     w = cfg.warm_start
+    cached = warm_start_cache(cfg, base)
+    if w.reuse and (cached / "config.json").is_file():
+        policy, tokenizer = load(cached)
+        progress.update("warm start", w.steps, w.steps, {"loss": float("nan")})
+        return data, policy, HFEngine(copy.deepcopy(policy), tokenizer), 0.0, float("nan")
+    policy, tokenizer = load(base)
     sft = TorchLearner(policy, lr=w.lr, weight_decay=0.0, grad_clip=1.0, micro_batch_size=w.batch_size,
                        total_steps=w.steps, warmup_steps=w.warmup_steps, schedule="cosine")
     t0 = time.perf_counter()
     loss = warm_start(sft, tokenizer, data.sft, steps=w.steps, batch_size=w.batch_size, seed=cfg.seed,
                       on_step=lambda s, lv: progress.update("warm start", s, w.steps, {"loss": lv}))
+    seconds = time.perf_counter() - t0
+    if w.reuse:
+        policy.save_pretrained(cached)
+        tokenizer.save_pretrained(cached)
     engine = HFEngine(copy.deepcopy(policy), tokenizer)
-    return data, policy, engine, time.perf_counter() - t0, loss
+    return data, policy, engine, seconds, loss
 
 
-def train(cfg: ExperimentConfig, recorder: Recorder, progress: Progress, *, checkpoint_dir: str) -> dict:
+def warm_start_cache(cfg: ExperimentConfig, base: Path) -> Path:
+    key = json.dumps([cfg.task.model_dump(), cfg.warm_start.model_dump(exclude={"reuse"}), cfg.seed])
+    return base.with_name(base.name + "-sft-" + hashlib.sha256(key.encode()).hexdigest()[:12])
+
+
+def train(cfg: ExperimentConfig, recorder: Recorder, progress: Progress, *, checkpoint_dir: str,
+          data: TaskData | None = None) -> dict:
     """Warm start, then `train.steps` RL steps; returns the summary (step-0 and final eval)."""
     budget = Budget()  # wall clock from the start: the warm start is part of the run
-    data, policy, engine, sft_seconds, sft_loss = prepare(cfg, progress)
+    data, policy, engine, sft_seconds, sft_loss = prepare(cfg, progress, data)
     ref = copy.deepcopy(policy).requires_grad_(False) if cfg.train.kl_coef > 0 else None
     learner = build_learner(cfg, policy, ref)
     rng, cursor = random.Random(cfg.seed), []

@@ -1,6 +1,6 @@
 """Executors: where the one training loop runs (conventions.md, Runtime).
 
-- `ray` (default): the loop runs on a Ray Train worker (`TorchTrainer`, one worker here: the
+- `ray` (default): the loop runs as a Ray task on the cluster (one worker here: the
   single-machine run is the one-worker case of the distributed runtime); a local `ray.init` bound to
   127.0.0.1 when no address is given.
 - `inline`: the same loop in the driver process, for debugging and for measuring what Ray costs.
@@ -66,19 +66,9 @@ def worker_main(payload: dict) -> dict:
     return train(cfg, recorder, QueueProgress(payload["queue"]), checkpoint_dir=payload["checkpoint_dir"])
 
 
-def _ray_train_loop(payload: dict) -> None:
-    import ray.train
-
-    summary = worker_main(payload)
-    ray.train.report({"done": 1, "summary_json": __import__("json").dumps(summary)})
-
-
 def run_ray(cfg: ExperimentConfig, payload: dict, on_progress: Callable[[tuple], None]) -> dict:
-    import json
-
+    """The loop as one Ray task holding `num_threads` CPUs; progress flows back through a Ray queue."""
     import ray
-    from ray.train import RunConfig, ScalingConfig
-    from ray.train.torch import TorchTrainer
     from ray.util.queue import Queue
 
     if not ray.is_initialized():
@@ -92,20 +82,11 @@ def run_ray(cfg: ExperimentConfig, payload: dict, on_progress: Callable[[tuple],
     pump = threading.Thread(target=_drain, args=(q, on_progress, stop), daemon=True)
     pump.start()
     try:
-        trainer = TorchTrainer(
-            _ray_train_loop,
-            train_loop_config=payload | {"queue": q},
-            scaling_config=ScalingConfig(num_workers=1, use_gpu=False,
-                                         resources_per_worker={"CPU": cfg.runtime.num_threads}),
-            run_config=RunConfig(name=payload["run_id"], storage_path=str(Path(payload["output_dir"]).resolve())),
-        )
-        result = trainer.fit()
+        task = ray.remote(num_cpus=cfg.runtime.num_threads, max_retries=0)(worker_main)
+        return ray.get(task.remote(payload | {"queue": q}))
     finally:
         stop.set()
         pump.join(timeout=5)
-    if result.error:
-        raise result.error
-    return json.loads(result.metrics["summary_json"])
 
 
 def _drain(q, on_progress: Callable[[tuple], None], stop: threading.Event) -> None:

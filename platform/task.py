@@ -12,8 +12,6 @@ import hashlib
 import re
 from dataclasses import dataclass
 
-from reasoning_gym.arithmetic.chain_sum import ChainSumConfig, ChainSumDataset
-
 from dibs.platform.config import TaskConfig
 
 BOXED = "\\boxed{"
@@ -69,6 +67,9 @@ def well_formed(response: str, *, stopped: bool) -> bool:
 
 
 def _generate(cfg: TaskConfig, *, seed: int, size: int, max_terms: int) -> list[Problem]:
+    # Imported here: reasoning-gym imports every one of its ~100 task families on first import.
+    from reasoning_gym.arithmetic.chain_sum import ChainSumConfig, ChainSumDataset
+
     ds = ChainSumDataset(
         ChainSumConfig(
             min_terms=cfg.min_terms,
@@ -98,6 +99,30 @@ def _disjoint(problems: list[Problem], exclude: set[str], size: int) -> list[Pro
     return out
 
 
+def _sft_mix(cfg: TaskConfig, seed: int, held: set[str]) -> list[Problem]:
+    """Warm-start problems: `sft_long_fraction` of them have min_terms+1..sft_max_terms terms, the rest
+    min_terms; interleaved deterministically so any prefix has the same mix."""
+    longest = min(cfg.sft_max_terms, cfg.max_terms)
+    n_long = round(cfg.sft_size * cfg.sft_long_fraction) if longest > cfg.min_terms else 0
+    short_cfg = cfg.model_copy(update={"max_terms": cfg.min_terms})
+    long_cfg = cfg.model_copy(update={"min_terms": min(cfg.min_terms + 1, longest)})
+    short = [p for p in _generate(short_cfg, seed=seed * 1000 + 3, size=2 * cfg.sft_size,
+                                  max_terms=cfg.min_terms) if p.prompt not in held]
+    long = [p for p in _generate(long_cfg, seed=seed * 1000 + 4, size=2 * n_long + 1, max_terms=longest)
+            if p.prompt not in held][:n_long]
+    short = short[: cfg.sft_size - len(long)]
+    # Bresenham-style interleave: position i takes a long problem when the running share falls behind.
+    out, li, si = [], 0, 0
+    for i in range(len(short) + len(long)):
+        if li < len(long) and (si >= len(short) or li * (len(short) + len(long)) <= i * len(long)):
+            out.append(long[li])
+            li += 1
+        else:
+            out.append(short[si])
+            si += 1
+    return out
+
+
 def build_task(cfg: TaskConfig, seed: int) -> TaskData:
     """Seeded, disjoint SFT / RL-train / held-out splits from the same generator.
 
@@ -111,9 +136,7 @@ def build_task(cfg: TaskConfig, seed: int) -> TaskData:
     held = {p.prompt for p in test}
     train = _disjoint(_generate(cfg, seed=seed * 1000 + 2, size=3 * cfg.train_size, max_terms=cfg.max_terms),
                       held, cfg.train_size)
-    sft_terms = min(cfg.sft_max_terms, cfg.max_terms)
-    sft_pool = _generate(cfg, seed=seed * 1000 + 3, size=2 * cfg.sft_size, max_terms=sft_terms)
-    sft = [p for p in sft_pool if p.prompt not in held][: cfg.sft_size]
+    sft = _sft_mix(cfg, seed, held)
     for name, split, want in (("test", test, cfg.test_size), ("train", train, cfg.train_size)):
         if len(split) < want:
             raise ValueError(f"task: only {len(split)} distinct {name} problems for {name}_size={want}; "
