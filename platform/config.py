@@ -71,6 +71,7 @@ class WarmStartConfig(_Section):
     batch_size: int = Field(64, ge=1)
     lr: float = Field(1e-3, gt=0)
     warmup_steps: int = Field(30, ge=0)
+    lr_schedule: Literal["constant", "cosine"] = "cosine"
     reuse: bool = Field(False, description="reuse a cached warm start of the same task/model/seed/steps")
 
 

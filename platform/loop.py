@@ -165,7 +165,7 @@ def prepare(cfg: ExperimentConfig, progress: Progress,
         return data, policy, HFEngine(copy.deepcopy(policy), tokenizer), 0.0, float("nan")
     policy, tokenizer = load(base)
     sft = TorchLearner(policy, lr=w.lr, weight_decay=0.0, grad_clip=1.0, micro_batch_size=w.batch_size,
-                       total_steps=w.steps, warmup_steps=w.warmup_steps, schedule="cosine")
+                       total_steps=w.steps, warmup_steps=w.warmup_steps, schedule=w.lr_schedule)
     t0 = time.perf_counter()
     loss = warm_start(sft, tokenizer, data.sft, steps=w.steps, batch_size=w.batch_size, seed=cfg.seed,
                       on_step=lambda s, lv: progress.update("warm start", s, w.steps, {"loss": lv}))
