@@ -102,7 +102,7 @@ def cmd_export(args) -> int:
 def cmd_db(args) -> int:
     from dibs.platform.store import open_store
 
-    store = open_store(args.db)  # opening runs `alembic upgrade head`
+    store = open_store(args.db, upgrade=True)  # `alembic upgrade head`; rows are kept
     print(f"{store.url}: schema at head")
     return 0
 

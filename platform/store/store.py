@@ -68,9 +68,10 @@ def store_url(url: str | None) -> str:
     return url
 
 
-def open_store(url: str | None) -> ResultsStore:
-    """Open (and upgrade) the store at ``url``; see ``store_url`` for what ``url`` may be."""
-    return ResultsStore(store_url(url))
+def open_store(url: str | None, *, upgrade: bool = False) -> ResultsStore:
+    """Open the store at ``url`` (see ``store_url``). A new, empty database gets the schema from the
+    migrations; an older one is only upgraded with ``upgrade=True`` (`dibs db upgrade`, conventions.md)."""
+    return ResultsStore(store_url(url), upgrade=upgrade)
 
 
 def alembic_config(url: str, connection: Connection | None = None) -> Config:
@@ -86,8 +87,9 @@ def alembic_config(url: str, connection: Connection | None = None) -> Config:
 class ResultsStore:
     """Runs, metric rows and checkpoints behind one SQLAlchemy URL.
 
-    ``upgrade=False`` opens without migrating and fails unless the database is already at head
-    (for callers that leave schema changes to ``dibs db upgrade``).
+    ``upgrade=False`` creates the schema in an empty database (through the migrations, so it is at
+    head) and otherwise fails unless the database is already at head: schema changes of an existing
+    database are left to ``dibs db upgrade``.
     """
 
     def __init__(self, url: str, *, upgrade: bool = True) -> None:
@@ -110,10 +112,10 @@ class ResultsStore:
     def _migrate(self, upgrade: bool) -> None:
         with self._writer.connect() as conn, conn.begin():
             config = alembic_config(self.url, conn)
-            if upgrade:
+            current = set(MigrationContext.configure(conn).get_current_heads())
+            if upgrade or not current:
                 command.upgrade(config, "head")
                 return
-            current = set(MigrationContext.configure(conn).get_current_heads())
             heads = set(ScriptDirectory.from_config(config).get_heads())
             if current != heads:
                 found = ", ".join(sorted(current)) or "empty"

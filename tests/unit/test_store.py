@@ -7,6 +7,7 @@ import math
 import threading
 
 import pytest
+import sqlalchemy
 from alembic import command
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
@@ -230,11 +231,24 @@ def test_migrations_match_models(store, url):
         engine.dispose()
 
 
-def test_no_upgrade_refuses_empty_database(url):
+def test_no_upgrade_creates_empty_database_but_refuses_an_old_one(url):
+    # A brand-new database gets its schema through the migrations (at head) ...
+    with ResultsStore(url, upgrade=False) as store:
+        assert store.revision() == "0001"
+        run_id = store.create_run(name="r", experiment="e.yaml", config={}, git_commit=None, versions={}, seed=0)
+    # ... but one at another revision is left alone until `dibs db upgrade`.
+    engine = sqlalchemy.create_engine(url)
+    with engine.begin() as conn:
+        conn.execute(sqlalchemy.text("UPDATE alembic_version SET version_num = '0000'"))
+    engine.dispose()
     with pytest.raises(StoreError, match="dibs db upgrade"):
         ResultsStore(url, upgrade=False)
-    ResultsStore(url).close()
-    ResultsStore(url, upgrade=False).close()
+    engine = sqlalchemy.create_engine(url)
+    with engine.begin() as conn:
+        conn.execute(sqlalchemy.text("UPDATE alembic_version SET version_num = '0001'"))
+    engine.dispose()
+    with ResultsStore(url, upgrade=False) as store:
+        assert [r["id"] for r in store.list_runs()] == [run_id]  # nothing lost
 
 
 def test_open_store_paths(tmp_path, monkeypatch):
