@@ -83,10 +83,37 @@ class RolloutConfig(_Section):
 
 
 class AllocationConfig(_Section):
-    """How many rollouts each prompt gets (uniform best-of-n now; GVM slots in here)."""
+    """How many rollouts each prompt gets: `uniform` best-of-n, or `gvm` (method.md §2-3).
 
-    allocator: Literal["uniform"] = "uniform"
-    n_per_prompt: int = Field(8, ge=1, description="budget per prompt; a step spends prompts x n")
+    Every field after `n_per_prompt` is read by `gvm` only.
+    """
+
+    allocator: Literal["uniform", "gvm"] = Field(
+        "uniform", description="uniform: n_per_prompt each; gvm: probe, then n_i ∝ G_i / sqrt(p_i + alpha/p_i^(beta-1))")
+    n_per_prompt: int = Field(8, ge=1, description="budget per prompt; a step spends prompts x n (+ the probe)")
+    n_probe: int = Field(8, ge=1, description="probe samples per prompt to estimate p_i and G_i, charged to "
+                         "the rollout budget and not trained on (as the paper)")
+    alpha: float = Field(1e-3, gt=0, allow_inf_nan=False, description="regulariser that sends the weight to 0 as p -> 0")
+    beta: float = Field(2.0, allow_inf_nan=False, description="regulariser exponent; with beta = 2 the weight peaks at p = sqrt(alpha)")
+    filter_threshold: float = Field(1.0, ge=0, le=1, description="prompts with p_i above this get 0 "
+                                    "(too easy; under GRPO all-correct groups teach nothing); 1.0 = off")
+    filter_insufficient: float = Field(0.0, ge=0, description="prompts expecting fewer accepted samples "
+                                       "than this (p_i x share) get 0; 0 = off")
+    min_per_prompt: int = Field(0, ge=0, description="floor on each prompt's count; at most n_per_prompt")
+    max_per_prompt: int | None = Field(None, ge=1, description="cap on each prompt's count, at least "
+                                       "n_per_prompt; None = no cap")
+    grad_params: Literal["embedding", "lm_head", "last_layer", "all"] = Field(
+        "embedding", description="parameters whose per-sample gradient norm estimates G_i (reference: "
+        "embedding; with tied embeddings, embedding and lm_head are the same tensor)")
+
+    @model_validator(mode="after")
+    def _bounds(self) -> "AllocationConfig":
+        # The step budget is prompts x n_per_prompt, so the bounds are feasible iff min <= n <= max.
+        if self.min_per_prompt > self.n_per_prompt:
+            raise ValueError(f"min_per_prompt ({self.min_per_prompt}) > n_per_prompt ({self.n_per_prompt})")
+        if self.max_per_prompt is not None and self.max_per_prompt < self.n_per_prompt:
+            raise ValueError(f"max_per_prompt ({self.max_per_prompt}) < n_per_prompt ({self.n_per_prompt})")
+        return self
 
 
 class TrainConfig(_Section):

@@ -8,13 +8,19 @@ import torch
 
 from dibs.platform import metrics as M
 from dibs.platform.config import EvalConfig
-from dibs.platform.rollout import RolloutEngine, SamplingSpec
+from dibs.platform.rollout import RolloutEngine, Rollouts, SamplingSpec
 from dibs.platform.task import Problem, score, well_formed
 
 
 def score_rollouts(texts: list[str], stopped: torch.Tensor, answers: list[int]) -> torch.Tensor:
     """Strict 0/1 reward per sample (see task.score)."""
     return torch.tensor([score(t, a, stopped=bool(s)) for t, s, a in zip(texts, stopped.tolist(), answers)])
+
+
+def score_groups(rollouts: Rollouts, answers: list[int]) -> torch.Tensor:
+    """[B] reward of each sample of a grouped batch: sample b answers prompt group_ids[b], whose gold
+    answer is answers[group_ids[b]]. Prompts with no samples (count 0) simply have no rows."""
+    return score_rollouts(rollouts.texts, rollouts.stopped, [answers[i] for i in rollouts.group_ids.tolist()])
 
 
 def evaluate(engine: RolloutEngine, problems: list[Problem], cfg: EvalConfig, *, seed: int) -> dict[str, float]:
@@ -38,6 +44,5 @@ def evaluate(engine: RolloutEngine, problems: list[Problem], cfg: EvalConfig, *,
     sampled = engine.generate(prompts, [cfg.k] * len(prompts),
                               SamplingSpec(temperature=cfg.temperature, max_new_tokens=cfg.max_new_tokens),
                               seed=seed + 1)
-    sample_answers = [answers[i] for i in sampled.group_ids.tolist()]
-    out[M.EVAL_MEAN_AT_K] = float(score_rollouts(sampled.texts, sampled.stopped, sample_answers).mean())
+    out[M.EVAL_MEAN_AT_K] = float(score_groups(sampled, answers).mean())
     return out

@@ -3,6 +3,9 @@
     sample_prompts -> allocate -> generate -> score -> advantages -> update -> sync_weights
     -> evaluate -> record
 
+`allocate` may probe the policy first (GVM); the probe's rollouts are charged to the budget before the
+step's own rollouts, so `rollouts_consumed` counts them (method.md §3, conventions.md).
+
 Each stage is a small function over typed values; `train` strings them together. Where the loop
 executes (a Ray worker or the driver itself) is the executor's business (runner.py), not the loop's.
 """
@@ -22,15 +25,18 @@ import numpy as np
 import torch
 
 from dibs.algorithms.advantages import grpo_advantages, nonzero_groups_mask, raft_advantages
-from dibs.algorithms.allocation import uniform_allocation
 from dibs.platform import metrics as M
+from dibs.platform.allocators import Allocation, Allocator, AllocContext, build_allocator
 from dibs.platform.config import ExperimentConfig
-from dibs.platform.evaluate import evaluate, score_rollouts
+from dibs.platform.evaluate import evaluate, score_groups
 from dibs.platform.learner import TorchLearner
 from dibs.platform.model import build_base_model, load
 from dibs.platform.rollout import HFEngine, Rollouts, SamplingSpec
 from dibs.platform.task import Problem, TaskData, build_task
 from dibs.platform.warm_start import warm_start
+
+# Added to the step's generation seed for the probe, so probe and rollouts never share a sample stream.
+PROBE_SEED_OFFSET = 2**31
 
 
 class Recorder(Protocol):
@@ -53,8 +59,9 @@ class NullProgress:
 class Budget:
     """What the run has spent so far; every metric row carries it (conventions.md)."""
 
-    rollouts: int = 0
+    rollouts: int = 0  # probe rollouts included
     tokens: int = 0
+    probe_rollouts: int = 0  # the probe's share of `rollouts`
     started: float = field(default_factory=time.perf_counter)
 
     @property
@@ -74,23 +81,31 @@ def sample_prompts(train: list[Problem], batch: int, rng: random.Random, cursor:
     return [train[i] for i in take]
 
 
-def allocate(cfg: ExperimentConfig, prompts: list[Problem]) -> np.ndarray:
-    """Rollouts per prompt: a per-prompt vector, so GVM allocators slot in here (issue 3)."""
-    match cfg.allocation.allocator:
-        case "uniform":
-            return uniform_allocation(len(prompts), cfg.allocation.n_per_prompt)
-    raise ValueError(f"allocation.allocator: unknown allocator {cfg.allocation.allocator!r}")
+def allocate(allocator: Allocator, prompts: list[Problem], ctx: AllocContext, budget: Budget) -> Allocation:
+    """Rollouts per prompt. A probing allocator's rollouts are spent first, so they are charged to the
+    budget here, before the step's own rollouts (method.md §3: budget accounting counts the probe)."""
+    alloc = allocator.allocate(prompts, ctx)
+    budget.rollouts += alloc.probe_rollouts
+    budget.probe_rollouts += alloc.probe_rollouts
+    budget.tokens += alloc.probe_tokens
+    return alloc
+
+
+def sampling_spec(cfg: ExperimentConfig) -> SamplingSpec:
+    """How the step's rollouts are sampled; the GVM probe uses the same spec (method.md §3)."""
+    return SamplingSpec(temperature=cfg.rollout.temperature, top_p=cfg.rollout.top_p,
+                        max_new_tokens=cfg.rollout.max_new_tokens)
 
 
 def generate(engine: HFEngine, cfg: ExperimentConfig, prompts: list[Problem], counts: np.ndarray,
              *, seed: int) -> Rollouts:
-    spec = SamplingSpec(temperature=cfg.rollout.temperature, top_p=cfg.rollout.top_p,
-                        max_new_tokens=cfg.rollout.max_new_tokens)
-    return engine.generate([p.prompt for p in prompts], counts.tolist(), spec, seed=seed)
+    """counts[i] samples of prompts[i]; a prompt with count 0 has no rows, and group ids stay indices
+    into `prompts` (so `score` and GRPO groups need no remapping)."""
+    return engine.generate([p.prompt for p in prompts], counts.tolist(), sampling_spec(cfg), seed=seed)
 
 
 def score(rollouts: Rollouts, prompts: list[Problem]) -> torch.Tensor:
-    return score_rollouts(rollouts.texts, rollouts.stopped, [prompts[i].answer for i in rollouts.group_ids])
+    return score_groups(rollouts, [p.answer for p in prompts])
 
 
 def advantages(cfg: ExperimentConfig, rewards: torch.Tensor, group_ids: torch.Tensor):
@@ -121,7 +136,7 @@ def sync_weights(learner: TorchLearner, engine: HFEngine) -> float:
 
 
 def step_metrics(rewards: torch.Tensor, rollouts: Rollouts, adv_stats: dict, upd: dict, times: dict,
-                 budget: Budget) -> dict[str, float]:
+                 budget: Budget, alloc: Allocation) -> dict[str, float]:
     out = {
         M.ROLLOUT_REWARD: float(rewards.mean()),
         M.ROLLOUT_RESPONSE_LEN: rollouts.num_tokens / len(rollouts.texts),
@@ -134,6 +149,8 @@ def step_metrics(rewards: torch.Tensor, rollouts: Rollouts, adv_stats: dict, upd
     names = {"loss": M.TRAIN_LOSS, "pg_loss": M.TRAIN_PG_LOSS, "kl": M.TRAIN_KL, "clip_frac": M.TRAIN_CLIP_FRAC,
              "ratio_mean": M.TRAIN_RATIO, "grad_norm": M.TRAIN_GRAD_NORM, "lr": M.TRAIN_LR}
     out |= {name: float(upd[k]) for k, name in names.items() if k in upd}
+    if budget.probe_rollouts:  # probing allocators only: a uniform run's rows stay as they were
+        out |= alloc.stats | {M.BUDGET_PROBE_ROLLOUTS: float(budget.probe_rollouts)}
     return out | times
 
 
@@ -190,6 +207,7 @@ def train(cfg: ExperimentConfig, recorder: Recorder, progress: Progress, *, chec
     ref = copy.deepcopy(policy).requires_grad_(False) if cfg.train.kl_coef > 0 else None
     learner = build_learner(cfg, policy, ref)
     rng, cursor = random.Random(cfg.seed), []
+    allocator, spec = build_allocator(cfg.allocation), sampling_spec(cfg)
 
     def run_eval(step: int) -> dict[str, float]:
         t = time.perf_counter()
@@ -207,9 +225,12 @@ def train(cfg: ExperimentConfig, recorder: Recorder, progress: Progress, *, chec
     for step in range(1, cfg.train.steps + 1):
         t0 = time.perf_counter()
         prompts = sample_prompts(data.train, cfg.train.prompts_per_step, rng, cursor)
-        counts = allocate(cfg, prompts)
-        rollouts = generate(engine, cfg, prompts, counts, seed=cfg.seed * 100003 + step)
-        t_gen = time.perf_counter() - t0
+        gen_seed = cfg.seed * 100003 + step
+        alloc = allocate(allocator, prompts, AllocContext(engine, policy, spec, gen_seed + PROBE_SEED_OFFSET),
+                         budget)
+        t_alloc = time.perf_counter() - t0
+        rollouts = generate(engine, cfg, prompts, alloc.counts, seed=gen_seed)
+        t_gen = time.perf_counter() - t0 - t_alloc
         budget.rollouts += len(rollouts.texts)
         budget.tokens += rollouts.num_tokens
         rewards = score(rollouts, prompts)
@@ -220,7 +241,9 @@ def train(cfg: ExperimentConfig, recorder: Recorder, progress: Progress, *, chec
         t_sync = sync_weights(learner, engine)
         times = {M.TIME_GENERATE: t_gen, M.TIME_UPDATE: t_upd, M.TIME_SYNC: t_sync,
                  M.TIME_STEP: time.perf_counter() - t0}
-        values = step_metrics(rewards, rollouts, adv_stats, upd, times, budget)
+        if alloc.probe_rollouts:  # only a probing allocator takes measurable time
+            times[M.TIME_ALLOCATE] = t_alloc
+        values = step_metrics(rewards, rollouts, adv_stats, upd, times, budget, alloc)
         recorder.record(step, values, rollouts_consumed=budget.rollouts, tokens_generated=budget.tokens,
                         wall_seconds=budget.wall)
         progress.update("rl", step, cfg.train.steps, {"reward": values[M.ROLLOUT_REWARD]})

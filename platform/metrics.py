@@ -1,7 +1,8 @@
 """Metric names, defined once: the loop writes them, the store keys on them, dashboards read them.
 
-Namespaces follow CleanRL: `train/` (the update), `rollout/` (generation and reward), `budget/`
-(what was spent), `time/` (wall seconds per stage), `eval/` (held-out evaluation, step 0 and every K).
+Namespaces follow CleanRL: `train/` (the update), `rollout/` (generation and reward), `alloc/` (how a
+probing allocator split the budget), `budget/` (what was spent), `time/` (wall seconds per stage),
+`eval/` (held-out evaluation, step 0 and every K).
 """
 
 # eval/ — step 0 (after the warm start, before any RL update) and every `eval.every` steps
@@ -30,12 +31,22 @@ TRAIN_GRAD_NORM = "train/grad_norm"
 TRAIN_LR = "train/lr"
 TRAIN_SAMPLES = "train/samples_used"
 
+# alloc/ — steps 1..T, only for allocators that probe (gvm); uniform rows are unchanged
+ALLOC_N_MIN = "alloc/n_min"  # fewest rollouts any prompt of the step got
+ALLOC_N_MAX = "alloc/n_max"
+ALLOC_ZERO_PROMPTS = "alloc/zero_prompts"  # prompts given no rollouts
+ALLOC_P_MEAN = "alloc/p_mean"  # mean probe acceptance rate p̂ over the step's prompts
+ALLOC_G_MEAN = "alloc/g_mean"  # mean Ĝ over prompts with an accepted probe sample (0 if none)
+ALLOC_GRAD_TIED = "alloc/grad_tied"  # 1: Ĝ's parameters are a tied embedding/output matrix (method.md §3)
+
 # budget/ — cumulative, also carried on every row as rollouts_consumed / tokens_generated
-BUDGET_ROLLOUTS = "budget/rollouts"
-BUDGET_TOKENS = "budget/tokens"
+BUDGET_ROLLOUTS = "budget/rollouts"  # probe rollouts included (conventions.md)
+BUDGET_TOKENS = "budget/tokens"  # probe tokens included
+BUDGET_PROBE_ROLLOUTS = "budget/probe_rollouts"  # the probe's share of budget/rollouts (gvm only)
 
 # time/ — seconds spent in each stage of one step
 TIME_GENERATE = "time/generate_s"
+TIME_ALLOCATE = "time/allocate_s"  # the probe: generation, scoring, gradient norms (gvm only)
 TIME_UPDATE = "time/update_s"
 TIME_SYNC = "time/sync_s"
 TIME_EVAL = "time/eval_s"
