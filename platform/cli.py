@@ -59,7 +59,7 @@ def cmd_run(args) -> int:
     run_id = store.create_run(name=cfg.name, experiment=str(args.experiment), config=config,
                               git_commit=git_commit(), versions=package_versions(), seed=cfg.seed)
     out_dir = Path(cfg.runtime.output_dir) / run_id
-    payload = {"config": config, "cwd": str(Path.cwd()), "db_url": store.url, "run_id": run_id, "output_dir": cfg.runtime.output_dir,
+    payload = {"config": config, "cwd": str(Path.cwd()), "db_url": store.url, "run_id": run_id,
                "checkpoint_dir": str((out_dir / "checkpoints").resolve())}
     print(f"run {run_id}: {cfg.name} ({cfg.algorithm}, {cfg.allocation.allocator}) on {cfg.runtime.executor}; "
           f"store {store.url}")

@@ -39,7 +39,7 @@ class Rollouts:
     def num_tokens(self) -> int:
         return int(self.response_mask.sum().item())
 
-    def select(self, idx: torch.Tensor) -> "Rollouts":
+    def select(self, idx: torch.Tensor) -> Rollouts:
         """The sub-batch at sample indices `idx` (used to split into mini- and micro-batches)."""
         return Rollouts(self.sequences[idx], self.attention_mask[idx], self.response_mask[idx],
                         self.old_logp[idx], self.group_ids[idx], [self.texts[i] for i in idx.tolist()],
@@ -91,8 +91,8 @@ class HFEngine:
 
     def _generate_chunk(self, input_ids: torch.Tensor, attention_mask: torch.Tensor,
                         spec: SamplingSpec) -> Rollouts:
-        kwargs = dict(do_sample=False) if spec.greedy else dict(
-            do_sample=True, temperature=spec.temperature, top_p=spec.top_p, top_k=0)
+        kwargs = {"do_sample": False} if spec.greedy else {
+            "do_sample": True, "temperature": spec.temperature, "top_p": spec.top_p, "top_k": 0}
         out = self.model.generate(
             input_ids=input_ids, attention_mask=attention_mask, max_new_tokens=spec.max_new_tokens, eos_token_id=self.tok.eos_token_id,
             pad_token_id=self.tok.pad_token_id, return_dict_in_generate=True, output_logits=True, **kwargs)

@@ -7,7 +7,7 @@ more so on short chains than on long ones: the regime where RL, and per-prompt b
 from __future__ import annotations
 
 import random
-from typing import Callable
+from collections.abc import Callable
 
 import torch
 from transformers import PreTrainedTokenizerFast

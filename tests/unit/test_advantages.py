@@ -4,6 +4,7 @@ import math
 
 import pytest
 import torch
+
 from dibs.algorithms.advantages import grpo_advantages, nonzero_groups_mask, raft_advantages
 
 pytestmark = pytest.mark.unit

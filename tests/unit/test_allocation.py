@@ -4,6 +4,7 @@ import math
 
 import numpy as np
 import pytest
+
 from dibs.algorithms.allocation import gvm_allocate, gvm_weights, round_preserving_sum, uniform_allocation
 
 pytestmark = pytest.mark.unit

@@ -1,5 +1,6 @@
 """The experiment spec: defaults, overrides, and one-line errors naming file, dotted key and problem."""
 
+import pydantic
 import pytest
 
 from dibs.platform.config import ConfigError, ExperimentConfig, apply_overrides, load_config
@@ -30,7 +31,7 @@ def test_defaults_fill_what_the_yaml_omits(tmp_path):
 
 def test_config_is_frozen(tmp_path):
     cfg = load_config(write(tmp_path, "{}"))
-    with pytest.raises(Exception):
+    with pytest.raises(pydantic.ValidationError, match="frozen"):
         cfg.train.lr = 1.0  # type: ignore[misc]
 
 

@@ -4,6 +4,7 @@ import math
 
 import pytest
 import torch
+
 from dibs.algorithms.losses import (
     clipped_policy_loss,
     low_var_kl,

@@ -12,11 +12,12 @@ from alembic import command
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
+from sqlalchemy import create_engine, func, select
+
 from dibs.platform.store import MetricRow, ResultsStore, StoreError, open_store
 from dibs.platform.store.export import run_to_csv, run_to_json
 from dibs.platform.store.models import Base, Metric
 from dibs.platform.store.store import alembic_config
-from sqlalchemy import create_engine, func, select
 
 pytestmark = pytest.mark.unit
 

@@ -8,8 +8,9 @@ opens its own from ``sqlalchemy.url``. Offline mode (``--sql``) prints the DDL.
 from __future__ import annotations
 
 from alembic import context
-from dibs.platform.store.models import Base
 from sqlalchemy import Connection, create_engine, pool
+
+from dibs.platform.store.models import Base
 
 config = context.config
 target_metadata = Base.metadata
