@@ -86,9 +86,9 @@ class GVMAllocator:
     def _stats(self, counts: np.ndarray, p_hat: np.ndarray, g_hat: np.ndarray,
                policy: torch.nn.Module) -> dict[str, float]:
         seen = p_hat > 0
-        # With tied embeddings the gradient mixes input and output roles (method.md §3): record it.
-        tied = is_tied(policy) and grad_param_names(policy, self.cfg.grad_params) == \
-            grad_param_names(policy, "embedding")
+        # A tied embedding's gradient mixes its input and output roles (method.md §3): record it.
+        names = grad_param_names(policy, self.cfg.grad_params)
+        tied = is_tied(policy) and grad_param_names(policy, "embedding")[0] in names
         return {
             M.ALLOC_N_MIN: float(counts.min()),
             M.ALLOC_N_MAX: float(counts.max()),

@@ -38,7 +38,7 @@ class TaskConfig(_Section):
         "chaining under-learned, the skill RL then improves on longer held-out chains")
 
     @model_validator(mode="after")
-    def _ranges(self) -> "TaskConfig":
+    def _ranges(self) -> TaskConfig:
         if self.min_terms > self.max_terms:
             raise ValueError(f"min_terms ({self.min_terms}) > max_terms ({self.max_terms})")
         if self.min_digits > self.max_digits:
@@ -58,7 +58,7 @@ class ModelConfig(_Section):
     cache_dir: str = Field("models", description="built tokenizer + base model are cached here")
 
     @model_validator(mode="after")
-    def _heads(self) -> "ModelConfig":
+    def _heads(self) -> ModelConfig:
         if self.hidden_size % self.num_heads or self.num_heads % self.num_kv_heads:
             raise ValueError("hidden_size must divide by num_heads, and num_heads by num_kv_heads")
         return self
@@ -107,7 +107,7 @@ class AllocationConfig(_Section):
         "embedding; with tied embeddings, embedding and lm_head are the same tensor)")
 
     @model_validator(mode="after")
-    def _bounds(self) -> "AllocationConfig":
+    def _bounds(self) -> AllocationConfig:
         # The step budget is prompts x n_per_prompt, so the bounds are feasible iff min <= n <= max.
         if self.min_per_prompt > self.n_per_prompt:
             raise ValueError(f"min_per_prompt ({self.min_per_prompt}) > n_per_prompt ({self.n_per_prompt})")

@@ -17,6 +17,9 @@ from torch.func import functional_call, grad, vmap
 from dibs.platform.rollout import Rollouts, position_ids
 
 GradParams = Literal["embedding", "lm_head", "last_layer", "all"]
+# Per-sample gradient elements held at once by default (2^28 fp32 = 1 GiB): a whole probe batch for the
+# smoke model, one or two samples at a time for the embedding of a 1.5B model (151k x 1536 per sample).
+GRAD_ELEMENTS = 2**28
 
 
 def accept_rates(rewards: torch.Tensor, group_ids: torch.Tensor, num_prompts: int) -> np.ndarray:
@@ -29,7 +32,7 @@ def accept_rates(rewards: torch.Tensor, group_ids: torch.Tensor, num_prompts: in
         [num_prompts] float64; 0 for a prompt with no samples (nothing seen, nothing accepted).
     """
     gids = _checked_ids(group_ids, num_prompts)
-    accepted = np.bincount(gids, weights=(rewards == 1).double().numpy(), minlength=num_prompts)
+    accepted = np.bincount(gids, weights=(rewards == 1).double().cpu().numpy(), minlength=num_prompts)
     samples = np.bincount(gids, minlength=num_prompts)
     return accepted / np.maximum(samples, 1)
 
@@ -45,17 +48,17 @@ def grad_norm_estimates(model: torch.nn.Module, rollouts: Rollouts, rewards: tor
         [num_prompts] float64; 0 for a prompt with no accepted sample (its GVM weight is 0 anyway).
     """
     gids = _checked_ids(rollouts.group_ids, num_prompts)
-    idx = torch.nonzero(rewards == 1).squeeze(-1)
+    idx = torch.nonzero(rewards == 1).squeeze(-1).cpu()
     if len(idx) == 0:
         return np.zeros(num_prompts)
     norms = per_sample_grad_norms(model, rollouts.select(idx), params=params, temperature=temperature)
-    sums = np.bincount(gids[idx.numpy()], weights=norms.double().numpy(), minlength=num_prompts)
+    sums = np.bincount(gids[idx.numpy()], weights=norms.double().cpu().numpy(), minlength=num_prompts)
     counts = np.bincount(gids[idx.numpy()], minlength=num_prompts)
     return sums / np.maximum(counts, 1)
 
 
 def per_sample_grad_norms(model: torch.nn.Module, rollouts: Rollouts, *, params: GradParams,
-                          temperature: float = 1.0, chunk_size: int = 32) -> torch.Tensor:
+                          temperature: float = 1.0, chunk_size: int | None = None) -> torch.Tensor:
     """‖∇_θ L_b‖₂ for every sample b, L_b = −Σ_t log π(y_t | x, y_<t) over its response tokens.
 
     The loss is summed, not length-normalised, as the reference (method.md §3); θ is the subset named by
@@ -64,7 +67,8 @@ def per_sample_grad_norms(model: torch.nn.Module, rollouts: Rollouts, *, params:
 
     Args:
         rollouts: B samples; response_mask [B, L-1] selects the summed tokens.
-        chunk_size: samples per vmapped pass; bounds memory at chunk_size x |θ| gradient elements.
+        chunk_size: samples per vmapped pass, which hold chunk_size x |θ| gradient elements at once.
+            None: as many as fit in `GRAD_ELEMENTS` (1 GiB of fp32), at least 1.
 
     Returns:
         [B] float32 norms (0 for a sample with no response token); an empty batch gives shape [0].
@@ -75,6 +79,8 @@ def per_sample_grad_norms(model: torch.nn.Module, rollouts: Rollouts, *, params:
     names = grad_param_names(model, params)
     named = dict(model.named_parameters())
     theta = {n: named[n].detach() for n in names}
+    if chunk_size is None:
+        chunk_size = max(1, GRAD_ELEMENTS // sum(t.numel() for t in theta.values()))
 
     def summed_nll(theta: dict, seq: torch.Tensor, mask4d: torch.Tensor, pos: torch.Tensor,
                    resp: torch.Tensor) -> torch.Tensor:
@@ -85,9 +91,11 @@ def per_sample_grad_norms(model: torch.nn.Module, rollouts: Rollouts, *, params:
         return -(logp * resp).sum()
 
     per_sample = vmap(grad(summed_nll), in_dims=(None, 0, 0, 0, 0), chunk_size=chunk_size)
-    with _vmappable_attention(model):
-        grads = per_sample(theta, ro.sequences, _additive_causal_mask(ro.attention_mask),
-                           position_ids(ro.attention_mask), ro.response_mask)
+    # no_grad: the parameters outside θ still require grad, and without it autograd would also record a
+    # graph of the whole per-sample backward on them; torch.func.grad ignores an outer no_grad.
+    with torch.no_grad(), _vmappable_attention(model):
+        mask4d = _additive_causal_mask(ro.attention_mask, next(iter(theta.values())).dtype)
+        grads = per_sample(theta, ro.sequences, mask4d, position_ids(ro.attention_mask), ro.response_mask)
     squares = sum(g.flatten(1).double().pow(2).sum(1) for g in grads.values())  # [B]
     return squares.sqrt().float()
 
@@ -124,7 +132,7 @@ def is_tied(model: torch.nn.Module) -> bool:
 # --- helpers --------------------------------------------------------------------------------------
 
 def _checked_ids(group_ids: torch.Tensor, num_prompts: int) -> np.ndarray:
-    gids = group_ids.numpy().astype(np.int64)
+    gids = group_ids.cpu().numpy().astype(np.int64)
     if gids.size and (gids.min() < 0 or gids.max() >= num_prompts):
         raise ValueError(f"group_ids must lie in [0, {num_prompts}), got [{gids.min()}, {gids.max()}]")
     return gids
@@ -139,16 +147,18 @@ def _trim_padding(ro: Rollouts) -> Rollouts:
                     ro.old_logp[:, lo:hi - 1], ro.group_ids, ro.texts, ro.stopped)
 
 
-def _additive_causal_mask(attention_mask: torch.Tensor) -> torch.Tensor:
-    """[B, 1, L, L] float mask (0 = attend, finfo.min = blocked), built outside vmap.
+def _additive_causal_mask(attention_mask: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    """[B, 1, L, L] mask in the model's dtype (0 = attend, finfo.min = blocked), built outside vmap.
 
     transformers builds its mask from the 2-D one with data-dependent branches, which vmap rejects; a
     4-D mask is used as given. finfo.min rather than -inf keeps fully padded query rows finite (NaN-free
     gradients); those rows are never read.
     """
     L = attention_mask.shape[-1]
-    allowed = torch.ones(L, L, dtype=torch.bool).tril()[None] & attention_mask[:, None, :].bool()
-    blocked = torch.zeros(allowed.shape).masked_fill(~allowed, torch.finfo(torch.float32).min)
+    causal = torch.ones(L, L, dtype=torch.bool, device=attention_mask.device).tril()
+    allowed = causal[None] & attention_mask[:, None, :].bool()  # [B, L(query), L(key)]
+    blocked = torch.zeros(allowed.shape, dtype=dtype, device=allowed.device).masked_fill(
+        ~allowed, torch.finfo(dtype).min)
     return blocked[:, None]
 
 

@@ -37,7 +37,7 @@ ALLOC_N_MAX = "alloc/n_max"
 ALLOC_ZERO_PROMPTS = "alloc/zero_prompts"  # prompts given no rollouts
 ALLOC_P_MEAN = "alloc/p_mean"  # mean probe acceptance rate p̂ over the step's prompts
 ALLOC_G_MEAN = "alloc/g_mean"  # mean Ĝ over prompts with an accepted probe sample (0 if none)
-ALLOC_GRAD_TIED = "alloc/grad_tied"  # 1: Ĝ's parameters are a tied embedding/output matrix (method.md §3)
+ALLOC_GRAD_TIED = "alloc/grad_tied"  # 1: Ĝ's parameters include a tied embedding/output matrix (§3)
 
 # budget/ — cumulative, also carried on every row as rollouts_consumed / tokens_generated
 BUDGET_ROLLOUTS = "budget/rollouts"  # probe rollouts included (conventions.md)

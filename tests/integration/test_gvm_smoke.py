@@ -69,6 +69,8 @@ def test_allocator_stats_recorded_every_step(run):
         assert rows.at(step, M.ALLOC_G_MEAN)[0] >= 0
         assert rows.at(step, M.ALLOC_GRAD_TIED)[0] == 1.0  # the smoke model ties its embeddings
         assert rows.at(step, M.TIME_ALLOCATE)[0] > 0
+        if rows.at(step, M.ALLOC_P_MEAN)[0] == 0:  # every probe failed: no signal, the uniform split
+            assert n_min == n_max == n
 
 
 def test_eval_rows_at_zero_and_every_k(run):
