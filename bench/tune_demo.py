@@ -39,24 +39,19 @@ class ListRecorder:
         pass
 
 
-class Quiet:
-    def update(self, stage, done, total, info):
-        pass
-
-
 def run_cell(args: tuple) -> dict:
     base, name, overrides, data_file, stream = args
     import torch
 
     from dibs.platform.config import load_config
-    from dibs.platform.loop import train
+    from dibs.platform.loop import NullProgress, train
 
     cfg = load_config(base, [f"{k}={v}" for k, v in overrides.items()] + ["runtime.checkpoint_every=0"])
     torch.set_num_threads(cfg.runtime.num_threads)
     data = pickle.loads(Path(data_file).read_bytes()) if data_file else None
     rec = ListRecorder(name, Path(stream))
     t = time.time()
-    summary = train(cfg, rec, Quiet(), checkpoint_dir=f"/tmp/tune-ckpt/{name}", data=data)
+    summary = train(cfg, rec, NullProgress(), checkpoint_dir=f"/tmp/tune-ckpt/{name}", data=data)
     evals = {}
     for r in rec.rows:
         if r["name"].startswith("eval/") or r["name"] == "time/step_s":

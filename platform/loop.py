@@ -55,6 +55,26 @@ class NullProgress:
         pass
 
 
+class MemoryRecorder:
+    """Keeps rows in memory, {(step, name): (value, rollouts_consumed, tokens_generated)}: for tests and
+    for tools that run the loop without a results store."""
+
+    def __init__(self):
+        self.rows: dict[tuple[int, str], tuple[float, int, int]] = {}
+        self.checkpoints: list[tuple[int, str]] = []
+
+    def record(self, step: int, values: dict[str, float], *, rollouts_consumed: int, tokens_generated: int,
+               wall_seconds: float) -> None:
+        for name, value in values.items():
+            self.rows[(step, name)] = (value, rollouts_consumed, tokens_generated)
+
+    def checkpoint(self, step: int, path: str) -> None:
+        self.checkpoints.append((step, path))
+
+    def at(self, step: int, name: str) -> tuple[float, int, int]:
+        return self.rows[(step, name)]
+
+
 @dataclass
 class Budget:
     """What the run has spent so far; every metric row carries it (conventions.md)."""

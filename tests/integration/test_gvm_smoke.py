@@ -5,33 +5,16 @@ import pytest
 
 from dibs.platform import metrics as M
 from dibs.platform.config import load_config
-from dibs.platform.loop import NullProgress, train
+from dibs.platform.loop import MemoryRecorder, NullProgress, train
 
 pytestmark = pytest.mark.integration
-
-
-class Rows:
-    """Every recorded value with the budget its row carried: {(step, name): (value, rollouts, tokens)}."""
-
-    def __init__(self):
-        self.rows = {}
-
-    def record(self, step, values, *, rollouts_consumed, tokens_generated, wall_seconds):
-        for k, v in values.items():
-            self.rows[(step, k)] = (v, rollouts_consumed, tokens_generated)
-
-    def checkpoint(self, step, path):
-        pass
-
-    def at(self, step, name):
-        return self.rows[(step, name)]
 
 
 @pytest.fixture(scope="module")
 def run(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("gvm")
     cfg = load_config("experiments/gvm-smoke.yaml", [f"model.cache_dir={tmp}/models"])
-    rows = Rows()
+    rows = MemoryRecorder()
     summary = train(cfg, rows, NullProgress(), checkpoint_dir=str(tmp / "ckpt"))
     return cfg, rows, summary
 
