@@ -19,24 +19,26 @@ from pathlib import Path
 
 import yaml
 
+STREAMED = ("eval/accuracy", "eval/mean_at_k", "rollout/reward_mean")
 
-class ListRecorder:
-    """Keeps every row; also streams eval rows to `stream` so a killed cell still leaves its curve."""
 
-    def __init__(self, cell: str, stream: Path):
-        self.rows, self.cell, self.stream = [], cell, stream
+def streaming_recorder(cell: str, stream: Path):
+    """The loop's MemoryRecorder that also appends eval/reward rows to `stream` as they happen, so a killed
+    cell still leaves its curve."""
+    from dibs.platform.loop import MemoryRecorder
 
-    def record(self, step, values, *, rollouts_consumed, tokens_generated, wall_seconds):
-        rows = [{"step": step, "name": k, "value": float(v), "rollouts_consumed": rollouts_consumed,
-                 "wall_seconds": round(wall_seconds, 2)} for k, v in values.items()]
-        self.rows += rows
-        evals = [r | {"cell": self.cell} for r in rows if r["name"] in ("eval/accuracy", "eval/mean_at_k", "rollout/reward_mean")]
-        if evals:
-            with self.stream.open("a") as f:
-                f.write("".join(json.dumps(r) + "\n" for r in evals))
+    class Streaming(MemoryRecorder):
+        def record(self, step, values, *, rollouts_consumed, tokens_generated, wall_seconds):
+            super().record(step, values, rollouts_consumed=rollouts_consumed,
+                           tokens_generated=tokens_generated, wall_seconds=wall_seconds)
+            lines = [json.dumps({"step": step, "name": k, "value": float(v), "rollouts_consumed": rollouts_consumed,
+                                 "wall_seconds": round(wall_seconds, 2), "cell": cell})
+                     for k, v in values.items() if k in STREAMED]
+            if lines:
+                with stream.open("a") as f:
+                    f.write("".join(line + "\n" for line in lines))
 
-    def checkpoint(self, step, path):
-        pass
+    return Streaming()
 
 
 def run_cell(args: tuple) -> dict:
@@ -49,13 +51,13 @@ def run_cell(args: tuple) -> dict:
     cfg = load_config(base, [f"{k}={v}" for k, v in overrides.items()] + ["runtime.checkpoint_every=0"])
     torch.set_num_threads(cfg.runtime.num_threads)
     data = pickle.loads(Path(data_file).read_bytes()) if data_file else None
-    rec = ListRecorder(name, Path(stream))
+    rec = streaming_recorder(name, Path(stream))
     t = time.time()
     summary = train(cfg, rec, NullProgress(), checkpoint_dir=f"/tmp/tune-ckpt/{name}", data=data)
     evals = {}
-    for r in rec.rows:
-        if r["name"].startswith("eval/") or r["name"] == "time/step_s":
-            evals.setdefault(r["name"], []).append((r["step"], round(r["value"], 4)))
+    for (step, metric), (value, _, _) in sorted(rec.rows.items()):
+        if metric.startswith("eval/") or metric == "time/step_s":
+            evals.setdefault(metric, []).append((step, round(value, 4)))
     step_s = [v for _, v in evals.pop("time/step_s", [])]
     return {"cell": name, "overrides": overrides, "wall_seconds": round(time.time() - t, 1),
             "mean_step_s": round(sum(step_s) / max(len(step_s), 1), 3),

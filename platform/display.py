@@ -29,22 +29,22 @@ class RunDisplay:
     def __exit__(self, *exc) -> None:
         self.progress.stop()
 
+    def _task(self, stage: str, total: int) -> int:
+        if stage not in self.tasks:
+            self.tasks[stage] = self.progress.add_task(stage, total=total, info="")
+        return self.tasks[stage]
+
     def on_event(self, event: tuple) -> None:
         stage, done, total, info = event
-        if stage == "eval":
+        if stage == "eval":  # an eval refreshes the RL bar's text, not its position
             self.last_eval = (f"acc {info.get(M.EVAL_ACCURACY, 0):.1%}  mean@{self.cfg.eval.k} "
                               f"{info.get(M.EVAL_MEAN_AT_K, 0):.1%}  fmt {info.get(M.EVAL_FORMAT_RATE, 0):.0%}")
             self.console.log(f"eval @ step {done}: {self.last_eval}")
-            stage, text = "rl", None
-        elif stage == "warm start":
-            text = f"loss {info.get('loss', 0):.3f}"
-        else:
-            text = f"reward {info.get('reward', 0):.3f}  | last eval: {self.last_eval}"
-        if stage not in self.tasks:
-            self.tasks[stage] = self.progress.add_task(stage, total=total, info="")
-        fields = {"completed": done} if stage != "rl" or text is not None else {}
-        self.progress.update(self.tasks[stage], info=text if text is not None else
-                             f"| last eval: {self.last_eval}", **fields)
+            self.progress.update(self._task("rl", total), info=f"| last eval: {self.last_eval}")
+            return
+        text = (f"loss {info.get('loss', 0):.3f}" if stage == "warm start" else
+                f"reward {info.get('reward', 0):.3f}  | last eval: {self.last_eval}")
+        self.progress.update(self._task(stage, total), completed=done, info=text)
 
 
 def print_summary(run_id: str, cfg: ExperimentConfig, summary: dict, console: Console | None = None) -> None:

@@ -29,7 +29,7 @@ def evaluate(engine: RolloutEngine, problems: list[Problem], cfg: EvalConfig, *,
     answers = [p.answer for p in problems]
     greedy = engine.generate(prompts, [1] * len(prompts), SamplingSpec(max_new_tokens=cfg.max_new_tokens,
                                                                        greedy=True), seed=seed)
-    correct = score_rollouts(greedy.texts, greedy.stopped, answers)
+    correct = score_groups(greedy, answers)
     formed = [well_formed(t, stopped=bool(s)) for t, s in zip(greedy.texts, greedy.stopped.tolist())]
     out = {
         M.EVAL_ACCURACY: float(correct.mean()),

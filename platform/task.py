@@ -66,14 +66,15 @@ def well_formed(response: str, *, stopped: bool) -> bool:
     return stopped and _FINAL.search(response) is not None
 
 
-def _generate(cfg: TaskConfig, *, seed: int, size: int, max_terms: int) -> list[Problem]:
+def _generate(cfg: TaskConfig, *, seed: int, size: int) -> list[Problem]:
+    """`size` problems with cfg.min_terms..cfg.max_terms terms."""
     # Imported here: reasoning-gym imports every one of its ~100 task families on first import.
     from reasoning_gym.arithmetic.chain_sum import ChainSumConfig, ChainSumDataset
 
     ds = ChainSumDataset(
         ChainSumConfig(
             min_terms=cfg.min_terms,
-            max_terms=max_terms,
+            max_terms=cfg.max_terms,
             min_digits=cfg.min_digits,
             max_digits=cfg.max_digits,
             seed=seed,
@@ -105,10 +106,9 @@ def _sft_mix(cfg: TaskConfig, seed: int, held: set[str]) -> list[Problem]:
     longest = min(cfg.sft_max_terms, cfg.max_terms)
     n_long = round(cfg.sft_size * cfg.sft_long_fraction) if longest > cfg.min_terms else 0
     short_cfg = cfg.model_copy(update={"max_terms": cfg.min_terms})
-    long_cfg = cfg.model_copy(update={"min_terms": min(cfg.min_terms + 1, longest)})
-    short = [p for p in _generate(short_cfg, seed=seed * 1000 + 3, size=2 * cfg.sft_size,
-                                  max_terms=cfg.min_terms) if p.prompt not in held]
-    long = [p for p in _generate(long_cfg, seed=seed * 1000 + 4, size=2 * n_long + 1, max_terms=longest)
+    long_cfg = cfg.model_copy(update={"min_terms": min(cfg.min_terms + 1, longest), "max_terms": longest})
+    short = [p for p in _generate(short_cfg, seed=seed * 1000 + 3, size=2 * cfg.sft_size) if p.prompt not in held]
+    long = [p for p in _generate(long_cfg, seed=seed * 1000 + 4, size=2 * n_long + 1)
             if p.prompt not in held][:n_long]
     short = short[: cfg.sft_size - len(long)]
     # Bresenham-style interleave: position i takes a long problem when the running share falls behind.
@@ -131,10 +131,10 @@ def build_task(cfg: TaskConfig, seed: int) -> TaskData:
     The warm start only sees chains up to `sft_max_terms` terms, so RL has longer chains to improve on.
     """
     # Draw more than needed so that filtering duplicates still leaves `size` problems.
-    test = _disjoint(_generate(cfg, seed=seed * 1000 + 1, size=3 * cfg.test_size, max_terms=cfg.max_terms),
+    test = _disjoint(_generate(cfg, seed=seed * 1000 + 1, size=3 * cfg.test_size),
                      set(), cfg.test_size)
     held = {p.prompt for p in test}
-    train = _disjoint(_generate(cfg, seed=seed * 1000 + 2, size=3 * cfg.train_size, max_terms=cfg.max_terms),
+    train = _disjoint(_generate(cfg, seed=seed * 1000 + 2, size=3 * cfg.train_size),
                       held, cfg.train_size)
     sft = _sft_mix(cfg, seed, held)
     for name, split, want in (("test", test, cfg.test_size), ("train", train, cfg.train_size)):
