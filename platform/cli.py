@@ -92,10 +92,15 @@ def cmd_runs(args) -> int:
 
 def cmd_export(args) -> int:
     from dibs.platform.store import open_store
-    from dibs.platform.store.export import run_to_csv, run_to_json
+    from dibs.platform.store.export import prompt_stats_to_csv, run_to_csv, run_to_json
 
     run = open_store(args.db).get_run(args.run_id)
-    sys.stdout.write(run_to_json(run) + "\n" if args.format == "json" else run_to_csv(run))
+    if args.format == "csv":
+        sys.stdout.write(prompt_stats_to_csv(run) if args.table == "prompts" else run_to_csv(run))
+    elif args.table == "prompts":
+        sys.stdout.write(json.dumps(run["prompt_stats"], indent=2, sort_keys=True) + "\n")
+    else:  # the whole run, metric and per-prompt rows included
+        sys.stdout.write(run_to_json(run) + "\n")
     return 0
 
 
@@ -125,9 +130,11 @@ def build_parser() -> argparse.ArgumentParser:
     ls.add_argument("--json", action="store_true")
     ls.add_argument("--db")
     ls.set_defaults(func=cmd_runs)
-    e = sub.add_parser("export", help="print one run: config and every metric row")
+    e = sub.add_parser("export", help="print one run: config, every metric row and per-prompt row")
     e.add_argument("run_id")
     e.add_argument("--format", choices=["json", "csv"], default="json")
+    e.add_argument("--table", choices=["metrics", "prompts"], default="metrics",
+                   help="rows to print: metric rows or per-prompt rows (json without it: the whole run)")
     e.add_argument("--db")
     e.set_defaults(func=cmd_export)
     d = sub.add_parser("db", help="results store schema")

@@ -83,13 +83,18 @@ class RolloutConfig(_Section):
 
 
 class AllocationConfig(_Section):
-    """How many rollouts each prompt gets: `uniform` best-of-n, or `gvm` (method.md §2-3).
+    """How many rollouts each prompt of a step gets (method.md §2-4), chosen by name:
 
-    Every field after `n_per_prompt` is read by `gvm` only.
+    - `uniform`: n_per_prompt each (best-of-n; the baseline);
+    - `gvm`: probe every prompt every step, then n_i ∝ G_i / sqrt(p_i + alpha/p_i^(beta-1));
+    - `gvm_reuse`: as gvm, but a prompt is probed only on its first visit and every `reuse_probe_every`-th
+      visit after; in between its p̂ (updated from its own training rollouts) and Ĝ are carried over;
+    - `dapo`: n_per_prompt each, groups whose rewards are all equal are dropped and refilled with fresh
+      prompts, at most `max_gen_batches` generation rounds per step (then it trains on what it has).
     """
 
-    allocator: Literal["uniform", "gvm"] = Field(
-        "uniform", description="uniform: n_per_prompt each; gvm: probe, then n_i ∝ G_i / sqrt(p_i + alpha/p_i^(beta-1))")
+    allocator: Literal["uniform", "gvm", "gvm_reuse", "dapo"] = Field(
+        "uniform", description="uniform | gvm | gvm_reuse | dapo (see the class docstring)")
     n_per_prompt: int = Field(8, ge=1, description="budget per prompt; a step spends prompts x n (+ the probe)")
     n_probe: int = Field(8, ge=1, description="probe samples per prompt to estimate p_i and G_i, charged to "
                          "the rollout budget and not trained on (as the paper)")
@@ -102,6 +107,12 @@ class AllocationConfig(_Section):
     min_per_prompt: int = Field(0, ge=0, description="floor on each prompt's count; at most n_per_prompt")
     max_per_prompt: int | None = Field(None, ge=1, description="cap on each prompt's count, at least "
                                        "n_per_prompt; None = no cap")
+    reuse_probe_every: int = Field(4, ge=1, description="gvm_reuse: probe a prompt on visits 1, 1+k, "
+                                   "1+2k, ...; 1 = probe every visit (gvm)")
+    reuse_decay: float = Field(0.5, ge=0, le=1, description="gvm_reuse: weight of the earlier counts when "
+                               "a prompt's training rollouts update its p̂ (0: latest visit only)")
+    max_gen_batches: int = Field(3, ge=1, description="dapo: generation rounds per step at most; a step "
+                                 "still short of prompts then trains on what it has (recorded)")
     grad_params: Literal["embedding", "lm_head", "last_layer", "all"] = Field(
         "embedding", description="parameters whose per-sample gradient norm estimates G_i (reference: "
         "embedding; with tied embeddings, embedding and lm_head are the same tensor)")

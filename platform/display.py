@@ -22,7 +22,7 @@ class RunDisplay:
         self.tasks: dict[str, int] = {}
         self.last_eval = ""
 
-    def __enter__(self) -> RunDisplay:
+    def __enter__(self) -> RunDisplay:  # noqa: PYI034 - typing.Self needs Python 3.11
         self.progress.start()
         return self
 

@@ -45,6 +45,8 @@ class Recorder(Protocol):
 
     def checkpoint(self, step: int, path: str) -> None: ...
 
+    def record_prompts(self, step: int, rows: list[M.PromptStat]) -> None: ...
+
 
 class Progress(Protocol):
     def update(self, stage: str, done: int, total: int, info: dict[str, float]) -> None: ...
@@ -62,6 +64,7 @@ class MemoryRecorder:
     def __init__(self):
         self.rows: dict[tuple[int, str], tuple[float, int, int]] = {}
         self.checkpoints: list[tuple[int, str]] = []
+        self.prompts: dict[int, list[M.PromptStat]] = {}
 
     def record(self, step: int, values: dict[str, float], *, rollouts_consumed: int, tokens_generated: int,
                wall_seconds: float) -> None:
@@ -70,6 +73,9 @@ class MemoryRecorder:
 
     def checkpoint(self, step: int, path: str) -> None:
         self.checkpoints.append((step, path))
+
+    def record_prompts(self, step: int, rows: list[M.PromptStat]) -> None:
+        self.prompts[step] = list(rows)
 
     def at(self, step: int, name: str) -> tuple[float, int, int]:
         return self.rows[(step, name)]
@@ -82,6 +88,9 @@ class Budget:
     rollouts: int = 0  # probe rollouts included
     tokens: int = 0
     probe_rollouts: int = 0  # the probe's share of `rollouts`
+    train_rollouts: int = 0  # the rest: generated for training, kept or dropped (dapo)
+    accepted: int = 0  # training rollouts with reward 1
+    wasted: int = 0  # training rollouts that moved no gradient: zero advantage, filtered or dropped
     started: float = field(default_factory=time.perf_counter)
 
     @property
@@ -117,11 +126,15 @@ def sampling_spec(cfg: ExperimentConfig) -> SamplingSpec:
                         max_new_tokens=cfg.rollout.max_new_tokens)
 
 
-def generate(engine: HFEngine, cfg: ExperimentConfig, prompts: list[Problem], counts: np.ndarray,
-             *, seed: int) -> Rollouts:
+def generate(engine: HFEngine, cfg: ExperimentConfig, prompts: list[Problem], alloc: Allocation,
+             *, seed: int) -> tuple[list[Problem], Rollouts]:
     """counts[i] samples of prompts[i]; a prompt with count 0 has no rows, and group ids stay indices
-    into `prompts` (so `score` and GRPO groups need no remapping)."""
-    return engine.generate([p.prompt for p in prompts], counts.tolist(), sampling_spec(cfg), seed=seed)
+    into the returned prompts (so `score` and GRPO groups need no remapping). An allocator that
+    generated the batch itself (dapo) hands over its prompts and rollouts instead."""
+    if alloc.prompts is not None:
+        return alloc.prompts, alloc.rollouts
+    return prompts, engine.generate([p.prompt for p in prompts], alloc.counts.tolist(), sampling_spec(cfg),
+                                    seed=seed)
 
 
 def score(rollouts: Rollouts, prompts: list[Problem]) -> torch.Tensor:
@@ -155,23 +168,57 @@ def sync_weights(learner: TorchLearner, engine: HFEngine) -> float:
     return time.perf_counter() - t
 
 
+def account(budget: Budget, alloc: Allocation, rollouts: Rollouts, rewards: torch.Tensor, adv: torch.Tensor,
+            keep: torch.Tensor) -> dict[str, float]:
+    """Charge the step's training rollouts (the probe was charged in `allocate`); this step's and the
+    cumulative budget metrics (conventions.md: budget accounting)."""
+    generated = len(rollouts.texts) + alloc.discarded_rollouts
+    accepted = int((rewards == 1).sum()) + alloc.discarded_accepted
+    wasted = int(((adv == 0) | ~keep).sum()) + alloc.discarded_rollouts
+    budget.rollouts += generated
+    budget.train_rollouts += generated
+    budget.tokens += rollouts.num_tokens + alloc.discarded_tokens
+    budget.accepted += accepted
+    budget.wasted += wasted
+    return {M.BUDGET_ROLLOUTS: budget.rollouts, M.BUDGET_TOKENS: budget.tokens,
+            M.BUDGET_PROBE_ROLLOUTS: budget.probe_rollouts, M.BUDGET_TRAIN_ROLLOUTS: budget.train_rollouts,
+            M.BUDGET_ACCEPTED: budget.accepted, M.BUDGET_WASTED: budget.wasted,
+            M.STEP_ROLLOUTS: generated + alloc.probe_rollouts, M.STEP_PROBE_ROLLOUTS: alloc.probe_rollouts,
+            M.STEP_ACCEPTED: accepted, M.STEP_WASTED: wasted}
+
+
+def prompt_stats(prompts: list[Problem], alloc: Allocation, rollouts: Rollouts,
+                 rewards: torch.Tensor) -> list[M.PromptStat]:
+    """Where the step's budget went, one row per prompt (dapo's dropped groups included). An allocator
+    without estimates gets p̂ measured on the prompt's own rollouts (NaN with none) and Ĝ = NaN."""
+    m = len(prompts)
+    gids = rollouts.group_ids.numpy()
+    accepted = np.bincount(gids, weights=(rewards == 1).double().numpy(), minlength=m).astype(np.int64)
+    counts = np.bincount(gids, minlength=m)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        p_own = np.where(counts > 0, accepted / counts, np.nan)
+    p_hat = alloc.p_hat if alloc.p_hat is not None else p_own
+    g_hat = alloc.g_hat if alloc.g_hat is not None else np.full(m, np.nan)
+    probed = alloc.probed if alloc.probed is not None else np.zeros(m, dtype=bool)
+    rows = [M.PromptStat(p.prompt, float(p_hat[i]), float(g_hat[i]), int(counts[i]), int(accepted[i]),
+                         bool(probed[i])) for i, p in enumerate(prompts)]
+    return rows + alloc.discarded
+
+
 def step_metrics(rewards: torch.Tensor, rollouts: Rollouts, adv_stats: dict, upd: dict, times: dict,
-                 budget: Budget, alloc: Allocation) -> dict[str, float]:
+                 spent: dict[str, float], alloc: Allocation) -> dict[str, float]:
+    n = len(rollouts.texts)  # 0 when dapo kept no group: the step trains on nothing and says so
     out = {
-        M.ROLLOUT_REWARD: float(rewards.mean()),
-        M.ROLLOUT_RESPONSE_LEN: rollouts.num_tokens / len(rollouts.texts),
-        M.ROLLOUT_STOP_RATE: float(rollouts.stopped.float().mean()),
+        M.ROLLOUT_REWARD: float(rewards.mean()) if n else float("nan"),
+        M.ROLLOUT_RESPONSE_LEN: rollouts.num_tokens / n if n else float("nan"),
+        M.ROLLOUT_STOP_RATE: float(rollouts.stopped.float().mean()) if n else float("nan"),
         M.ROLLOUT_EQUAL_GROUP_FRAC: float(adv_stats.get("equal_group_frac", 0.0)),
         M.TRAIN_SAMPLES: upd.get("samples_used", 0.0),
-        M.BUDGET_ROLLOUTS: float(budget.rollouts),
-        M.BUDGET_TOKENS: float(budget.tokens),
     }
     names = {"loss": M.TRAIN_LOSS, "pg_loss": M.TRAIN_PG_LOSS, "kl": M.TRAIN_KL, "clip_frac": M.TRAIN_CLIP_FRAC,
              "ratio_mean": M.TRAIN_RATIO, "grad_norm": M.TRAIN_GRAD_NORM, "lr": M.TRAIN_LR}
     out |= {name: float(upd[k]) for k, name in names.items() if k in upd}
-    if budget.probe_rollouts:  # probing allocators only: a uniform run's rows stay as they were
-        out |= alloc.stats | {M.BUDGET_PROBE_ROLLOUTS: float(budget.probe_rollouts)}
-    return out | times
+    return out | {k: float(v) for k, v in spent.items()} | alloc.stats | times
 
 
 # --- the loop -------------------------------------------------------------------------------------
@@ -246,40 +293,56 @@ def train(cfg: ExperimentConfig, recorder: Recorder, progress: Progress, *, chec
         t0 = time.perf_counter()
         prompts = sample_prompts(data.train, cfg.train.prompts_per_step, rng, cursor)
         gen_seed = cfg.seed * 100003 + step
-        alloc = allocate(allocator, prompts, AllocContext(engine, policy, spec, gen_seed + PROBE_SEED_OFFSET),
-                         budget)
+        ctx = AllocContext(engine, policy, spec, gen_seed + PROBE_SEED_OFFSET, step,
+                           draw=lambda k: sample_prompts(data.train, k, rng, cursor))
+        alloc = allocate(allocator, prompts, ctx, budget)
         t_alloc = time.perf_counter() - t0
-        rollouts = generate(engine, cfg, prompts, alloc.counts, seed=gen_seed)
+        prompts, rollouts = generate(engine, cfg, prompts, alloc, seed=gen_seed)
         t_gen = time.perf_counter() - t0 - t_alloc
-        budget.rollouts += len(rollouts.texts)
-        budget.tokens += rollouts.num_tokens
         rewards = score(rollouts, prompts)
         adv, keep, adv_stats = advantages(cfg, rewards, rollouts.group_ids)
         t1 = time.perf_counter()
         upd = update(learner, rollouts, adv, keep, seed=cfg.seed * 31 + step)
         t_upd = time.perf_counter() - t1
         t_sync = sync_weights(learner, engine)
+        spent = account(budget, alloc, rollouts, rewards, adv, keep)
+        telemetry = prompt_stats(prompts, alloc, rollouts, rewards)
+        allocator.observe(prompts, alloc.counts, np.array([r.accepted for r in telemetry[:len(prompts)]]))
         times = {M.TIME_GENERATE: t_gen, M.TIME_UPDATE: t_upd, M.TIME_SYNC: t_sync,
                  M.TIME_STEP: time.perf_counter() - t0}
-        if alloc.probe_rollouts:  # only a probing allocator takes measurable time
+        if alloc.probe_rollouts or alloc.prompts is not None:  # an allocator that generated something
             times[M.TIME_ALLOCATE] = t_alloc
-        values = step_metrics(rewards, rollouts, adv_stats, upd, times, budget, alloc)
+        values = step_metrics(rewards, rollouts, adv_stats, upd, times, spent, alloc)
         recorder.record(step, values, rollouts_consumed=budget.rollouts, tokens_generated=budget.tokens,
                         wall_seconds=budget.wall)
+        recorder.record_prompts(step, telemetry)
         progress.update("rl", step, cfg.train.steps, {"reward": values[M.ROLLOUT_REWARD]})
         if step % cfg.eval.every == 0 or step == cfg.train.steps:
             last = run_eval(step)
         if cfg.runtime.checkpoint_every and step % cfg.runtime.checkpoint_every == 0:
-            recorder.checkpoint(step, save_checkpoint(policy, engine, checkpoint_dir, step))
-    recorder.checkpoint(cfg.train.steps, save_checkpoint(policy, engine, checkpoint_dir, cfg.train.steps))
+            recorder.checkpoint(step, save_checkpoint(policy, engine, allocator, checkpoint_dir, step))
+    recorder.checkpoint(cfg.train.steps,
+                        save_checkpoint(policy, engine, allocator, checkpoint_dir, cfg.train.steps))
     return {"step0": first, "final": last, "rollouts_consumed": budget.rollouts,
             "tokens_generated": budget.tokens, "wall_seconds": budget.wall,
             "data_fingerprint": data.fingerprint()}
 
 
-def save_checkpoint(policy: torch.nn.Module, engine: HFEngine, root: str, step: int) -> str:
-    """The policy in Hugging Face format (loadable by transformers and vLLM)."""
+ALLOCATOR_STATE = "allocator.json"
+
+
+def save_checkpoint(policy: torch.nn.Module, engine: HFEngine, allocator: Allocator, root: str, step: int) -> str:
+    """The policy in Hugging Face format (loadable by transformers and vLLM) and, next to it, the
+    allocator's state (gvm_reuse's running estimates), so a resumed run allocates as the first would."""
     path = f"{root}/step-{step}"
     policy.save_pretrained(path)
     engine.tok.save_pretrained(path)
+    (Path(path) / ALLOCATOR_STATE).write_text(json.dumps(allocator.state_dict()))
     return path
+
+
+def load_allocator_state(allocator: Allocator, checkpoint: str) -> None:
+    """Restore what `save_checkpoint` saved; a checkpoint without the file (older runs) restores nothing."""
+    state_file = Path(checkpoint) / ALLOCATOR_STATE
+    if state_file.is_file():
+        allocator.load_state_dict(json.loads(state_file.read_text()))

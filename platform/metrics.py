@@ -3,7 +3,31 @@
 Namespaces follow CleanRL: `train/` (the update), `rollout/` (generation and reward), `alloc/` (how a
 probing allocator split the budget), `budget/` (what was spent), `time/` (wall seconds per stage),
 `eval/` (held-out evaluation, step 0 and every K).
+
+`PromptStat` is the per-prompt telemetry row (where the budget went): one per prompt per step, stored in
+the `prompt_stats` table next to the metric rows.
 """
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True, slots=True)
+class PromptStat:
+    """One prompt at one step: its estimates, the rollouts it got and how many were accepted.
+
+    `p_hat`/`g_hat` are the estimates the allocator used (NaN when it has none, e.g. Ĝ under `uniform`,
+    whose p̂ is then the step's own acceptance rate); `probed` says whether they came from a fresh probe
+    at this step (False: carried over by `gvm_reuse`, or measured on the step's rollouts).
+    """
+
+    prompt_id: str  # the prompt text (unique within a task's training split)
+    p_hat: float
+    g_hat: float
+    n_alloc: int  # training rollouts generated for the prompt at this step (0: skipped)
+    accepted: int  # of those, how many scored 1
+    probed: bool
 
 # eval/ — step 0 (after the warm start, before any RL update) and every `eval.every` steps
 EVAL_ACCURACY = "eval/accuracy"  # greedy, held-out
@@ -31,22 +55,35 @@ TRAIN_GRAD_NORM = "train/grad_norm"
 TRAIN_LR = "train/lr"
 TRAIN_SAMPLES = "train/samples_used"
 
-# alloc/ — steps 1..T, only for allocators that probe (gvm); uniform rows are unchanged
+# alloc/ — steps 1..T, from the allocator that split the step (gvm, gvm_reuse: the first seven; dapo: the rest)
 ALLOC_N_MIN = "alloc/n_min"  # fewest rollouts any prompt of the step got
 ALLOC_N_MAX = "alloc/n_max"
 ALLOC_ZERO_PROMPTS = "alloc/zero_prompts"  # prompts given no rollouts
 ALLOC_P_MEAN = "alloc/p_mean"  # mean probe acceptance rate p̂ over the step's prompts
 ALLOC_G_MEAN = "alloc/g_mean"  # mean Ĝ over prompts with an accepted probe sample (0 if none)
 ALLOC_GRAD_TIED = "alloc/grad_tied"  # 1: Ĝ's parameters include a tied embedding/output matrix (§3)
+ALLOC_PROBED_PROMPTS = "alloc/probed_prompts"  # prompts probed at this step (gvm: all; gvm_reuse: stale)
+ALLOC_GEN_BATCHES = "alloc/gen_batches"  # dapo: generation rounds the step took
+ALLOC_SHORT_PROMPTS = "alloc/short_prompts"  # dapo: groups the step lacked when the cap was hit
+ALLOC_DISCARDED_ROLLOUTS = "alloc/discarded_rollouts"  # dapo: rollouts of dropped groups at this step
 
-# budget/ — cumulative, also carried on every row as rollouts_consumed / tokens_generated
+# budget/ — cumulative, also carried on every row as rollouts_consumed / tokens_generated.
+# rollouts = probe_rollouts + train_rollouts; train rollouts include those dapo generated and dropped.
 BUDGET_ROLLOUTS = "budget/rollouts"  # probe rollouts included (conventions.md)
 BUDGET_TOKENS = "budget/tokens"  # probe tokens included
-BUDGET_PROBE_ROLLOUTS = "budget/probe_rollouts"  # the probe's share of budget/rollouts (gvm only)
+BUDGET_PROBE_ROLLOUTS = "budget/probe_rollouts"  # the probe's share of budget/rollouts
+BUDGET_TRAIN_ROLLOUTS = "budget/train_rollouts"  # rollouts generated for training (kept or dropped)
+BUDGET_ACCEPTED = "budget/accepted"  # training rollouts with reward 1
+BUDGET_WASTED = "budget/wasted"  # training rollouts with zero advantage, filtered out, or dropped
+# ... and the same for this step alone
+STEP_ROLLOUTS = "budget/step_rollouts"  # probe + training rollouts of this step
+STEP_PROBE_ROLLOUTS = "budget/step_probe_rollouts"
+STEP_ACCEPTED = "budget/step_accepted"
+STEP_WASTED = "budget/step_wasted"
 
 # time/ — seconds spent in each stage of one step
 TIME_GENERATE = "time/generate_s"
-TIME_ALLOCATE = "time/allocate_s"  # the probe: generation, scoring, gradient norms (gvm only)
+TIME_ALLOCATE = "time/allocate_s"  # the allocator: probe (gvm), or dapo's generation rounds
 TIME_UPDATE = "time/update_s"
 TIME_SYNC = "time/sync_s"
 TIME_EVAL = "time/eval_s"

@@ -120,15 +120,29 @@ def _pad_right(x: torch.Tensor, width: int, value: float) -> torch.Tensor:
     return torch.nn.functional.pad(x, (0, width - x.shape[1]), value=value)
 
 
-def _concat(parts: list[Rollouts], group_ids: torch.Tensor, *, pad_id: int) -> Rollouts:
-    """Concatenate chunks that share the prompt width by right-padding their responses."""
+def _concat(parts: list[Rollouts], group_ids: torch.Tensor, *, pad_id: int, pad=_pad_right) -> Rollouts:
+    """Stack batches padded to a common width (`pad`: on the right for chunks that share the prompt
+    width, on the left for whole batches, see `merge_rollouts`)."""
     width = max(p.sequences.shape[1] for p in parts)
     return Rollouts(
-        torch.cat([_pad_right(p.sequences, width, pad_id) for p in parts]),
-        torch.cat([_pad_right(p.attention_mask, width, 0) for p in parts]),
-        torch.cat([_pad_right(p.response_mask, width - 1, 0.0) for p in parts]),
-        torch.cat([_pad_right(p.old_logp, width - 1, 0.0) for p in parts]),
+        torch.cat([pad(p.sequences, width, pad_id) for p in parts]),
+        torch.cat([pad(p.attention_mask, width, 0) for p in parts]),
+        torch.cat([pad(p.response_mask, width - 1, 0.0) for p in parts]),
+        torch.cat([pad(p.old_logp, width - 1, 0.0) for p in parts]),
         group_ids,
         [t for p in parts for t in p.texts],
         torch.cat([p.stopped for p in parts]),
     )
+
+
+def _pad_left(x: torch.Tensor, width: int, value: float) -> torch.Tensor:
+    return torch.nn.functional.pad(x, (width - x.shape[1], 0), value=value)
+
+
+def merge_rollouts(parts: list[Rollouts], group_ids: torch.Tensor, *, pad_id: int) -> Rollouts:
+    """Concatenate batches generated separately (their prompt widths may differ) by left-padding whole
+    rows to a common width: positions come from the attention mask, so extra left padding changes no
+    log-prob. `group_ids` replaces the parts' own ids (they index each part's prompts)."""
+    if not parts:
+        raise ValueError("merge_rollouts: no batches to merge")
+    return _concat(parts, group_ids, pad_id=pad_id, pad=_pad_left)

@@ -21,6 +21,7 @@ import transformers
 
 from dibs.platform.config import ExperimentConfig, validate_dict
 from dibs.platform.loop import train
+from dibs.platform.metrics import PromptStat
 from dibs.platform.store import MetricRow, ResultsStore, open_store
 
 
@@ -37,6 +38,10 @@ class StoreRecorder:
                       tokens_generated=tokens_generated, wall_seconds=wall_seconds)
             for k, v in values.items()])
 
+    def record_prompts(self, step: int, rows: list[PromptStat]) -> None:
+        """One step's per-prompt rows, keyed by (run, step, prompt) and as idempotent as `record`."""
+        self.store.log_prompt_stats(self.run_id, step, rows)
+
     def checkpoint(self, step: int, path: str) -> None:
         self.store.add_checkpoint(self.run_id, step, str(Path(path).resolve()))
 
@@ -50,7 +55,7 @@ class QueueProgress:
     def update(self, stage: str, done: int, total: int, info: dict[str, float]) -> None:
         try:
             self.q.put_nowait((stage, done, total, {k: float(v) for k, v in info.items()}))
-        except Exception:  # noqa: BLE001 - a dropped progress event must never stop training
+        except Exception:  # noqa: BLE001, S110 - a dropped progress event must never stop training
             pass
 
 
@@ -93,7 +98,7 @@ def _drain(q, on_progress: Callable[[tuple], None], stop: threading.Event) -> No
     while not stop.is_set():
         try:
             on_progress(q.get(timeout=0.5))
-        except Exception:  # noqa: BLE001 - Empty, or the queue actor went away at shutdown
+        except Exception:  # noqa: BLE001, S112 - Empty, or the queue actor went away at shutdown
             continue
 
 

@@ -1,4 +1,4 @@
-"""SQLAlchemy models of the results store: ``runs``, ``metrics`` and ``checkpoints``.
+"""SQLAlchemy models of the results store: ``runs``, ``metrics``, ``checkpoints`` and ``prompt_stats``.
 
 The schema itself is owned by the Alembic migrations in ``migrations/versions``; these models must
 describe the head revision exactly (conventions.md, "Metrics and the store"). A change here needs a
@@ -12,6 +12,7 @@ from typing import Any
 
 from sqlalchemy import (
     JSON,
+    Boolean,
     DateTime,
     Float,
     ForeignKey,
@@ -121,3 +122,29 @@ class Checkpoint(Base):
     step: Mapped[int] = mapped_column(Integer)
     path: Mapped[str] = mapped_column(Text)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime())
+
+
+class PromptStatRow(Base):
+    """Where one step's rollout budget went for one prompt (a stored ``dibs.platform.metrics.PromptStat``).
+
+    ``p_hat``/``g_hat`` are NULL when the allocator had no estimate (NaN) or a non-finite one, as for
+    ``Metric.value``. ``prompt_id`` is the prompt text itself, so rows line up across runs of a task.
+    """
+
+    __tablename__ = "prompt_stats"
+    __table_args__ = (
+        UniqueConstraint("run_id", "step", "prompt_id", name="uq_prompt_stats_run_id_step_prompt_id"),
+        Index("ix_prompt_stats_run_id_step", "run_id", "step"),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    run_id: Mapped[str] = mapped_column(
+        String(64), ForeignKey("runs.id", name="fk_prompt_stats_run_id_runs", ondelete="CASCADE")
+    )
+    step: Mapped[int] = mapped_column(Integer)
+    prompt_id: Mapped[str] = mapped_column(Text)
+    p_hat: Mapped[float | None] = mapped_column(Float, nullable=True)
+    g_hat: Mapped[float | None] = mapped_column(Float, nullable=True)
+    n_alloc: Mapped[int] = mapped_column(Integer)  # training rollouts given to the prompt (0: skipped)
+    accepted: Mapped[int] = mapped_column(Integer)  # of those, how many scored 1
+    probed: Mapped[bool] = mapped_column(Boolean)  # estimates from a fresh probe at this step

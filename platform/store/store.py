@@ -1,9 +1,9 @@
-"""The results store: runs, their metric rows and checkpoints, in SQLite or PostgreSQL.
+"""The results store: runs, their metric rows, per-prompt rows and checkpoints, in SQLite or PostgreSQL.
 
-Writes are idempotent on the natural keys, (run, name, step) for metrics and (run, step) for
-checkpoints: a row that meets an existing key is left as it is, so a resumed run never duplicates or
-rewrites a row (conventions.md, "Metrics and the store"). The schema is owned by Alembic; opening a
-store upgrades it to head in one transaction, and an old database keeps its rows.
+Writes are idempotent on the natural keys, (run, name, step) for metrics, (run, step, prompt) for
+per-prompt rows and (run, step) for checkpoints: a row that meets an existing key is left as it is, so a
+resumed run never duplicates or rewrites a row (conventions.md, "Metrics and the store"). Alembic owns
+the schema; opening a store upgrades it to head in one transaction, and an old database keeps its rows.
 
 SQLite: WAL journal and a 30 s busy timeout let several processes write one file. Write transactions
 start with ``BEGIN IMMEDIATE`` so that a writer waits for the lock up front instead of failing with
@@ -32,10 +32,13 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError, DBAPIError, SQLAlchemyError
 
 from . import migrations
-from .models import RUN_STATUSES, Checkpoint, Metric, Run
+from .models import RUN_STATUSES, Base, Checkpoint, Metric, PromptStatRow, Run
+from .telemetry import PROMPT_STAT_KEY, prompt_stat_values, read_prompt_stats
 
 if TYPE_CHECKING:
     from typing_extensions import Self  # typing.Self needs Python 3.11
+
+    from dibs.platform.metrics import PromptStat
 
 DEFAULT_URL = "sqlite:///runs/dibs.db"
 FINAL_STATUSES = tuple(s for s in RUN_STATUSES if s != "running")
@@ -195,6 +198,15 @@ class ResultsStore:
             stmt = _insert_ignore(conn, Metric, ["run_id", "name", "step"]).returning(Metric.id)
             return len(conn.execute(stmt, values).all())
 
+    def log_prompt_stats(self, run_id: str, step: int, rows: Sequence[PromptStat]) -> int:
+        """One step's per-prompt rows, idempotent and nan -> NULL as in ``log_metrics``; how many were new.
+        A malformed row raises ValueError before anything is written (``telemetry.prompt_stat_values``)."""
+        values = prompt_stat_values(run_id, step, rows)
+        with self._tx(write=True) as conn:
+            self._require_run(conn, run_id)
+            stmt = _insert_ignore(conn, PromptStatRow, list(PROMPT_STAT_KEY)).returning(PromptStatRow.id)
+            return len(conn.execute(stmt, values).all()) if values else 0
+
     def add_checkpoint(self, run_id: str, step: int, path: str) -> bool:
         """Record a checkpoint; ``False`` when (run_id, step) was already recorded (left as it is)."""
         now = datetime.now(timezone.utc)
@@ -252,7 +264,7 @@ class ResultsStore:
         return [_run_head(run) for run in runs]
 
     def get_run(self, run_id: str) -> dict[str, Any]:
-        """One run with what it ran and its metric rows (ordered by step, then name).
+        """One run with what it ran, its metric rows (by step, then name) and ``prompt_stats`` rows.
 
         ``run_id`` may also be a unique id prefix or a unique run name.
         """
@@ -260,6 +272,7 @@ class ResultsStore:
             run = conn.execute(select(Run).where(Run.id == self._resolve(conn, run_id))).one()
             order = (Metric.step, Metric.name)
             metrics = conn.execute(select(Metric).where(Metric.run_id == run.id).order_by(*order)).all()
+            prompt_stats = read_prompt_stats(conn, run.id)
         return {
             **_run_head(run),
             "git_commit": run.git_commit,
@@ -277,6 +290,7 @@ class ResultsStore:
                 }
                 for m in metrics
             ],
+            "prompt_stats": prompt_stats,
         }
 
     def metric_series(self, run_id: str, name: str) -> list[tuple[int, float]]:
@@ -295,6 +309,11 @@ class ResultsStore:
                 Checkpoint.run_id == self._resolve(conn, run_id)
             )
             return [(step, path) for step, path in conn.execute(query.order_by(Checkpoint.step))]
+
+    def prompt_stats(self, run_id: str) -> list[dict[str, Any]]:
+        """A run's per-prompt rows (dicts, NULL -> None) by step, then in logging order."""
+        with self._tx(write=False) as conn:
+            return read_prompt_stats(conn, self._resolve(conn, run_id))
 
 
 # -- helpers ------------------------------------------------------------------------------------
@@ -330,7 +349,7 @@ def _make_engine(url: str) -> Engine:
     return engine
 
 
-def _insert_ignore(conn: Connection, model: type[Metric | Checkpoint], keys: list[str]) -> Any:
+def _insert_ignore(conn: Connection, model: type[Base], keys: list[str]) -> Any:
     """INSERT ... ON CONFLICT (keys) DO NOTHING for the connection's dialect."""
     match conn.dialect.name:
         case "sqlite":

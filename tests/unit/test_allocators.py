@@ -97,7 +97,8 @@ def test_gvm_probes_then_allocates_by_hand(policy, scripted_norms):
     assert alloc.counts.tolist() == gvm_allocate([2.0, 0.0, 2.0, 4.0], [0.5, 0.0, 1.0, 0.25], 16).tolist()
     assert alloc.stats == pytest.approx({
         M.ALLOC_N_MIN: 0.0, M.ALLOC_N_MAX: 10.0, M.ALLOC_ZERO_PROMPTS: 1.0,
-        M.ALLOC_P_MEAN: (0.5 + 0 + 1 + 0.25) / 4, M.ALLOC_G_MEAN: (2 + 2 + 4) / 3, M.ALLOC_GRAD_TIED: 1.0})
+        M.ALLOC_P_MEAN: (0.5 + 0 + 1 + 0.25) / 4, M.ALLOC_G_MEAN: (2 + 2 + 4) / 3, M.ALLOC_GRAD_TIED: 1.0,
+        M.ALLOC_PROBED_PROMPTS: 4.0})
 
 
 def test_gvm_passes_every_option_to_gvm_allocate(policy, scripted_norms):
@@ -133,7 +134,7 @@ def test_allocation_defaults():
 
 
 @pytest.mark.parametrize("key, value, message", [
-    ("allocator", "best", "allocation.allocator: Input should be 'uniform' or 'gvm' (got 'best')"),
+    ("allocator", "best", "allocation.allocator: Input should be 'uniform', 'gvm', 'gvm_reuse' or 'dapo' (got 'best')"),
     ("n_probe", 0, "allocation.n_probe: Input should be greater than or equal to 1 (got 0)"),
     ("alpha", 0, "allocation.alpha: Input should be greater than 0 (got 0)"),
     ("beta", float("inf"), "allocation.beta: Input should be a finite number (got inf)"),

@@ -202,7 +202,7 @@ def test_reopen_keeps_rows(url):
         run_id = _new_run(store)
         store.log_metrics(run_id, ROWS)
     with ResultsStore(url) as store:
-        assert store.revision() == "0001"
+        assert store.revision() == "0002"
         assert len(store.get_run(run_id)["metrics"]) == 3
         assert store.log_metrics(run_id, ROWS) == 0
 
@@ -210,17 +210,17 @@ def test_reopen_keeps_rows(url):
 def test_database_at_0001_reports_head(url, tmp_path):
     (tmp_path / "db").mkdir()
     command.upgrade(alembic_config(url), "0001")  # as an old dibs would have left it
-    with ResultsStore(url) as store:  # opening it again upgrades: a no-op at head
+    with ResultsStore(url) as store:  # opening it again upgrades it to head (0002)
         run_id = _new_run(store)
     with ResultsStore(url) as store:
         assert store.get_run(run_id)["id"] == run_id
     engine = create_engine(url)
     try:
         with engine.connect() as conn:
-            assert MigrationContext.configure(conn).get_current_revision() == "0001"
+            assert MigrationContext.configure(conn).get_current_revision() == "0002"
     finally:
         engine.dispose()
-    assert ScriptDirectory.from_config(alembic_config(url)).get_heads() == ["0001"]
+    assert ScriptDirectory.from_config(alembic_config(url)).get_heads() == ["0002"]
 
 
 def test_migrations_match_models(store, url):
@@ -235,7 +235,7 @@ def test_migrations_match_models(store, url):
 def test_no_upgrade_creates_empty_database_but_refuses_an_old_one(url):
     # A brand-new database gets its schema through the migrations (at head) ...
     with ResultsStore(url, upgrade=False) as store:
-        assert store.revision() == "0001"
+        assert store.revision() == "0002"
         run_id = store.create_run(name="r", experiment="e.yaml", config={}, git_commit=None, versions={}, seed=0)
     # ... but one at another revision is left alone until `dibs db upgrade`.
     engine = sqlalchemy.create_engine(url)
@@ -246,7 +246,7 @@ def test_no_upgrade_creates_empty_database_but_refuses_an_old_one(url):
         ResultsStore(url, upgrade=False)
     engine = sqlalchemy.create_engine(url)
     with engine.begin() as conn:
-        conn.execute(sqlalchemy.text("UPDATE alembic_version SET version_num = '0001'"))
+        conn.execute(sqlalchemy.text("UPDATE alembic_version SET version_num = '0002'"))
     engine.dispose()
     with ResultsStore(url, upgrade=False) as store:
         assert [r["id"] for r in store.list_runs()] == [run_id]  # nothing lost
@@ -297,6 +297,7 @@ EXPECTED_JSON = """{
     }
   ],
   "name": "demo",
+  "prompt_stats": [],
   "seed": 7,
   "started": "2026-11-26T03:53:01+00:00",
   "status": "finished",

@@ -1,0 +1,122 @@
+"""Sample efficiency at a fixed target: rollouts-to-target and steps-to-target over seeds, with 95%
+confidence intervals and the ratio to the `uniform` baseline (conventions.md, "Budget comparisons").
+
+A curve is a list of (step, rollouts_consumed, accuracy) eval points. The target is fixed before the
+runs by a rule on the uniform baseline's own curve: step-0 accuracy plus `fraction` of its mean final
+gain. A seed that never reaches the target is censored, not dropped: its value is replaced by what it
+spent in all (a lower bound), the cell reports `reached: k/n`, and every mean or ratio it enters is
+marked as a bound.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+
+import numpy as np
+
+# Two-sided 95% Student t quantiles by degrees of freedom (1..10); 1.96 beyond 30 (normal).
+_T95 = {1: 12.706, 2: 4.303, 3: 3.182, 4: 2.776, 5: 2.571, 6: 2.447, 7: 2.365, 8: 2.306, 9: 2.262, 10: 2.228}
+
+Curve = Sequence[tuple[int, int, float]]
+
+
+def t95(df: int) -> float:
+    if df < 1:
+        return math.nan
+    return _T95.get(df, 2.09 if df <= 20 else 2.04 if df <= 30 else 1.96)
+
+
+def mean_ci(values: Sequence[float]) -> dict[str, float]:
+    """Mean and 95% half-width (t interval; NaN with one value)."""
+    x = np.asarray(values, dtype=float)
+    if len(x) == 0:
+        return {"mean": math.nan, "ci95": math.nan}
+    half = t95(len(x) - 1) * x.std(ddof=1) / math.sqrt(len(x)) if len(x) > 1 else math.nan
+    return {"mean": float(x.mean()), "ci95": float(half)}
+
+
+def target_accuracy(uniform_curves: Sequence[Curve], fraction: float) -> float:
+    """Step-0 mean + fraction x (final mean - step-0 mean) of the uniform baseline's curves."""
+    start = np.mean([c[0][2] for c in uniform_curves])
+    final = np.mean([c[-1][2] for c in uniform_curves])
+    return float(start + fraction * (final - start))
+
+
+def first_reach(curve: Curve, target: float) -> tuple[int, int, bool]:
+    """(steps, rollouts) at the first eval at or above `target`, and whether it was reached; when it was
+    not, the last point's (steps, rollouts): a lower bound on the true cost."""
+    for step, rollouts, acc in curve:
+        if acc >= target - 1e-12:
+            return step, rollouts, True
+    return curve[-1][0], curve[-1][1], False
+
+
+def summarize(cells: Sequence[Mapping], *, fraction: float = 0.8) -> list[dict]:
+    """One row per (algorithm, allocator) from per-seed cells {algorithm, allocator, seed, curve}."""
+    groups: dict[tuple[str, str], list[Mapping]] = {}
+    for c in cells:
+        groups.setdefault((c["algorithm"], c["allocator"]), []).append(c)
+    rows = []
+    for algorithm in sorted({a for a, _ in groups}):
+        if (algorithm, "uniform") not in groups:
+            raise ValueError(f"{algorithm}: no uniform cells, so no target and no ratio")
+        target = target_accuracy([c["curve"] for c in groups[(algorithm, "uniform")]], fraction)
+        made = {alloc: _row(algorithm, alloc, cs, target) for (a, alloc), cs in groups.items() if a == algorithm}
+        base = made["uniform"]
+        for alloc in sorted(made, key=lambda a: (a != "uniform", a)):
+            row = made[alloc]
+            for key in ("rollouts_to_target", "steps_to_target"):
+                row[f"{key}_ratio_vs_uniform"] = _ratio(base[key], row[key])
+            rows.append(row)
+    return rows
+
+
+def _row(algorithm: str, allocator: str, cells: Sequence[Mapping], target: float) -> dict:
+    cells = sorted(cells, key=lambda c: c["seed"])
+    hits = [first_reach(c["curve"], target) for c in cells]
+    reached = sum(h[2] for h in hits)
+    censored = reached < len(cells)
+    return {
+        "algorithm": algorithm, "allocator": allocator, "seeds": [c["seed"] for c in cells],
+        "target_accuracy": round(target, 4), "reached": f"{reached}/{len(cells)}",
+        "rollouts_to_target": mean_ci([h[1] for h in hits]) | {"censored": censored},
+        "steps_to_target": mean_ci([h[0] for h in hits]) | {"censored": censored},
+        "final_accuracy": mean_ci([c["curve"][-1][2] for c in cells]),
+    }
+
+
+def _ratio(base: Mapping, other: Mapping) -> dict:
+    """uniform's mean / this allocator's mean (> 1: fewer needed). Censoring makes it a bound: a censored
+    baseline mean is a lower bound, so the ratio is at least (>=); a censored allocator, at most (<=)."""
+    value = base["mean"] / other["mean"] if other["mean"] else math.nan
+    if base["censored"] and other["censored"]:
+        kind = "unknown"
+    elif base["censored"]:
+        kind = ">="
+    elif other["censored"]:
+        kind = "<="
+    else:
+        kind = "="
+    return {"value": round(value, 3), "kind": kind}
+
+
+def markdown_table(rows: Sequence[Mapping]) -> str:
+    """The README's table: one line per algorithm x allocator."""
+    def fmt(d: Mapping, scale: float = 1.0, digits: int = 0) -> str:
+        prefix = ">=" if d.get("censored") else ""
+        ci = "" if math.isnan(d["ci95"]) else f" ± {d['ci95'] * scale:.{digits}f}"
+        return f"{prefix}{d['mean'] * scale:.{digits}f}{ci}"
+
+    def ratio(d: Mapping) -> str:
+        return {"=": "", ">=": "≥ ", "<=": "≤ ", "unknown": "? "}[d["kind"]] + f"{d['value']:.2f}x"
+
+    header = ("| algorithm | allocator | target acc. | reached | rollouts to target | vs uniform | steps to target "
+              "| vs uniform | final acc. % |")
+    lines = [header, "|---|---|---:|---:|---:|---:|---:|---:|---:|"]
+    for r in rows:
+        lines.append(f"| {r['algorithm']} | {r['allocator']} | {100 * r['target_accuracy']:.1f}% | {r['reached']} "
+                     f"| {fmt(r['rollouts_to_target'])} | {ratio(r['rollouts_to_target_ratio_vs_uniform'])} "
+                     f"| {fmt(r['steps_to_target'])} | {ratio(r['steps_to_target_ratio_vs_uniform'])} "
+                     f"| {fmt(r['final_accuracy'], 100, 1)} |")
+    return "\n".join(lines) + "\n"
