@@ -10,7 +10,7 @@ export TOKENIZERS_PARALLELISM ?= false
 export RAY_DEDUP_LOGS ?= 0
 export PYTHONWARNINGS ?= ignore::DeprecationWarning
 
-.PHONY: setup demo test test-unit test-integration lint clean-venv
+.PHONY: setup demo test test-unit test-integration lint clean-venv bench-sample-efficiency
 
 # Install once; reinstall when the project metadata or the constraints change.
 $(STAMP): pyproject.toml constraints-cpu.txt
@@ -30,8 +30,15 @@ test: $(STAMP)
 test-unit: $(STAMP)
 	$(VPY) -m pytest -q -m unit
 
+# Long work, not a test: 2 algorithms x 4 allocators x 3 seeds from experiments/gvm/, resumable (finished
+# cells are kept in bench/results/sample_efficiency_cells.jsonl). Only greedy accuracy enters the
+# comparison, so mean@k is sampled once (eval.k=1). JOBS cells run at once, one torch thread each.
+JOBS ?= 2
+bench-sample-efficiency: $(STAMP)
+	$(VPY) bench/sample_efficiency.py -j $(JOBS) --threads 1 --set eval.k=1
+
 lint: $(STAMP)
-	$(VPY) -m ruff check algorithms platform dashboards tests
+	$(VPY) -m ruff check algorithms platform dashboards tests bench
 
 clean-venv:
 	rm -rf $(VENV)

@@ -1,0 +1,152 @@
+"""Sample-efficiency benchmark (issue 3): RAFT++ and GRPO x {uniform, gvm, gvm_reuse, dapo} x seeds, from
+experiments/gvm/*.yaml, compared by rollouts-to-target (probe included) and steps-to-target.
+
+    python bench/sample_efficiency.py -j 2            # make bench-sample-efficiency
+
+Resumable (conventions.md): each finished cell (algorithm x allocator x seed) is appended to
+`bench/results/sample_efficiency_cells.jsonl` as soon as it ends, and a rerun skips the cells already
+there with the same settings. The warm start of each seed is computed once (warm_start.reuse) before the
+cells, so that parallel cells never race to write it. The target rule (step-0 accuracy + 80% of
+uniform's mean final gain, dashboards/efficiency.py) is fixed here, before any run, and written into the
+results file with the target it gives.
+
+Outputs: bench/results/sample_efficiency.json (rows: algorithm, allocator, seeds, target_accuracy,
+rollouts_to_target {mean, ci95}, steps_to_target {mean, ci95}, final_accuracy {mean, ci95}, ratios to
+uniform) and bench/results/sample_efficiency.md (the table the README quotes).
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import multiprocessing as mp
+import pickle
+import sys
+import time
+from pathlib import Path
+
+ALGORITHMS = ("raftpp", "grpo")
+ALLOCATORS = ("uniform", "gvm", "gvm_reuse", "dapo")
+TARGET_FRACTION = 0.8  # fixed before the runs: target = step 0 + 80% of uniform's mean final gain
+
+
+def experiment(algorithm: str, allocator: str) -> Path:
+    return Path("experiments/gvm") / f"{algorithm}-{allocator}.yaml"
+
+
+def load(algorithm: str, allocator: str, seed: int, overrides: list[str]):
+    from dibs.platform.config import load_config
+
+    return load_config(experiment(algorithm, allocator), [f"seed={seed}", "runtime.checkpoint_every=0",
+                                                          "warm_start.reuse=true", *overrides])
+
+
+def task_data(data_dir: str | None, seed: int):
+    """Prebuilt task splits (pickled TaskData, `task-seed<N>.pkl`) for machines without reasoning-gym."""
+    path = Path(data_dir or "") / f"task-seed{seed}.pkl"
+    return pickle.loads(path.read_bytes()) if data_dir and path.is_file() else None
+
+
+def quiet(threads: int) -> None:
+    import torch
+    import transformers
+
+    torch.set_num_threads(threads)
+    transformers.utils.logging.disable_progress_bar()
+
+
+def warm_start_seed(args: tuple) -> int:
+    seed, overrides, data_dir, threads = args
+    from dibs.platform.loop import NullProgress, prepare
+
+    quiet(threads)
+    prepare(load(ALGORITHMS[0], "uniform", seed, overrides), NullProgress(), task_data(data_dir, seed))
+    return seed
+
+
+def run_cell(args: tuple) -> dict:
+    algorithm, allocator, seed, overrides, data_dir, threads, settings = args
+    from dibs.platform import metrics as M
+    from dibs.platform.loop import MemoryRecorder, NullProgress, train
+
+    quiet(threads)
+    cfg = load(algorithm, allocator, seed, overrides)
+    rec, t = MemoryRecorder(), time.time()
+    summary = train(cfg, rec, NullProgress(), checkpoint_dir=f"/tmp/dibs-bench-ckpt/{algorithm}-{allocator}-{seed}",
+                    data=task_data(data_dir, seed))
+    curve = [[step, rollouts, round(value, 4)] for (step, name), (value, rollouts, _) in sorted(rec.rows.items())
+             if name == M.EVAL_ACCURACY]
+    last = cfg.train.steps
+    totals = {name: rec.at(last, name)[0] for name in (M.BUDGET_PROBE_ROLLOUTS, M.BUDGET_TRAIN_ROLLOUTS,
+                                                       M.BUDGET_ACCEPTED, M.BUDGET_WASTED)}
+    return {"algorithm": algorithm, "allocator": allocator, "seed": seed, "settings": settings, "curve": curve,
+            "rollouts_consumed": summary["rollouts_consumed"], "totals": totals,
+            "wall_seconds": round(time.time() - t, 1), "data_fingerprint": summary["data_fingerprint"]}
+
+
+def settings_key(overrides: list[str]) -> str:
+    """Cells run with other overrides or other experiment files are not mixed into one table."""
+    h = hashlib.sha256(json.dumps(sorted(overrides)).encode())
+    for algorithm in ALGORITHMS:
+        for allocator in ALLOCATORS:
+            h.update(experiment(algorithm, allocator).read_bytes())
+    return h.hexdigest()[:12]
+
+
+def write_summary(cells: list[dict], out_dir: Path, settings: str, overrides: list[str]) -> None:
+    from dibs.dashboards.efficiency import markdown_table, summarize
+
+    rows = summarize(cells, fraction=TARGET_FRACTION)
+    doc = {"target_rule": f"step-0 accuracy + {TARGET_FRACTION:.0%} of the uniform baseline's mean final gain "
+                          "(per algorithm), fixed before the runs",
+           "metric": "eval/accuracy (greedy, held-out)", "settings": settings, "overrides": overrides,
+           "experiments": "experiments/gvm/<algorithm>-<allocator>.yaml", "rows": rows}
+    (out_dir / "sample_efficiency.json").write_text(json.dumps(doc, indent=2) + "\n")
+    (out_dir / "sample_efficiency.md").write_text(markdown_table(rows))
+    print(markdown_table(rows))
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    ap.add_argument("--algorithms", nargs="+", default=list(ALGORITHMS), choices=ALGORITHMS)
+    ap.add_argument("--allocators", nargs="+", default=list(ALLOCATORS), choices=ALLOCATORS)
+    ap.add_argument("-j", "--jobs", type=int, default=1, help="cells run in parallel")
+    ap.add_argument("--threads", type=int, default=1, help="torch threads per cell")
+    ap.add_argument("--set", action="append", default=[], metavar="KEY.PATH=VALUE", help="override for every cell")
+    ap.add_argument("--data-dir", help="directory of task-seed<N>.pkl (machines without reasoning-gym)")
+    ap.add_argument("--out", default="bench/results", help="results directory")
+    ap.add_argument("--summary-only", action="store_true", help="rewrite the summary from the cells file")
+    ap.add_argument("--warm-start-only", action="store_true", help="only compute (cache) each seed's warm start")
+    a = ap.parse_args(argv)
+    out_dir = Path(a.out)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    cells_file = out_dir / "sample_efficiency_cells.jsonl"
+    settings = settings_key(a.set)
+    lines = cells_file.read_text().splitlines() if cells_file.exists() else []
+    done = [c for c in map(json.loads, lines) if c["settings"] == settings]
+    have = {(c["algorithm"], c["allocator"], c["seed"]) for c in done}
+    todo = [(al, alloc, s, a.set, a.data_dir, a.threads, settings) for s in a.seeds for al in a.algorithms
+            for alloc in a.allocators if (al, alloc, s) not in have]
+    print(f"{len(todo)} cells to run, {len(done)} done in {cells_file} (settings {settings})", flush=True)
+    if todo and not a.summary_only:
+        ctx = mp.get_context("spawn")
+        with ctx.Pool(min(a.jobs, len(todo)), maxtasksperchild=1) as pool:
+            seeds = sorted({t[2] for t in todo})
+            list(pool.imap_unordered(warm_start_seed, [(s, a.set, a.data_dir, a.threads) for s in seeds]))
+            if a.warm_start_only:
+                return 0
+            for cell in pool.imap_unordered(run_cell, todo):
+                with cells_file.open("a") as f:
+                    f.write(json.dumps(cell) + "\n")
+                done.append(cell)
+                print(f"{cell['algorithm']}-{cell['allocator']} seed {cell['seed']}: accuracy "
+                      f"{cell['curve'][0][2]:.3f} -> {cell['curve'][-1][2]:.3f}, {cell['rollouts_consumed']} "
+                      f"rollouts, {cell['wall_seconds']} s", flush=True)
+    write_summary(done, out_dir, settings, a.set)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
