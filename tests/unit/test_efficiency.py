@@ -13,27 +13,29 @@ from dibs.dashboards.efficiency import first_reach, markdown_table, mean_ci, sum
 
 pytestmark = pytest.mark.unit
 
-# (step, rollouts_consumed, accuracy)
-U0 = [(0, 0, 0.50), (10, 1000, 0.60), (20, 2000, 0.70)]
-U1 = [(0, 0, 0.50), (10, 1000, 0.66), (20, 2000, 0.74)]
-G0 = [(0, 0, 0.50), (10, 1500, 0.70), (20, 3000, 0.72)]
-G1 = [(0, 0, 0.50), (10, 1500, 0.60), (20, 3000, 0.65)]  # never reaches the target
+# (step, rollouts_consumed, accuracy); seeds 0 and 1 start from different warm starts (0.50, 0.40).
+U0 = [(0, 0, 0.50), (10, 1000, 0.60), (20, 2000, 0.66), (30, 3000, 0.70), (40, 4000, 0.74)]
+U1 = [(0, 0, 0.40), (10, 1000, 0.45), (20, 2000, 0.55), (30, 3000, 0.60), (40, 4000, 0.65)]
+G0 = [(0, 0, 0.50), (10, 1500, 0.67), (20, 3000, 0.70), (30, 4500, 0.72), (40, 6000, 0.73)]
+G1 = [(0, 0, 0.40), (10, 1500, 0.45), (20, 3000, 0.50), (30, 4500, 0.52), (40, 6000, 0.55)]  # never there
 
 
 def cell(alloc, seed, curve, algorithm="grpo"):
     return {"algorithm": algorithm, "allocator": alloc, "seed": seed, "curve": curve}
 
 
-def test_target_is_start_plus_fraction_of_uniform_gain():
-    # start 0.50, final mean 0.72: 0.50 + 0.8 * 0.22 = 0.676
-    assert target_accuracy([U0, U1], 0.8) == pytest.approx(0.676)
+def test_target_is_start_plus_fraction_of_the_seeds_uniform_gain():
+    # seed 0: final level = mean(.66, .70, .74) = .70 -> .50 + .8 x .20 = .66
+    assert target_accuracy(U0, 0.8) == pytest.approx(0.66)
+    # seed 1: final level = mean(.55, .60, .65) = .60 -> .40 + .8 x .20 = .56
+    assert target_accuracy(U1, 0.8) == pytest.approx(0.56)
 
 
 def test_first_reach_and_censoring():
-    assert first_reach(U0, 0.676) == (20, 2000, True)
-    assert first_reach(U1, 0.676) == (20, 2000, True)  # 0.66 at step 10 is below
-    assert first_reach(G0, 0.676) == (10, 1500, True)
-    assert first_reach(G1, 0.676) == (20, 3000, False)  # what it spent: a lower bound
+    assert first_reach(U0, 0.66) == (20, 2000, True)
+    assert first_reach(U1, 0.56) == (30, 3000, True)  # 0.55 at step 20 is below
+    assert first_reach(G0, 0.66) == (10, 1500, True)
+    assert first_reach(G1, 0.56) == (40, 6000, False)  # what it spent: a lower bound
 
 
 def test_mean_ci_uses_student_t():
@@ -47,16 +49,26 @@ def test_summary_rows_ratios_and_bounds():
     rows = summarize([cell("uniform", 0, U0), cell("uniform", 1, U1), cell("gvm", 0, G0), cell("gvm", 1, G1)])
     assert [r["allocator"] for r in rows] == ["uniform", "gvm"]
     uni, gvm = rows
-    assert uni["reached"] == "2/2" and uni["rollouts_to_target"]["mean"] == 2000
+    assert uni["targets_by_seed"] == {"0": 0.66, "1": 0.56} and uni["target_accuracy"] == 0.61
+    # uniform: 2000 and 3000 rollouts (std 707.1): 2500 ± 12.706 x 707.1 / sqrt(2) = 6353
+    assert uni["reached"] == "2/2" and uni["rollouts_to_target"] == pytest.approx(
+        {"mean": 2500.0, "ci95": 6353.0, "censored": False}, rel=1e-3)
+    # gvm: 1500 and >= 6000 (censored): >= 3750 ± 12.706 x 3182.0 / sqrt(2) = 28589
     assert gvm["reached"] == "1/2" and gvm["rollouts_to_target"] == pytest.approx(
-        {"mean": 2250.0, "ci95": 12.706 * 1060.66 / math.sqrt(2), "censored": True}, rel=1e-4)
-    # uniform 2000 / gvm >= 2250: the ratio is at most 0.889
-    assert gvm["rollouts_to_target_ratio_vs_uniform"] == {"value": 0.889, "kind": "<="}
-    assert gvm["steps_to_target_ratio_vs_uniform"] == {"value": round(20 / 15, 3), "kind": "<="}
+        {"mean": 3750.0, "ci95": 28589.0, "censored": True}, rel=1e-3)
+    # uniform 2500 / gvm >= 3750: the ratio is at most 0.667
+    assert gvm["rollouts_to_target_ratio_vs_uniform"] == {"value": 0.667, "kind": "<="}
+    assert gvm["steps_to_target_ratio_vs_uniform"] == {"value": 1.0, "kind": "<="}  # 25 / >= 25
     assert uni["rollouts_to_target_ratio_vs_uniform"] == {"value": 1.0, "kind": "="}
-    assert gvm["final_accuracy"]["mean"] == pytest.approx(0.685)
+    assert gvm["final_accuracy"]["mean"] == pytest.approx(0.64)
+    assert gvm["final_gain"]["mean"] == pytest.approx(0.19)  # (.23 + .15) / 2
     table = markdown_table(rows)
-    assert "| grpo | gvm | 67.6% | 1/2 | >=2250 ± 9529 | ≤ 0.89x | >=15 ± 64 | ≤ 1.33x |" in table  # 12.706 x 750 = 9529.5
+    assert "| grpo | gvm | 61.0% | 1/2 | >=3750 ± 28588 | ≤ 0.67x | >=25 ± 191 | ≤ 1.00x | 64.0 ± 114.4 | 19.0 ± 50.8 |" in table  # 28588.7
+
+
+def test_a_seed_without_uniform_has_no_target():
+    with pytest.raises(ValueError, match="grpo/gvm: no uniform cell for seeds \\[1\\]"):
+        summarize([cell("uniform", 0, U0), cell("gvm", 1, G1)])
 
 
 def test_summary_needs_a_uniform_baseline():
@@ -78,5 +90,5 @@ def test_benchmark_summary_only_writes_the_results_files(tmp_path):
     row = doc["rows"][1]
     assert set(row) >= {"algorithm", "allocator", "seeds", "target_accuracy", "rollouts_to_target",
                         "steps_to_target", "final_accuracy"}
-    assert row["seeds"] == [0, 1] and row["target_accuracy"] == 0.676
+    assert row["seeds"] == [0, 1] and row["target_accuracy"] == 0.61
     assert (tmp_path / "sample_efficiency.md").read_text().startswith("| algorithm | allocator |")
