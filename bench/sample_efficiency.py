@@ -58,7 +58,8 @@ def quiet(threads: int) -> None:
 
 def warm_start_seed(args: tuple) -> int:
     seed, overrides, data_dir, threads = args
-    from dibs.platform.loop import NullProgress, prepare
+    from dibs.platform.loop import NullProgress
+    from dibs.platform.warm_start import prepare
 
     quiet(threads)
     prepare(load(ALGORITHMS[0], "uniform", seed, overrides), NullProgress(), task_data(data_dir, seed))

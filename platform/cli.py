@@ -1,4 +1,4 @@
-"""`dibs` command line: validate, run, runs, export, db upgrade.
+"""`dibs` command line: validate, run, resume, runs, export, db upgrade.
 
 Every bad input ends in one line on stderr naming the file / key / URL and the problem, exit code 2,
 never a traceback.
@@ -13,7 +13,7 @@ import sys
 from importlib import metadata
 from pathlib import Path
 
-from dibs.platform.config import ConfigError, config_to_dict, load_config
+from dibs.platform.config import ConfigError, config_to_dict, load_config, validate_dict
 
 
 def _fail(msg: str, code: int = 2) -> int:
@@ -47,29 +47,54 @@ def cmd_validate(args) -> int:
 
 
 def cmd_run(args) -> int:
-    from dibs.platform.display import RunDisplay, print_summary
-    from dibs.platform.runner import run_inline, run_ray
     from dibs.platform.store import open_store
 
     overrides = list(args.set) + ([f"name={args.name}"] if args.name else []) + \
         ([f"runtime.executor={args.executor}"] if args.executor else [])
     cfg = load_config(args.experiment, overrides)
     store = open_store(args.db)
-    config = config_to_dict(cfg)
-    run_id = store.create_run(name=cfg.name, experiment=str(args.experiment), config=config,
+    run_id = store.create_run(name=cfg.name, experiment=str(args.experiment), config=config_to_dict(cfg),
                               git_commit=git_commit(), versions=package_versions(), seed=cfg.seed)
-    out_dir = Path(cfg.runtime.output_dir) / run_id
-    payload = {"config": config, "cwd": str(Path.cwd()), "db_url": store.url, "run_id": run_id,
-               "checkpoint_dir": str((out_dir / "checkpoints").resolve())}
     print(f"run {run_id}: {cfg.name} ({cfg.algorithm}, {cfg.allocation.allocator}) on {cfg.runtime.executor}; "
           f"store {store.url}")
+    return _execute(cfg, store, run_id, resume_from=None)
+
+
+def cmd_resume(args) -> int:
+    """Continue a stopped, failed or killed run under its own id from its latest complete checkpoint
+    (none: from the start). Metric rows are idempotent, so steps written twice are kept once."""
+    from dibs.platform import checkpoint
+    from dibs.platform.store import open_store
+
+    store = open_store(args.db)
+    run_id = store.resolve_run_id(args.run_id)
+    run = store.get_run(run_id)
+    if run["status"] == "finished":
+        return _fail(f"run {run_id} already finished; nothing to resume")
+    cfg = validate_dict(run["config"], f"run {run_id} (stored config)")
+    done = [(step, path) for step, path in store.checkpoints(run_id) if checkpoint.is_complete(path)]
+    resume_from = done[-1][1] if done else None
+    where = f"step {done[-1][0]} ({resume_from})" if done else "the start (no complete checkpoint)"
+    print(f"run {run_id}: resuming {cfg.name} from {where}; store {store.url}")
+    store.resume_run(run_id)
+    return _execute(cfg, store, run_id, resume_from=resume_from)
+
+
+def _execute(cfg, store, run_id: str, *, resume_from: str | None) -> int:
+    """Run (or resume) the loop on the configured executor with a live display; close the run's row."""
+    from dibs.platform.display import RunDisplay, print_summary
+    from dibs.platform.runner import run_inline, run_ray
+
+    out_dir = Path(cfg.runtime.output_dir) / run_id
+    payload = {"config": config_to_dict(cfg), "cwd": str(Path.cwd()), "db_url": store.url, "run_id": run_id,
+               "checkpoint_dir": str((out_dir / "checkpoints").resolve()), "resume_from": resume_from}
     execute = run_ray if cfg.runtime.executor == "ray" else run_inline
     try:
         with RunDisplay(cfg) as display:
             summary = execute(cfg, payload, display.on_event)
     except KeyboardInterrupt:
         store.finish_run(run_id, "stopped")
-        return _fail(f"run {run_id} interrupted; its rows so far are in the store", 130)
+        return _fail(f"run {run_id} interrupted; its rows so far are in the store (dibs resume {run_id})", 130)
     except BaseException:
         store.finish_run(run_id, "failed")
         raise
@@ -126,6 +151,10 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--db", help="results store URL (default sqlite:///runs/dibs.db)")
     r.add_argument("--executor", choices=["ray", "inline"])
     r.set_defaults(func=cmd_run)
+    rs = sub.add_parser("resume", help="continue a stopped or failed run from its latest checkpoint")
+    rs.add_argument("run_id", help="run id, unique id prefix or unique run name")
+    rs.add_argument("--db", help="results store URL (default sqlite:///runs/dibs.db)")
+    rs.set_defaults(func=cmd_resume)
     ls = sub.add_parser("runs", help="list runs")
     ls.add_argument("--json", action="store_true")
     ls.add_argument("--db")

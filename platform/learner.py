@@ -66,6 +66,14 @@ class TorchLearner:
     def state_dict(self) -> dict[str, torch.Tensor]:
         return {k: v.detach().clone() for k, v in self.model.state_dict().items()}
 
+    def training_state(self) -> dict:
+        """Optimizer and scheduler state, for checkpoints (the weights are saved with the model)."""
+        return {"optimizer": self.opt.state_dict(), "scheduler": self.sched.state_dict()}
+
+    def load_training_state(self, state: dict) -> None:
+        self.opt.load_state_dict(state["optimizer"])
+        self.sched.load_state_dict(state["scheduler"])
+
     def _step(self, batch: Rollouts, advantages: torch.Tensor, ref_logp: torch.Tensor | None) -> dict:
         """One optimizer step over `batch`, accumulated over micro-batches."""
         self.opt.zero_grad(set_to_none=True)

@@ -13,27 +13,24 @@ executes (a Ray worker or the driver itself) is the executor's business (runner.
 from __future__ import annotations
 
 import copy
-import hashlib
-import json
 import random
 import time
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Protocol
 
 import numpy as np
 import torch
 
 from dibs.algorithms.advantages import grpo_advantages, nonzero_groups_mask, raft_advantages
+from dibs.platform import checkpoint
 from dibs.platform import metrics as M
 from dibs.platform.allocators import Allocation, Allocator, AllocContext, build_allocator
 from dibs.platform.config import ExperimentConfig
 from dibs.platform.evaluate import evaluate, score_groups
 from dibs.platform.learner import TorchLearner
-from dibs.platform.model import build_base_model, load
 from dibs.platform.rollout import HFEngine, Rollouts, SamplingSpec
-from dibs.platform.task import Problem, TaskData, build_task
-from dibs.platform.warm_start import warm_start
+from dibs.platform.task import Problem, TaskData
+from dibs.platform.warm_start import prepare
 
 # Added to the step's generation seed for the probe, so probe and rollouts never share a sample stream.
 PROBE_SEED_OFFSET = 2**31
@@ -96,6 +93,18 @@ class Budget:
     @property
     def wall(self) -> float:
         return time.perf_counter() - self.started
+
+    def snapshot(self) -> dict[str, float]:
+        """The counters and the wall seconds so far, for a checkpoint."""
+        return {"rollouts": self.rollouts, "tokens": self.tokens, "probe_rollouts": self.probe_rollouts,
+                "train_rollouts": self.train_rollouts, "accepted": self.accepted, "wasted": self.wasted,
+                "wall": self.wall}
+
+    def restore(self, snap: dict[str, float]) -> None:
+        """Continue from a snapshot: counters as they were, the wall clock running on from its seconds."""
+        for name in ("rollouts", "tokens", "probe_rollouts", "train_rollouts", "accepted", "wasted"):
+            setattr(self, name, int(snap[name]))
+        self.started = time.perf_counter() - float(snap["wall"])
 
 
 # --- stages ---------------------------------------------------------------------------------------
@@ -233,47 +242,15 @@ def build_learner(cfg: ExperimentConfig, model: torch.nn.Module, ref: torch.nn.M
                         minibatches=t.minibatches, temperature=cfg.rollout.temperature, ref_model=ref)
 
 
-def prepare(cfg: ExperimentConfig, progress: Progress,
-            data: TaskData | None = None) -> tuple[TaskData, torch.nn.Module, HFEngine, float, float]:
-    """Task data, base model, warm start: the warm-started policy, a rollout engine, SFT seconds and loss.
-
-    `data` overrides the task built from `cfg.task` (tests and offline machines pass prebuilt splits)."""
-    torch.manual_seed(cfg.seed)
-    data = data if data is not None else build_task(cfg.task, cfg.seed)
-    base = build_base_model(cfg.model, cfg.seed)
-    w = cfg.warm_start
-    cached = warm_start_cache(cfg, base)
-    if w.reuse and (cached / "config.json").is_file():
-        policy, tokenizer = load(cached)
-        progress.update("warm start", w.steps, w.steps, {"loss": float("nan")})
-        return data, policy, HFEngine(copy.deepcopy(policy), tokenizer), 0.0, float("nan")
-    policy, tokenizer = load(base)
-    sft = TorchLearner(policy, lr=w.lr, weight_decay=0.0, grad_clip=1.0, micro_batch_size=w.batch_size,
-                       total_steps=w.steps, warmup_steps=w.warmup_steps, schedule=w.lr_schedule)
-    t0 = time.perf_counter()
-    loss = warm_start(sft, tokenizer, data.sft, steps=w.steps, batch_size=w.batch_size, seed=cfg.seed,
-                      on_step=lambda s, lv: progress.update("warm start", s, w.steps, {"loss": lv}))
-    seconds = time.perf_counter() - t0
-    if w.reuse:
-        policy.save_pretrained(cached)
-        tokenizer.save_pretrained(cached)
-    engine = HFEngine(copy.deepcopy(policy), tokenizer)
-    return data, policy, engine, seconds, loss
-
-
-def warm_start_cache(cfg: ExperimentConfig, base: Path) -> Path:
-    key = json.dumps([cfg.task.model_dump(), cfg.warm_start.model_dump(exclude={"reuse"}), cfg.seed])
-    return base.with_name(base.name + "-sft-" + hashlib.sha256(key.encode()).hexdigest()[:12])
-
-
 def train(cfg: ExperimentConfig, recorder: Recorder, progress: Progress, *, checkpoint_dir: str,
-          data: TaskData | None = None) -> dict:
-    """Warm start, then `train.steps` RL steps; returns the summary (step-0 and final eval)."""
+          data: TaskData | None = None, resume_from: str | None = None) -> dict:
+    """Warm start (or a checkpoint), then RL steps up to `train.steps`; returns the summary (step-0 and
+    final eval). Resuming from a checkpoint of step N continues with step N+1 exactly as the
+    uninterrupted run would (checkpoint.py)."""
     budget = Budget()  # wall clock from the start: the warm start is part of the run
-    data, policy, engine, sft_seconds, sft_loss = prepare(cfg, progress, data)
+    data, policy, engine, sft_seconds, sft_loss = prepare(cfg, progress, data, resume_from=resume_from)
     ref = copy.deepcopy(policy).requires_grad_(False) if cfg.train.kl_coef > 0 else None
     learner = build_learner(cfg, policy, ref)
-    rng, cursor = random.Random(cfg.seed), []
     allocator, spec = build_allocator(cfg.allocation), sampling_spec(cfg)
 
     def run_eval(step: int) -> dict[str, float]:
@@ -285,11 +262,24 @@ def train(cfg: ExperimentConfig, recorder: Recorder, progress: Progress, *, chec
         progress.update("eval", step, cfg.train.steps, values)
         return values
 
-    first = run_eval(0) | {M.WARM_START_LOSS: sft_loss, M.WARM_START_SECONDS: sft_seconds}
-    recorder.record(0, {M.WARM_START_LOSS: sft_loss, M.WARM_START_SECONDS: sft_seconds},
-                    rollouts_consumed=0, tokens_generated=0, wall_seconds=budget.wall)
-    last = first
-    for step in range(1, cfg.train.steps + 1):
+    if resume_from is not None:
+        state = checkpoint.load(resume_from, learner=learner, allocator=allocator, ref_model=ref)
+        rng, cursor, start = checkpoint.restore_rng(state), state.cursor, state.step + 1
+        budget.restore(state.budget)
+        first, last = state.first_eval, state.last_eval or state.first_eval
+    else:
+        rng, cursor, start = random.Random(cfg.seed), [], 1
+        first = run_eval(0) | {M.WARM_START_LOSS: sft_loss, M.WARM_START_SECONDS: sft_seconds}
+        recorder.record(0, {M.WARM_START_LOSS: sft_loss, M.WARM_START_SECONDS: sft_seconds},
+                        rollouts_consumed=0, tokens_generated=0, wall_seconds=budget.wall)
+        last = first
+
+    def save(step: int) -> None:
+        state = checkpoint.LoopState(step, rng.getstate(), list(cursor), budget.snapshot(), first, last)
+        recorder.checkpoint(step, checkpoint.save(checkpoint_dir, step, policy=policy, tokenizer=engine.tok,
+                                                  learner=learner, allocator=allocator, state=state, ref_model=ref))
+
+    for step in range(start, cfg.train.steps + 1):
         t0 = time.perf_counter()
         prompts = sample_prompts(data.train, cfg.train.prompts_per_step, rng, cursor)
         gen_seed = cfg.seed * 100003 + step
@@ -319,30 +309,8 @@ def train(cfg: ExperimentConfig, recorder: Recorder, progress: Progress, *, chec
         progress.update("rl", step, cfg.train.steps, {"reward": values[M.ROLLOUT_REWARD]})
         if step % cfg.eval.every == 0 or step == cfg.train.steps:
             last = run_eval(step)
-        if cfg.runtime.checkpoint_every and step % cfg.runtime.checkpoint_every == 0:
-            recorder.checkpoint(step, save_checkpoint(policy, engine, allocator, checkpoint_dir, step))
-    recorder.checkpoint(cfg.train.steps,
-                        save_checkpoint(policy, engine, allocator, checkpoint_dir, cfg.train.steps))
+        if step == cfg.train.steps or (cfg.runtime.checkpoint_every and step % cfg.runtime.checkpoint_every == 0):
+            save(step)
     return {"step0": first, "final": last, "rollouts_consumed": budget.rollouts,
             "tokens_generated": budget.tokens, "wall_seconds": budget.wall,
             "data_fingerprint": data.fingerprint()}
-
-
-ALLOCATOR_STATE = "allocator.json"
-
-
-def save_checkpoint(policy: torch.nn.Module, engine: HFEngine, allocator: Allocator, root: str, step: int) -> str:
-    """The policy in Hugging Face format (loadable by transformers and vLLM) and, next to it, the
-    allocator's state (gvm_reuse's running estimates), so a resumed run allocates as the first would."""
-    path = f"{root}/step-{step}"
-    policy.save_pretrained(path)
-    engine.tok.save_pretrained(path)
-    (Path(path) / ALLOCATOR_STATE).write_text(json.dumps(allocator.state_dict()))
-    return path
-
-
-def load_allocator_state(allocator: Allocator, checkpoint: str) -> None:
-    """Restore what `save_checkpoint` saved; a checkpoint without the file (older runs) restores nothing."""
-    state_file = Path(checkpoint) / ALLOCATOR_STATE
-    if state_file.is_file():
-        allocator.load_state_dict(json.loads(state_file.read_text()))

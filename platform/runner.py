@@ -60,7 +60,7 @@ class QueueProgress:
 
 
 def worker_main(payload: dict) -> dict:
-    """The loop on one worker: payload = {config, db_url, run_id, checkpoint_dir, queue}."""
+    """The loop on one worker: payload = {config, db_url, run_id, checkpoint_dir, queue, resume_from}."""
     cfg = validate_dict(payload["config"])
     if os.path.isdir(payload.get("cwd", "")):  # relative paths in the config mean the driver's cwd
         os.chdir(payload["cwd"])
@@ -68,7 +68,8 @@ def worker_main(payload: dict) -> dict:
     torch.set_num_threads(cfg.runtime.num_threads)
     store = open_store(payload["db_url"])
     recorder = StoreRecorder(store, payload["run_id"])
-    return train(cfg, recorder, QueueProgress(payload["queue"]), checkpoint_dir=payload["checkpoint_dir"])
+    return train(cfg, recorder, QueueProgress(payload["queue"]), checkpoint_dir=payload["checkpoint_dir"],
+                 resume_from=payload.get("resume_from"))
 
 
 def run_ray(cfg: ExperimentConfig, payload: dict, on_progress: Callable[[tuple], None]) -> dict:

@@ -6,14 +6,27 @@ more so on short chains than on long ones: the regime where RL, and per-prompt b
 
 from __future__ import annotations
 
+import copy
+import hashlib
+import json
 import random
+import time
 from collections.abc import Callable
+from pathlib import Path
+from typing import Protocol
 
 import torch
 from transformers import PreTrainedTokenizerFast
 
-from dibs.platform.rollout import Rollouts
-from dibs.platform.task import Problem, solution
+from dibs.platform.config import ExperimentConfig
+from dibs.platform.learner import TorchLearner
+from dibs.platform.model import build_base_model, load
+from dibs.platform.rollout import HFEngine, Rollouts
+from dibs.platform.task import Problem, TaskData, build_task, solution
+
+
+class Progress(Protocol):
+    def update(self, stage: str, done: int, total: int, info: dict[str, float]) -> None: ...
 
 
 def encode_solutions(tokenizer: PreTrainedTokenizerFast, problems: list[Problem]) -> list[tuple[list[int], int]]:
@@ -59,3 +72,40 @@ def warm_start(learner, tokenizer: PreTrainedTokenizerFast, problems: list[Probl
         if on_step is not None:
             on_step(step + 1, loss)
     return loss
+
+
+def prepare(cfg: ExperimentConfig, progress: Progress, data: TaskData | None = None, *,
+            resume_from: str | None = None) -> tuple[TaskData, torch.nn.Module, HFEngine, float, float]:
+    """Task data, base model, warm start: the warm-started policy, a rollout engine, SFT seconds and loss.
+
+    `data` overrides the task built from `cfg.task` (tests and offline machines pass prebuilt splits);
+    `resume_from` (a checkpoint) replaces the warm start by the checkpoint's policy."""
+    torch.manual_seed(cfg.seed)
+    data = data if data is not None else build_task(cfg.task, cfg.seed)
+    if resume_from is not None:
+        policy, tokenizer = load(Path(resume_from))
+        return data, policy, HFEngine(copy.deepcopy(policy), tokenizer), 0.0, float("nan")
+    base = build_base_model(cfg.model, cfg.seed)
+    w = cfg.warm_start
+    cached = warm_start_cache(cfg, base)
+    if w.reuse and (cached / "config.json").is_file():
+        policy, tokenizer = load(cached)
+        progress.update("warm start", w.steps, w.steps, {"loss": float("nan")})
+        return data, policy, HFEngine(copy.deepcopy(policy), tokenizer), 0.0, float("nan")
+    policy, tokenizer = load(base)
+    sft = TorchLearner(policy, lr=w.lr, weight_decay=0.0, grad_clip=1.0, micro_batch_size=w.batch_size,
+                       total_steps=w.steps, warmup_steps=w.warmup_steps, schedule=w.lr_schedule)
+    t0 = time.perf_counter()
+    loss = warm_start(sft, tokenizer, data.sft, steps=w.steps, batch_size=w.batch_size, seed=cfg.seed,
+                      on_step=lambda s, lv: progress.update("warm start", s, w.steps, {"loss": lv}))
+    seconds = time.perf_counter() - t0
+    if w.reuse:
+        policy.save_pretrained(cached)
+        tokenizer.save_pretrained(cached)
+    engine = HFEngine(copy.deepcopy(policy), tokenizer)
+    return data, policy, engine, seconds, loss
+
+
+def warm_start_cache(cfg: ExperimentConfig, base: Path) -> Path:
+    key = json.dumps([cfg.task.model_dump(), cfg.warm_start.model_dump(exclude={"reuse"}), cfg.seed])
+    return base.with_name(base.name + "-sft-" + hashlib.sha256(key.encode()).hexdigest()[:12])

@@ -37,10 +37,21 @@ def test_splits_are_seeded_and_disjoint():
     assert len(test) == 100 and len({p.prompt for p in a.train}) == 300
     assert not test & {p.prompt for p in a.train}
     assert not test & {p.prompt for p in a.sft}
+    assert not {p.prompt for p in a.train} & {p.prompt for p in a.sft}
     assert max(p.num_terms for p in a.sft) <= 3
     assert {p.num_terms for p in a.test} == {2, 3, 4}
     for p in a.test[:20]:
         assert eval(p.prompt[:-1]) == p.answer  # the expression really evaluates to the answer
+
+
+def test_splits_are_not_shifted_copies_of_each_other():
+    """reasoning-gym seeds item i with seed + i: seeds 1 apart would give the same problems shifted by
+    one, and a small train split filtered against the held-out one would come out empty."""
+    cfg = TaskConfig(train_size=16, test_size=64, sft_size=100, min_terms=2, max_terms=4)
+    data = build_task(cfg, seed=0)
+    assert len(data.train) == 16
+    other = build_task(cfg, seed=1)
+    assert not {p.prompt for p in data.train} & {p.prompt for p in other.train}
 
 
 def test_too_few_distinct_problems_is_a_clear_error():
