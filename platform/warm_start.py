@@ -87,7 +87,7 @@ def prepare(cfg: ExperimentConfig, progress: Progress, data: TaskData | None = N
         return data, policy, HFEngine(copy.deepcopy(policy), tokenizer), 0.0, float("nan")
     base = build_base_model(cfg.model, cfg.seed)
     w = cfg.warm_start
-    cached = warm_start_cache(cfg, base)
+    cached = warm_start_cache(cfg, base, data)
     if w.reuse and (cached / "config.json").is_file():
         policy, tokenizer = load(cached)
         progress.update("warm start", w.steps, w.steps, {"loss": float("nan")})
@@ -106,6 +106,8 @@ def prepare(cfg: ExperimentConfig, progress: Progress, data: TaskData | None = N
     return data, policy, engine, seconds, loss
 
 
-def warm_start_cache(cfg: ExperimentConfig, base: Path) -> Path:
-    key = json.dumps([cfg.task.model_dump(), cfg.warm_start.model_dump(exclude={"reuse"}), cfg.seed])
+def warm_start_cache(cfg: ExperimentConfig, base: Path, data: TaskData) -> Path:
+    """Where a reusable warm start lives: keyed by the SFT data itself (its fingerprint), not only the task
+    config, so a change in how problems are generated never reuses a stale warm start."""
+    key = json.dumps([data.fingerprint(), cfg.warm_start.model_dump(exclude={"reuse"}), cfg.seed])
     return base.with_name(base.name + "-sft-" + hashlib.sha256(key.encode()).hexdigest()[:12])
