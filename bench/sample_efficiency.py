@@ -56,6 +56,13 @@ def quiet(threads: int) -> None:
     transformers.utils.logging.disable_progress_bar()
 
 
+def data_fingerprint(seed: int, overrides: list[str], data_dir: str | None) -> str:
+    from dibs.platform.task import build_task
+
+    data = task_data(data_dir, seed) or build_task(load(ALGORITHMS[0], "uniform", seed, overrides).task, seed)
+    return data.fingerprint()
+
+
 def warm_start_seed(args: tuple) -> int:
     seed, overrides, data_dir, threads = args
     from dibs.platform.loop import NullProgress
@@ -127,6 +134,9 @@ def main(argv: list[str] | None = None) -> int:
     settings = settings_key(a.set)
     lines = cells_file.read_text().splitlines() if cells_file.exists() else []
     done = [c for c in map(json.loads, lines) if c["settings"] == settings]
+    if not a.summary_only:  # a cell counts as done only on the same task data (generator changes included)
+        fingerprints = {s: data_fingerprint(s, a.set, a.data_dir) for s in a.seeds}
+        done = [c for c in done if c.get("data_fingerprint") == fingerprints.get(c["seed"])]
     have = {(c["algorithm"], c["allocator"], c["seed"]) for c in done}
     todo = [(al, alloc, s, a.set, a.data_dir, a.threads, settings) for s in a.seeds for al in a.algorithms
             for alloc in a.allocators if (al, alloc, s) not in have]
