@@ -7,7 +7,9 @@ and update seeds are derived from (seed, step), so a run resumed from step N con
 uninterrupted run would have (tested).
 
 A checkpoint is written under a temporary name and renamed into place, so a process killed while saving
-never leaves a half-written `step-N` for a resume to pick up.
+never leaves a half-written `step-N` for a resume to pick up. With several learner ranks every rank calls
+`save` and `load` (the learner's optimizer state may be partitioned, DeepSpeed ZeRO); rank 0 writes the
+rest.
 """
 
 from __future__ import annotations
@@ -20,6 +22,8 @@ from pathlib import Path
 from typing import Any
 
 import torch
+
+from dibs.platform.parallel import DataParallel
 
 ALLOCATOR_STATE = "allocator.json"
 TRAINER_STATE = "trainer_state.pt"
@@ -38,18 +42,28 @@ class LoopState:
 
 
 def save(root: str | Path, step: int, *, policy: torch.nn.Module, tokenizer: Any, learner: Any, allocator: Any,
-         state: LoopState, ref_model: torch.nn.Module | None = None) -> str:
-    """Write `root/step-<step>` atomically; returns its path."""
+         state: LoopState, ref_model: torch.nn.Module | None = None, dp: DataParallel | None = None) -> str:
+    """Write `root/step-<step>` atomically; returns its path. Collective when `dp` has several ranks."""
+    dp = dp or DataParallel()
     final = Path(root) / f"step-{step}"
     tmp = Path(root) / f".step-{step}.tmp"
-    shutil.rmtree(tmp, ignore_errors=True)
-    policy.save_pretrained(tmp)
-    tokenizer.save_pretrained(tmp)
-    (tmp / ALLOCATOR_STATE).write_text(json.dumps(allocator.state_dict()))
-    torch.save({"loop": asdict(state), "learner": learner.training_state(),
-                "ref_model": None if ref_model is None else ref_model.state_dict()}, tmp / TRAINER_STATE)
-    shutil.rmtree(final, ignore_errors=True)
-    tmp.rename(final)
+    if dp.rank == 0:
+        shutil.rmtree(tmp, ignore_errors=True)
+        tmp.mkdir(parents=True)
+    dp.barrier()
+    learner.save_training_state(tmp)
+    weights = learner.state_dict()  # gathered from every rank's partition when ZeRO-3 splits them
+    if dp.rank == 0:
+        policy.save_pretrained(tmp, state_dict=weights)
+        tokenizer.save_pretrained(tmp)
+        (tmp / ALLOCATOR_STATE).write_text(json.dumps(allocator.state_dict()))
+        torch.save({"loop": asdict(state), "ref_model": None if ref_model is None else ref_model.state_dict()},
+                   tmp / TRAINER_STATE)
+    dp.barrier()
+    if dp.rank == 0:
+        shutil.rmtree(final, ignore_errors=True)
+        tmp.rename(final)
+    dp.barrier()
     return str(final)
 
 
@@ -57,8 +71,8 @@ def load(path: str | Path, *, learner: Any, allocator: Any, ref_model: torch.nn.
     """Restore optimizer, scheduler, allocator (and reference model) from `path`; the policy weights are
     loaded by whoever built the model from it. Returns the loop state."""
     path = Path(path)
-    blob = torch.load(path / TRAINER_STATE, weights_only=False)  # our own file: optimizer states and tuples
-    learner.load_training_state(blob["learner"])
+    blob = torch.load(path / TRAINER_STATE, weights_only=False)  # our own file: loop state with tuples
+    learner.load_training_state(path)
     if (path / ALLOCATOR_STATE).is_file():
         allocator.load_state_dict(json.loads((path / ALLOCATOR_STATE).read_text()))
     if ref_model is not None and blob["ref_model"] is not None:

@@ -154,11 +154,30 @@ class EvalConfig(_Section):
     max_new_tokens: int = Field(64, ge=1)
 
 
+class LearnerConfig(_Section):
+    """Who trains (issue 4): one process (the default), or `num_workers` Ray Train workers, data-parallel
+    over prompt groups, each with a rollout actor on its node."""
+
+    backend: Literal["torch", "deepspeed"] = Field("torch", description="torch AdamW, or a DeepSpeed engine "
+                                                   "around it (ZeRO `zero_stage`)")
+    num_workers: int = Field(1, ge=1, description="learner ranks; > 1 (or deepspeed) runs through Ray Train")
+    zero_stage: int = Field(0, ge=0, le=3, description="DeepSpeed ZeRO stage (deepspeed backend only)")
+    rollout_threads: int = Field(1, ge=1, description="torch threads of each rollout actor")
+
+    @model_validator(mode="after")
+    def _zero(self) -> LearnerConfig:
+        if self.zero_stage and self.backend != "deepspeed":
+            raise ValueError(f"zero_stage {self.zero_stage} needs backend: deepspeed")
+        return self
+
+
 class RuntimeConfig(_Section):
     executor: Literal["ray", "inline"] = "ray"
     address: str | None = Field(None, description="Ray address; None starts a local Ray on 127.0.0.1")
     num_threads: int = Field(2, ge=1, description="torch intra-op threads of the worker")
     checkpoint_every: int = Field(0, ge=0, description="0: only the final checkpoint")
+    max_failures: int = Field(0, ge=0, description="learner-worker failures Ray Train recovers from (restart "
+                              "from the latest checkpoint) before the run fails")
     output_dir: str = "runs"
 
 
@@ -173,7 +192,19 @@ class ExperimentConfig(_Section):
     allocation: AllocationConfig = AllocationConfig()
     train: TrainConfig = TrainConfig()
     eval: EvalConfig = EvalConfig()
+    learner: LearnerConfig = LearnerConfig()
     runtime: RuntimeConfig = RuntimeConfig()
+
+    @model_validator(mode="after")
+    def _distributed(self) -> ExperimentConfig:
+        if self.distributed and self.runtime.executor != "ray":
+            raise ValueError("learner.num_workers > 1 or learner.backend: deepspeed needs runtime.executor: ray")
+        return self
+
+    @property
+    def distributed(self) -> bool:
+        """Runs through Ray Train (learner workers with rollout actors) rather than one process."""
+        return self.learner.num_workers > 1 or self.learner.backend == "deepspeed"
 
 
 def _format_error(source: str, err: ValidationError) -> str:

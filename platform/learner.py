@@ -1,18 +1,26 @@
 """The learner: torch AdamW, gradient clipping, mini-batches and micro-batches with accumulation.
 
 Micro-batching is exact: every micro-batch's loss is divided by the token count of its whole
-mini-batch (`token_count`), so the accumulated gradient equals the one-shot gradient.
+mini-batch (`token_count`), so the accumulated gradient equals the one-shot gradient. Data parallelism
+is exact the same way: every rank holds the whole batch (the sharded engine gathers it), trains on its
+share of the prompt groups, divides by the whole mini-batch's token count, and the gradients are summed
+over ranks (DataParallel), so W ranks compute the one-process gradient. `DeepSpeedLearner`
+(platform/deepspeed_learner.py) replaces the backward, the reduction and the optimizer step.
 """
 
 from __future__ import annotations
 
 import math
+from pathlib import Path
 from typing import Protocol
 
 import torch
 
 from dibs.algorithms.losses import policy_loss, raft_loss
+from dibs.platform.parallel import DataParallel
 from dibs.platform.rollout import Rollouts, position_ids
+
+TRAINING_STATE = "learner.pt"
 
 
 class Learner(Protocol):
@@ -41,6 +49,11 @@ def token_logprobs(model: torch.nn.Module, rollouts: Rollouts, *, temperature: f
     return torch.log_softmax(logits, -1).gather(-1, rollouts.sequences[:, 1:].unsqueeze(-1)).squeeze(-1)
 
 
+# policy_loss's stats: "pg_loss"/"kl" are token-means over the whole mini-batch's token count, so they add
+# up over micro-batches and ranks; "clip_frac"/"ratio_mean" are means over one call's tokens, weighted.
+SUMMED, WEIGHTED = ("pg_loss", "kl"), ("clip_frac", "ratio_mean")
+
+
 def micro_batches(n: int, size: int) -> list[torch.Tensor]:
     return [torch.arange(i, min(n, i + size)) for i in range(0, n, size)]
 
@@ -52,8 +65,10 @@ class TorchLearner:
                  micro_batch_size: int, total_steps: int, warmup_steps: int = 0, adam_eps: float = 1e-8,
                  schedule: str = "constant", algorithm: str = "grpo", clip_eps: float = 0.2,
                  kl_coef: float = 0.0, epochs: int = 1, minibatches: int = 1,
-                 temperature: float = 1.0, ref_model: torch.nn.Module | None = None):
+                 temperature: float = 1.0, ref_model: torch.nn.Module | None = None,
+                 dp: DataParallel | None = None):
         self.model = model.train()
+        self.dp = dp or DataParallel()
         self.opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=weight_decay, eps=adam_eps)
         self.sched = torch.optim.lr_scheduler.LambdaLR(
             self.opt, lambda s: lr_lambda(s, warmup=warmup_steps, total=total_steps, schedule=schedule))
@@ -66,34 +81,74 @@ class TorchLearner:
     def state_dict(self) -> dict[str, torch.Tensor]:
         return {k: v.detach().clone() for k, v in self.model.state_dict().items()}
 
-    def training_state(self) -> dict:
-        """Optimizer and scheduler state, for checkpoints (the weights are saved with the model)."""
-        return {"optimizer": self.opt.state_dict(), "scheduler": self.sched.state_dict()}
+    def save_training_state(self, directory: Path) -> None:
+        """Optimizer and scheduler state into `directory` (the weights are saved with the model). Every
+        rank calls it; ranks hold identical states here, so rank 0 writes."""
+        if self.dp.rank == 0:
+            torch.save({"optimizer": self.opt.state_dict(), "scheduler": self.sched.state_dict()},
+                       directory / TRAINING_STATE)
 
-    def load_training_state(self, state: dict) -> None:
+    def load_training_state(self, directory: Path) -> None:
+        state = torch.load(directory / TRAINING_STATE, weights_only=False)  # our own file
         self.opt.load_state_dict(state["optimizer"])
         self.sched.load_state_dict(state["scheduler"])
 
-    def _step(self, batch: Rollouts, advantages: torch.Tensor, ref_logp: torch.Tensor | None) -> dict:
-        """One optimizer step over `batch`, accumulated over micro-batches."""
+    @property
+    def forward_module(self) -> torch.nn.Module:
+        return self.model
+
+    def _zero_grad(self) -> None:
         self.opt.zero_grad(set_to_none=True)
-        token_count = max(batch.num_tokens, 1)
+
+    def _backward(self, loss: torch.Tensor, *, last: bool) -> None:
+        loss.backward()
+
+    def _empty_backward(self, *, last: bool) -> None:
+        """A rank out of samples: nothing to do here, `_apply` fills zero gradients before the reduction."""
+
+    def _apply(self) -> float:
+        """Sum gradients over ranks (a rank without samples contributes zeros), clip, step."""
+        if self.dp.active:
+            params = [p for p in self.model.parameters() if p.requires_grad]
+            for p in params:
+                if p.grad is None:
+                    p.grad = torch.zeros_like(p)
+            self.dp.all_reduce_sum_([p.grad for p in params])
+        grad_norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.grad_clip)
+        self.opt.step()
+        self.sched.step()
+        return float(grad_norm)
+
+    def _step(self, batch: Rollouts, advantages: torch.Tensor, ref_logp: torch.Tensor | None) -> dict:
+        """One optimizer step over `batch` (this rank's share of it), accumulated over micro-batches."""
+        self._zero_grad()
+        token_count = max(batch.num_tokens, 1)  # the whole mini-batch's, on every rank
+        mine = self.dp.shard(batch.group_ids)
+        batch, advantages = batch.select(mine), advantages[mine]
+        ref_logp = None if ref_logp is None else ref_logp[mine]
         totals: dict[str, float] = {}
-        for idx in micro_batches(len(batch.texts), self.micro):
-            mb = batch.select(idx)
-            logp = token_logprobs(self.model, mb, temperature=self.temperature)
+        chunks = micro_batches(len(batch.texts), self.micro)
+        # Ranks hold ragged shares; DeepSpeed's backward is collective, so every rank runs as many
+        # backward passes as the busiest one (zero-loss passes where it has no micro-batch left).
+        passes = self.dp.max_int(len(chunks))
+        for j in range(passes):
+            if j >= len(chunks):
+                self._empty_backward(last=j == passes - 1)
+                continue
+            mb = batch.select(chunks[j])
+            idx = chunks[j]
+            logp = token_logprobs(self.forward_module, mb, temperature=self.temperature)
             loss, stats = policy_loss(
                 self.algorithm, logp, mb.old_logp, advantages[idx], mb.response_mask,
                 clip_eps=self.clip_eps, kl_coef=self.kl_coef,
                 ref_logp=None if ref_logp is None else ref_logp[idx], token_count=token_count)
-            loss.backward()
-            w = mb.num_tokens / token_count  # stats are token-means of their micro-batch
+            self._backward(loss, last=j == passes - 1)
+            w = mb.num_tokens / token_count
             for k, v in stats.items():
-                totals[k] = totals.get(k, 0.0) + w * float(v)
-        grad_norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.grad_clip)
-        self.opt.step()
-        self.sched.step()
-        totals["grad_norm"] = float(grad_norm)
+                totals[k] = totals.get(k, 0.0) + (float(v) if k in SUMMED else w * float(v))
+        keys = ("pg_loss",) if self.algorithm == "raft" else SUMMED + WEIGHTED
+        totals = self.dp.sum_stats({k: totals.get(k, 0.0) for k in keys})
+        totals["grad_norm"] = self._apply()
         return totals
 
     def update(self, rollouts: Rollouts, advantages: torch.Tensor, *, seed: int) -> dict[str, float]:

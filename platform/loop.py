@@ -28,6 +28,7 @@ from dibs.platform.allocators import Allocation, Allocator, AllocContext, build_
 from dibs.platform.config import ExperimentConfig
 from dibs.platform.evaluate import evaluate, score_groups
 from dibs.platform.learner import TorchLearner
+from dibs.platform.parallel import DataParallel
 from dibs.platform.rollout import HFEngine, Rollouts, SamplingSpec
 from dibs.platform.task import Problem, TaskData
 from dibs.platform.warm_start import prepare
@@ -232,25 +233,45 @@ def step_metrics(rewards: torch.Tensor, rollouts: Rollouts, adv_stats: dict, upd
 
 # --- the loop -------------------------------------------------------------------------------------
 
-def build_learner(cfg: ExperimentConfig, model: torch.nn.Module, ref: torch.nn.Module | None) -> TorchLearner:
+def learner_kwargs(cfg: ExperimentConfig, ref: torch.nn.Module | None) -> dict:
+    """The RL learner's settings from the config, whichever backend trains."""
     t = cfg.train
     steps = t.steps * t.epochs_per_batch * t.minibatches
-    return TorchLearner(model, lr=t.lr, weight_decay=t.weight_decay, grad_clip=t.grad_clip,
-                        micro_batch_size=t.micro_batch_size, total_steps=steps,
-                        warmup_steps=t.warmup_steps, adam_eps=t.adam_eps, schedule=t.lr_schedule, algorithm=cfg.algorithm,
-                        clip_eps=t.clip_eps, kl_coef=t.kl_coef, epochs=t.epochs_per_batch,
-                        minibatches=t.minibatches, temperature=cfg.rollout.temperature, ref_model=ref)
+    return {"lr": t.lr, "weight_decay": t.weight_decay, "grad_clip": t.grad_clip,
+            "micro_batch_size": t.micro_batch_size, "total_steps": steps, "warmup_steps": t.warmup_steps,
+            "adam_eps": t.adam_eps, "schedule": t.lr_schedule, "algorithm": cfg.algorithm,
+            "clip_eps": t.clip_eps, "kl_coef": t.kl_coef, "epochs": t.epochs_per_batch,
+            "minibatches": t.minibatches, "temperature": cfg.rollout.temperature, "ref_model": ref}
+
+
+class LocalRuntime:
+    """Where the loop's parts live: here one process, the transformers engine and the torch learner.
+    The distributed runtime (platform/distributed.py) answers the same four questions per rank."""
+
+    dp = DataParallel()
+
+    def prepare(self, cfg: ExperimentConfig, progress: Progress, data: TaskData | None, resume_from: str | None):
+        return prepare(cfg, progress, data, resume_from=resume_from)
+
+    def engine(self, cfg: ExperimentConfig, policy: torch.nn.Module, tokenizer) -> HFEngine:
+        return HFEngine(copy.deepcopy(policy), tokenizer)
+
+    def learner(self, cfg: ExperimentConfig, policy: torch.nn.Module, ref: torch.nn.Module | None) -> TorchLearner:
+        return TorchLearner(policy, **learner_kwargs(cfg, ref))
 
 
 def train(cfg: ExperimentConfig, recorder: Recorder, progress: Progress, *, checkpoint_dir: str,
-          data: TaskData | None = None, resume_from: str | None = None) -> dict:
+          data: TaskData | None = None, resume_from: str | None = None, runtime=None) -> dict:
     """Warm start (or a checkpoint), then RL steps up to `train.steps`; returns the summary (step-0 and
     final eval). Resuming from a checkpoint of step N continues with step N+1 exactly as the
-    uninterrupted run would (checkpoint.py)."""
+    uninterrupted run would (checkpoint.py). With several ranks every rank runs this same loop on the
+    same data; the runtime's engine and learner split the work (platform/distributed.py)."""
+    runtime = runtime or LocalRuntime()
     budget = Budget()  # wall clock from the start: the warm start is part of the run
-    data, policy, engine, sft_seconds, sft_loss = prepare(cfg, progress, data, resume_from=resume_from)
+    data, policy, tokenizer, sft_seconds, sft_loss = runtime.prepare(cfg, progress, data, resume_from)
     ref = copy.deepcopy(policy).requires_grad_(False) if cfg.train.kl_coef > 0 else None
-    learner = build_learner(cfg, policy, ref)
+    engine = runtime.engine(cfg, policy, tokenizer)
+    learner = runtime.learner(cfg, policy, ref)
     allocator, spec = build_allocator(cfg.allocation), sampling_spec(cfg)
 
     def run_eval(step: int) -> dict[str, float]:
@@ -276,8 +297,9 @@ def train(cfg: ExperimentConfig, recorder: Recorder, progress: Progress, *, chec
 
     def save(step: int) -> None:
         state = checkpoint.LoopState(step, rng.getstate(), list(cursor), budget.snapshot(), first, last)
-        recorder.checkpoint(step, checkpoint.save(checkpoint_dir, step, policy=policy, tokenizer=engine.tok,
-                                                  learner=learner, allocator=allocator, state=state, ref_model=ref))
+        path = checkpoint.save(checkpoint_dir, step, policy=policy, tokenizer=tokenizer, learner=learner,
+                               allocator=allocator, state=state, ref_model=ref, dp=runtime.dp)
+        recorder.checkpoint(step, path)
 
     for step in range(start, cfg.train.steps + 1):
         t0 = time.perf_counter()

@@ -81,13 +81,19 @@ def run_ray(cfg: ExperimentConfig, payload: dict, on_progress: Callable[[tuple],
         if cfg.runtime.address:
             ray.init(address=cfg.runtime.address, log_to_driver=True)
         else:
-            ray.init(num_cpus=max(os.cpu_count() or 1, cfg.runtime.num_threads), include_dashboard=False,
+            # Logical CPUs: learners and their rollout actors take turns, so they may share cores.
+            need = cfg.learner.num_workers * (cfg.runtime.num_threads + cfg.learner.rollout_threads)
+            ray.init(num_cpus=max(os.cpu_count() or 1, need), include_dashboard=False,
                      _node_ip_address="127.0.0.1", log_to_driver=True, configure_logging=False)
     q = Queue(maxsize=1000, actor_options={"num_cpus": 0})
     stop = threading.Event()
     pump = threading.Thread(target=_drain, args=(q, on_progress, stop), daemon=True)
     pump.start()
     try:
+        if cfg.distributed:
+            from dibs.platform.distributed import run_ray_train
+
+            return run_ray_train(cfg, payload, q)
         task = ray.remote(num_cpus=cfg.runtime.num_threads, max_retries=0)(worker_main)
         return ray.get(task.remote(payload | {"queue": q}))
     finally:

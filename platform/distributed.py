@@ -1,0 +1,186 @@
+"""The distributed runtime (issue 4): Ray Train drives `learner.num_workers` learner ranks (torch or
+DeepSpeed, data-parallel over prompt groups), each with a rollout actor on its own node.
+
+Every rank runs the one training loop (loop.py) on the same data and seeds. Its engine is a
+`ShardedEngine`: rank r sends prompts r, r+W, r+2W, ... to its own rollout actor and the shares are
+all-gathered, so every rank holds the whole batch (scores, GRPO groups and GVM allocations agree without
+further messages) while generation is split W ways. Its learner trains on rank r's share of the prompt
+groups and reduces gradients over ranks (learner.py, deepspeed_learner.py). After each update every rank
+pushes the new weights to its own actor; the engine is never restarted.
+
+Colocation: a rollout actor is pinned to its learner's node (NodeAffinitySchedulingStrategy, not soft).
+Fault tolerance: checkpoints every `runtime.checkpoint_every` steps (checkpoint.py); when a learner
+worker dies, Ray Train (`runtime.max_failures`) restarts the group and every rank resumes from the newest
+complete checkpoint; metric rows are idempotent, so each step is stored once.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import torch
+
+from dibs.platform import checkpoint
+from dibs.platform.config import ExperimentConfig
+from dibs.platform.learner import TorchLearner
+from dibs.platform.loop import NullProgress, learner_kwargs, train
+from dibs.platform.model import load
+from dibs.platform.parallel import DataParallel
+from dibs.platform.rollout import HFEngine, Rollouts, SamplingSpec, merge_rollouts
+from dibs.platform.task import build_task
+from dibs.platform.warm_start import prepare
+
+WARM_START_DIR = "warm-start"  # under the run's output dir: rank 0's warm start, loaded by the others
+SUMMARY_FILE = "summary.json"
+
+
+class RolloutWorker:
+    """A rollout actor: the transformers engine on its own copy of the weights."""
+
+    def __init__(self, model_dir: str, threads: int):
+        torch.set_num_threads(threads)
+        policy, tokenizer = load(Path(model_dir))
+        self.engine = HFEngine(policy, tokenizer)
+
+    def generate(self, prompts: list[str], counts: list[int], spec: SamplingSpec, seed: int) -> Rollouts:
+        return self.engine.generate(prompts, counts, spec, seed=seed)
+
+    def load_weights(self, state_dict: dict[str, torch.Tensor]) -> bool:
+        self.engine.load_weights(state_dict)
+        return True
+
+    def pid(self) -> int:
+        return os.getpid()
+
+
+class ShardedEngine:
+    """The RolloutEngine one rank sees (see the module docstring). Collective: every rank calls it with
+    the same arguments."""
+
+    def __init__(self, actor, dp: DataParallel, tokenizer):
+        self.actor, self.dp, self.tok = actor, dp, tokenizer
+
+    def generate(self, prompts: list[str], counts: list[int], spec: SamplingSpec, *, seed: int) -> Rollouts:
+        import ray
+
+        if sum(counts) == 0:
+            raise ValueError("generate: every prompt has a count of 0")
+        mine = [i for i in range(len(prompts)) if i % self.dp.world == self.dp.rank and counts[i] > 0]
+        local = None
+        if mine:  # each rank its own sample stream: the seed with the rank in its high bits
+            local = ray.get(self.actor.generate.remote([prompts[i] for i in mine], [counts[i] for i in mine],
+                                                       spec, seed + (self.dp.rank << 40)))
+        parts = [(idx, ro) for idx, ro in self.dp.all_gather((mine, local)) if ro is not None]
+        group_ids = torch.cat([torch.tensor(idx, dtype=torch.long)[ro.group_ids] for idx, ro in parts])
+        return merge_rollouts([ro for _, ro in parts], group_ids, pad_id=self.tok.pad_token_id)
+
+    def load_weights(self, state_dict: dict[str, torch.Tensor]) -> None:
+        import ray
+
+        ray.get(self.actor.load_weights.remote(state_dict))
+
+
+class DistributedRuntime:
+    """The loop's parts on one learner rank."""
+
+    def __init__(self, dp: DataParallel, out_dir: Path):
+        self.dp, self.out_dir, self.model_dir = dp, out_dir, ""
+
+    def prepare(self, cfg: ExperimentConfig, progress, data, resume_from: str | None):
+        """Rank 0 warm-starts and saves the policy; the others load it (no rank repeats the SFT)."""
+        if resume_from is not None or self.dp.rank == 0:
+            out = prepare(cfg, progress, data, resume_from=resume_from)
+            self.model_dir = resume_from or str(self.out_dir / WARM_START_DIR)
+            if resume_from is None:
+                out[1].save_pretrained(self.model_dir)
+                out[2].save_pretrained(self.model_dir)
+            self.dp.barrier()
+            return out
+        self.dp.barrier()
+        self.model_dir = str(self.out_dir / WARM_START_DIR)
+        policy, tokenizer = load(Path(self.model_dir))
+        data = data if data is not None else build_task(cfg.task, cfg.seed)
+        return data, policy, tokenizer, 0.0, float("nan")
+
+    def engine(self, cfg: ExperimentConfig, policy: torch.nn.Module, tokenizer) -> ShardedEngine:
+        import ray
+        from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+        here = NodeAffinitySchedulingStrategy(ray.get_runtime_context().get_node_id(), soft=False)
+        actor = ray.remote(RolloutWorker).options(num_cpus=cfg.learner.rollout_threads, scheduling_strategy=here,
+                                                  max_restarts=0).remote(self.model_dir, cfg.learner.rollout_threads)
+        return ShardedEngine(actor, self.dp, tokenizer)
+
+    def learner(self, cfg: ExperimentConfig, policy: torch.nn.Module, ref) -> TorchLearner:
+        kwargs = learner_kwargs(cfg, ref) | {"dp": self.dp}
+        if cfg.learner.backend == "deepspeed":
+            from dibs.platform.deepspeed_learner import DeepSpeedLearner
+
+            return DeepSpeedLearner(policy, zero_stage=cfg.learner.zero_stage, **kwargs)
+        return TorchLearner(policy, **kwargs)
+
+
+class NullRecorder:
+    """Ranks other than 0 compute every metric but write none."""
+
+    def record(self, step, values, *, rollouts_consumed, tokens_generated, wall_seconds) -> None:
+        pass
+
+    def checkpoint(self, step, path) -> None:
+        pass
+
+    def record_prompts(self, step, rows) -> None:
+        pass
+
+
+def learner_worker(payload: dict) -> None:
+    """One Ray Train worker: a rank of the loop. Restarted after a failure, it resumes from the newest
+    complete checkpoint of the run (or the one `dibs resume` named)."""
+    import ray.train
+    import transformers
+
+    from dibs.platform.config import validate_dict
+    from dibs.platform.runner import QueueProgress, StoreRecorder
+    from dibs.platform.store import open_store
+
+    ctx = ray.train.get_context()
+    dp = DataParallel(ctx.get_world_rank(), ctx.get_world_size())
+    cfg = validate_dict(payload["config"])
+    if os.path.isdir(payload.get("cwd", "")):
+        os.chdir(payload["cwd"])
+    transformers.utils.logging.disable_progress_bar()
+    torch.set_num_threads(cfg.runtime.num_threads)
+    out_dir = Path(payload["checkpoint_dir"]).parent
+    resume_from = checkpoint.latest(payload["checkpoint_dir"]) or payload.get("resume_from")
+    (out_dir / "workers").mkdir(parents=True, exist_ok=True)
+    (out_dir / "workers" / f"rank{dp.rank}.pid").write_text(str(os.getpid()))  # for fault-injection tests
+    if dp.rank == 0:
+        recorder, progress = StoreRecorder(open_store(payload["db_url"]), payload["run_id"]), QueueProgress(payload["queue"])
+    else:
+        recorder, progress = NullRecorder(), NullProgress()
+    summary = train(cfg, recorder, progress, checkpoint_dir=payload["checkpoint_dir"], resume_from=resume_from,
+                    runtime=DistributedRuntime(dp, out_dir))
+    if dp.rank == 0:
+        (out_dir / SUMMARY_FILE).write_text(json.dumps(summary))
+
+
+def run_ray_train(cfg: ExperimentConfig, payload: dict, queue) -> dict:
+    """Fit a TorchTrainer of `learner.num_workers` ranks; the summary comes back through rank 0's file."""
+    from ray.train import FailureConfig, RunConfig, ScalingConfig
+    from ray.train.torch import TorchConfig, TorchTrainer
+
+    out_dir = Path(payload["checkpoint_dir"]).parent
+    (out_dir / SUMMARY_FILE).unlink(missing_ok=True)
+    trainer = TorchTrainer(
+        learner_worker, train_loop_config=payload | {"queue": queue},
+        scaling_config=ScalingConfig(num_workers=cfg.learner.num_workers,
+                                     resources_per_worker={"CPU": cfg.runtime.num_threads}),
+        torch_config=TorchConfig(backend="nccl" if torch.cuda.is_available() else "gloo"),
+        run_config=RunConfig(name=payload["run_id"], storage_path=str((out_dir / "ray").resolve()),
+                             failure_config=FailureConfig(max_failures=cfg.runtime.max_failures)))
+    result = trainer.fit()
+    if getattr(result, "error", None) is not None:
+        raise result.error
+    return json.loads((out_dir / SUMMARY_FILE).read_text())
