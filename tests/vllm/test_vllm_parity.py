@@ -9,12 +9,12 @@ import torch
 
 vllm = pytest.importorskip("vllm")
 
-from transformers import Qwen2ForCausalLM  # noqa: E402
+from transformers import Qwen2ForCausalLM
 
-from dibs.platform.config import ModelConfig  # noqa: E402
-from dibs.platform.model import qwen2_config, train_tokenizer  # noqa: E402
-from dibs.platform.rollout import HFEngine, SamplingSpec  # noqa: E402
-from dibs.platform.vllm_engine import VLLMEngine  # noqa: E402
+from dibs.platform.config import ModelConfig
+from dibs.platform.model import qwen2_config, train_tokenizer
+from dibs.platform.rollout import HFEngine, SamplingSpec
+from dibs.platform.vllm_engine import VLLMEngine
 
 pytestmark = pytest.mark.services
 
