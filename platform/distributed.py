@@ -8,7 +8,10 @@ further messages) while generation is split W ways. Its learner trains on rank r
 groups and reduces gradients over ranks (learner.py, deepspeed_learner.py). After each update every rank
 pushes the new weights to its own actor; the engine is never restarted.
 
-Colocation: a rollout actor is pinned to its learner's node (NodeAffinitySchedulingStrategy, not soft).
+Colocation: each learner's placement-group bundle reserves the CPUs of the learner and of its rollout
+actor (`runtime.num_threads + learner.rollout_threads`); the actor is pinned to the learner's node
+(NodeAffinitySchedulingStrategy, not soft) and draws on that reservation (num_cpus 0), so a node never
+admits a learner whose actor cannot run beside it.
 Fault tolerance: checkpoints every `runtime.checkpoint_every` steps (checkpoint.py); when a learner
 worker dies, Ray Train (`runtime.max_failures`) restarts the group and every rank resumes from the newest
 complete checkpoint; metric rows are idempotent, so each step is stored once.
@@ -96,7 +99,11 @@ class DistributedRuntime:
     def prepare(self, cfg: ExperimentConfig, progress, data, resume_from: str | None):
         """Rank 0 warm-starts and saves the policy; the others load it (no rank repeats the SFT)."""
         if resume_from is not None or self.dp.rank == 0:
+            threads = torch.get_num_threads()
+            if resume_from is None:  # the other ranks wait at the barrier: the SFT may use their cores
+                torch.set_num_threads(max(threads, min(os.cpu_count() or 1, cfg.learner.num_workers * threads)))
             out = prepare(cfg, progress, data, resume_from=resume_from)
+            torch.set_num_threads(threads)
             self.model_dir = resume_from or str(self.out_dir / WARM_START_DIR)
             if resume_from is None:
                 out[1].save_pretrained(self.model_dir)
@@ -114,7 +121,7 @@ class DistributedRuntime:
         from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
         here = NodeAffinitySchedulingStrategy(ray.get_runtime_context().get_node_id(), soft=False)
-        actor = ray.remote(RolloutWorker).options(num_cpus=cfg.learner.rollout_threads, scheduling_strategy=here,
+        actor = ray.remote(RolloutWorker).options(num_cpus=0, scheduling_strategy=here,
                                                   max_restarts=0).remote(self.model_dir, cfg.learner.rollout_threads,
                                                                          cfg.rollout.engine)
         return ShardedEngine(actor, self.dp, tokenizer)
@@ -144,6 +151,7 @@ class NullRecorder:
 def learner_worker(payload: dict) -> None:
     """One Ray Train worker: a rank of the loop. Restarted after a failure, it resumes from the newest
     complete checkpoint of the run (or the one `dibs resume` named)."""
+    import ray
     import ray.train
     import transformers
 
@@ -161,7 +169,9 @@ def learner_worker(payload: dict) -> None:
     out_dir = Path(payload["checkpoint_dir"]).parent
     resume_from = checkpoint.latest(payload["checkpoint_dir"]) or payload.get("resume_from")
     (out_dir / "workers").mkdir(parents=True, exist_ok=True)
-    (out_dir / "workers" / f"rank{dp.rank}.pid").write_text(str(os.getpid()))  # for fault-injection tests
+    # Where each rank runs, for fault-injection and multi-node tests.
+    (out_dir / "workers" / f"rank{dp.rank}.pid").write_text(str(os.getpid()))
+    (out_dir / "workers" / f"rank{dp.rank}.node").write_text(ray.get_runtime_context().get_node_id())
     if dp.rank == 0:
         recorder, progress = StoreRecorder(open_store(payload["db_url"]), payload["run_id"]), QueueProgress(payload["queue"])
     else:
@@ -182,7 +192,7 @@ def run_ray_train(cfg: ExperimentConfig, payload: dict, queue) -> dict:
     trainer = TorchTrainer(
         learner_worker, train_loop_config=payload | {"queue": queue},
         scaling_config=ScalingConfig(num_workers=cfg.learner.num_workers,
-                                     resources_per_worker={"CPU": cfg.runtime.num_threads}),
+                                     resources_per_worker={"CPU": cfg.runtime.num_threads + cfg.learner.rollout_threads}),
         torch_config=TorchConfig(backend="nccl" if torch.cuda.is_available() else "gloo"),
         run_config=RunConfig(name=payload["run_id"], storage_path=str((out_dir / "ray").resolve()),
                              failure_config=FailureConfig(max_failures=cfg.runtime.max_failures)))
