@@ -10,7 +10,7 @@ export TOKENIZERS_PARALLELISM ?= false
 export RAY_DEDUP_LOGS ?= 0
 export PYTHONWARNINGS ?= ignore::DeprecationWarning
 
-.PHONY: setup demo test test-unit test-integration test-vllm lint clean-venv bench-sample-efficiency
+.PHONY: setup demo test test-unit test-integration test-vllm lint clean-venv bench-sample-efficiency bench-distributed
 
 # Install once; reinstall when the project metadata or the constraints change.
 $(STAMP): pyproject.toml constraints-cpu.txt
@@ -52,6 +52,10 @@ test-unit: $(STAMP)
 JOBS ?= 2
 bench-sample-efficiency: $(STAMP)
 	$(VPY) bench/sample_efficiency.py -j $(JOBS) --threads 1 --set eval.k=1
+
+# The distributed runtime's cost: the demo's RL phase through one process vs Ray Train (resumable cells).
+bench-distributed: $(STAMP)
+	$(VPY) bench/distributed_overhead.py
 
 lint: $(STAMP)
 	$(VPY) -m ruff check algorithms platform dashboards tests bench
