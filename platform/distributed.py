@@ -151,10 +151,14 @@ class NullRecorder:
 def learner_worker(payload: dict) -> None:
     """One Ray Train worker: a rank of the loop. Restarted after a failure, it resumes from the newest
     complete checkpoint of the run (or the one `dibs resume` named)."""
+    import logging
+
     import ray
     import ray.train
     import transformers
 
+    # Ray workers log INFO to the driver; alembic announces every plugin it loads at INFO.
+    logging.getLogger("alembic").setLevel(logging.WARNING)
     from dibs.platform.config import validate_dict
     from dibs.platform.runner import QueueProgress, StoreRecorder
     from dibs.platform.store import open_store

@@ -83,7 +83,9 @@ def run_ray(cfg: ExperimentConfig, payload: dict, on_progress: Callable[[tuple],
         else:
             # Logical CPUs: learners and their rollout actors take turns, so they may share cores.
             need = cfg.learner.num_workers * (cfg.runtime.num_threads + cfg.learner.rollout_threads)
-            ray.init(num_cpus=max(os.cpu_count() or 1, need), include_dashboard=False,
+            # Ray Train's placement-group cleaner polls the state API, which the dashboard process serves:
+            # without it the driver log fills with "Failed to query ... State API" warnings.
+            ray.init(num_cpus=max(os.cpu_count() or 1, need), include_dashboard=cfg.distributed,
                      _node_ip_address="127.0.0.1", log_to_driver=True, configure_logging=False)
     q = Queue(maxsize=1000, actor_options={"num_cpus": 0})
     stop = threading.Event()
