@@ -18,10 +18,12 @@ import math
 import numpy as np
 import torch
 
+from dibs.algorithms.advantages import nonzero_groups_mask
 from dibs.algorithms.allocation import uniform_allocation
 from dibs.platform import metrics as M
 from dibs.platform.allocators import Allocation, AllocContext, Stateless
 from dibs.platform.config import AllocationConfig
+from dibs.platform.estimators import accepted_counts
 from dibs.platform.evaluate import score_groups
 from dibs.platform.rollout import Rollouts, merge_rollouts
 from dibs.platform.task import Problem
@@ -29,15 +31,11 @@ from dibs.platform.task import Problem
 
 def group_outcomes(rewards: torch.Tensor, ro: Rollouts, m: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Per prompt: accepted count, response tokens, and whether its rewards are mixed (not all equal)."""
+    accepted, _ = accepted_counts(rewards, ro.group_ids, m)
     gids = ro.group_ids.numpy()
-    accepted = np.bincount(gids, weights=(rewards == 1).double().numpy(), minlength=m)
-    samples = np.bincount(gids, minlength=m)
-    tokens = np.bincount(gids, weights=ro.response_mask.sum(-1).double().numpy(), minlength=m)
-    lo = np.full(m, np.inf)
-    hi = np.full(m, -np.inf)
-    np.minimum.at(lo, gids, rewards.double().numpy())
-    np.maximum.at(hi, gids, rewards.double().numpy())
-    return accepted.astype(np.int64), tokens.astype(np.int64), (samples > 0) & (lo < hi)
+    tokens = np.bincount(gids, weights=ro.response_mask.sum(-1).double().numpy(), minlength=m).astype(np.int64)
+    mixed = np.bincount(gids, weights=nonzero_groups_mask(rewards, ro.group_ids).double().numpy(), minlength=m) > 0
+    return accepted, tokens, mixed
 
 
 class DAPOAllocator(Stateless):

@@ -31,10 +31,16 @@ def accept_rates(rewards: torch.Tensor, group_ids: torch.Tensor, num_prompts: in
     Returns:
         [num_prompts] float64; 0 for a prompt with no samples (nothing seen, nothing accepted).
     """
+    accepted, samples = accepted_counts(rewards, group_ids, num_prompts)
+    return accepted / np.maximum(samples, 1)
+
+
+def accepted_counts(rewards: torch.Tensor, group_ids: torch.Tensor, num_prompts: int) -> tuple[np.ndarray, np.ndarray]:
+    """Per prompt: how many of its samples were accepted (reward 1) and how many it had, both [num_prompts]
+    int64 (0 for a prompt without samples)."""
     gids = _checked_ids(group_ids, num_prompts)
     accepted = np.bincount(gids, weights=(rewards == 1).double().cpu().numpy(), minlength=num_prompts)
-    samples = np.bincount(gids, minlength=num_prompts)
-    return accepted / np.maximum(samples, 1)
+    return accepted.astype(np.int64), np.bincount(gids, minlength=num_prompts)
 
 
 def grad_norm_estimates(model: torch.nn.Module, rollouts: Rollouts, rewards: torch.Tensor, num_prompts: int,

@@ -15,7 +15,7 @@ from __future__ import annotations
 import copy
 import random
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from typing import Protocol
 
 import numpy as np
@@ -26,12 +26,13 @@ from dibs.platform import checkpoint
 from dibs.platform import metrics as M
 from dibs.platform.allocators import Allocation, Allocator, AllocContext, build_allocator
 from dibs.platform.config import ExperimentConfig
+from dibs.platform.estimators import accepted_counts
 from dibs.platform.evaluate import evaluate, score_groups
 from dibs.platform.learner import TorchLearner
 from dibs.platform.parallel import DataParallel
 from dibs.platform.rollout import HFEngine, Rollouts, SamplingSpec
 from dibs.platform.task import Problem, TaskData
-from dibs.platform.warm_start import prepare
+from dibs.platform.warm_start import Progress, prepare
 
 # Added to the step's generation seed for the probe, so probe and rollouts never share a sample stream.
 PROBE_SEED_OFFSET = 2**31
@@ -44,10 +45,6 @@ class Recorder(Protocol):
     def checkpoint(self, step: int, path: str) -> None: ...
 
     def record_prompts(self, step: int, rows: list[M.PromptStat]) -> None: ...
-
-
-class Progress(Protocol):
-    def update(self, stage: str, done: int, total: int, info: dict[str, float]) -> None: ...
 
 
 class NullProgress:
@@ -97,14 +94,14 @@ class Budget:
 
     def snapshot(self) -> dict[str, float]:
         """The counters and the wall seconds so far, for a checkpoint."""
-        return {"rollouts": self.rollouts, "tokens": self.tokens, "probe_rollouts": self.probe_rollouts,
-                "train_rollouts": self.train_rollouts, "accepted": self.accepted, "wasted": self.wasted,
-                "wall": self.wall}
+        counters = {f.name: getattr(self, f.name) for f in fields(self) if f.name != "started"}
+        return counters | {"wall": self.wall}
 
     def restore(self, snap: dict[str, float]) -> None:
         """Continue from a snapshot: counters as they were, the wall clock running on from its seconds."""
-        for name in ("rollouts", "tokens", "probe_rollouts", "train_rollouts", "accepted", "wasted"):
-            setattr(self, name, int(snap[name]))
+        for f in fields(self):
+            if f.name != "started":
+                setattr(self, f.name, int(snap[f.name]))
         self.started = time.perf_counter() - float(snap["wall"])
 
 
@@ -202,9 +199,7 @@ def prompt_stats(prompts: list[Problem], alloc: Allocation, rollouts: Rollouts,
     """Where the step's budget went, one row per prompt (dapo's dropped groups included). An allocator
     without estimates gets p̂ measured on the prompt's own rollouts (NaN with none) and Ĝ = NaN."""
     m = len(prompts)
-    gids = rollouts.group_ids.numpy()
-    accepted = np.bincount(gids, weights=(rewards == 1).double().numpy(), minlength=m).astype(np.int64)
-    counts = np.bincount(gids, minlength=m)
+    accepted, counts = accepted_counts(rewards, rollouts.group_ids, m)
     with np.errstate(invalid="ignore", divide="ignore"):
         p_own = np.where(counts > 0, accepted / counts, np.nan)
     p_hat = alloc.p_hat if alloc.p_hat is not None else p_own

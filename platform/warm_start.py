@@ -25,6 +25,8 @@ from dibs.platform.task import Problem, TaskData, build_task, solution
 
 
 class Progress(Protocol):
+    """Where the loop reports what it is doing (a live display, a queue, nothing); loop.py re-exports it."""
+
     def update(self, stage: str, done: int, total: int, info: dict[str, float]) -> None: ...
 
 

@@ -26,12 +26,13 @@ from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from alembic.util.exc import CommandError
-from sqlalchemy import Connection, Engine, create_engine, event, insert, or_, select, update
+from sqlalchemy import Connection, insert, or_, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError, DBAPIError, SQLAlchemyError
 
 from . import migrations
+from .engine import WRITE_OPTION, make_engine
 from .models import RUN_STATUSES, Base, Checkpoint, Metric, PromptStatRow, Run
 from .telemetry import PROMPT_STAT_KEY, prompt_stat_values, read_prompt_stats
 
@@ -42,8 +43,6 @@ if TYPE_CHECKING:
 
 DEFAULT_URL = "sqlite:///runs/dibs.db"
 FINAL_STATUSES = tuple(s for s in RUN_STATUSES if s != "running")
-SUPPORTED_DIALECTS = ("sqlite", "postgresql")
-_WRITE = "dibs_write"  # execution option that makes the SQLite BEGIN an IMMEDIATE one
 
 
 class StoreError(Exception):
@@ -99,10 +98,10 @@ class ResultsStore:
         self.url = url
         self._shown = _display_url(url)
         try:
-            self._engine = _make_engine(url)
+            self._engine = make_engine(url)
         except (ArgumentError, ImportError, OSError, ValueError) as exc:
             raise StoreError(f"cannot open store {self._shown}: {_one_line(exc)}") from exc
-        self._writer = self._engine.execution_options(**{_WRITE: True})
+        self._writer = self._engine.execution_options(**{WRITE_OPTION: True})
         try:
             self._migrate(upgrade)
         except (SQLAlchemyError, CommandError, OSError) as exc:
@@ -317,36 +316,6 @@ class ResultsStore:
 
 
 # -- helpers ------------------------------------------------------------------------------------
-
-
-def _make_engine(url: str) -> Engine:
-    parsed = make_url(url)
-    if parsed.get_backend_name() not in SUPPORTED_DIALECTS:
-        raise ValueError(f"unsupported database {parsed.get_backend_name()!r} (use sqlite or postgresql)")
-    if parsed.get_backend_name() != "sqlite":
-        return create_engine(parsed, pool_pre_ping=True)
-    database = parsed.database or ""
-    in_memory = database in ("", ":memory:") or parsed.query.get("mode") == "memory"
-    if not in_memory and not database.startswith("file:"):
-        Path(database).parent.mkdir(parents=True, exist_ok=True)
-    engine = create_engine(parsed)
-
-    @event.listens_for(engine, "connect")
-    def _on_connect(dbapi_conn: Any, _record: Any) -> None:
-        # Let SQLAlchemy emit BEGIN itself (SQLAlchemy docs, pysqlite "Serializable isolation").
-        dbapi_conn.isolation_level = None
-        cursor = dbapi_conn.cursor()
-        cursor.execute("PRAGMA busy_timeout=30000")
-        if not in_memory:
-            cursor.execute("PRAGMA journal_mode=WAL")
-        cursor.close()
-
-    @event.listens_for(engine, "begin")
-    def _on_begin(conn: Connection) -> None:
-        immediate = conn.get_execution_options().get(_WRITE, False)
-        conn.exec_driver_sql("BEGIN IMMEDIATE" if immediate else "BEGIN")
-
-    return engine
 
 
 def _insert_ignore(conn: Connection, model: type[Base], keys: list[str]) -> Any:
