@@ -47,11 +47,13 @@ def cmd_validate(args) -> int:
 
 
 def cmd_run(args) -> int:
+    from dibs.platform.model import resolve_device
     from dibs.platform.store import open_store
 
     overrides = list(args.set) + ([f"name={args.name}"] if args.name else []) + \
         ([f"runtime.executor={args.executor}"] if args.executor else [])
     cfg = load_config(args.experiment, overrides)
+    resolve_device(cfg.runtime.device)  # a machine that cannot run it fails here, before a run is recorded
     store = open_store(args.db)
     run_id = store.create_run(name=cfg.name, experiment=str(args.experiment), config=config_to_dict(cfg),
                               git_commit=git_commit(), versions=package_versions(), seed=cfg.seed)
@@ -83,11 +85,9 @@ def cmd_resume(args) -> int:
 def _execute(cfg, store, run_id: str, *, resume_from: str | None) -> int:
     """Run (or resume) the loop on the configured executor with a live display; close the run's row."""
     from dibs.platform.display import RunDisplay, print_summary
-    from dibs.platform.runner import run_inline, run_ray
+    from dibs.platform.runner import run_inline, run_payload, run_ray
 
-    out_dir = Path(cfg.runtime.output_dir) / run_id
-    payload = {"config": config_to_dict(cfg), "cwd": str(Path.cwd()), "db_url": store.url, "run_id": run_id,
-               "checkpoint_dir": str((out_dir / "checkpoints").resolve()), "resume_from": resume_from}
+    payload = run_payload(cfg, store.url, run_id, resume_from)
     execute = run_ray if cfg.runtime.executor == "ray" else run_inline
     try:
         with RunDisplay(cfg) as display:
@@ -137,6 +137,59 @@ def cmd_db(args) -> int:
     return 0
 
 
+def cmd_sweep(args) -> int:
+    """Start a sweep from its YAML, or `--resume` one whose driver stopped; ends with the best config."""
+    from dibs.platform.store import open_store
+    from dibs.platform.sweep_driver import resume_spec, run_sweep, start_spec
+
+    if (args.sweep is None) == (args.resume is None):
+        return _fail("dibs sweep: give a sweep YAML, or --resume SWEEP_ID (not both)")
+    if args.resume:
+        spec = resume_spec(args.resume, args.output_dir)
+        print(f"sweep {spec['sweep_id']}: resuming {spec['name']} ({spec['sweep_path']}); store {spec['db_url']}")
+    else:
+        spec = start_spec(args.sweep, open_store(args.db).url, args.output_dir)
+        print(f"sweep {spec['sweep_id']}: {spec['name']} over {', '.join(spec['sweep']['space'])}; "
+              f"store {spec['db_url']}; resume with: dibs sweep --resume {spec['sweep_id']}")
+    out = run_sweep(spec, resume=args.resume is not None)
+    if out["best"] is None:
+        return _fail(f"sweep {spec['sweep_id']}: no trial finished", 1)
+    metric = spec["objectives"][0][0]
+    print(f"sweep {spec['sweep_id']}: {out['finished']}/{out['trials']} trials finished; best {metric} = "
+          f"{out['best'][metric]:.4f} with {json.dumps(out['params'])}")
+    print(f"ready to run: dibs run {out['yaml']}")
+    return 0
+
+
+def cmd_sweeps(args) -> int:
+    """Sweeps in the store with their trials: parameters, status, objective and runs' final metrics."""
+    from dibs.platform.store import open_store
+
+    store = open_store(args.db)
+    sweeps = [s | {"trials": sweep_trials(store, s["id"])} for s in store.sweeps()]
+    if args.json:
+        print(json.dumps(sweeps, indent=2))
+        return 0
+    for s in sweeps:
+        print(f"{s['id']}  {s['name']:<20} {s['objective']} ({s['mode']})  {len(s['trials'])} trials")
+        for t in s["trials"]:
+            objective = "-" if t["objective"] is None else f"{t['objective']:.4f}"
+            print(f"  {t['id']}  {t['status']:<9} {objective:>8}  {json.dumps(t['params'])}")
+    return 0
+
+
+def sweep_trials(store, sweep_id: str) -> list[dict]:
+    runs = [r for r in store.list_runs() if r.get("sweep_id") == sweep_id]
+    out = []
+    for t in store.trials(sweep_id):
+        mine = [store.get_run(r["id"]) for r in runs if r.get("trial_id") == t["id"]]
+        final = [{"run": r["id"], "seed": r["seed"], "status": r["status"],
+                  "final": (r["summary"] or {}).get("final", {}),
+                  "rollouts_consumed": (r["summary"] or {}).get("rollouts_consumed")} for r in mine]
+        out.append(t | {"runs": final})
+    return out
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="dibs", description="Per-prompt rollout budgets for RAFT++ and GRPO.")
     sub = p.add_subparsers(dest="command", required=True)
@@ -166,6 +219,16 @@ def build_parser() -> argparse.ArgumentParser:
                    help="rows to print: metric rows or per-prompt rows (json without it: the whole run)")
     e.add_argument("--db")
     e.set_defaults(func=cmd_export)
+    sw = sub.add_parser("sweep", help="run a sweep (Ray Tune + Optuna) or resume one")
+    sw.add_argument("sweep", nargs="?", help="sweep YAML (base, space, search, scheduler, repeats)")
+    sw.add_argument("--resume", metavar="SWEEP_ID", help="continue a sweep whose driver stopped")
+    sw.add_argument("--db", help="results store URL (default sqlite:///runs/dibs.db)")
+    sw.add_argument("--output-dir", default="runs", help="sweeps live in OUTPUT_DIR/sweeps/<id> (default runs)")
+    sw.set_defaults(func=cmd_sweep)
+    sws = sub.add_parser("sweeps", help="list sweeps with their trials, parameters and metrics")
+    sws.add_argument("--json", action="store_true")
+    sws.add_argument("--db")
+    sws.set_defaults(func=cmd_sweeps)
     d = sub.add_parser("db", help="results store schema")
     d.add_argument("action", choices=["upgrade"])
     d.add_argument("--db")

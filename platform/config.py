@@ -81,6 +81,9 @@ class RolloutConfig(_Section):
     temperature: float = Field(1.0, gt=0)
     top_p: float = Field(1.0, gt=0, le=1)
     max_new_tokens: int = Field(64, ge=1)
+    gpu_memory_utilization: float = Field(0.3, gt=0, lt=1, description="vllm on GPU: the share of the "
+                                          "device's memory vLLM may take (weights + KV cache); the learner "
+                                          "colocated on the same device has the rest")
 
 
 class AllocationConfig(_Section):
@@ -163,7 +166,8 @@ class LearnerConfig(_Section):
                                                    "around it (ZeRO `zero_stage`)")
     num_workers: int = Field(1, ge=1, description="learner ranks; > 1 (or deepspeed) runs through Ray Train")
     zero_stage: int = Field(0, ge=0, le=3, description="DeepSpeed ZeRO stage (deepspeed backend only)")
-    rollout_threads: int = Field(1, ge=1, description="torch threads of each rollout actor")
+    rollout_threads: int | None = Field(None, ge=1, description="torch threads of each rollout actor; None: "
+                                        "runtime.num_threads (the actor and its learner take turns on them)")
 
     @model_validator(mode="after")
     def _zero(self) -> LearnerConfig:
@@ -176,6 +180,8 @@ class RuntimeConfig(_Section):
     executor: Literal["ray", "inline"] = "ray"
     address: str | None = Field(None, description="Ray address; None starts a local Ray on 127.0.0.1")
     num_threads: int = Field(2, ge=1, description="torch intra-op threads of the worker")
+    device: Literal["auto", "cpu", "cuda"] = Field("auto", description="where the policy, the learner and the "
+                                                   "transformers engine live; auto: cuda when available")
     checkpoint_every: int = Field(0, ge=0, description="0: only the final checkpoint")
     max_failures: int = Field(0, ge=0, description="learner-worker failures Ray Train recovers from (restart "
                               "from the latest checkpoint) before the run fails")
@@ -208,7 +214,7 @@ class ExperimentConfig(_Section):
         return self.learner.num_workers > 1 or self.learner.backend == "deepspeed"
 
 
-def _format_error(source: str, err: ValidationError) -> str:
+def format_error(source: str, err: ValidationError) -> str:
     first = err.errors()[0]
     key = ".".join(str(p) for p in first["loc"]) or "<root>"
     msg = first["msg"]
@@ -246,8 +252,8 @@ def apply_overrides(data: dict, overrides: list[str], source: str = "--set") -> 
     return out
 
 
-def load_config(path: str | Path, overrides: list[str] | None = None) -> ExperimentConfig:
-    """Read, override and validate an experiment YAML; every failure is a one-line ConfigError."""
+def read_yaml_mapping(path: str | Path, expected: str = "a mapping of config keys") -> dict:
+    """A YAML file's top-level mapping; a missing, unreadable or non-mapping file is a one-line ConfigError."""
     path = Path(path)
     if not path.is_file():
         raise ConfigError(f"{path}: no such file")
@@ -262,8 +268,13 @@ def load_config(path: str | Path, overrides: list[str] | None = None) -> Experim
     if data is None:
         data = {}
     if not isinstance(data, dict):
-        raise ConfigError(f"{path}: <root>: expected a mapping of config keys, got {type(data).__name__}")
-    data = apply_overrides(data, overrides or [])
+        raise ConfigError(f"{path}: <root>: expected {expected}, got {type(data).__name__}")
+    return data
+
+
+def load_config(path: str | Path, overrides: list[str] | None = None) -> ExperimentConfig:
+    """Read, override and validate an experiment YAML; every failure is a one-line ConfigError."""
+    data = apply_overrides(read_yaml_mapping(path), overrides or [])
     return validate_dict(data, str(path))
 
 
@@ -271,7 +282,7 @@ def validate_dict(data: dict, source: str = "<config>") -> ExperimentConfig:
     try:
         return ExperimentConfig.model_validate(data)
     except ValidationError as e:
-        raise ConfigError(_format_error(source, e)) from None
+        raise ConfigError(format_error(source, e)) from None
 
 
 def config_to_dict(cfg: ExperimentConfig) -> dict:

@@ -53,7 +53,7 @@ class DeepSpeedLearner(TorchLearner):
     def _empty_backward(self, *, last: bool) -> None:
         """No samples left on this rank: a zero loss through the engine still joins the collectives of a
         backward pass (gradient reduction; under ZeRO-3 also the parameter gathers)."""
-        ids = torch.zeros(1, 1, dtype=torch.long)
+        ids = torch.zeros(1, 1, dtype=torch.long, device=self.device)
         self._backward(self.engine(input_ids=ids).logits.sum() * 0.0, last=last)
 
     def _apply(self) -> float:

@@ -8,10 +8,17 @@ further messages) while generation is split W ways. Its learner trains on rank r
 groups and reduces gradients over ranks (learner.py, deepspeed_learner.py). After each update every rank
 pushes the new weights to its own actor; the engine is never restarted.
 
-Colocation: each learner's placement-group bundle reserves the CPUs of the learner and of its rollout
-actor (`runtime.num_threads + learner.rollout_threads`); the actor is pinned to the learner's node
-(NodeAffinitySchedulingStrategy, not soft) and draws on that reservation (num_cpus 0), so a node never
-admits a learner whose actor cannot run beside it.
+Colocation: each learner's placement-group bundle reserves the CPUs of the learner and its rollout actor
+and, on GPU, one whole device. The two take turns (the actor generates while the learner waits for the
+batch; the learner updates while the actor waits for weights), so they share cores: the bundle holds
+max(`runtime.num_threads`, `learner.rollout_threads`) CPUs, as verl's hybrid engine time-shares. The actor is
+pinned to the learner's node (NodeAffinitySchedulingStrategy, not soft) and draws on that reservation
+(num_cpus 0, num_gpus 0), so a node never admits a learner whose actor cannot run beside it. On GPU the
+actor is given the learner's own device (its CUDA_VISIBLE_DEVICES, set before CUDA starts in the actor)
+and the device is shared by memory: vLLM takes `rollout.gpu_memory_utilization` of it and sleeps (KV
+cache freed, weights offloaded) while the learner updates. The device is split this way rather than by
+Ray's fractional `num_gpus` because Ray packs fractional requests onto the first GPU with room: on a
+node of several GPUs two learners asking 0.5 each would share GPU 0 while their actors took GPU 1.
 Fault tolerance: checkpoints every `runtime.checkpoint_every` steps (checkpoint.py); when a learner
 worker dies, Ray Train (`runtime.max_failures`) restarts the group and every rank resumes from the newest
 complete checkpoint; metric rows are idempotent, so each step is stored once.
@@ -29,7 +36,7 @@ from dibs.platform import checkpoint
 from dibs.platform.config import ExperimentConfig
 from dibs.platform.learner import TorchLearner
 from dibs.platform.loop import NullProgress, learner_kwargs, train
-from dibs.platform.model import load
+from dibs.platform.model import load, resolve_device
 from dibs.platform.parallel import DataParallel
 from dibs.platform.rollout import HFEngine, Rollouts, SamplingSpec, merge_rollouts
 from dibs.platform.task import build_task
@@ -42,21 +49,33 @@ SUMMARY_FILE = "summary.json"
 class RolloutWorker:
     """A rollout actor: `rollout.engine` (transformers or vLLM) on its own copy of the weights."""
 
-    def __init__(self, model_dir: str, threads: int, engine: str = "hf"):
+    def __init__(self, model_dir: str, threads: int, engine: str = "hf", *, gpu: str | None = None,
+                 gpu_memory_utilization: float = 0.3):
         torch.set_num_threads(threads)
+        if gpu is not None:  # the learner's device (module docstring); CUDA has not started in this process
+            os.environ["CUDA_VISIBLE_DEVICES"] = gpu
         if engine == "vllm":
             from dibs.platform.vllm_engine import VLLMEngine
 
-            self.engine = VLLMEngine(model_dir, sleep_mode=torch.cuda.is_available())
+            self.engine = VLLMEngine(model_dir, sleep_mode=gpu is not None,
+                                     gpu_memory_utilization=gpu_memory_utilization)
         else:
             policy, tokenizer = load(Path(model_dir))
-            self.engine = HFEngine(policy, tokenizer)
+            self.engine = HFEngine(policy.to("cuda" if gpu is not None else "cpu"), tokenizer)
 
     def generate(self, prompts: list[str], counts: list[int], spec: SamplingSpec, seed: int) -> Rollouts:
         return self.engine.generate(prompts, counts, spec, seed=seed)
 
     def load_weights(self, state_dict: dict[str, torch.Tensor]) -> bool:
         self.engine.load_weights(state_dict)
+        return True
+
+    def sleep(self) -> bool:
+        self.engine.sleep()
+        return True
+
+    def wake_up(self) -> bool:
+        self.engine.wake_up()
         return True
 
     def pid(self) -> int:
@@ -87,14 +106,24 @@ class ShardedEngine:
     def load_weights(self, state_dict: dict[str, torch.Tensor]) -> None:
         import ray
 
-        ray.get(self.actor.load_weights.remote(state_dict))
+        ray.get(self.actor.load_weights.remote({k: v.cpu() for k, v in state_dict.items()}))
+
+    def sleep(self) -> None:
+        import ray
+
+        ray.get(self.actor.sleep.remote())
+
+    def wake_up(self) -> None:
+        import ray
+
+        ray.get(self.actor.wake_up.remote())
 
 
 class DistributedRuntime:
     """The loop's parts on one learner rank."""
 
-    def __init__(self, dp: DataParallel, out_dir: Path):
-        self.dp, self.out_dir, self.model_dir = dp, out_dir, ""
+    def __init__(self, dp: DataParallel, out_dir: Path, device: torch.device):
+        self.dp, self.out_dir, self.model_dir, self.device = dp, out_dir, "", device
 
     def prepare(self, cfg: ExperimentConfig, progress, data, resume_from: str | None):
         """Rank 0 warm-starts and saves the policy; the others load it (no rank repeats the SFT)."""
@@ -102,7 +131,7 @@ class DistributedRuntime:
             threads = torch.get_num_threads()
             if resume_from is None:  # the other ranks wait at the barrier: the SFT may use their cores
                 torch.set_num_threads(max(threads, min(os.cpu_count() or 1, cfg.learner.num_workers * threads)))
-            out = prepare(cfg, progress, data, resume_from=resume_from)
+            out = prepare(cfg, progress, data, resume_from=resume_from, device=self.device)
             torch.set_num_threads(threads)
             self.model_dir = resume_from or str(self.out_dir / WARM_START_DIR)
             if resume_from is None:
@@ -114,16 +143,17 @@ class DistributedRuntime:
         self.model_dir = str(self.out_dir / WARM_START_DIR)
         policy, tokenizer = load(Path(self.model_dir))
         data = data if data is not None else build_task(cfg.task, cfg.seed)
-        return data, policy, tokenizer, 0.0, float("nan")
+        return data, policy.to(self.device), tokenizer, 0.0, float("nan")
 
     def engine(self, cfg: ExperimentConfig, policy: torch.nn.Module, tokenizer) -> ShardedEngine:
         import ray
         from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
         here = NodeAffinitySchedulingStrategy(ray.get_runtime_context().get_node_id(), soft=False)
-        actor = ray.remote(RolloutWorker).options(num_cpus=0, scheduling_strategy=here,
-                                                  max_restarts=0).remote(self.model_dir, cfg.learner.rollout_threads,
-                                                                         cfg.rollout.engine)
+        actor = ray.remote(RolloutWorker).options(num_cpus=0, num_gpus=0, scheduling_strategy=here, max_restarts=0)
+        actor = actor.remote(self.model_dir, rollout_threads(cfg), cfg.rollout.engine,
+                             gpu=physical_gpu(self.device),
+                             gpu_memory_utilization=cfg.rollout.gpu_memory_utilization)
         return ShardedEngine(actor, self.dp, tokenizer)
 
     def learner(self, cfg: ExperimentConfig, policy: torch.nn.Module, ref) -> TorchLearner:
@@ -133,6 +163,16 @@ class DistributedRuntime:
 
             return DeepSpeedLearner(policy, zero_stage=cfg.learner.zero_stage, **kwargs)
         return TorchLearner(policy, **kwargs)
+
+
+def physical_gpu(device: torch.device) -> str | None:
+    """The CUDA_VISIBLE_DEVICES entry of a learner's device (None on CPU): Ray Train shows each worker
+    the GPUs of its node's workers and picks one by local rank, so the index maps through that list."""
+    if device.type != "cuda":
+        return None
+    visible = [d for d in os.environ.get("CUDA_VISIBLE_DEVICES", "").split(",") if d]
+    index = device.index or 0
+    return visible[index] if index < len(visible) else str(index)
 
 
 class NullRecorder:
@@ -180,10 +220,26 @@ def learner_worker(payload: dict) -> None:
         recorder, progress = StoreRecorder(open_store(payload["db_url"]), payload["run_id"]), QueueProgress(payload["queue"])
     else:
         recorder, progress = NullRecorder(), NullProgress()
+    device = torch.device("cpu")
+    if cfg.runtime.device != "cpu" and torch.cuda.is_available():
+        import ray.train.torch
+
+        device = ray.train.torch.get_device()  # this worker's GPU (by local rank)
     summary = train(cfg, recorder, progress, checkpoint_dir=payload["checkpoint_dir"], resume_from=resume_from,
-                    runtime=DistributedRuntime(dp, out_dir))
+                    runtime=DistributedRuntime(dp, out_dir, device))
     if dp.rank == 0:
         (out_dir / SUMMARY_FILE).write_text(json.dumps(summary))
+
+
+def rollout_threads(cfg: ExperimentConfig) -> int:
+    return cfg.learner.rollout_threads or cfg.runtime.num_threads
+
+
+def learner_bundle(cfg: ExperimentConfig, gpu: bool) -> dict[str, float]:
+    """One learner's placement-group bundle: the CPUs it and its actor take turns on, and on GPU the
+    device they share (module docstring)."""
+    cpus = {"CPU": max(cfg.runtime.num_threads, rollout_threads(cfg))}
+    return cpus | {"GPU": 1} if gpu else cpus
 
 
 def run_ray_train(cfg: ExperimentConfig, payload: dict, queue) -> dict:
@@ -193,11 +249,12 @@ def run_ray_train(cfg: ExperimentConfig, payload: dict, queue) -> dict:
 
     out_dir = Path(payload["checkpoint_dir"]).parent
     (out_dir / SUMMARY_FILE).unlink(missing_ok=True)
+    gpu = resolve_device(cfg.runtime.device).type == "cuda"
     trainer = TorchTrainer(
         learner_worker, train_loop_config=payload | {"queue": queue},
-        scaling_config=ScalingConfig(num_workers=cfg.learner.num_workers,
-                                     resources_per_worker={"CPU": cfg.runtime.num_threads + cfg.learner.rollout_threads}),
-        torch_config=TorchConfig(backend="nccl" if torch.cuda.is_available() else "gloo"),
+        scaling_config=ScalingConfig(num_workers=cfg.learner.num_workers, use_gpu=gpu,
+                                     resources_per_worker=learner_bundle(cfg, gpu)),
+        torch_config=TorchConfig(backend="nccl" if gpu else "gloo"),
         run_config=RunConfig(name=payload["run_id"], storage_path=str((out_dir / "ray").resolve()),
                              failure_config=FailureConfig(max_failures=cfg.runtime.max_failures)))
     result = trainer.fit()

@@ -81,10 +81,10 @@ def per_sample_grad_norms(model: torch.nn.Module, rollouts: Rollouts, *, params:
     """
     if len(rollouts.texts) == 0:
         return torch.zeros(0)
-    ro = _trim_padding(rollouts)
     names = grad_param_names(model, params)
     named = dict(model.named_parameters())
     theta = {n: named[n].detach() for n in names}
+    ro = _trim_padding(rollouts).to(next(iter(theta.values())).device)
     if chunk_size is None:
         chunk_size = max(1, GRAD_ELEMENTS // sum(t.numel() for t in theta.values()))
 

@@ -18,7 +18,7 @@ import torch
 
 from dibs.algorithms.losses import policy_loss, raft_loss
 from dibs.platform.parallel import DataParallel
-from dibs.platform.rollout import Rollouts, position_ids
+from dibs.platform.rollout import Rollouts, module_device, position_ids
 
 TRAINING_STATE = "learner.pt"
 
@@ -41,7 +41,8 @@ def lr_lambda(step: int, *, warmup: int, total: int, schedule: str) -> float:
 
 
 def token_logprobs(model: torch.nn.Module, rollouts: Rollouts, *, temperature: float = 1.0) -> torch.Tensor:
-    """log pi(token_{t+1} | tokens_<=t) for every target position: [B, L-1]."""
+    """log pi(token_{t+1} | tokens_<=t) for every target position: [B, L-1], on the model's device."""
+    rollouts = rollouts.to(module_device(model))
     logits = model(input_ids=rollouts.sequences, attention_mask=rollouts.attention_mask,
                    position_ids=position_ids(rollouts.attention_mask)).logits[:, :-1].float()
     if temperature != 1.0:
@@ -97,6 +98,11 @@ class TorchLearner:
     def forward_module(self) -> torch.nn.Module:
         return self.model
 
+    @property
+    def device(self) -> torch.device:
+        """Where the policy lives; batches arrive on the CPU and move here micro-batch by micro-batch."""
+        return module_device(self.model)
+
     def _zero_grad(self) -> None:
         self.opt.zero_grad(set_to_none=True)
 
@@ -135,13 +141,13 @@ class TorchLearner:
             if j >= len(chunks):
                 self._empty_backward(last=j == passes - 1)
                 continue
-            mb = batch.select(chunks[j])
             idx = chunks[j]
+            mb = batch.select(idx).to(self.device)
             logp = token_logprobs(self.forward_module, mb, temperature=self.temperature)
             loss, stats = policy_loss(
-                self.algorithm, logp, mb.old_logp, advantages[idx], mb.response_mask,
+                self.algorithm, logp, mb.old_logp, advantages[idx].to(self.device), mb.response_mask,
                 clip_eps=self.clip_eps, kl_coef=self.kl_coef,
-                ref_logp=None if ref_logp is None else ref_logp[idx], token_count=token_count)
+                ref_logp=None if ref_logp is None else ref_logp[idx].to(self.device), token_count=token_count)
             self._backward(loss, last=j == passes - 1)
             w = mb.num_tokens / token_count
             for k, v in stats.items():
@@ -156,7 +162,7 @@ class TorchLearner:
         ref_logp = None
         if self.kl_coef > 0 and self.ref_model is not None:
             with torch.no_grad():
-                ref_logp = token_logprobs(self.ref_model, rollouts, temperature=self.temperature)
+                ref_logp = token_logprobs(self.ref_model, rollouts, temperature=self.temperature).cpu()
         gen = torch.Generator().manual_seed(seed)
         groups = torch.unique(rollouts.group_ids)
         history: list[dict] = []
@@ -179,9 +185,10 @@ class TorchLearner:
         token_count = max(batch.num_tokens, 1)
         total = 0.0
         for idx in micro_batches(len(batch.texts), self.micro):
-            mb = batch.select(idx)
+            mb = batch.select(idx).to(self.device)
             logp = token_logprobs(self.model, mb)
-            loss, _ = raft_loss(logp, torch.ones(len(idx)), mb.response_mask, token_count=token_count)
+            loss, _ = raft_loss(logp, torch.ones(len(idx), device=self.device), mb.response_mask,
+                                token_count=token_count)
             loss.backward()
             total += float(loss.detach())
         torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.grad_clip)

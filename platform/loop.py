@@ -30,7 +30,7 @@ from dibs.platform.estimators import accepted_counts
 from dibs.platform.evaluate import evaluate, score_groups
 from dibs.platform.learner import TorchLearner
 from dibs.platform.parallel import DataParallel
-from dibs.platform.rollout import HFEngine, Rollouts, SamplingSpec
+from dibs.platform.rollout import HFEngine, Rollouts, SamplingSpec, module_device
 from dibs.platform.task import Problem, TaskData
 from dibs.platform.warm_start import Progress, prepare
 
@@ -169,8 +169,10 @@ def update(learner: TorchLearner, rollouts: Rollouts, adv: torch.Tensor, keep: t
 
 
 def sync_weights(learner: TorchLearner, engine: HFEngine) -> float:
-    """Learner -> rollout engine weight transfer, timed (a copy here; a broadcast across actors)."""
+    """Learner -> rollout engine weight transfer, timed (a copy here; a broadcast across actors). The
+    engine slept through the update (vLLM on a shared GPU) and wakes before the weights arrive."""
     t = time.perf_counter()
+    engine.wake_up()
     engine.load_weights(learner.state_dict())
     return time.perf_counter() - t
 
@@ -257,7 +259,8 @@ class LocalRuntime:
             path = tempfile.mkdtemp(prefix="dibs-vllm-")
             policy.save_pretrained(path)
             tokenizer.save_pretrained(path)
-            return VLLMEngine(path)
+            on_gpu = module_device(policy).type == "cuda"
+            return VLLMEngine(path, sleep_mode=on_gpu, gpu_memory_utilization=cfg.rollout.gpu_memory_utilization)
         return HFEngine(copy.deepcopy(policy), tokenizer)
 
     def learner(self, cfg: ExperimentConfig, policy: torch.nn.Module, ref: torch.nn.Module | None) -> TorchLearner:
@@ -284,7 +287,9 @@ def train(cfg: ExperimentConfig, recorder: Recorder, progress: Progress, *, chec
         values[M.TIME_EVAL] = time.perf_counter() - t
         recorder.record(step, values, rollouts_consumed=budget.rollouts, tokens_generated=budget.tokens,
                         wall_seconds=budget.wall)
-        progress.update("eval", step, cfg.train.steps, values)
+        # The budget rides along: a sweep trial reports it with the evaluation (ASHA's time attribute).
+        progress.update("eval", step, cfg.train.steps, values | {M.BUDGET_ROLLOUTS: budget.rollouts,
+                                                                 M.BUDGET_TOKENS: budget.tokens})
         return values
 
     if resume_from is not None:
@@ -318,6 +323,7 @@ def train(cfg: ExperimentConfig, recorder: Recorder, progress: Progress, *, chec
         rewards = score(rollouts, prompts)
         adv, keep, adv_stats = advantages(cfg, rewards, rollouts.group_ids)
         t1 = time.perf_counter()
+        engine.sleep()  # the learner gets the device memory generation held (vLLM on GPU)
         upd = update(learner, rollouts, adv, keep, seed=cfg.seed * 31 + step)
         t_upd = time.perf_counter() - t1
         t_sync = sync_weights(learner, engine)

@@ -15,7 +15,7 @@ import torch
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 from transformers import PreTrainedTokenizerFast, Qwen2Config, Qwen2ForCausalLM
 
-from dibs.platform.config import ModelConfig
+from dibs.platform.config import ConfigError, ModelConfig
 from dibs.platform.task import BOXED
 
 SPECIALS = ["<pad>", "<s>", "</s>"]
@@ -78,6 +78,15 @@ def load(path: str | Path) -> tuple[Qwen2ForCausalLM, PreTrainedTokenizerFast]:
     tokenizer = PreTrainedTokenizerFast.from_pretrained(path, padding_side="left")
     model = Qwen2ForCausalLM.from_pretrained(path, attn_implementation="sdpa", dtype=torch.float32)
     return model, tokenizer
+
+
+def resolve_device(setting: str) -> torch.device:
+    """`runtime.device` as a torch device: auto is cuda when torch sees a GPU, else cpu."""
+    if setting == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if setting == "cuda" and not torch.cuda.is_available():
+        raise ConfigError("runtime.device: cuda, but torch sees no CUDA device here (use auto or cpu)")
+    return torch.device(setting)
 
 
 def num_parameters(model: torch.nn.Module) -> int:

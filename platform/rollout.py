@@ -45,6 +45,18 @@ class Rollouts:
                         self.old_logp[idx], self.group_ids[idx], [self.texts[i] for i in idx.tolist()],
                         self.stopped[idx])
 
+    def to(self, device: torch.device | str) -> Rollouts:
+        """The batch's tensors on `device` (the learner's); a no-op where they already are."""
+        if self.sequences.device == torch.device(device):
+            return self
+        return Rollouts(self.sequences.to(device), self.attention_mask.to(device), self.response_mask.to(device),
+                        self.old_logp.to(device), self.group_ids.to(device), self.texts, self.stopped.to(device))
+
+
+def module_device(module: torch.nn.Module) -> torch.device:
+    """Where a module's parameters live (a DeepSpeed engine included: under ZeRO-3 its partitions)."""
+    return next(module.parameters()).device
+
 
 class RolloutEngine(Protocol):
     def generate(self, prompts: list[str], counts: list[int], spec: SamplingSpec, *, seed: int) -> Rollouts:
@@ -55,6 +67,14 @@ class RolloutEngine(Protocol):
         """Take the learner's new weights in place (no engine restart)."""
         ...
 
+    def sleep(self) -> None:
+        """Free what generation holds on a shared device while the learner updates (vLLM on GPU)."""
+        ...
+
+    def wake_up(self) -> None:
+        """Take it back before the weights arrive and generation resumes."""
+        ...
+
 
 def position_ids(attention_mask: torch.Tensor) -> torch.Tensor:
     """Positions counted over real tokens only, as `generate` does for left-padded batches."""
@@ -63,7 +83,8 @@ def position_ids(attention_mask: torch.Tensor) -> torch.Tensor:
 
 
 class HFEngine:
-    """transformers `generate` with KV cache; holds its own copy of the policy weights."""
+    """transformers `generate` with KV cache; holds its own copy of the policy weights, on the device of
+    that copy (batches come back on the CPU, where scoring and allocation happen)."""
 
     def __init__(self, model: PreTrainedModel, tokenizer: PreTrainedTokenizerFast, *, chunk_size: int = 512):
         self.model = model.eval()
@@ -72,6 +93,12 @@ class HFEngine:
 
     def load_weights(self, state_dict: dict[str, torch.Tensor]) -> None:
         self.model.load_state_dict(state_dict)
+
+    def sleep(self) -> None:
+        """The KV cache is freed after each `generate` already; the weights are small next to it."""
+
+    def wake_up(self) -> None:
+        pass
 
     @torch.no_grad()
     def generate(self, prompts: list[str], counts: list[int], spec: SamplingSpec, *, seed: int) -> Rollouts:
@@ -93,10 +120,12 @@ class HFEngine:
                         spec: SamplingSpec) -> Rollouts:
         kwargs = {"do_sample": False} if spec.greedy else {
             "do_sample": True, "temperature": spec.temperature, "top_p": spec.top_p, "top_k": 0}
+        device = module_device(self.model)
         out = self.model.generate(
-            input_ids=input_ids, attention_mask=attention_mask, max_new_tokens=spec.max_new_tokens, eos_token_id=self.tok.eos_token_id,
+            input_ids=input_ids.to(device), attention_mask=attention_mask.to(device),
+            max_new_tokens=spec.max_new_tokens, eos_token_id=self.tok.eos_token_id,
             pad_token_id=self.tok.pad_token_id, return_dict_in_generate=True, output_logits=True, **kwargs)
-        seq = out.sequences  # [b, P + R]
+        seq = out.sequences.cpu()  # [b, P + R]
         P = input_ids.shape[1]
         resp = seq[:, P:]  # [b, R]
         is_eos = resp == self.tok.eos_token_id
@@ -105,8 +134,8 @@ class HFEngine:
         resp_mask = ~after_eos
         stopped = is_eos.any(-1)
         temp = 1.0 if spec.greedy else spec.temperature
-        logits = torch.stack(out.logits, dim=1).float() / temp  # [b, R, V]
-        logp = torch.log_softmax(logits, -1).gather(-1, resp.unsqueeze(-1)).squeeze(-1)
+        logits = torch.stack(out.logits, dim=1).float() / temp  # [b, R, V], on the engine's device
+        logp = torch.log_softmax(logits, -1).gather(-1, resp.to(device).unsqueeze(-1)).squeeze(-1).cpu()
         b = seq.shape[0]
         full_mask = torch.cat([torch.zeros(b, P - 1), resp_mask.float()], dim=1)  # target positions
         full_logp = torch.cat([torch.zeros(b, P - 1), logp * resp_mask], dim=1)

@@ -19,7 +19,7 @@ from pathlib import Path
 import torch
 import transformers
 
-from dibs.platform.config import ExperimentConfig, validate_dict
+from dibs.platform.config import ExperimentConfig, config_to_dict, validate_dict
 from dibs.platform.loop import train
 from dibs.platform.metrics import PromptStat
 from dibs.platform.store import MetricRow, ResultsStore, open_store
@@ -59,6 +59,13 @@ class QueueProgress:
             pass
 
 
+def run_payload(cfg: ExperimentConfig, db_url: str, run_id: str, resume_from: str | None) -> dict:
+    """What an executor needs to run (or resume) one run: its config, where to record and checkpoint."""
+    out_dir = Path(cfg.runtime.output_dir) / run_id
+    return {"config": config_to_dict(cfg), "cwd": str(Path.cwd()), "db_url": db_url, "run_id": run_id,
+            "checkpoint_dir": str((out_dir / "checkpoints").resolve()), "resume_from": resume_from}
+
+
 def worker_main(payload: dict) -> dict:
     """The loop on one worker: payload = {config, db_url, run_id, checkpoint_dir, queue, resume_from}."""
     cfg = validate_dict(payload["config"])
@@ -77,12 +84,14 @@ def run_ray(cfg: ExperimentConfig, payload: dict, on_progress: Callable[[tuple],
     import ray
     from ray.util.queue import Queue
 
+    from dibs.platform.distributed import learner_bundle
+
     if not ray.is_initialized():
         if cfg.runtime.address:
             ray.init(address=cfg.runtime.address, log_to_driver=True)
         else:
-            # Logical CPUs: learners and their rollout actors take turns, so they may share cores.
-            need = cfg.learner.num_workers * (cfg.runtime.num_threads + cfg.learner.rollout_threads)
+            # Logical CPUs: the learners' bundles (a learner and its rollout actor share theirs).
+            need = cfg.learner.num_workers * learner_bundle(cfg, gpu=False)["CPU"]
             # Ray Train's placement-group cleaner polls the state API, which the dashboard process serves:
             # without it the driver log fills with "Failed to query ... State API" warnings.
             ray.init(num_cpus=max(os.cpu_count() or 1, need), include_dashboard=cfg.distributed,

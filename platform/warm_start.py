@@ -19,7 +19,7 @@ from transformers import PreTrainedTokenizerFast
 
 from dibs.platform.config import ExperimentConfig
 from dibs.platform.learner import TorchLearner
-from dibs.platform.model import build_base_model, load
+from dibs.platform.model import build_base_model, load, resolve_device
 from dibs.platform.rollout import Rollouts
 from dibs.platform.task import Problem, TaskData, build_task, solution
 
@@ -76,24 +76,28 @@ def warm_start(learner, tokenizer: PreTrainedTokenizerFast, problems: list[Probl
 
 
 def prepare(cfg: ExperimentConfig, progress: Progress, data: TaskData | None = None, *,
-            resume_from: str | None = None) -> tuple[TaskData, torch.nn.Module, PreTrainedTokenizerFast, float, float]:
-    """Task data, base model, warm start: the warm-started policy, its tokenizer, SFT seconds and loss.
+            resume_from: str | None = None,
+            device: torch.device | None = None) -> tuple[TaskData, torch.nn.Module, PreTrainedTokenizerFast, float, float]:
+    """Task data, base model, warm start: the warm-started policy (on `device`, by default
+    `runtime.device`), its tokenizer, SFT seconds and loss.
 
     `data` overrides the task built from `cfg.task` (tests and offline machines pass prebuilt splits);
     `resume_from` (a checkpoint) replaces the warm start by the checkpoint's policy."""
     torch.manual_seed(cfg.seed)
+    device = device or resolve_device(cfg.runtime.device)
     data = data if data is not None else build_task(cfg.task, cfg.seed)
     if resume_from is not None:
         policy, tokenizer = load(Path(resume_from))
-        return data, policy, tokenizer, 0.0, float("nan")
+        return data, policy.to(device), tokenizer, 0.0, float("nan")
     base = build_base_model(cfg.model, cfg.seed)
     w = cfg.warm_start
     cached = warm_start_cache(cfg, base, data)
     if w.reuse and (cached / "config.json").is_file():
         policy, tokenizer = load(cached)
         progress.update("warm start", w.steps, w.steps, {"loss": float("nan")})
-        return data, policy, tokenizer, 0.0, float("nan")
+        return data, policy.to(device), tokenizer, 0.0, float("nan")
     policy, tokenizer = load(base)
+    policy.to(device)
     sft = TorchLearner(policy, lr=w.lr, weight_decay=0.0, grad_clip=1.0, micro_batch_size=w.batch_size,
                        total_steps=w.steps, warmup_steps=w.warmup_steps, schedule=w.lr_schedule)
     t0 = time.perf_counter()

@@ -50,7 +50,9 @@ def cluster():
     temp_dir = f"/tmp/dibs-ray-{secrets.token_hex(3)}"  # short: Ray's socket paths must fit 107 bytes
     port = free_port()
     env = os.environ | {"RAY_AUTH_MODE": "disabled"}
-    common = ["--num-cpus=2", "--node-ip-address=127.0.0.1", "--disable-usage-stats"]
+    # One CPU a node: a learner bundle (1 thread, its actor taking turns on it) fills a node, so the two
+    # learners must go to different nodes.
+    common = ["--num-cpus=1", "--node-ip-address=127.0.0.1", "--disable-usage-stats"]
     try:
         subprocess.run([RAY, "start", "--head", f"--port={port}", f"--temp-dir={temp_dir}", "--include-dashboard=false",
                         *common], env=env, check=True, capture_output=True, timeout=180)

@@ -1,0 +1,164 @@
+"""`dibs sweep`: start (or resume) a sweep's Tuner, show a live table of its trials, and end with the
+best configuration written as a ready-to-run experiment YAML (see sweep.py for what a trial does)."""
+
+from __future__ import annotations
+
+import json
+import os
+from datetime import datetime, timezone
+from pathlib import Path
+
+from ray.tune import Callback
+from rich.console import Console
+from rich.live import Live
+from rich.table import Table
+
+from dibs.platform.config import config_to_dict
+from dibs.platform.sweep import (
+    BEST_FILE,
+    SPEC_FILE,
+    best_row,
+    load_spec,
+    max_concurrent,
+    scheduler,
+    searcher,
+    trial_cpus,
+    trial_main,
+    tune_space,
+    write_best_yaml,
+)
+from dibs.platform.sweep_config import ROLLOUTS, SweepConfig, load_sweep, trial_config
+
+
+def new_sweep_id() -> str:
+    return f"sweep-{datetime.now(timezone.utc):%Y%m%d-%H%M%S}-{os.urandom(3).hex()}"
+
+
+def start_spec(path: str, db_url: str, output_dir: str) -> dict:
+    """Validate the sweep file and record it: the store's sweep row and the spec file resume reads."""
+    from dibs.platform.store import open_store
+
+    sweep, base, base_path = load_sweep(path)
+    sweep_id = new_sweep_id()
+    store = open_store(db_url)
+    objective, mode = sweep.search.objectives[0]
+    store.create_sweep(name=sweep.name, experiment=str(base_path), objective=objective, mode=mode,
+                       space={k: d.model_dump(by_alias=True, exclude_none=True) for k, d in sweep.space.items()},
+                       sweep_id=sweep_id)
+    spec = {"sweep_id": sweep_id, "name": sweep.name, "sweep": sweep.model_dump(mode="json", by_alias=True),
+            "sweep_path": str(Path(path).resolve()), "base_path": str(base_path), "base": config_to_dict(base),
+            "repeats": sweep.repeats, "objectives": sweep.search.objectives, "db_url": store.url,
+            "cwd": str(Path.cwd()), "dir": str((Path(output_dir) / "sweeps" / sweep_id).resolve())}
+    Path(spec["dir"]).mkdir(parents=True, exist_ok=True)
+    (Path(spec["dir"]) / SPEC_FILE).write_text(json.dumps(spec, indent=2))
+    return spec
+
+
+class LiveTable(Callback):
+    """A Tune callback drawing one row per trial: parameters, status, best objective, rollouts."""
+
+    def __init__(self, spec: dict, console: Console | None = None):
+        self.spec, self.console = spec, console or Console()
+        self.metric, self.mode = spec["objectives"][0]
+        self.rows: dict[str, dict] = {}
+        self.live: Live | None = None
+
+    def __getstate__(self) -> dict:  # Tune pickles its run config; the terminal stays behind
+        return {k: v for k, v in self.__dict__.items() if k not in ("live", "console")}
+
+    def __setstate__(self, state: dict) -> None:
+        self.__dict__.update(state, live=None, console=Console())
+
+    def render(self) -> Table:
+        keys = list(self.spec["sweep"]["space"])
+        t = Table(title=f"sweep {self.spec['sweep_id']} ({self.spec['name']}): {self.metric} ({self.mode})")
+        for col in ["trial", *keys, "status", f"best {self.metric}", ROLLOUTS]:
+            t.add_column(col)
+        for tid, row in self.rows.items():
+            best = row.get("best")
+            t.add_row(tid, *[_fmt(row["params"].get(k)) for k in keys], row["status"],
+                      "-" if best is None else f"{best:.4f}", str(row.get("rollouts", 0)))
+        return t
+
+    def _update(self, trial, status: str, result: dict | None = None) -> None:
+        row = self.rows.setdefault(trial.trial_id, {"params": dict(trial.config), "status": status})
+        row["status"] = status
+        if result:
+            value = result.get(self.metric)
+            if isinstance(value, (int, float)):
+                better = max if self.mode == "max" else min
+                row["best"] = value if row.get("best") is None else better(row["best"], value)
+            row["rollouts"] = result.get(ROLLOUTS, row.get("rollouts", 0))
+        if self.live is not None:
+            self.live.update(self.render())
+
+    def setup(self, **info):
+        self.live = Live(self.render(), console=self.console, refresh_per_second=2)
+        self.live.start()
+
+    def on_trial_start(self, iteration, trials, trial, **info):
+        self._update(trial, "running")
+
+    def on_trial_result(self, iteration, trials, trial, result, **info):
+        self._update(trial, "running", result)
+
+    def on_trial_complete(self, iteration, trials, trial, **info):
+        self._update(trial, "finished", trial.last_result)
+
+    def on_trial_error(self, iteration, trials, trial, **info):
+        self._update(trial, "error")
+
+    def on_experiment_end(self, trials, **info):
+        if self.live is not None:
+            self.live.stop()
+
+
+def _fmt(v) -> str:
+    return f"{v:.4g}" if isinstance(v, float) else str(v)
+
+
+def run_sweep(spec: dict, *, resume: bool, console: Console | None = None) -> dict:
+    """Fit (or restore and finish) the sweep's Tuner; returns {best params, best result, yaml path}."""
+    import ray
+    from ray import tune
+
+    console = console or Console()
+    sweep = SweepConfig.model_validate(spec["sweep"])
+    base = trial_config(spec["base"], {}, seed=spec["base"]["seed"])
+    if not ray.is_initialized():
+        ray.init(num_cpus=os.cpu_count(), include_dashboard=base.distributed, _node_ip_address="127.0.0.1",
+                 log_to_driver=False, configure_logging=False)
+    trainable = tune.with_resources(tune.with_parameters(trial_main, spec=spec), {"CPU": trial_cpus(base)})
+    path = Path(spec["dir"])
+    callbacks = [LiveTable(spec, console)]
+    if resume and tune.Tuner.can_restore(str(path)):
+        tuner = tune.Tuner.restore(str(path), trainable, resume_unfinished=True, resume_errored=True)
+        tuner._local_tuner._run_config.callbacks = callbacks  # the live table is not pickled with the Tuner
+    else:
+        tuner = _new_tuner(spec, sweep, base, trainable, callbacks, ray.cluster_resources().get("CPU", 1))
+    results = tuner.fit()
+    rows = [r.metrics | {"config": r.config} for r in results if r.metrics and r.metrics.get("done")]
+    best = best_row(rows, [tuple(o) for o in spec["objectives"]])
+    out = {"sweep_id": spec["sweep_id"], "trials": len(results), "finished": len(rows), "best": None}
+    if best is not None:
+        yaml_path = write_best_yaml(spec["base_path"], sweep.fixed | best["config"], path / BEST_FILE)
+        out |= {"best": {k: best[k] for k in best if k != "config"}, "params": best["config"], "yaml": str(yaml_path)}
+    return out
+
+
+def _new_tuner(spec: dict, sweep: SweepConfig, base, trainable, callbacks, cluster_cpus: float):
+    from ray import tune
+
+    single = len(spec["objectives"]) == 1
+    metric, mode = spec["objectives"][0]
+    cfg = tune.TuneConfig(search_alg=searcher(sweep, spec["db_url"], spec["sweep_id"]),
+                          scheduler=scheduler(sweep, base), num_samples=sweep.search.num_samples,
+                          max_concurrent_trials=max_concurrent(sweep, base, cluster_cpus),
+                          metric=metric if single else None, mode=mode if single else None)
+    run = tune.RunConfig(name=spec["sweep_id"], storage_path=str(Path(spec["dir"]).parent), verbose=0,
+                         callbacks=callbacks, failure_config=tune.FailureConfig(max_failures=0))
+    return tune.Tuner(trainable, param_space=tune_space(sweep), tune_config=cfg, run_config=run)
+
+
+def resume_spec(sweep_id: str, output_dir: str) -> dict:
+    return load_spec(Path(output_dir) / "sweeps", sweep_id)
