@@ -196,7 +196,7 @@ def _seed_sweep(store: ResultsStore) -> list[str]:
     return trials
 
 
-@pytest.fixture
+@pytest.fixture(scope="session")
 def seeded() -> Callable[[str], dict[str, list[str]]]:
     """``seeded(url)`` fills the store at ``url`` as ``seed_store`` does."""
     return seed_store
