@@ -10,7 +10,7 @@ export TOKENIZERS_PARALLELISM ?= false
 export RAY_DEDUP_LOGS ?= 0
 export PYTHONWARNINGS ?= ignore::DeprecationWarning
 
-.PHONY: setup demo test test-unit test-integration test-vllm lint clean-venv bench-sample-efficiency bench-distributed
+.PHONY: setup demo test test-unit test-integration test-vllm test-services lint clean-venv bench-sample-efficiency bench-distributed
 
 # Install once; reinstall when the project metadata or the constraints change.
 $(STAMP): pyproject.toml constraints-cpu.txt
@@ -42,6 +42,22 @@ $(VSTAMP): pyproject.toml
 test-vllm: $(VSTAMP)
 	VLLM_ENABLE_V1_MULTIPROCESSING=0 VLLM_CPU_KVCACHE_SPACE=1 $(VVENV)/bin/python -m pytest -q -m services \
 		-p no:cacheprovider -p no:logging tests/vllm
+
+# Services tier of the results store and dashboard (issue 6): the tests start a real PostgreSQL 15 on
+# 127.0.0.1 (initdb in a temp dir, stopped afterwards) and drive headless Debian Chromium with Playwright.
+# The apt packages are installed when missing (as root, else through sudo); tests/vllm has test-vllm.
+SERVICE_PKGS := postgresql chromium chromium-driver
+test-services: $(STAMP)
+	@start=$$(date +%s); \
+	missing=$$(for p in $(SERVICE_PKGS); do dpkg -s $$p >/dev/null 2>&1 || echo $$p; done); \
+	if [ -n "$$missing" ]; then \
+		sudo=$$([ "$$(id -u)" = 0 ] || echo sudo); \
+		echo "test-services: installing" $$missing; \
+		$$sudo apt-get update -qq && $$sudo env DEBIAN_FRONTEND=noninteractive \
+			apt-get install -y -qq --no-install-recommends $$missing >/dev/null || exit 1; \
+	fi; \
+	$(VPY) -m pytest -q -m services --ignore=tests/vllm tests; rc=$$?; \
+	echo "test-services: $$(( $$(date +%s) - start )) s"; exit $$rc
 
 test-unit: $(STAMP)
 	$(VPY) -m pytest -q -m unit

@@ -1,4 +1,4 @@
-"""`dibs` command line: validate, run, resume, runs, export, db upgrade.
+"""`dibs` command line: validate, run, resume, runs, export, dashboard, db upgrade.
 
 Every bad input ends in one line on stderr naming the file / key / URL and the problem, exit code 2,
 never a traceback.
@@ -13,6 +13,7 @@ import sys
 from importlib import metadata
 from pathlib import Path
 
+from dibs.dashboards.series import X_AXES
 from dibs.platform.config import ConfigError, config_to_dict, load_config, validate_dict
 
 
@@ -116,16 +117,63 @@ def cmd_runs(args) -> int:
 
 
 def cmd_export(args) -> int:
-    from dibs.platform.store import open_store
-    from dibs.platform.store.export import prompt_stats_to_csv, run_to_csv, run_to_json
+    """One run as before; several runs (named, or all of --experiment / --sweep) in one table; or their
+    comparison (--table compare|targets) as the dashboard's compare page computes it."""
+    from dibs.platform.store.export import prompt_stats_to_csv, run_to_csv, run_to_json, runs_to_csv, to_json
+    from dibs.platform.store.reader import open_reader
+    from dibs.platform.store.store import store_url
 
-    run = open_store(args.db).get_run(args.run_id)
-    if args.format == "csv":
-        sys.stdout.write(prompt_stats_to_csv(run) if args.table == "prompts" else run_to_csv(run))
-    elif args.table == "prompts":
-        sys.stdout.write(json.dumps(run["prompt_stats"], indent=2, sort_keys=True) + "\n")
-    else:  # the whole run, metric and per-prompt rows included
-        sys.stdout.write(run_to_json(run) + "\n")
+    with open_reader(store_url(args.db)) as reader:
+        runs = [reader.get_run(ref) for ref in args.run_id]
+        named = {run["id"] for run in runs}
+        if args.experiment or args.sweep:  # oldest first, as they were made
+            picked = reader.runs(experiment=args.experiment, sweep_id=args.sweep)[::-1]
+            runs += [reader.get_run(r["id"]) for r in picked if r["id"] not in named]
+    if not runs:
+        return _fail("export: no runs (name run ids, or --experiment / --sweep that match some)")
+    if args.table in ("compare", "targets"):
+        text = _comparison(args, runs)
+    elif len(runs) > 1:
+        text = runs_to_csv(runs, args.table) if args.format == "csv" else to_json(_json_rows(runs, args.table))
+    elif args.format == "csv":
+        text = prompt_stats_to_csv(runs[0]) if args.table == "prompts" else run_to_csv(runs[0])
+    else:  # the whole run, metric and per-prompt rows included, or its per-prompt rows alone
+        text = to_json(runs[0]["prompt_stats"]) if args.table == "prompts" else run_to_json(runs[0])
+    sys.stdout.write(text if text.endswith("\n") else text + "\n")
+    return 0
+
+
+def _json_rows(runs: list[dict], table: str) -> list:
+    if table == "metrics":
+        return runs
+    return [{"run_id": run["id"], **row} for run in runs for row in run["prompt_stats"]]
+
+
+def _comparison(args, runs: list[dict]) -> str:
+    from dibs.dashboards.exports import compare_export, targets_export
+
+    rows = {run["id"]: run["metrics"] for run in runs}
+    if args.table == "compare":
+        return compare_export(runs, rows, metric=args.metric, x=args.x, fmt=args.format)
+    if args.target is None:
+        raise ConfigError("export --table targets needs --target ACCURACY")
+    return targets_export(runs, rows, metric=args.metric, target=args.target, fmt=args.format)
+
+
+def cmd_dashboard(args) -> int:
+    from dibs.dashboards.app import check_bindable, create_app, serve
+    from dibs.platform.store.store import store_url
+
+    if not 0 < args.port < 65536:
+        return _fail(f"dashboard: --port must be in 1..65535, got {args.port}")
+    url = store_url(args.db)
+    app = create_app(url)  # StoreError (one line) for a store it cannot read
+    try:
+        check_bindable(args.host, args.port)
+    except OSError as exc:
+        return _fail(f"dashboard: cannot listen on {args.host}:{args.port}: {exc.strerror or exc}")
+    print(f"dibs dashboard: {url} (read-only) at http://{args.host}:{args.port}/  (Ctrl-C stops it)", flush=True)
+    serve(app, host=args.host, port=args.port)
     return 0
 
 
@@ -212,11 +260,17 @@ def build_parser() -> argparse.ArgumentParser:
     ls.add_argument("--json", action="store_true")
     ls.add_argument("--db")
     ls.set_defaults(func=cmd_runs)
-    e = sub.add_parser("export", help="print one run: config, every metric row and per-prompt row")
-    e.add_argument("run_id")
+    e = sub.add_parser("export", help="print runs (config, metric and per-prompt rows) or a comparison of them")
+    e.add_argument("run_id", nargs="*", help="run ids, unique id prefixes or unique names")
+    e.add_argument("--experiment", help="also every run of this experiment (its YAML path as recorded)")
+    e.add_argument("--sweep", help="also every run of this sweep id")
     e.add_argument("--format", choices=["json", "csv"], default="json")
-    e.add_argument("--table", choices=["metrics", "prompts"], default="metrics",
-                   help="rows to print: metric rows or per-prompt rows (json without it: the whole run)")
+    e.add_argument("--table", choices=["metrics", "prompts", "compare", "targets"], default="metrics",
+                   help="metric rows, per-prompt rows, seed-pooled curves of --metric against --x, or "
+                        "rollouts/steps to --target (json of one run without it: the whole run)")
+    e.add_argument("--metric", default="eval/accuracy", help="compare/targets: the metric (default eval/accuracy)")
+    e.add_argument("--x", choices=list(X_AXES), default="step", help="compare: the x-axis")
+    e.add_argument("--target", type=float, help="targets: the accuracy to reach")
     e.add_argument("--db")
     e.set_defaults(func=cmd_export)
     sw = sub.add_parser("sweep", help="run a sweep (Ray Tune + Optuna) or resume one")
@@ -229,6 +283,11 @@ def build_parser() -> argparse.ArgumentParser:
     sws.add_argument("--json", action="store_true")
     sws.add_argument("--db")
     sws.set_defaults(func=cmd_sweeps)
+    dash = sub.add_parser("dashboard", help="serve the read-only comparison dashboard in the browser")
+    dash.add_argument("--db", help="results store URL (default sqlite:///runs/dibs.db)")
+    dash.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1: this machine only)")
+    dash.add_argument("--port", type=int, default=8050)
+    dash.set_defaults(func=cmd_dashboard)
     d = sub.add_parser("db", help="results store schema")
     d.add_argument("action", choices=["upgrade"])
     d.add_argument("--db")

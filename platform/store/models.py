@@ -1,4 +1,5 @@
-"""SQLAlchemy models of the results store: ``runs``, ``metrics``, ``checkpoints`` and ``prompt_stats``.
+"""SQLAlchemy models of the results store: ``experiments``, ``sweeps`` and ``sweep_trials`` (what ran), ``runs``,
+and what a run recorded: ``metrics``, ``prompt_stats``, ``evaluations`` and ``checkpoints``.
 
 The schema itself is owned by the Alembic migrations in ``migrations/versions``; these models must
 describe the head revision exactly (conventions.md, "Metrics and the store"). A change here needs a
@@ -27,6 +28,8 @@ from sqlalchemy import (
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 RUN_STATUSES = ("running", "finished", "failed", "stopped")
+TRIAL_STATUSES = ("pending", *RUN_STATUSES)  # a sweep's trial may be scheduled before its run starts
+SWEEP_MODES = ("max", "min")
 
 # Deterministic constraint names, so later migrations (and SQLite batch mode) can address them.
 NAMING_CONVENTION = {
@@ -66,8 +69,55 @@ class Base(DeclarativeBase):
     metadata = MetaData(naming_convention=NAMING_CONVENTION)
 
 
+class Experiment(Base):
+    """An experiment YAML that runs were made from; ``name`` is the path as the runs recorded it."""
+
+    __tablename__ = "experiments"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    name: Mapped[str] = mapped_column(Text, unique=True)  # uq_experiments_name
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime())
+
+
+class Sweep(Base):
+    """A hyper-parameter search over one experiment (Ray Tune, issue 5): its space and its objective."""
+
+    __tablename__ = "sweeps"
+
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    name: Mapped[str] = mapped_column(String(255))
+    experiment_id: Mapped[int | None] = mapped_column(
+        Integer, ForeignKey("experiments.id", name="fk_sweeps_experiment_id_experiments"), nullable=True
+    )
+    objective: Mapped[str] = mapped_column(String(255))  # a metric name, e.g. eval/accuracy
+    mode: Mapped[str] = mapped_column(String(8))  # one of SWEEP_MODES
+    space: Mapped[dict[str, Any]] = mapped_column(JSON)  # the search space as the sweep described it
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime())
+
+
+class Trial(Base):
+    """One point of a sweep: its parameters, status and objective value (NULL until it reports one)."""
+
+    __tablename__ = "sweep_trials"
+    __table_args__ = (Index("ix_sweep_trials_sweep_id", "sweep_id"),)
+
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    sweep_id: Mapped[str] = mapped_column(
+        String(64), ForeignKey("sweeps.id", name="fk_sweep_trials_sweep_id_sweeps", ondelete="CASCADE")
+    )
+    params: Mapped[dict[str, Any]] = mapped_column(JSON)  # dotted config key -> value
+    status: Mapped[str] = mapped_column(String(16))  # one of TRIAL_STATUSES
+    objective: Mapped[float | None] = mapped_column(Float, nullable=True)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
+
+
 class Run(Base):
-    """One training run: what it ran (config, commit, versions, seed) and how it ended."""
+    """One training run: what it ran (config, commit, versions, seed) and how it ended.
+
+    ``experiment`` keeps the YAML path as given; ``experiment_id`` points at the same name in
+    ``experiments``. ``sweep_id``/``trial_id`` are set for a run made by a sweep trial.
+    """
 
     __tablename__ = "runs"
 
@@ -83,6 +133,15 @@ class Run(Base):
     started_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
     finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
     summary: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
+    experiment_id: Mapped[int | None] = mapped_column(
+        Integer, ForeignKey("experiments.id", name="fk_runs_experiment_id_experiments"), nullable=True
+    )
+    sweep_id: Mapped[str | None] = mapped_column(
+        String(64), ForeignKey("sweeps.id", name="fk_runs_sweep_id_sweeps"), nullable=True, index=True
+    )
+    trial_id: Mapped[str | None] = mapped_column(
+        String(64), ForeignKey("sweep_trials.id", name="fk_runs_trial_id_sweep_trials"), nullable=True
+    )
 
 
 class Metric(Base):
@@ -148,3 +207,32 @@ class PromptStatRow(Base):
     n_alloc: Mapped[int] = mapped_column(Integer)  # training rollouts given to the prompt (0: skipped)
     accepted: Mapped[int] = mapped_column(Integer)  # of those, how many scored 1
     probed: Mapped[bool] = mapped_column(Boolean)  # estimates from a fresh probe at this step
+
+
+class Evaluation(Base):
+    """One evaluation of a run's policy at a step on one problem set (issue 8, `dibs eval`).
+
+    ``mean_at_k`` is the mean accuracy of k samples per problem at ``temperature`` and ``pass_at_k`` the
+    share of problems with at least one correct sample; NULL when not measured or non-finite.
+    """
+
+    __tablename__ = "evaluations"
+    __table_args__ = (
+        UniqueConstraint(
+            "run_id", "step", "set_name", "k", "temperature",
+            name="uq_evaluations_run_id_step_set_name_k_temperature",
+        ),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    run_id: Mapped[str] = mapped_column(
+        String(64), ForeignKey("runs.id", name="fk_evaluations_run_id_runs", ondelete="CASCADE")
+    )
+    step: Mapped[int] = mapped_column(Integer)
+    set_name: Mapped[str] = mapped_column(String(255))
+    k: Mapped[int] = mapped_column(Integer)
+    temperature: Mapped[float] = mapped_column(Float)
+    mean_at_k: Mapped[float | None] = mapped_column(Float, nullable=True)
+    pass_at_k: Mapped[float | None] = mapped_column(Float, nullable=True)
+    n_problems: Mapped[int] = mapped_column(Integer)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime())

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import math
 import secrets
+import threading
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -23,18 +24,19 @@ from typing import TYPE_CHECKING, Any
 
 from alembic import command
 from alembic.config import Config
-from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from alembic.util.exc import CommandError
-from sqlalchemy import Connection, insert, or_, select, update
-from sqlalchemy.dialects import postgresql, sqlite
-from sqlalchemy.engine import make_url
-from sqlalchemy.exc import ArgumentError, DBAPIError, SQLAlchemyError
+from sqlalchemy import Connection, insert, select, update
+from sqlalchemy.exc import ArgumentError, SQLAlchemyError
 
-from . import migrations
+from . import catalog, migrations
 from .engine import WRITE_OPTION, make_engine
-from .models import RUN_STATUSES, Base, Checkpoint, Metric, PromptStatRow, Run
+from .evaluations import EVALUATION_KEY, evaluation_values, read_evaluations
+from .models import RUN_STATUSES, Checkpoint, Evaluation, Metric, PromptStatRow, Run
+from .reader import read_run, resolve_run
+from .sql import StoreError, behind_head, display_url, insert_ignore, json_safe, one_line, run_head
 from .telemetry import PROMPT_STAT_KEY, prompt_stat_values, read_prompt_stats
+from .versioning import adopt_legacy_version, migration_context
 
 if TYPE_CHECKING:
     from typing_extensions import Self  # typing.Self needs Python 3.11
@@ -42,11 +44,8 @@ if TYPE_CHECKING:
     from dibs.platform.metrics import PromptStat
 
 DEFAULT_URL = "sqlite:///runs/dibs.db"
+_ALEMBIC_LOCK = threading.Lock()
 FINAL_STATUSES = tuple(s for s in RUN_STATUSES if s != "running")
-
-
-class StoreError(Exception):
-    """A store that cannot be opened or a request it cannot answer. ``str(e)`` is one line."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -96,17 +95,17 @@ class ResultsStore:
 
     def __init__(self, url: str, *, upgrade: bool = True) -> None:
         self.url = url
-        self._shown = _display_url(url)
+        self._shown = display_url(url)
         try:
             self._engine = make_engine(url)
         except (ArgumentError, ImportError, OSError, ValueError) as exc:
-            raise StoreError(f"cannot open store {self._shown}: {_one_line(exc)}") from exc
+            raise StoreError(f"cannot open store {self._shown}: {one_line(exc)}") from exc
         self._writer = self._engine.execution_options(**{WRITE_OPTION: True})
         try:
             self._migrate(upgrade)
         except (SQLAlchemyError, CommandError, OSError) as exc:
             self._engine.dispose()
-            raise StoreError(f"cannot open store {self._shown}: {_one_line(exc)}") from exc
+            raise StoreError(f"cannot open store {self._shown}: {one_line(exc)}") from exc
         except StoreError:
             self._engine.dispose()
             raise
@@ -114,17 +113,19 @@ class ResultsStore:
     def _migrate(self, upgrade: bool) -> None:
         with self._writer.connect() as conn, conn.begin():
             config = alembic_config(self.url, conn)
-            current = set(MigrationContext.configure(conn).get_current_heads())
+            script = ScriptDirectory.from_config(config)
+            adopt_legacy_version(conn, {r.revision for r in script.walk_revisions()})
+            current = set(migration_context(conn).get_current_heads())
+            heads = set(script.get_heads())
+            if current == heads:
+                return  # the usual case: nothing for Alembic's environment to do
             if upgrade or not current:
-                command.upgrade(config, "head")
+                # Alembic's `context` is one module-level proxy per process: two threads inside
+                # command.upgrade at once break it (KeyError 'script'), so they take turns.
+                with _ALEMBIC_LOCK:
+                    command.upgrade(config, "head")
                 return
-            heads = set(ScriptDirectory.from_config(config).get_heads())
-            if current != heads:
-                found = ", ".join(sorted(current)) or "empty"
-                raise StoreError(
-                    f"store {self._shown} is at revision {found}, not {', '.join(sorted(heads))}:"
-                    " run `dibs db upgrade`"
-                )
+            raise behind_head(self._shown, current, heads)
 
     def close(self) -> None:
         self._engine.dispose()
@@ -141,12 +142,12 @@ class ResultsStore:
             with (self._writer if write else self._engine).begin() as conn:
                 yield conn
         except SQLAlchemyError as exc:
-            raise StoreError(f"store {self._shown}: {_one_line(exc)}") from exc
+            raise StoreError(f"store {self._shown}: {one_line(exc)}") from exc
 
     def revision(self) -> str | None:
         """The Alembic revision the database is at (``None`` for an empty database)."""
         with self._tx(write=False) as conn:
-            return MigrationContext.configure(conn).get_current_revision()
+            return migration_context(conn).get_current_revision()
 
     # -- writes ---------------------------------------------------------------------------------
 
@@ -160,25 +161,33 @@ class ResultsStore:
         versions: Mapping[str, Any],
         seed: int,
         run_id: str | None = None,
+        sweep_id: str | None = None,
+        trial_id: str | None = None,
     ) -> str:
-        """Insert a run with status 'running' and return its id (``run-YYYYMMDD-HHMMSS-xxxxxx``)."""
+        """Insert a run with status 'running' and return its id (``run-YYYYMMDD-HHMMSS-xxxxxx``).
+
+        ``sweep_id``/``trial_id`` tag a run that a sweep trial made (both must exist)."""
         now = datetime.now(timezone.utc)
         run_id = run_id or f"run-{now:%Y%m%d-%H%M%S}-{secrets.token_hex(3)}"
         with self._tx(write=True) as conn:
             if conn.execute(select(Run.id).where(Run.id == run_id)).first() is not None:
                 raise StoreError(f"a run with id {run_id!r} already exists in {self._shown}")
+            catalog.check_tags(conn, sweep_id, trial_id)
             conn.execute(
                 insert(Run).values(
                     id=run_id,
                     name=name,
                     experiment=str(experiment),
                     status="running",
-                    config=_json_safe(dict(config)),
+                    config=json_safe(dict(config)),
                     git_commit=git_commit,
-                    versions=_json_safe(dict(versions)),
+                    versions=json_safe(dict(versions)),
                     seed=int(seed),
                     created_at=now,
                     started_at=now,
+                    experiment_id=catalog.experiment_id(conn, str(experiment)),
+                    sweep_id=sweep_id,
+                    trial_id=trial_id,
                 )
             )
         return run_id
@@ -194,7 +203,7 @@ class ResultsStore:
         values = [_metric_values(run_id, row) for row in rows]
         with self._tx(write=True) as conn:
             self._require_run(conn, run_id)
-            stmt = _insert_ignore(conn, Metric, ["run_id", "name", "step"]).returning(Metric.id)
+            stmt = insert_ignore(conn, Metric, ["run_id", "name", "step"]).returning(Metric.id)
             return len(conn.execute(stmt, values).all())
 
     def log_prompt_stats(self, run_id: str, step: int, rows: Sequence[PromptStat]) -> int:
@@ -203,7 +212,7 @@ class ResultsStore:
         values = prompt_stat_values(run_id, step, rows)
         with self._tx(write=True) as conn:
             self._require_run(conn, run_id)
-            stmt = _insert_ignore(conn, PromptStatRow, list(PROMPT_STAT_KEY)).returning(PromptStatRow.id)
+            stmt = insert_ignore(conn, PromptStatRow, list(PROMPT_STAT_KEY)).returning(PromptStatRow.id)
             return len(conn.execute(stmt, values).all()) if values else 0
 
     def add_checkpoint(self, run_id: str, step: int, path: str) -> bool:
@@ -212,14 +221,51 @@ class ResultsStore:
         values = {"run_id": run_id, "step": int(step), "path": str(path), "created_at": now}
         with self._tx(write=True) as conn:
             self._require_run(conn, run_id)
-            stmt = _insert_ignore(conn, Checkpoint, ["run_id", "step"]).returning(Checkpoint.id)
+            stmt = insert_ignore(conn, Checkpoint, ["run_id", "step"]).returning(Checkpoint.id)
             return len(conn.execute(stmt, values).all()) == 1
+
+    def record_evaluation(self, run_id: str, step: int, set_name: str, k: int, temperature: float,
+                          mean_at_k: float | None, pass_at_k: float | None, n_problems: int) -> bool:  # fmt: skip
+        """One evaluation row (``evaluations.evaluation_values``); ``False`` when (run, step, set, k,
+        temperature) was already recorded (left as it is). ValueError for a value out of range."""
+        values = evaluation_values(run_id, step, set_name, k, temperature, mean_at_k, pass_at_k, n_problems)
+        with self._tx(write=True) as conn:
+            self._require_run(conn, run_id)
+            stmt = insert_ignore(conn, Evaluation, list(EVALUATION_KEY)).returning(Evaluation.id)
+            return len(conn.execute(stmt, values).all()) == 1
+
+    def create_sweep(
+        self,
+        *,
+        name: str,
+        objective: str,
+        mode: str = "max",
+        space: Mapping[str, Any] | None = None,
+        experiment: str | None = None,
+        sweep_id: str | None = None,
+    ) -> str:
+        """Insert a sweep that maximises (``mode="max"``) or minimises ``objective``; return its id."""
+        with self._tx(write=True) as conn:
+            return catalog.create_sweep(
+                conn, name=name, experiment=experiment, objective=objective, mode=mode,
+                space=space or {}, sweep_id=sweep_id,
+            )  # fmt: skip
+
+    def create_trial(self, sweep_id: str, params: Mapping[str, Any], trial_id: str | None = None) -> str:
+        """Insert a 'pending' trial of ``sweep_id`` with its parameters (dotted key -> value)."""
+        with self._tx(write=True) as conn:
+            return catalog.create_trial(conn, sweep_id, params, trial_id)
+
+    def update_trial(self, trial_id: str, *, status: str | None = None, objective: float | None = None) -> None:
+        """Set a trial's status (one of ``models.TRIAL_STATUSES``) and/or its objective value."""
+        with self._tx(write=True) as conn:
+            catalog.update_trial(conn, trial_id, status=status, objective=objective)
 
     def finish_run(self, run_id: str, status: str, summary: Mapping[str, Any] | None = None) -> None:
         """Set the final status (one of ``FINAL_STATUSES``), ``finished_at`` = now and the summary."""
         if status not in FINAL_STATUSES:
             raise StoreError(f"status {status!r} is not one of {', '.join(FINAL_STATUSES)}")
-        summary_json = None if summary is None else _json_safe(dict(summary))
+        summary_json = None if summary is None else json_safe(dict(summary))
         self._set_status(run_id, status=status, finished_at=datetime.now(timezone.utc), summary=summary_json)
 
     def resume_run(self, run_id: str) -> None:
@@ -243,24 +289,13 @@ class ResultsStore:
             return self._resolve(conn, ref)
 
     def _resolve(self, conn: Connection, ref: str) -> str:
-        if conn.execute(select(Run.id).where(Run.id == ref)).first() is not None:
-            return ref
-        matches: list[str] = []
-        if ref:
-            found = select(Run.id).where(or_(Run.id.startswith(ref, autoescape=True), Run.name == ref))
-            matches = list(conn.execute(found.order_by(Run.id)).scalars())
-        if not matches:
-            raise StoreError(f"no run with id {ref!r} in {self._shown}")
-        if len(matches) > 1:
-            shown = ", ".join(matches[:5]) + (", ..." if len(matches) > 5 else "")
-            raise StoreError(f"{ref!r} matches {len(matches)} runs in {self._shown}: {shown}")
-        return matches[0]
+        return resolve_run(conn, ref, self._shown)
 
     def list_runs(self) -> list[dict[str, Any]]:
         """Every run, newest first: id, name, experiment, status, started, finished (ISO-8601), seed."""
         with self._tx(write=False) as conn:
             runs = conn.execute(select(Run).order_by(Run.created_at.desc(), Run.id.desc())).all()
-        return [_run_head(run) for run in runs]
+        return [run_head(run) for run in runs]
 
     def get_run(self, run_id: str) -> dict[str, Any]:
         """One run with what it ran, its metric rows (by step, then name) and ``prompt_stats`` rows.
@@ -268,29 +303,7 @@ class ResultsStore:
         ``run_id`` may also be a unique id prefix or a unique run name.
         """
         with self._tx(write=False) as conn:
-            run = conn.execute(select(Run).where(Run.id == self._resolve(conn, run_id))).one()
-            order = (Metric.step, Metric.name)
-            metrics = conn.execute(select(Metric).where(Metric.run_id == run.id).order_by(*order)).all()
-            prompt_stats = read_prompt_stats(conn, run.id)
-        return {
-            **_run_head(run),
-            "git_commit": run.git_commit,
-            "versions": run.versions,
-            "config": run.config,
-            "summary": run.summary,
-            "metrics": [
-                {
-                    "step": m.step,
-                    "rollouts_consumed": m.rollouts_consumed,
-                    "tokens_generated": m.tokens_generated,
-                    "wall_seconds": m.wall_seconds,
-                    "name": m.name,
-                    "value": m.value,
-                }
-                for m in metrics
-            ],
-            "prompt_stats": prompt_stats,
-        }
+            return read_run(conn, self._resolve(conn, run_id))
 
     def metric_series(self, run_id: str, name: str) -> list[tuple[int, float]]:
         """``[(step, value), ...]`` of one metric by step; a NULL (non-finite) value reads as nan."""
@@ -309,23 +322,25 @@ class ResultsStore:
             )
             return [(step, path) for step, path in conn.execute(query.order_by(Checkpoint.step))]
 
+    def evaluations(self, run_id: str) -> list[dict[str, Any]]:
+        """A run's evaluation rows (dicts, NULL -> None) by step, set, k and temperature."""
+        with self._tx(write=False) as conn:
+            return read_evaluations(conn, self._resolve(conn, run_id))
+
+    def sweeps(self) -> list[dict[str, Any]]:
+        """Every sweep, newest first, with its experiment and trial count."""
+        with self._tx(write=False) as conn:
+            return catalog.read_sweeps(conn)
+
+    def trials(self, sweep_id: str) -> list[dict[str, Any]]:
+        """A sweep's trials: id, params, status, objective, created, finished."""
+        with self._tx(write=False) as conn:
+            return catalog.read_trials(conn, sweep_id)
+
     def prompt_stats(self, run_id: str) -> list[dict[str, Any]]:
         """A run's per-prompt rows (dicts, NULL -> None) by step, then in logging order."""
         with self._tx(write=False) as conn:
             return read_prompt_stats(conn, self._resolve(conn, run_id))
-
-
-# -- helpers ------------------------------------------------------------------------------------
-
-
-def _insert_ignore(conn: Connection, model: type[Base], keys: list[str]) -> Any:
-    """INSERT ... ON CONFLICT (keys) DO NOTHING for the connection's dialect."""
-    match conn.dialect.name:
-        case "sqlite":
-            return sqlite.insert(model).on_conflict_do_nothing(index_elements=keys)
-        case "postgresql":
-            return postgresql.insert(model).on_conflict_do_nothing(index_elements=keys)
-    raise StoreError(f"unsupported database {conn.dialect.name!r}")
 
 
 def _metric_values(run_id: str, row: MetricRow) -> dict[str, Any]:
@@ -339,43 +354,3 @@ def _metric_values(run_id: str, row: MetricRow) -> dict[str, Any]:
         "tokens_generated": int(row.tokens_generated),
         "wall_seconds": float(row.wall_seconds),
     }
-
-
-def _json_safe(value: Any) -> Any:
-    """``value`` with non-finite floats as None: PostgreSQL's JSON has no nan or inf."""
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    if isinstance(value, Mapping):
-        return {str(k): _json_safe(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_json_safe(v) for v in value]
-    return value
-
-
-def _run_head(run: Any) -> dict[str, Any]:
-    return {
-        "id": run.id,
-        "name": run.name,
-        "experiment": run.experiment,
-        "status": run.status,
-        "started": _iso(run.started_at),
-        "finished": _iso(run.finished_at),
-        "seed": run.seed,
-    }
-
-
-def _iso(moment: datetime | None) -> str | None:
-    return None if moment is None else moment.isoformat()
-
-
-def _display_url(url: str) -> str:
-    try:
-        return make_url(url).render_as_string(hide_password=True)
-    except ArgumentError:
-        return url
-
-
-def _one_line(exc: BaseException) -> str:
-    text = str(exc.orig) if isinstance(exc, DBAPIError) and exc.orig is not None else str(exc)
-    lines = [line.strip() for line in text.splitlines() if line.strip()]
-    return lines[0] if lines else type(exc).__name__

@@ -7,13 +7,13 @@ holds what is particular to the ``prompt_stats`` table, so that store.py stays o
 from __future__ import annotations
 
 import math
-import operator
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import Connection, select
 
 from .models import PromptStatRow
+from .sql import count
 
 if TYPE_CHECKING:
     from dibs.platform.metrics import PromptStat
@@ -54,14 +54,7 @@ def _row_values(run_id: str, step: int, row: PromptStat) -> dict[str, Any]:
 
 
 def _count(name: str, value: Any, where: str) -> int:
-    # operator.index takes ints (numpy and 0-d torch ones too) but refuses 2.5 rather than truncating it.
-    try:
-        number = operator.index(value)
-    except TypeError:
-        raise ValueError(f"prompt stat at {where}: {name} must be an integer, got {value!r}") from None
-    if number < 0:
-        raise ValueError(f"prompt stat at {where}: {name} must be >= 0, got {number}")
-    return number
+    return count(name, value, f"prompt stat at {where}")
 
 
 def _finite_or_none(name: str, value: Any, where: str) -> float | None:

@@ -9,7 +9,7 @@ from datetime import datetime, timezone
 
 import pytest
 from alembic import command
-from sqlalchemy import create_engine, func, insert, inspect, select
+from sqlalchemy import create_engine, insert, inspect
 
 from dibs.platform.cli import main
 from dibs.platform.metrics import PromptStat
@@ -17,6 +17,7 @@ from dibs.platform.store import ResultsStore, StoreError, open_store
 from dibs.platform.store.export import prompt_stats_to_csv
 from dibs.platform.store.models import Metric, PromptStatRow, Run
 from dibs.platform.store.store import alembic_config
+from dibs.platform.store.versioning import LEGACY_VERSION_TABLE
 
 pytestmark = pytest.mark.unit
 
@@ -38,31 +39,11 @@ EXPECTED = [
 ]  # fmt: skip
 
 
-@pytest.fixture
-def url(tmp_path):
-    return f"sqlite:///{tmp_path / 'dibs.db'}"
-
-
-@pytest.fixture
-def store(url):
-    with ResultsStore(url) as opened:
-        yield opened
-
-
 def _new_run(store: ResultsStore) -> str:
     return store.create_run(
         name="demo", experiment="experiments/demo.yaml", config={}, git_commit=None, versions={}, seed=7,
         run_id=RUN_ID,
     )  # fmt: skip
-
-
-def _count(url: str, model: type) -> int:
-    engine = create_engine(url)
-    try:
-        with engine.connect() as conn:
-            return conn.execute(select(func.count()).select_from(model)).scalar_one()
-    finally:
-        engine.dispose()
 
 
 def test_round_trip(store):
@@ -76,7 +57,7 @@ def test_round_trip(store):
     assert run["metrics"] == []
 
 
-def test_log_is_idempotent(store, url):
+def test_log_is_idempotent(store, url, count_rows):
     run_id = _new_run(store)
     assert store.log_prompt_stats(run_id, 2, STEP_2) == 2
     assert store.log_prompt_stats(run_id, 2, STEP_2) == 0
@@ -93,7 +74,7 @@ def test_log_is_idempotent(store, url):
     # The same prompt at another step is another row.
     assert store.log_prompt_stats(run_id, 3, [changed]) == 1
     assert store.log_prompt_stats(run_id, 4, []) == 0
-    assert _count(url, PromptStatRow) == 4
+    assert count_rows(url, PromptStatRow) == 4
 
 
 def test_unknown_run(store, url):
@@ -119,12 +100,12 @@ AT_1 = "prompt stat at step 1, prompt '9-2=': "
          "prompt stat at step 1, prompt '': prompt_id must be a non-empty string"),
     ],
 )  # fmt: skip
-def test_bad_rows_are_refused_before_any_write(store, url, step, row, message):
+def test_bad_rows_are_refused_before_any_write(store, url, count_rows, step, row, message):
     run_id = _new_run(store)
     with pytest.raises(ValueError) as err:
         store.log_prompt_stats(run_id, step, [STEP_2[0], row])  # the good row is not written either
     assert str(err.value) == message
-    assert _count(url, PromptStatRow) == 0
+    assert count_rows(url, PromptStatRow) == 0
 
 
 def test_csv_export():
@@ -146,8 +127,11 @@ def test_csv_export():
 
 
 def _database_at_0001(url: str) -> None:
-    """A store as the previous dibs left it: schema 0001, one run with two metric rows."""
-    command.upgrade(alembic_config(url), "0001")
+    """A store as the previous dibs left it: schema 0001 with its revision in Alembic's default
+    `alembic_version` table (versioning.py), one run with two metric rows."""
+    legacy = alembic_config(url)
+    legacy.attributes["version_table"] = LEGACY_VERSION_TABLE
+    command.upgrade(legacy, "0001")
     moment = datetime(2026, 11, 26, 3, 53, 1, tzinfo=timezone.utc)
     engine = create_engine(url)
     try:
@@ -169,9 +153,9 @@ def test_upgrade_from_0001_keeps_rows(url):
     _database_at_0001(url)
     with pytest.raises(StoreError) as err:
         open_store(url)  # without upgrade an old schema is refused, not changed
-    assert str(err.value) == f"store {url} is at revision 0001, not 0002: run `dibs db upgrade`"
+    assert str(err.value) == f"store {url} is at revision 0001, not 0003: run `dibs db upgrade`"
     with open_store(url, upgrade=True) as store:
-        assert store.revision() == "0002"
+        assert store.revision() == "0003"
         assert store.metric_series(RUN_ID, "eval/accuracy") == [(0, 0.5), (1, 0.75)]
         assert store.prompt_stats(RUN_ID) == []
         assert store.log_prompt_stats(RUN_ID, 1, STEP_1) == 1
@@ -180,17 +164,17 @@ def test_upgrade_from_0001_keeps_rows(url):
         assert store.get_run(RUN_ID)["name"] == "old"
 
 
-def test_downgrade_drops_only_the_new_table(url):
+def test_downgrade_drops_only_the_new_table(url, count_rows):
     _database_at_0001(url)
-    command.upgrade(alembic_config(url), "head")
+    open_store(url, upgrade=True).close()  # `dibs db upgrade`: the revision moves to dibs' own table
     command.downgrade(alembic_config(url), "0001")
     engine = create_engine(url)
     try:
         tables = set(inspect(engine).get_table_names())
-        assert tables == {"alembic_version", "runs", "metrics", "checkpoints"}
+        assert tables == {"dibs_alembic_version", "runs", "metrics", "checkpoints"}
     finally:
         engine.dispose()
-    assert _count(url, Metric) == 2
+    assert count_rows(url, Metric) == 2
 
 
 def test_cli_export_prompts(store, url, capsys):

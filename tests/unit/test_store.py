@@ -1,23 +1,22 @@
 """Results store on SQLite files in tmp_path: round trips, idempotent writes, lookup, errors,
-migrations, exports and concurrent writers."""
+migrations and exports (concurrent writers: tests/integration/test_store_backends.py)."""
 
 from __future__ import annotations
 
 import math
-import threading
 
 import pytest
 import sqlalchemy
 from alembic import command
 from alembic.autogenerate import compare_metadata
-from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
-from sqlalchemy import create_engine, func, select
+from sqlalchemy import create_engine
 
 from dibs.platform.store import MetricRow, ResultsStore, StoreError, open_store
 from dibs.platform.store.export import run_to_csv, run_to_json
 from dibs.platform.store.models import Base, Metric
 from dibs.platform.store.store import alembic_config
+from dibs.platform.store.versioning import migration_context
 
 pytestmark = pytest.mark.unit
 
@@ -63,15 +62,6 @@ def _new_run(store: ResultsStore, name: str = "demo", run_id: str | None = RUN_I
     )
 
 
-def _count_metrics(url: str) -> int:
-    engine = create_engine(url)
-    try:
-        with engine.connect() as conn:
-            return conn.execute(select(func.count()).select_from(Metric)).scalar_one()
-    finally:
-        engine.dispose()
-
-
 def test_round_trip(store):
     run_id = _new_run(store)
     assert store.log_metrics(run_id, ROWS) == 3
@@ -101,15 +91,15 @@ def test_generated_id_and_list_order(store):
     assert first.startswith("run-") and len(first) == len("run-20261126-035301-ab12cd")
     runs = store.list_runs()
     assert [r["id"] for r in runs] == [second, first]  # newest first
-    assert set(runs[0]) == {"id", "name", "experiment", "status", "started", "finished", "seed"}
+    assert set(runs[0]) == {"id", "name", "experiment", "status", "started", "finished", "seed", "sweep_id", "trial_id"}
     assert runs[0]["status"] == "running" and runs[0]["finished"] is None
 
 
-def test_log_is_idempotent(store, url):
+def test_log_is_idempotent(store, url, count_rows):
     run_id = _new_run(store)
     assert store.log_metrics(run_id, ROWS) == 3
     assert store.log_metrics(run_id, ROWS) == 0
-    assert _count_metrics(url) == 3
+    assert count_rows(url, Metric) == 3
     # A differing value for an existing key is not an overwrite; the new key alone is inserted.
     changed = MetricRow(
         step=0, name="eval/accuracy", value=0.9, rollouts_consumed=1, tokens_generated=1, wall_seconds=1.0
@@ -119,7 +109,7 @@ def test_log_is_idempotent(store, url):
     )
     assert store.log_metrics(run_id, [changed, fresh]) == 1
     assert store.metric_series(run_id, "eval/accuracy") == [(0, 0.5), (1, 0.75), (2, 0.8)]
-    assert _count_metrics(url) == 4
+    assert count_rows(url, Metric) == 4
     assert store.log_metrics(run_id, []) == 0
 
 
@@ -202,7 +192,7 @@ def test_reopen_keeps_rows(url):
         run_id = _new_run(store)
         store.log_metrics(run_id, ROWS)
     with ResultsStore(url) as store:
-        assert store.revision() == "0002"
+        assert store.revision() == "0003"
         assert len(store.get_run(run_id)["metrics"]) == 3
         assert store.log_metrics(run_id, ROWS) == 0
 
@@ -210,24 +200,24 @@ def test_reopen_keeps_rows(url):
 def test_database_at_0001_reports_head(url, tmp_path):
     (tmp_path / "db").mkdir()
     command.upgrade(alembic_config(url), "0001")  # as an old dibs would have left it
-    with ResultsStore(url) as store:  # opening it again upgrades it to head (0002)
+    with ResultsStore(url) as store:  # opening it again upgrades it to head
         run_id = _new_run(store)
     with ResultsStore(url) as store:
         assert store.get_run(run_id)["id"] == run_id
     engine = create_engine(url)
     try:
         with engine.connect() as conn:
-            assert MigrationContext.configure(conn).get_current_revision() == "0002"
+            assert migration_context(conn).get_current_revision() == "0003"
     finally:
         engine.dispose()
-    assert ScriptDirectory.from_config(alembic_config(url)).get_heads() == ["0002"]
+    assert ScriptDirectory.from_config(alembic_config(url)).get_heads() == ["0003"]
 
 
 def test_migrations_match_models(store, url):
     engine = create_engine(url)
     try:
         with engine.connect() as conn:
-            assert compare_metadata(MigrationContext.configure(conn), Base.metadata) == []
+            assert compare_metadata(migration_context(conn), Base.metadata) == []
     finally:
         engine.dispose()
 
@@ -235,18 +225,18 @@ def test_migrations_match_models(store, url):
 def test_no_upgrade_creates_empty_database_but_refuses_an_old_one(url):
     # A brand-new database gets its schema through the migrations (at head) ...
     with ResultsStore(url, upgrade=False) as store:
-        assert store.revision() == "0002"
+        assert store.revision() == "0003"
         run_id = store.create_run(name="r", experiment="e.yaml", config={}, git_commit=None, versions={}, seed=0)
     # ... but one at another revision is left alone until `dibs db upgrade`.
     engine = sqlalchemy.create_engine(url)
     with engine.begin() as conn:
-        conn.execute(sqlalchemy.text("UPDATE alembic_version SET version_num = '0000'"))
+        conn.execute(sqlalchemy.text("UPDATE dibs_alembic_version SET version_num = '0000'"))
     engine.dispose()
     with pytest.raises(StoreError, match="dibs db upgrade"):
         ResultsStore(url, upgrade=False)
     engine = sqlalchemy.create_engine(url)
     with engine.begin() as conn:
-        conn.execute(sqlalchemy.text("UPDATE alembic_version SET version_num = '0002'"))
+        conn.execute(sqlalchemy.text("UPDATE dibs_alembic_version SET version_num = '0003'"))
     engine.dispose()
     with ResultsStore(url, upgrade=False) as store:
         assert [r["id"] for r in store.list_runs()] == [run_id]  # nothing lost
@@ -304,6 +294,8 @@ EXPECTED_JSON = """{
   "summary": {
     "final": 0.75
   },
+  "sweep_id": null,
+  "trial_id": null,
   "versions": {
     "torch": "2.4.0"
   }
@@ -325,34 +317,3 @@ def test_export(store):
     run.update(started="2026-11-26T03:53:01+00:00", finished="2026-11-26T04:00:00+00:00")
     assert run_to_json(run) == EXPECTED_JSON
     assert run_to_csv(run) == EXPECTED_CSV
-
-
-@pytest.mark.integration
-def test_concurrent_writers(url):
-    with ResultsStore(url) as store:
-        run_id = _new_run(store)
-    threads_n, rows_n = 8, 50
-    start = threading.Barrier(threads_n)
-    errors: list[BaseException] = []
-
-    def write(worker: int) -> None:
-        try:
-            start.wait()
-            with ResultsStore(url) as own:  # each thread opens (and migrates) its own store
-                rows = [
-                    MetricRow(step=s, name=f"w{worker}", value=float(s), rollouts_consumed=s,
-                              tokens_generated=s, wall_seconds=0.0)
-                    for s in range(rows_n)
-                ]  # fmt: skip
-                for i in range(0, rows_n, 10):  # several transactions per thread, interleaved
-                    assert own.log_metrics(run_id, rows[i : i + 10]) == 10
-        except BaseException as exc:  # noqa: BLE001 - reported on the main thread
-            errors.append(exc)
-
-    threads = [threading.Thread(target=write, args=(w,)) for w in range(threads_n)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
-    assert errors == []
-    assert _count_metrics(url) == threads_n * rows_n

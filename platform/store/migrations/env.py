@@ -11,14 +11,18 @@ from alembic import context
 from sqlalchemy import Connection, create_engine, pool
 
 from dibs.platform.store.models import Base
+from dibs.platform.store.versioning import VERSION_TABLE
 
 config = context.config
 target_metadata = Base.metadata
 
 
 def _configure(**kwargs: object) -> None:
-    # Batch mode lets later migrations alter SQLite tables (copy-and-move), see Alembic "batch".
-    context.configure(target_metadata=target_metadata, render_as_batch=True, **kwargs)
+    # Batch mode lets later migrations alter SQLite tables (copy-and-move), see Alembic "batch". The
+    # revision lives in dibs' own version table (versioning.py); tests may name another to build the
+    # databases older versions of dibs made.
+    table = config.attributes.get("version_table", VERSION_TABLE)
+    context.configure(target_metadata=target_metadata, render_as_batch=True, version_table=table, **kwargs)
 
 
 def run_migrations_offline() -> None:

@@ -1,0 +1,103 @@
+"""Small helpers shared by the store's modules: dialect-specific inserts, value cleaning, messages."""
+
+from __future__ import annotations
+
+import math
+import operator
+from collections.abc import Mapping
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import Connection
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import ArgumentError, DBAPIError
+
+from .models import Base
+
+
+class StoreError(Exception):
+    """A store that cannot be opened or a request it cannot answer. ``str(e)`` is one line."""
+
+
+def behind_head(shown: str, current: set[str], heads: set[str]) -> StoreError:
+    """The error for a store whose schema is not at the migrations' head (conventions.md: only
+    `dibs db upgrade` changes a schema)."""
+    found = ", ".join(sorted(current)) or "empty"
+    return StoreError(f"store {shown} is at revision {found}, not {', '.join(sorted(heads))}: run `dibs db upgrade`")
+
+
+def insert_ignore(conn: Connection, model: type[Base], keys: list[str]) -> Any:
+    """INSERT ... ON CONFLICT (keys) DO NOTHING for the connection's dialect."""
+    match conn.dialect.name:
+        case "sqlite":
+            return sqlite.insert(model).on_conflict_do_nothing(index_elements=keys)
+        case "postgresql":
+            return postgresql.insert(model).on_conflict_do_nothing(index_elements=keys)
+    raise StoreError(f"unsupported database {conn.dialect.name!r}")
+
+
+def finite_or_none(value: float | None) -> float | None:
+    """``value`` as a float, or None when missing or non-finite: JSON and PostgreSQL carry no nan/inf."""
+    if value is None:
+        return None
+    number = float(value)
+    return number if math.isfinite(number) else None
+
+
+def count(name: str, value: Any, where: str) -> int:
+    """``value`` as a non-negative int; ValueError "<where>: <name> must be ..." otherwise.
+
+    ``operator.index`` takes ints (numpy and 0-d torch ones too) but refuses 2.5 rather than truncating it.
+    """
+    try:
+        number = operator.index(value)
+    except TypeError:
+        raise ValueError(f"{where}: {name} must be an integer, got {value!r}") from None
+    if number < 0:
+        raise ValueError(f"{where}: {name} must be >= 0, got {number}")
+    return number
+
+
+def json_safe(value: Any) -> Any:
+    """``value`` with non-finite floats as None: PostgreSQL's JSON has no nan or inf."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, Mapping):
+        return {str(k): json_safe(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [json_safe(v) for v in value]
+    return value
+
+
+def iso(moment: datetime | None) -> str | None:
+    return None if moment is None else moment.isoformat()
+
+
+def display_url(url: str) -> str:
+    """``url`` with its password hidden, for messages."""
+    try:
+        return make_url(url).render_as_string(hide_password=True)
+    except ArgumentError:
+        return url
+
+
+def one_line(exc: BaseException) -> str:
+    text = str(exc.orig) if isinstance(exc, DBAPIError) and exc.orig is not None else str(exc)
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
+    return lines[0] if lines else type(exc).__name__
+
+
+def run_head(run: Any) -> dict[str, Any]:
+    """The columns of a ``runs`` row that list and table views show."""
+    return {
+        "id": run.id,
+        "name": run.name,
+        "experiment": run.experiment,
+        "status": run.status,
+        "started": iso(run.started_at),
+        "finished": iso(run.finished_at),
+        "seed": run.seed,
+        "sweep_id": run.sweep_id,
+        "trial_id": run.trial_id,
+    }
