@@ -94,8 +94,7 @@ def run_ray(cfg: ExperimentConfig, payload: dict, on_progress: Callable[[tuple],
             need = cfg.learner.num_workers * learner_bundle(cfg, gpu=False)["CPU"]
             # Ray Train's placement-group cleaner polls the state API, which the dashboard process serves:
             # without it the driver log fills with "Failed to query ... State API" warnings.
-            ray.init(num_cpus=max(os.cpu_count() or 1, need), include_dashboard=cfg.distributed,
-                     _node_ip_address="127.0.0.1", log_to_driver=True, configure_logging=False)
+            start_local_ray(max(os.cpu_count() or 1, need), dashboard=cfg.distributed, log_to_driver=True)
     q = Queue(maxsize=1000, actor_options={"num_cpus": 0})
     stop = threading.Event()
     pump = threading.Thread(target=_drain, args=(q, on_progress, stop), daemon=True)
@@ -110,6 +109,16 @@ def run_ray(cfg: ExperimentConfig, payload: dict, on_progress: Callable[[tuple],
     finally:
         stop.set()
         pump.join(timeout=5)
+
+
+def start_local_ray(num_cpus: float, *, dashboard: bool, log_to_driver: bool) -> None:
+    """A one-machine Ray bound to 127.0.0.1. Token authentication is off unless the caller's environment
+    asks for it: nothing but this machine can reach a loopback-bound cluster."""
+    import ray
+
+    os.environ.setdefault("RAY_AUTH_MODE", "disabled")
+    ray.init(num_cpus=num_cpus, include_dashboard=dashboard, _node_ip_address="127.0.0.1",
+             log_to_driver=log_to_driver, configure_logging=False)
 
 
 def _drain(q, on_progress: Callable[[tuple], None], stop: threading.Event) -> None:

@@ -125,9 +125,12 @@ def run_sweep(spec: dict, *, resume: bool, console: Console | None = None) -> di
     console = console or Console()
     sweep = SweepConfig.model_validate(spec["sweep"])
     base = trial_config(spec["base"], {}, seed=spec["base"]["seed"])
-    if not ray.is_initialized():
-        ray.init(num_cpus=os.cpu_count(), include_dashboard=base.distributed, _node_ip_address="127.0.0.1",
-                 log_to_driver=False, configure_logging=False)
+    if not ray.is_initialized() and base.runtime.address:  # the experiment names a cluster: join it
+        ray.init(address=base.runtime.address, log_to_driver=False)
+    elif not ray.is_initialized():
+        from dibs.platform.runner import start_local_ray
+
+        start_local_ray(os.cpu_count() or 1, dashboard=base.distributed, log_to_driver=False)
     trainable = tune.with_resources(tune.with_parameters(trial_main, spec=spec), {"CPU": trial_cpus(base)})
     path = Path(spec["dir"])
     callbacks = [LiveTable(spec, console)]
