@@ -1,4 +1,4 @@
-"""`dibs` command line: validate, run, resume, runs, export, db upgrade.
+"""`dibs` command line: validate, run, resume, runs, export, db upgrade, eval.
 
 Every bad input ends in one line on stderr naming the file / key / URL and the problem, exit code 2,
 never a traceback.
@@ -170,6 +170,9 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("action", choices=["upgrade"])
     d.add_argument("--db")
     d.set_defaults(func=cmd_db)
+    from dibs.platform.eval_cli import add_eval_parser  # issue 8: `dibs eval CHECKPOINT --suite math5`
+
+    add_eval_parser(sub)
     return p
 
 
