@@ -13,7 +13,7 @@ import sys
 from importlib import metadata
 from pathlib import Path
 
-from dibs.platform.config import ConfigError, config_to_dict, load_config, validate_dict
+from dibs.platform.config import ConfigError, config_to_dict, load_config, missing_paths, validate_dict
 
 
 def _fail(msg: str, code: int = 2) -> int:
@@ -52,6 +52,8 @@ def cmd_run(args) -> int:
     overrides = list(args.set) + ([f"name={args.name}"] if args.name else []) + \
         ([f"runtime.executor={args.executor}"] if args.executor else [])
     cfg = load_config(args.experiment, overrides)
+    for key, path in missing_paths(cfg):  # before anything is recorded (conventions.md, recipes and paths)
+        return _fail(f"{args.experiment}: {key}: no such file or directory: {path}")
     store = open_store(args.db)
     run_id = store.create_run(name=cfg.name, experiment=str(args.experiment), config=config_to_dict(cfg),
                               git_commit=git_commit(), versions=package_versions(), seed=cfg.seed)

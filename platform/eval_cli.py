@@ -62,11 +62,11 @@ def _positive_float(text: str) -> float:
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
+    import transformers
+
     from dibs.platform.store import open_store
     from dibs.platform.tasks.math_data import default_data_dir, load_suite
     from dibs.platform.tasks.math_eval import evaluate_suite, format_table, suite_metrics
-
-    import transformers
 
     transformers.utils.logging.disable_progress_bar()
     path = Path(args.checkpoint)

@@ -11,13 +11,14 @@ OlympiadBench's is a list of strings (`$...$` delimited, joined here with ", "),
 
 from __future__ import annotations
 
-import hashlib
 import json
 import random
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+from dibs.platform.config import TaskConfig
+from dibs.platform.task import TaskData
 from dibs.platform.tasks.math import gold_text, last_boxed
 
 # method.md §6: Qwen2.5-Math's chain-of-thought prompt, in its ChatML chat format. Rendered as text here
@@ -148,5 +149,9 @@ def split_train_test(problems: list[MathProblem], *, test_size: int, seed: int) 
     return [problems[i] for i in order[test_size:]], [problems[i] for i in order[:test_size]]
 
 
-def fingerprint(problems: list[MathProblem]) -> str:
-    return hashlib.sha256("|".join(p.prompt + "#" + p.answer for p in problems).encode()).hexdigest()[:16]
+def build_math_task(cfg: TaskConfig, seed: int) -> TaskData:
+    """`task.kind: math`: the train file's problems, `test_size` of them held out (train_size does not
+    apply: the rest train); no SFT split (the paper trains the base model directly)."""
+    problems = load_train_file(cfg.train_file, cfg.template)
+    train, test = split_train_test(problems, test_size=cfg.test_size, seed=seed)
+    return TaskData(sft=[], train=train, test=test)
