@@ -15,7 +15,6 @@ from __future__ import annotations
 import argparse
 import json
 import re
-import sys
 from pathlib import Path
 
 from dibs.platform.config import ConfigError
@@ -154,8 +153,3 @@ def build_engine(kind: str, path: Path, device: str | None, *, max_len: int, see
     model, tokenizer = load(path)
     return HFEngine(model.to(device), tokenizer, chunk_size=1024)
 
-
-if __name__ == "__main__":  # `python -m dibs.platform.eval_cli` is `dibs eval`
-    from dibs.platform.cli import main
-
-    sys.exit(main(["eval", *sys.argv[1:]]))
