@@ -10,7 +10,8 @@ export TOKENIZERS_PARALLELISM ?= false
 export RAY_DEDUP_LOGS ?= 0
 export PYTHONWARNINGS ?= ignore::DeprecationWarning
 
-.PHONY: setup demo test test-unit test-integration test-vllm test-services lint clean-venv bench-sample-efficiency bench-distributed
+.PHONY: setup demo test test-unit test-integration test-vllm test-services lint clean-venv bench-sample-efficiency \
+	bench-distributed eval-math5 gpu-wheels
 
 # Install once; reinstall when the project metadata or the constraints change.
 $(STAMP): pyproject.toml constraints-cpu.txt
@@ -72,6 +73,19 @@ bench-sample-efficiency: $(STAMP)
 # The distributed runtime's cost: the demo's RL phase through one process vs Ray Train (resumable cells).
 bench-distributed: $(STAMP)
 	$(VPY) bench/distributed_overhead.py
+
+# Long work, not a test: the paper's five-set evaluation (method.md §6: mean@8 at T=1.0, 3072 new tokens) of a
+# checkpoint, recorded at its run and step in the store. `make eval-math5 CKPT=runs/<run>/checkpoints/step-N`;
+# EVAL_ARGS adds options (--engine vllm on a GPU machine, --limit N for a quick look, --db URL).
+CKPT ?=
+EVAL_ARGS ?=
+eval-math5: $(STAMP)
+	@test -n "$(CKPT)" || { echo "usage: make eval-math5 CKPT=path/to/checkpoint [EVAL_ARGS=...]"; exit 2; }
+	$(VENV)/bin/dibs eval $(CKPT) --suite math5 --k 8 --temperature 1.0 $(EVAL_ARGS)
+
+# Wheels and evaluation data for bench/gpu_math_check.sh on a device machine (no registry there): .gpu/
+gpu-wheels:
+	bash bench/gpu_prepare.sh
 
 lint: $(STAMP)
 	$(VPY) -m ruff check algorithms platform dashboards tests bench

@@ -1,4 +1,4 @@
-"""`dibs` command line: validate, run, resume, runs, export, dashboard, db upgrade.
+"""`dibs` command line: validate, run, resume, runs, export, dashboard, db upgrade, eval, sweep(s).
 
 Every bad input ends in one line on stderr naming the file / key / URL and the problem, exit code 2,
 never a traceback.
@@ -14,7 +14,7 @@ from importlib import metadata
 from pathlib import Path
 
 from dibs.dashboards.series import X_AXES
-from dibs.platform.config import ConfigError, config_to_dict, load_config, validate_dict
+from dibs.platform.config import ConfigError, config_to_dict, load_config, missing_paths, validate_dict
 
 
 def _fail(msg: str, code: int = 2) -> int:
@@ -55,6 +55,8 @@ def cmd_run(args) -> int:
         ([f"runtime.executor={args.executor}"] if args.executor else [])
     cfg = load_config(args.experiment, overrides)
     resolve_device(cfg.runtime.device)  # a machine that cannot run it fails here, before a run is recorded
+    for key, path in missing_paths(cfg):  # before anything is recorded (conventions.md, recipes and paths)
+        return _fail(f"{args.experiment}: {key}: no such file or directory: {path}")
     store = open_store(args.db)
     run_id = store.create_run(name=cfg.name, experiment=str(args.experiment), config=config_to_dict(cfg),
                               git_commit=git_commit(), versions=package_versions(), seed=cfg.seed)
@@ -292,6 +294,9 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("action", choices=["upgrade"])
     d.add_argument("--db")
     d.set_defaults(func=cmd_db)
+    from dibs.platform.eval_cli import add_eval_parser  # issue 8: `dibs eval CHECKPOINT --suite math5`
+
+    add_eval_parser(sub)
     return p
 
 

@@ -22,8 +22,16 @@ class _Section(BaseModel):
 
 
 class TaskConfig(_Section):
-    """Procedural reasoning problems (reasoning-gym `chain_sum`): `a+b-c=` with a worked solution."""
+    """What the policy is trained on. `reasoning_gym` (the demo): procedural `chain_sum` problems, `a+b-c=`
+    with a worked solution, from the fields below. `math` (the paper's setting, issue 8): problems with gold
+    answers from `train_file`, prompted with `template`, rewarded by Math-Verify (platform/tasks); the
+    first `test_size` of a seeded shuffle are held out for the in-loop evaluation, the rest train."""
 
+    kind: Literal["reasoning_gym", "math"] = Field("reasoning_gym", description="reasoning_gym | math")
+    train_file: str | None = Field(None, description="math: local JSONL or Parquet with problem, solution and "
+                                   "answer columns (MATH / NuminaMath style); checked by `dibs run`, not validate")
+    template: Literal["qwen25-math-cot", "plain"] = Field(
+        "qwen25-math-cot", description="math: prompt template (method.md §6); plain = the problem text alone")
     family: Literal["chain_sum"] = "chain_sum"
     min_terms: int = Field(2, ge=2, le=8, description="fewest terms in an RL / held-out problem")
     max_terms: int = Field(4, ge=2, le=8, description="most terms in an RL / held-out problem")
@@ -43,12 +51,17 @@ class TaskConfig(_Section):
             raise ValueError(f"min_terms ({self.min_terms}) > max_terms ({self.max_terms})")
         if self.min_digits > self.max_digits:
             raise ValueError(f"min_digits ({self.min_digits}) > max_digits ({self.max_digits})")
+        if self.kind == "math" and not self.train_file:
+            raise ValueError("kind: math needs train_file (a local JSONL or Parquet of problems)")
         return self
 
 
 class ModelConfig(_Section):
-    """A tiny Qwen2 causal LM over a character-level tokenizer trained locally."""
+    """A tiny Qwen2 causal LM over a character-level tokenizer trained locally, or, with `path`, a local
+    Hugging Face model directory (the paper: Qwen2.5-Math-1.5B), whose own architecture then applies."""
 
+    path: str | None = Field(None, description="local HF model directory to start from; None builds the tiny "
+                             "model below. Checked by `dibs run`, not by `dibs validate`")
     hidden_size: int = Field(128, ge=16)
     num_layers: int = Field(4, ge=1)
     num_heads: int = Field(4, ge=1)
@@ -153,6 +166,11 @@ class TrainConfig(_Section):
 
 class EvalConfig(_Section):
     every: int = Field(50, ge=1, description="evaluate every K RL steps (and at step 0)")
+    suite: Literal["none", "math5"] = Field("none", description="math5: also the paper's five benchmarks "
+                                             "(mean@k and pass@k per set, platform/tasks/math_eval.py)")
+    limit: int | None = Field(None, ge=1, description="suite: first N problems of each set; None = all")
+    data_dir: str | None = Field(None, description="suite: folder of its JSONL files; None = "
+                                 "$DIBS_MATH_EVAL_DIR, else ../shared/data/math_eval beside the repository")
     k: int = Field(8, ge=1, description="samples per problem for eval/mean_at_k")
     temperature: float = Field(1.0, gt=0, description="sampling temperature of eval/mean_at_k")
     max_new_tokens: int = Field(64, ge=1)
@@ -208,10 +226,25 @@ class ExperimentConfig(_Section):
             raise ValueError("learner.num_workers > 1 or learner.backend: deepspeed needs runtime.executor: ray")
         return self
 
+    @model_validator(mode="after")
+    def _math(self) -> ExperimentConfig:
+        if self.task.kind == "math" and self.warm_start.steps:
+            raise ValueError(f"task.kind: math trains the given model directly (as the paper): warm_start.steps "
+                             f"must be 0 (got {self.warm_start.steps})")
+        return self
+
     @property
     def distributed(self) -> bool:
         """Runs through Ray Train (learner workers with rollout actors) rather than one process."""
         return self.learner.num_workers > 1 or self.learner.backend == "deepspeed"
+
+
+def missing_paths(cfg: ExperimentConfig) -> list[tuple[str, str]]:
+    """(dotted key, path) of each configured local path that does not exist on this machine. `dibs validate`
+    leaves paths alone, so recipes validate anywhere; `dibs run` checks them first (conventions.md)."""
+    paths = [("model.path", cfg.model.path), ("task.train_file", cfg.task.train_file),
+             ("eval.data_dir", cfg.eval.data_dir)]
+    return [(key, p) for key, p in paths if p is not None and not Path(p).exists()]
 
 
 def format_error(source: str, err: ValidationError) -> str:

@@ -230,6 +230,24 @@ def step_metrics(rewards: torch.Tensor, rollouts: Rollouts, adv_stats: dict, upd
 
 # --- the loop -------------------------------------------------------------------------------------
 
+def load_eval_suite(cfg: ExperimentConfig) -> dict | None:
+    """The benchmark sets of `eval.suite` (None: none), loaded once per run."""
+    if cfg.eval.suite == "none":
+        return None
+    from dibs.platform.tasks.math_data import load_suite
+
+    return load_suite(cfg.eval.suite, cfg.eval.data_dir, template=cfg.task.template, limit=cfg.eval.limit)
+
+
+def evaluate_suite_metrics(engine: HFEngine, cfg: ExperimentConfig, sets: dict, *, seed: int) -> dict[str, float]:
+    """mean@k / pass@k of the suite at eval.k and eval.temperature, as `dibs eval` records them."""
+    from dibs.platform.tasks.math_eval import evaluate_suite, suite_metrics
+
+    e = cfg.eval
+    return suite_metrics(evaluate_suite(engine, e.suite, sets, k=e.k, temperature=e.temperature,
+                                        max_new_tokens=e.max_new_tokens, seed=seed))
+
+
 def learner_kwargs(cfg: ExperimentConfig, ref: torch.nn.Module | None) -> dict:
     """The RL learner's settings from the config, whichever backend trains."""
     t = cfg.train
@@ -281,9 +299,13 @@ def train(cfg: ExperimentConfig, recorder: Recorder, progress: Progress, *, chec
     learner = runtime.learner(cfg, policy, ref)
     allocator, spec = build_allocator(cfg.allocation), sampling_spec(cfg)
 
+    suite = load_eval_suite(cfg)
+
     def run_eval(step: int) -> dict[str, float]:
         t = time.perf_counter()
         values = evaluate(engine, data.test, cfg.eval, seed=cfg.seed * 7919 + step)
+        if suite is not None:
+            values |= evaluate_suite_metrics(engine, cfg, suite, seed=cfg.seed * 7919 + step)
         values[M.TIME_EVAL] = time.perf_counter() - t
         recorder.record(step, values, rollouts_consumed=budget.rollouts, tokens_generated=budget.tokens,
                         wall_seconds=budget.wall)

@@ -41,6 +41,24 @@ def eval_accuracy_at(level: int) -> str:
     return f"eval/accuracy_terms_{level}"
 
 
+# eval/<suite>/ — a benchmark suite (issue 8: `math5`, the paper's five sets, method.md §6), from `dibs eval`
+# on a checkpoint (at the checkpoint's step) or every `eval.every` steps with `eval.suite: math5`.
+MEAN_AT_K = "mean_at_k"  # mean accuracy of k samples per problem at temperature T
+PASS_AT_K = "pass_at_k"  # share of problems with at least one correct sample of k
+PROBLEMS = "problems"  # problems evaluated in the set (fewer than the set with `--limit`)
+SUITE_AVG = "avg"  # the unweighted mean over the suite's sets, as the paper's 5-set average
+
+
+def eval_suite_metric(suite: str, name: str, stat: str) -> str:
+    """`eval/math5/math500/mean_at_k`, ..., `eval/math5/avg/pass_at_k`."""
+    return f"eval/{suite}/{name}/{stat}"
+
+
+def eval_suite_setting(suite: str, key: str) -> str:
+    """`eval/math5/k`, `eval/math5/temperature`: the settings an evaluation ran with, as rows."""
+    return f"eval/{suite}/{key}"
+
+
 # rollout/ and train/ — steps 1..T
 ROLLOUT_REWARD = "rollout/reward_mean"
 ROLLOUT_RESPONSE_LEN = "rollout/response_len"

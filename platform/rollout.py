@@ -109,7 +109,8 @@ class HFEngine:
         torch.manual_seed(seed)
         # Encode once so that every chunk shares the prompt width P; chunks then differ only in
         # response length and concatenate by right-padding.
-        enc = self.tok([self.tok.bos_token + p for p in flat], return_tensors="pt", padding=True,
+        # Tokenizers without a BOS token (Qwen2.5's) get the prompt alone.
+        enc = self.tok([(self.tok.bos_token or "") + p for p in flat], return_tensors="pt", padding=True,
                        add_special_tokens=False)
         parts = [self._generate_chunk(enc.input_ids[i: i + self.chunk_size],
                                       enc.attention_mask[i: i + self.chunk_size], spec)
@@ -120,22 +121,23 @@ class HFEngine:
                         spec: SamplingSpec) -> Rollouts:
         kwargs = {"do_sample": False} if spec.greedy else {
             "do_sample": True, "temperature": spec.temperature, "top_p": spec.top_p, "top_k": 0}
+        # Inputs go to the model's device; results come back to the CPU, where the loop keeps batches.
         device = module_device(self.model)
         out = self.model.generate(
             input_ids=input_ids.to(device), attention_mask=attention_mask.to(device),
             max_new_tokens=spec.max_new_tokens, eos_token_id=self.tok.eos_token_id,
             pad_token_id=self.tok.pad_token_id, return_dict_in_generate=True, output_logits=True, **kwargs)
-        seq = out.sequences.cpu()  # [b, P + R]
         P = input_ids.shape[1]
+        temp = 1.0 if spec.greedy else spec.temperature
+        logits = torch.stack(out.logits, dim=1).float() / temp  # [b, R, V]
+        logp = torch.log_softmax(logits, -1).gather(-1, out.sequences[:, P:].unsqueeze(-1)).squeeze(-1).cpu()
+        seq = out.sequences.cpu()  # [b, P + R]
         resp = seq[:, P:]  # [b, R]
         is_eos = resp == self.tok.eos_token_id
         # Response tokens: everything up to and including the first EOS.
         after_eos = (is_eos.long().cumsum(-1) - is_eos.long()) > 0
         resp_mask = ~after_eos
         stopped = is_eos.any(-1)
-        temp = 1.0 if spec.greedy else spec.temperature
-        logits = torch.stack(out.logits, dim=1).float() / temp  # [b, R, V], on the engine's device
-        logp = torch.log_softmax(logits, -1).gather(-1, resp.to(device).unsqueeze(-1)).squeeze(-1).cpu()
         b = seq.shape[0]
         full_mask = torch.cat([torch.zeros(b, P - 1), resp_mask.float()], dim=1)  # target positions
         full_logp = torch.cat([torch.zeros(b, P - 1), logp * resp_mask], dim=1)

@@ -137,7 +137,12 @@ def build_task(cfg: TaskConfig, seed: int) -> TaskData:
     expression of an earlier one (short chains have few distinct expressions, so duplicates are
     filtered, not just differently seeded).
     The warm start only sees chains up to `sft_max_terms` terms, so RL has longer chains to improve on.
+    `kind: math` reads its problems from `train_file` instead (platform/tasks/math_data.py).
     """
+    if cfg.kind == "math":
+        from dibs.platform.tasks.math_data import build_math_task
+
+        return build_math_task(cfg, seed)
     # Draw more than needed so that filtering duplicates still leaves `size` problems.
     test = _disjoint(_generate(cfg, seed=_split_seed(seed, 1), size=3 * cfg.test_size),
                      set(), cfg.test_size)

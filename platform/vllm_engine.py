@@ -39,7 +39,8 @@ class VLLMEngine:
         self.sleep_mode = sleep_mode
 
     def _prompt_ids(self, prompt: str) -> list[int]:
-        return [self.tok.bos_token_id, *self.tok.encode(prompt, add_special_tokens=False)]
+        bos = [] if self.tok.bos_token_id is None else [self.tok.bos_token_id]  # Qwen2.5 has no BOS token
+        return [*bos, *self.tok.encode(prompt, add_special_tokens=False)]
 
     def generate(self, prompts: list[str], counts: list[int], spec: SamplingSpec, *, seed: int) -> Rollouts:
         from vllm import SamplingParams

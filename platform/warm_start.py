@@ -89,7 +89,7 @@ def prepare(cfg: ExperimentConfig, progress: Progress, data: TaskData | None = N
     if resume_from is not None:
         policy, tokenizer = load(Path(resume_from))
         return data, policy.to(device), tokenizer, 0.0, float("nan")
-    base = build_base_model(cfg.model, cfg.seed)
+    base = Path(cfg.model.path) if cfg.model.path else build_base_model(cfg.model, cfg.seed)
     w = cfg.warm_start
     cached = warm_start_cache(cfg, base, data)
     if w.reuse and (cached / "config.json").is_file():

@@ -7,8 +7,15 @@ import pytest
 import yaml
 
 from dibs.platform.config import ConfigError, load_config
-from dibs.platform.sweep import (best_row, budget_estimate, max_concurrent, pareto_front, trial_cpus,
-                                 tune_space, write_best_yaml)
+from dibs.platform.sweep import (
+    best_row,
+    budget_estimate,
+    max_concurrent,
+    pareto_front,
+    trial_cpus,
+    tune_space,
+    write_best_yaml,
+)
 from dibs.platform.sweep_config import load_sweep, trial_config, yaml_scalar
 
 pytestmark = pytest.mark.unit
@@ -55,12 +62,12 @@ def test_a_good_sweep_loads_with_its_fixed_keys_applied_to_the_base(tmp_path):
     ("base: base.yaml\nspace: {}\n", "name at least one dotted config key"),
     ("base: base.yaml\nspace: {allocation.alpha: {uniform: [0.1, 0.2]}}\nsearch: {algorithm: grid}\n",
      "grid search needs every dimension to be a choice"),
-    ("base: base.yaml\nspace: {algorithm: {choice: [grpo]}}\nsearch: {metric: [eval/accuracy, rollouts_consumed], "
-     "mode: max}\n", "2 metrics but 1 modes"),
+    (("base: base.yaml\nspace: {algorithm: {choice: [grpo]}}\nsearch: {metric: [eval/accuracy, rollouts_consumed], "
+      "mode: max}\n"), "2 metrics but 1 modes"),
     ("base: base.yaml\nspace: {algorithm: {choice: [grpo]}}\nsearch: {metric: train/loss}\n",
      "trials report eval/ metrics"),
-    ("base: base.yaml\nspace: {algorithm: {choice: [grpo]}}\nsearch: {metric: [eval/accuracy, rollouts_consumed], "
-     "mode: [max, min]}\nscheduler: {asha: {}}\n", "asha stops trials on one metric"),
+    (("base: base.yaml\nspace: {algorithm: {choice: [grpo]}}\nsearch: {metric: [eval/accuracy, rollouts_consumed], "
+      "mode: [max, min]}\nscheduler: {asha: {}}\n"), "asha stops trials on one metric"),
     ("base: base.yaml\nspace: {algorithm: {choice: [grpo]}}\nrepeats: 0\n", "repeats: Input should be greater"),
     ("base: base.yaml\nspace: {algorithm: {choice: [grpo]}}\nsearh: {}\n", "searh: unknown key"),
     ("base: base.yaml\nfixed: {algorithm: grpo}\nspace: {algorithm: {choice: [grpo]}}\n", "both fixed and searched"),
@@ -131,6 +138,6 @@ def test_best_yaml_is_the_base_file_with_fixed_keys_and_params_and_runs_validati
 
 def test_committed_sweeps_validate():
     for name in ("smoke", "gvm-alpha-beta"):
-        sweep, base, _ = load_sweep(f"experiments/sweeps/{name}.yaml")
+        _, base, _ = load_sweep(f"experiments/sweeps/{name}.yaml")
         assert base.allocation.allocator == "gvm"
     assert load_sweep("experiments/sweeps/gvm-alpha-beta.yaml")[1].train.steps == 60
