@@ -4,7 +4,7 @@
 # in .bench-data/ (no reasoning-gym there). Runs tests/gpu, then times the demo's RL steps on the GPU.
 set -u
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader
-python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --target /tmp/site .whl/*.whl || exit 1
+python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --target /tmp/site "${WHL_DIR:-.whl}"/*.whl || exit 1
 mkdir -p /tmp/pkg && ln -sfn "$PWD" /tmp/pkg/dibs
 export PYTHONPATH=/tmp/site:/tmp/pkg DIBS_TASK_PKL=.bench-data/task-seed0.pkl TOKENIZERS_PARALLELISM=false \
   PYTHONWARNINGS=ignore DS_BUILD_OPS=0 PYTHONUNBUFFERED=1

@@ -22,7 +22,7 @@ import torch
 
 from dibs.platform import metrics as M
 from dibs.platform.cli import main as dibs
-from dibs.platform.config import ModelConfig, RuntimeConfig
+from dibs.platform.config import ModelConfig
 from dibs.platform.model import build_base_model, load, num_parameters
 from dibs.platform.store import open_store
 
@@ -47,7 +47,7 @@ def peak_gib() -> float:
 
 def reset_peak() -> None:
     if torch.cuda.is_available():
-        reset_peak()
+        torch.cuda.reset_peak_memory_stats()
 
 
 def eval_phase(model: Path, db: str, a: argparse.Namespace) -> dict:
@@ -66,9 +66,9 @@ def eval_phase(model: Path, db: str, a: argparse.Namespace) -> dict:
 
 
 def train_phase(out: Path, db: str, a: argparse.Namespace) -> dict:
-    # runtime.device is being added beside this issue; until then the loop trains where the model is: CPU.
-    device = "cuda" if "device" in RuntimeConfig.model_fields else "cpu (no runtime.device yet)"
-    extra = ["--set", "runtime.device=cuda"] if device == "cuda" else []
+    # runtime.device places the policy, the learner and the transformers engine (older dibs: CPU only).
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    extra = ["--set", f"runtime.device={device}"]
     reset_peak()
     t0 = time.perf_counter()
     call(["run", str(REPO / "experiments" / "math-smoke.yaml"), "--executor", "inline", "--db", db,
