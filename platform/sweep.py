@@ -76,12 +76,14 @@ def scheduler(sweep: SweepConfig, base: ExperimentConfig):
     from ray.tune.schedulers import ASHAScheduler
 
     a = sweep.scheduler.asha
-    return ASHAScheduler(time_attr=ROLLOUTS, max_t=a.max_t or budget_estimate(base) * sweep.repeats,
+    # ASHA ends a trial once it reaches max_t; by default no trial gets there before its own last report
+    # (searched parameters such as the probe size or dapo's refills move a run's budget).
+    return ASHAScheduler(time_attr=ROLLOUTS, max_t=a.max_t or 10 * budget_estimate(base) * sweep.repeats,
                          grace_period=a.grace_period, reduction_factor=a.reduction_factor)
 
 
 def budget_estimate(cfg: ExperimentConfig) -> int:
-    """Rollouts a run spends at most: every step's budget plus a full probe."""
+    """Rollouts a run of the base experiment spends: every step's budget plus a full probe."""
     per_step = cfg.train.prompts_per_step * (cfg.allocation.n_per_prompt + cfg.allocation.n_probe)
     return max(1, cfg.train.steps * per_step)
 

@@ -110,7 +110,7 @@ class SearchConfig(_Strict):
 class AshaConfig(_Strict):
     grace_period: int = Field(1, ge=1, description="rollouts consumed before a trial can be stopped")
     reduction_factor: float = Field(2, gt=1)
-    max_t: int | None = Field(None, ge=1, description="rollouts at which a trial ends; None: the base "
+    max_t: int | None = Field(None, ge=1, description="rollouts at which a trial ends; None: 10x the base "
                               "experiment's whole budget")
 
 

@@ -113,6 +113,38 @@ class LiveTable(Callback):
             self.live.stop()
 
 
+class StoreStatus(Callback):
+    """Closes each trial's store row as Tune ends it: `finished` (it ran its repeats), `stopped` (ASHA
+    ended it early: its runs still marked running become stopped too) or `failed`, with the last value
+    of the objective it reported."""
+
+    def __init__(self, spec: dict):
+        self.spec = spec
+        self.metric = spec["objectives"][0][0]
+
+    def _close(self, trial, status: str) -> None:
+        from dibs.platform.store import open_store
+
+        store = open_store(self.spec["db_url"])
+        trial_id = f"{self.spec['sweep_id']}-{trial.trial_id}"
+        result = trial.last_result or {}
+        if result.get("done"):
+            status = "finished"
+        if not any(t["id"] == trial_id for t in store.trials(self.spec["sweep_id"])):
+            return  # it never started a run
+        value = result.get(self.metric)
+        store.update_trial(trial_id, status=status, objective=value if isinstance(value, (int, float)) else None)
+        for run in store.list_runs():
+            if run["trial_id"] == trial_id and run["status"] == "running":
+                store.finish_run(run["id"], "failed" if status == "failed" else "stopped")
+
+    def on_trial_complete(self, iteration, trials, trial, **info):
+        self._close(trial, "stopped")
+
+    def on_trial_error(self, iteration, trials, trial, **info):
+        self._close(trial, "failed")
+
+
 def _fmt(v) -> str:
     return f"{v:.4g}" if isinstance(v, float) else str(v)
 
@@ -133,7 +165,7 @@ def run_sweep(spec: dict, *, resume: bool, console: Console | None = None) -> di
         start_local_ray(os.cpu_count() or 1, dashboard=base.distributed, log_to_driver=False)
     trainable = tune.with_resources(tune.with_parameters(trial_main, spec=spec), {"CPU": trial_cpus(base)})
     path = Path(spec["dir"])
-    callbacks = [LiveTable(spec, console)]
+    callbacks = [LiveTable(spec, console), StoreStatus(spec)]
     if resume and tune.Tuner.can_restore(str(path)):
         tuner = tune.Tuner.restore(str(path), trainable, resume_unfinished=True, resume_errored=True)
         tuner._local_tuner._run_config.callbacks = callbacks  # the live table is not pickled with the Tuner

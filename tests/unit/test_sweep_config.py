@@ -140,4 +140,31 @@ def test_committed_sweeps_validate():
     for name in ("smoke", "gvm-alpha-beta"):
         _, base, _ = load_sweep(f"experiments/sweeps/{name}.yaml")
         assert base.allocation.allocator == "gvm"
-    assert load_sweep("experiments/sweeps/gvm-alpha-beta.yaml")[1].train.steps == 60
+    assert load_sweep("experiments/sweeps/gvm-alpha-beta.yaml")[1].train.steps == 40
+
+
+def test_store_status_closes_trials_tune_ended(tmp_path):
+    from types import SimpleNamespace
+
+    from dibs.platform.store import open_store
+    from dibs.platform.sweep_driver import StoreStatus
+
+    url = f"sqlite:///{tmp_path}/s.db"
+    store = open_store(url)
+    sweep = store.create_sweep(name="s", experiment="e.yaml", objective="eval/accuracy", mode="max")
+    spec = {"sweep_id": sweep, "db_url": url, "objectives": [["eval/accuracy", "max"]]}
+    for tid in ("a", "b", "c"):
+        store.create_trial(sweep, {"x": tid}, trial_id=f"{sweep}-{tid}")
+        store.create_run(name=tid, experiment="e.yaml", config={}, git_commit=None, versions={}, seed=0,
+                         run_id=f"{sweep}-{tid}-s0", sweep_id=sweep, trial_id=f"{sweep}-{tid}")
+    callback = StoreStatus(spec)
+    callback.on_trial_complete(0, [], SimpleNamespace(trial_id="a", last_result={"eval/accuracy": 0.4}))
+    callback.on_trial_complete(0, [], SimpleNamespace(trial_id="b", last_result={"eval/accuracy": 0.5,
+                                                                                  "done": True}))
+    callback.on_trial_error(0, [], SimpleNamespace(trial_id="c", last_result={}))
+    callback.on_trial_error(0, [], SimpleNamespace(trial_id="never-started", last_result={}))
+    trials = {t["id"].rsplit("-", 1)[1]: t for t in store.trials(sweep)}
+    assert [(trials[k]["status"], trials[k]["objective"]) for k in "abc"] == [
+        ("stopped", 0.4), ("finished", 0.5), ("failed", None)]
+    runs = {r["name"]: r["status"] for r in store.list_runs()}
+    assert runs == {"a": "stopped", "b": "stopped", "c": "failed"}  # b's run was left running: closed
