@@ -14,6 +14,7 @@ from rich.live import Live
 from rich.table import Table
 
 from dibs.platform.config import config_to_dict
+from dibs.platform.runner import cluster_address
 from dibs.platform.sweep import (
     BEST_FILE,
     SPEC_FILE,
@@ -125,7 +126,9 @@ def run_sweep(spec: dict, *, resume: bool, console: Console | None = None) -> di
     console = console or Console()
     sweep = SweepConfig.model_validate(spec["sweep"])
     base = trial_config(spec["base"], {}, seed=spec["base"]["seed"])
-    if not ray.is_initialized():
+    if not ray.is_initialized() and (address := cluster_address(None)):
+        ray.init(address=address, log_to_driver=False)  # inside a Ray job (`dibs submit`)
+    elif not ray.is_initialized():
         ray.init(num_cpus=os.cpu_count(), include_dashboard=base.distributed, _node_ip_address="127.0.0.1",
                  log_to_driver=False, configure_logging=False)
     trainable = tune.with_resources(tune.with_parameters(trial_main, spec=spec), {"CPU": trial_cpus(base)})

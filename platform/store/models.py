@@ -26,7 +26,8 @@ from sqlalchemy import (
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
-RUN_STATUSES = ("running", "finished", "failed", "stopped")
+# "submitted": created by `dibs submit`, waiting for its Ray job to start it (issue 7)
+RUN_STATUSES = ("submitted", "running", "finished", "failed", "stopped")
 
 # Deterministic constraint names, so later migrations (and SQLite batch mode) can address them.
 NAMING_CONVENTION = {
