@@ -10,7 +10,7 @@ export TOKENIZERS_PARALLELISM ?= false
 export RAY_DEDUP_LOGS ?= 0
 export PYTHONWARNINGS ?= ignore::DeprecationWarning
 
-.PHONY: setup demo test test-unit test-integration test-vllm lint clean-venv bench-sample-efficiency bench-distributed
+.PHONY: setup demo test test-unit test-integration test-vllm test-jobs lint clean-venv bench-sample-efficiency bench-distributed
 
 # Install once; reinstall when the project metadata or the constraints change.
 $(STAMP): pyproject.toml constraints-cpu.txt
@@ -42,6 +42,12 @@ $(VSTAMP): pyproject.toml
 test-vllm: $(VSTAMP)
 	VLLM_ENABLE_V1_MULTIPROCESSING=0 VLLM_CPU_KVCACHE_SPACE=1 $(VVENV)/bin/python -m pytest -q -m services \
 		-p no:cacheprovider -p no:logging tests/vllm
+
+# Ray Jobs (issue 7): `dibs submit` / `dibs jobs` against a local Ray head the tests start and stop
+# (services tier: a run, a killed-and-retried run, a sweep, a bad YAML). Prints its wall time.
+test-jobs: $(STAMP)
+	@start=$$(date +%s); $(VPY) -m pytest -q -m services tests/services/test_jobs.py; rc=$$?; \
+		echo "test-jobs: $$(( $$(date +%s) - start )) s"; exit $$rc
 
 test-unit: $(STAMP)
 	$(VPY) -m pytest -q -m unit
