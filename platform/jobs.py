@@ -241,7 +241,12 @@ def submit(path: str, *, address: str | None, db: str | None = None, overrides: 
         kind, dibs_id = "run", _create_run(store, path, [*overrides, f"runtime.output_dir={out}"])
     sub = Submission(kind, dibs_id, entrypoint(kind, dibs_id, out),
                      build_runtime_env(user_env, db_url=db_url, experiment=str(path)))
-    submit_attempt(client, sub)
+    try:
+        submit_attempt(client, sub)
+    except JobsError:
+        if kind == "run":  # no job will ever start it: do not leave it 'submitted'
+            store.finish_run(dibs_id, "failed")
+        raise
     return sub
 
 

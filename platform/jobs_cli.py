@@ -16,13 +16,13 @@ def cmd_submit(args) -> int:
     overrides = list(args.set) + ([f"name={args.name}"] if args.name else [])
     sub = jobs.submit(args.experiment, address=args.address, db=args.db, overrides=overrides,
                       runtime_env_file=args.runtime_env, output_dir=args.output_dir)
-    db_url = sub.runtime_env["env_vars"][jobs.DB_ENV]
-    print(f"{sub.kind} {sub.dibs_id}: submitted as job {sub.submission_id} to {args.address}; store {db_url}")
+    db_url, address = sub.runtime_env["env_vars"][jobs.DB_ENV], jobs.dashboard_address(args.address)
+    print(f"{sub.kind} {sub.dibs_id}: submitted as job {sub.submission_id} to {address}; store {db_url}")
     wait = args.max_retries > 0 if args.wait is None else args.wait
     if not wait:
-        print(f"follow it with: dibs jobs logs {sub.submission_id} --follow --address {args.address}")
+        print(f"follow it with: dibs jobs logs {sub.submission_id} --follow --address {address}")
         return 0
-    client = jobs.connect(args.address)
+    client = jobs.connect(address)
     status, last = jobs.supervise(client, sub, max_retries=args.max_retries, follow=True, write=_write)
     print(f"{sub.kind} {sub.dibs_id}: job {last.submission_id} {status}")
     return 0 if status == "SUCCEEDED" else 1

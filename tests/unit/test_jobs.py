@@ -144,6 +144,19 @@ def test_submit_creates_the_run_then_its_job(tmp_path):
     assert run["config"]["runtime"]["output_dir"] == str(tmp_path / "out")
 
 
+def test_a_refused_submission_fails_its_run(tmp_path):
+    client = FakeClient()
+
+    def refuse(**kw):
+        raise RuntimeError("Request failed with status code 500: boom")
+
+    client.submit_job = refuse
+    url = f"sqlite:///{tmp_path}/d.db"
+    with pytest.raises(jobs.JobsError, match="submission failed: Request failed"):
+        jobs.submit("experiments/smoke.yaml", address=LOCAL, db=url, client=client, output_dir=str(tmp_path))
+    assert [r["status"] for r in open_store(url).list_runs()] == ["failed"]
+
+
 def test_submit_sweep_submits_its_resume(tmp_path, monkeypatch):
     from dibs.platform import sweep_driver
 
