@@ -10,8 +10,8 @@ export TOKENIZERS_PARALLELISM ?= false
 export RAY_DEDUP_LOGS ?= 0
 export PYTHONWARNINGS ?= ignore::DeprecationWarning
 
-.PHONY: setup demo test test-unit test-integration test-vllm test-services lint clean-venv bench-sample-efficiency \
-	bench-distributed eval-math5 gpu-wheels
+.PHONY: setup demo test test-unit test-integration test-vllm test-services test-jobs lint clean-venv \
+	bench-sample-efficiency bench-distributed eval-math5 gpu-wheels
 
 # Install once; reinstall when the project metadata or the constraints change.
 $(STAMP): pyproject.toml constraints-cpu.txt
@@ -46,7 +46,7 @@ test-vllm: $(VSTAMP)
 
 # Services tier of the results store and dashboard (issue 6): the tests start a real PostgreSQL 15 on
 # 127.0.0.1 (initdb in a temp dir, stopped afterwards) and drive headless Debian Chromium with Playwright.
-# The apt packages are installed when missing (as root, else through sudo); tests/vllm has test-vllm.
+# The apt packages are installed when missing (as root, else through sudo); tests/vllm has test-vllm, tests/services/test_jobs.py test-jobs.
 SERVICE_PKGS := postgresql chromium chromium-driver
 test-services: $(STAMP)
 	@start=$$(date +%s); \
@@ -57,8 +57,14 @@ test-services: $(STAMP)
 		$$sudo apt-get update -qq && $$sudo env DEBIAN_FRONTEND=noninteractive \
 			apt-get install -y -qq --no-install-recommends $$missing >/dev/null || exit 1; \
 	fi; \
-	$(VPY) -m pytest -q -m services --ignore=tests/vllm tests; rc=$$?; \
+	$(VPY) -m pytest -q -m services --ignore=tests/vllm --ignore=tests/services/test_jobs.py tests; rc=$$?; \
 	echo "test-services: $$(( $$(date +%s) - start )) s"; exit $$rc
+
+# Ray Jobs (issue 7): `dibs submit` / `dibs jobs` against a local Ray head the tests start and stop
+# (services tier: a run, a killed-and-retried run, a sweep, a bad YAML). Prints its wall time.
+test-jobs: $(STAMP)
+	@start=$$(date +%s); $(VPY) -m pytest -q -m services tests/services/test_jobs.py; rc=$$?; \
+		echo "test-jobs: $$(( $$(date +%s) - start )) s"; exit $$rc
 
 test-unit: $(STAMP)
 	$(VPY) -m pytest -q -m unit

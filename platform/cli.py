@@ -1,4 +1,5 @@
-"""`dibs` command line: validate, run, resume, runs, export, dashboard, db upgrade, eval, sweep(s).
+"""`dibs` command line: validate, run, resume, runs, export, dashboard, db upgrade, eval, sweep(s); submit and
+jobs (Ray Jobs, jobs_cli.py).
 
 Every bad input ends in one line on stderr naming the file / key / URL and the problem, exit code 2,
 never a traceback.
@@ -15,6 +16,8 @@ from pathlib import Path
 
 from dibs.dashboards.series import X_AXES
 from dibs.platform.config import ConfigError, config_to_dict, load_config, missing_paths, validate_dict
+from dibs.platform.jobs import JobsError
+from dibs.platform.jobs_cli import add_parsers as add_job_parsers
 
 
 def _fail(msg: str, code: int = 2) -> int:
@@ -80,7 +83,8 @@ def cmd_resume(args) -> int:
     done = [(step, path) for step, path in store.checkpoints(run_id) if checkpoint.is_complete(path)]
     resume_from = done[-1][1] if done else None
     where = f"step {done[-1][0]} ({resume_from})" if done else "the start (no complete checkpoint)"
-    print(f"run {run_id}: resuming {cfg.name} from {where}; store {store.url}")
+    verb = "starting" if run["status"] == "submitted" else "resuming"  # a Ray job's first attempt (issue 7)
+    print(f"run {run_id}: {verb} {cfg.name} from {where}; store {store.url}")
     store.resume_run(run_id)
     return _execute(cfg, store, run_id, resume_from=resume_from)
 
@@ -297,6 +301,7 @@ def build_parser() -> argparse.ArgumentParser:
     from dibs.platform.eval_cli import add_eval_parser  # issue 8: `dibs eval CHECKPOINT --suite math5`
 
     add_eval_parser(sub)
+    add_job_parsers(sub)
     return p
 
 
@@ -306,7 +311,7 @@ def main(argv: list[str] | None = None) -> int:
 
     try:
         return args.func(args)
-    except (ConfigError, StoreError) as e:
+    except (ConfigError, StoreError, JobsError) as e:
         return _fail(str(e))
 
 

@@ -79,6 +79,12 @@ def worker_main(payload: dict) -> dict:
                  resume_from=payload.get("resume_from"))
 
 
+def cluster_address(configured: str | None) -> str | None:
+    """The Ray cluster to join: the configured address, else RAY_ADDRESS (Ray Jobs sets it for a job's
+    entrypoint, issue 7, as `ray.init()` users expect); None means start a local Ray."""
+    return configured or os.environ.get("RAY_ADDRESS") or None
+
+
 def run_ray(cfg: ExperimentConfig, payload: dict, on_progress: Callable[[tuple], None]) -> dict:
     """The loop as one Ray task holding `num_threads` CPUs; progress flows back through a Ray queue."""
     import ray
@@ -87,8 +93,8 @@ def run_ray(cfg: ExperimentConfig, payload: dict, on_progress: Callable[[tuple],
     from dibs.platform.distributed import learner_bundle
 
     if not ray.is_initialized():
-        if cfg.runtime.address:
-            ray.init(address=cfg.runtime.address, log_to_driver=True)
+        if address := cluster_address(cfg.runtime.address):
+            ray.init(address=address, log_to_driver=True)
         else:
             # Logical CPUs: the learners' bundles (a learner and its rollout actor share theirs).
             need = cfg.learner.num_workers * learner_bundle(cfg, gpu=False)["CPU"]

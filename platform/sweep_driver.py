@@ -14,6 +14,7 @@ from rich.live import Live
 from rich.table import Table
 
 from dibs.platform.config import config_to_dict
+from dibs.platform.runner import cluster_address
 from dibs.platform.sweep import (
     BEST_FILE,
     SPEC_FILE,
@@ -157,8 +158,8 @@ def run_sweep(spec: dict, *, resume: bool, console: Console | None = None) -> di
     console = console or Console()
     sweep = SweepConfig.model_validate(spec["sweep"])
     base = trial_config(spec["base"], {}, seed=spec["base"]["seed"])
-    if not ray.is_initialized() and base.runtime.address:  # the experiment names a cluster: join it
-        ray.init(address=base.runtime.address, log_to_driver=False)
+    if not ray.is_initialized() and (address := cluster_address(base.runtime.address)):
+        ray.init(address=address, log_to_driver=False)  # the experiment's cluster, or a Ray job's (`dibs submit`)
     elif not ray.is_initialized():
         from dibs.platform.runner import start_local_ray
 

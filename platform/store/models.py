@@ -27,7 +27,8 @@ from sqlalchemy import (
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
-RUN_STATUSES = ("running", "finished", "failed", "stopped")
+# "submitted": created by `dibs submit`, waiting for its Ray job to start it (issue 7)
+RUN_STATUSES = ("submitted", "running", "finished", "failed", "stopped")
 TRIAL_STATUSES = ("pending", *RUN_STATUSES)  # a sweep's trial may be scheduled before its run starts
 SWEEP_MODES = ("max", "min")
 

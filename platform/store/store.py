@@ -45,7 +45,7 @@ if TYPE_CHECKING:
 
 DEFAULT_URL = "sqlite:///runs/dibs.db"
 _ALEMBIC_LOCK = threading.Lock()
-FINAL_STATUSES = tuple(s for s in RUN_STATUSES if s != "running")
+FINAL_STATUSES = tuple(s for s in RUN_STATUSES if s not in ("submitted", "running"))
 
 
 @dataclass(frozen=True, slots=True)
@@ -271,6 +271,10 @@ class ResultsStore:
     def resume_run(self, run_id: str) -> None:
         """Mark a run 'running' again (a Ray Jobs retry resumes the same run and its rows)."""
         self._set_status(run_id, status="running", finished_at=None)
+
+    def mark_submitted(self, run_id: str) -> None:
+        """Mark a new run 'submitted': its Ray job has yet to start it (`dibs submit`, issue 7)."""
+        self._set_status(run_id, status="submitted")
 
     def _set_status(self, run_id: str, **values: Any) -> None:
         with self._tx(write=True) as conn:

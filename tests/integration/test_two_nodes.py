@@ -4,23 +4,18 @@ a 2-CPU node takes one), and the test stops exactly the Ray processes it started
 line names its own temp dir), never another Ray on the machine."""
 
 import os
-import secrets
-import shutil
-import socket
 import subprocess
 import sys
 import time
-from pathlib import Path
 
-import psutil
 import pytest
+from ray_cluster import free_port, new_temp_dir, ours, start_node, stop_ours
 
 from dibs.platform import metrics as M
 from dibs.platform.store import open_store
 
 pytestmark = pytest.mark.integration
 
-RAY = str(Path(sys.executable).with_name("ray"))
 SMOKE = ["model.hidden_size=64", "model.num_layers=2", "model.num_heads=4", "model.num_kv_heads=2",
          "model.intermediate_size=128", "task.train_size=256", "task.test_size=64", "task.sft_size=2000",
          "warm_start.steps=20", "warm_start.batch_size=32", "train.steps=3", "train.prompts_per_step=8",
@@ -28,45 +23,19 @@ SMOKE = ["model.hidden_size=64", "model.num_layers=2", "model.num_heads=4", "mod
          "learner.zero_stage=0"]
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def ours(temp_dir: str) -> list[psutil.Process]:
-    found = []
-    for p in psutil.process_iter(["cmdline"]):
-        try:
-            if any(temp_dir in part for part in p.info["cmdline"] or []):
-                found.append(p)
-        except (psutil.NoSuchProcess, psutil.AccessDenied):
-            continue
-    return found
-
-
 @pytest.fixture
 def cluster():
-    temp_dir = f"/tmp/dibs-ray-{secrets.token_hex(3)}"  # short: Ray's socket paths must fit 107 bytes
+    temp_dir = new_temp_dir()
     port = free_port()
-    env = os.environ | {"RAY_AUTH_MODE": "disabled"}
     # One CPU a node: a learner bundle (1 thread, its actor taking turns on it) fills a node, so the two
     # learners must go to different nodes.
-    common = ["--num-cpus=1", "--node-ip-address=127.0.0.1", "--disable-usage-stats"]
+    common = ["--num-cpus=1", "--node-ip-address=127.0.0.1"]
     try:
-        subprocess.run([RAY, "start", "--head", f"--port={port}", f"--temp-dir={temp_dir}", "--include-dashboard=false",
-                        *common], env=env, check=True, capture_output=True, timeout=180)
-        subprocess.run([RAY, "start", f"--address=127.0.0.1:{port}", *common], env=env, check=True,
-                       capture_output=True, timeout=180)
+        start_node(["--head", f"--port={port}", f"--temp-dir={temp_dir}", "--include-dashboard=false", *common])
+        start_node([f"--address=127.0.0.1:{port}", *common])
         yield f"127.0.0.1:{port}", temp_dir
     finally:
-        procs = ours(temp_dir)
-        for p in procs:
-            p.terminate()
-        _, alive = psutil.wait_procs(procs, timeout=15)
-        for p in alive:
-            p.kill()
-        shutil.rmtree(temp_dir, ignore_errors=True)
+        stop_ours(temp_dir)
 
 
 def test_two_learners_across_two_nodes(cluster, tmp_path):
