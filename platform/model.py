@@ -55,7 +55,8 @@ def qwen2_config(cfg: ModelConfig, tokenizer: PreTrainedTokenizerFast) -> Qwen2C
 
 
 def _arch_key(cfg: ModelConfig, seed: int) -> str:
-    spec = cfg.model_dump(exclude={"cache_dir"}) | {"seed": seed, "alphabet": ALPHABET}
+    # Architecture only: where models are cached or loaded from (model.path) names no new weights.
+    spec = cfg.model_dump(exclude={"cache_dir", "path"}) | {"seed": seed, "alphabet": ALPHABET}
     return hashlib.sha256(json.dumps(spec, sort_keys=True).encode()).hexdigest()[:12]
 
 
