@@ -86,7 +86,10 @@ def test_the_five_sets_load_with_limit():
     if not (default_data_dir() / "math500.jsonl").is_file():
         pytest.skip("../shared/data/math_eval not present")
     sizes = {name: len(load_eval_set(name)) for name in SUITES["math5"]}
-    assert sizes == {"math500": 500, "minerva_math": 272, "olympiad_bench": 675, "aime24": 30, "amc23": 40}
+    if default_data_dir().parts[-3:] == ("tests", "fixtures", "math_eval"):  # the tests' trimmed copy
+        assert sizes == {"math500": 500, "minerva_math": 20, "olympiad_bench": 20, "aime24": 20, "amc23": 20}
+    else:
+        assert sizes == {"math500": 500, "minerva_math": 272, "olympiad_bench": 675, "aime24": 30, "amc23": 40}
     assert len(load_eval_set("math500", limit=3)) == 3
 
 
