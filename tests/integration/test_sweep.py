@@ -98,5 +98,9 @@ def test_a_killed_sweep_resumes_with_each_trial_once(tmp_path, capsys):
     for r in runs:
         steps = [m["step"] for m in store.get_run(r["id"])["metrics"] if m["name"] == M.ROLLOUT_REWARD]
         assert steps == [1, 2]  # a resumed trial's run: each step once
+    # The restored searcher went on with the same study (no fresh one): the three trials are there and
+    # complete. The searcher's saved state can predate the kill, so the trial that was running then may
+    # also leave one orphan entry in the study, as any crashed Optuna process does.
     study = optuna.load_study(study_name=sweep_id, storage=url)
-    assert len(study.trials) == 3  # the restored searcher went on; no fresh study, no extra trials
+    states = [t.state for t in study.trials]
+    assert states.count(optuna.trial.TrialState.COMPLETE) >= 3 and len(states) <= 4
