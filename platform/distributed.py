@@ -221,7 +221,7 @@ def learner_worker(payload: dict) -> None:
     else:
         recorder, progress = NullRecorder(), NullProgress()
     device = torch.device("cpu")
-    if cfg.runtime.device != "cpu" and torch.cuda.is_available():
+    if resolve_device(cfg.runtime.device).type == "cuda":  # the rule run_ray_train sized the bundles by
         import ray.train.torch
 
         device = ray.train.torch.get_device()  # this worker's GPU (by local rank)

@@ -118,7 +118,7 @@ def trial_main(params: dict, spec: dict) -> None:
     store = open_store(spec["db_url"])
     sweep_id = spec["sweep_id"]
     trial_id = f"{sweep_id}-{tune.get_context().get_trial_id()}"
-    if not any(t["id"] == trial_id for t in store.trials(sweep_id)):
+    if not has_trial(store, sweep_id, trial_id):
         store.create_trial(sweep_id, params, trial_id=trial_id)
     store.update_trial(trial_id, status="running")
     spent, finals = {"rollouts": 0, "tokens": 0}, []
@@ -133,6 +133,11 @@ def trial_main(params: dict, spec: dict) -> None:
     store.update_trial(trial_id, status="finished", objective=objective)
     tune.report(final | {ROLLOUTS: spent["rollouts"], TOKENS: spent["tokens"], STEP: cfg.train.steps,
                          "repeat": spec["repeats"] - 1, "done": True})
+
+
+def has_trial(store, sweep_id: str, trial_id: str) -> bool:
+    """Whether a trial row exists (a restarted trial, or one Tune ended before it started a run)."""
+    return any(t["id"] == trial_id for t in store.trials(sweep_id))
 
 
 def _trial_run(store, cfg: ExperimentConfig, spec: dict, trial_id: str, repeat: int, spent: dict) -> dict:

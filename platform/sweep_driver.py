@@ -19,6 +19,7 @@ from dibs.platform.sweep import (
     BEST_FILE,
     SPEC_FILE,
     best_row,
+    has_trial,
     load_spec,
     max_concurrent,
     scheduler,
@@ -131,7 +132,7 @@ class StoreStatus(Callback):
         result = trial.last_result or {}
         if result.get("done"):
             status = "finished"
-        if not any(t["id"] == trial_id for t in store.trials(self.spec["sweep_id"])):
+        if not has_trial(store, self.spec["sweep_id"], trial_id):
             return  # it never started a run
         value = result.get(self.metric)
         store.update_trial(trial_id, status=status, objective=value if isinstance(value, (int, float)) else None)
