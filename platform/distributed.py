@@ -38,8 +38,9 @@ from dibs.platform.learner import TorchLearner
 from dibs.platform.loop import NullProgress, learner_kwargs, train
 from dibs.platform.model import load, resolve_device
 from dibs.platform.parallel import DataParallel
-from dibs.platform.rollout import HFEngine, Rollouts, SamplingSpec, merge_rollouts
+from dibs.platform.rollout import Rollouts, SamplingSpec, merge_rollouts
 from dibs.platform.task import build_task
+from dibs.platform.torch_engine import local_engine
 from dibs.platform.warm_start import prepare
 
 WARM_START_DIR = "warm-start"  # under the run's output dir: rank 0's warm start, loaded by the others
@@ -47,9 +48,9 @@ SUMMARY_FILE = "summary.json"
 
 
 class RolloutWorker:
-    """A rollout actor: `rollout.engine` (transformers or vLLM) on its own copy of the weights."""
+    """A rollout actor: `rollout.engine` (the decode loop, transformers or vLLM) on its own copy of the weights."""
 
-    def __init__(self, model_dir: str, threads: int, engine: str = "hf", *, gpu: str | None = None,
+    def __init__(self, model_dir: str, threads: int, engine: str = "torch", *, gpu: str | None = None,
                  gpu_memory_utilization: float = 0.3):
         torch.set_num_threads(threads)
         if gpu is not None:  # the learner's device (module docstring); CUDA has not started in this process
@@ -61,7 +62,7 @@ class RolloutWorker:
                                      gpu_memory_utilization=gpu_memory_utilization)
         else:
             policy, tokenizer = load(Path(model_dir))
-            self.engine = HFEngine(policy.to("cuda" if gpu is not None else "cpu"), tokenizer)
+            self.engine = local_engine(engine, policy.to("cuda" if gpu is not None else "cpu"), tokenizer)
 
     def generate(self, prompts: list[str], counts: list[int], spec: SamplingSpec, seed: int) -> Rollouts:
         return self.engine.generate(prompts, counts, spec, seed=seed)

@@ -17,6 +17,7 @@ from typing import Protocol
 import torch
 
 from dibs.algorithms.losses import policy_loss, raft_loss
+from dibs.platform import qwen_forward as Q
 from dibs.platform.parallel import DataParallel
 from dibs.platform.rollout import Rollouts, module_device, position_ids
 
@@ -40,14 +41,45 @@ def lr_lambda(step: int, *, warmup: int, total: int, schedule: str) -> float:
     return 1.0
 
 
-def token_logprobs(model: torch.nn.Module, rollouts: Rollouts, *, temperature: float = 1.0) -> torch.Tensor:
-    """log pi(token_{t+1} | tokens_<=t) for every target position: [B, L-1], on the model's device."""
+def token_logprobs(model: torch.nn.Module, rollouts: Rollouts, *, temperature: float = 1.0,
+                   logits_fn=None) -> torch.Tensor:
+    """log pi(token_{t+1} | tokens_<=t) for every target position: [B, L-1], on the model's device.
+    `logits_fn` replaces `qwen_forward.causal_logits` (the learner's compiled copy of it)."""
     rollouts = rollouts.to(module_device(model))
+    if Q.supported(model):
+        packed = _packed_logprobs(model, rollouts, temperature, logits_fn or Q.causal_logits)
+        if packed is not None:
+            return packed
     logits = model(input_ids=rollouts.sequences, attention_mask=rollouts.attention_mask,
                    position_ids=position_ids(rollouts.attention_mask)).logits[:, :-1].float()
     if temperature != 1.0:
         logits = logits / temperature
     return torch.log_softmax(logits, -1).gather(-1, rollouts.sequences[:, 1:].unsqueeze(-1)).squeeze(-1)
+
+
+def _packed_logprobs(model: torch.nn.Module, ro: Rollouts, temperature: float, logits_fn) -> torch.Tensor | None:
+    """`token_logprobs` with every row's real tokens moved to column 0 and the width cut to the longest
+    row: causal attention then needs no mask (the fast fused kernel) and no column is pure padding.
+    Results go back to the batch's own layout. None when a row's real tokens are not one contiguous run
+    (every engine's layout is: left-padded prompt, response, right padding)."""
+    mask = ro.attention_mask.bool()
+    B, L = mask.shape
+    lengths = mask.sum(1)
+    start = mask.long().argmax(1)
+    if not bool((mask.long().cumsum(1).gather(1, (start + lengths - 1).clamp(min=0)[:, None]).squeeze(1)
+                 == lengths).all()):
+        return None
+    W = int(lengths.max())
+    j = torch.arange(W, device=mask.device)[None]
+    valid = j < lengths[:, None]
+    ids = ro.sequences.gather(1, (start[:, None] + j).clamp(max=L - 1)).masked_fill(~valid, 0)
+    logits = logits_fn(model, ids)[:, :-1].float()
+    if temperature != 1.0:
+        logits = logits / temperature
+    lp = torch.log_softmax(logits, -1).gather(-1, ids[:, 1:, None]).squeeze(-1)  # [B, W-1]
+    # Packed target j sits at column start + j of the batch; invalid ones go to a spare column L-1.
+    target = torch.where(valid[:, 1:], start[:, None] + j[:, :-1], L - 1)
+    return lp.new_zeros(B, L).scatter(1, target, lp * valid[:, 1:])[:, :-1]
 
 
 # policy_loss's stats: "pg_loss"/"kl" are token-means over the whole mini-batch's token count, so they add
@@ -59,6 +91,13 @@ def micro_batches(n: int, size: int) -> list[torch.Tensor]:
     return [torch.arange(i, min(n, i + size)) for i in range(0, n, size)]
 
 
+def length_sorted_micro_batches(attention_mask: torch.Tensor, size: int) -> list[torch.Tensor]:
+    """Micro-batches of samples of similar length (each is cut to its longest row, so less padding);
+    the accumulated gradient does not depend on how samples are grouped."""
+    order = torch.argsort(attention_mask.sum(1), descending=True, stable=True)
+    return [order[idx] for idx in micro_batches(len(order), size)]
+
+
 class TorchLearner:
     """Owns the trainable policy and its optimizer; `update` runs the clipped epochs of one RL step."""
 
@@ -67,7 +106,7 @@ class TorchLearner:
                  schedule: str = "constant", algorithm: str = "grpo", clip_eps: float = 0.2,
                  kl_coef: float = 0.0, epochs: int = 1, minibatches: int = 1,
                  temperature: float = 1.0, ref_model: torch.nn.Module | None = None,
-                 dp: DataParallel | None = None):
+                 dp: DataParallel | None = None, compile: bool = False):
         self.model = model.train()
         self.dp = dp or DataParallel()
         self.opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=weight_decay, eps=adam_eps)
@@ -78,6 +117,8 @@ class TorchLearner:
         self.algorithm, self.clip_eps, self.kl_coef = algorithm, clip_eps, kl_coef
         self.epochs, self.minibatches, self.temperature = epochs, minibatches, temperature
         self.ref_model = ref_model.eval() if ref_model is not None else None
+        # Compiled once per learner with symbolic shapes: micro-batches differ in size and width.
+        self.logits_fn = torch.compile(Q.causal_logits, dynamic=True) if compile else None
 
     def state_dict(self) -> dict[str, torch.Tensor]:
         return {k: v.detach().clone() for k, v in self.model.state_dict().items()}
@@ -133,7 +174,7 @@ class TorchLearner:
         batch, advantages = batch.select(mine), advantages[mine]
         ref_logp = None if ref_logp is None else ref_logp[mine]
         totals: dict[str, float] = {}
-        chunks = micro_batches(len(batch.texts), self.micro)
+        chunks = length_sorted_micro_batches(batch.attention_mask, self.micro)
         # Ranks hold ragged shares; DeepSpeed's backward is collective, so every rank runs as many
         # backward passes as the busiest one (zero-loss passes where it has no micro-batch left).
         passes = self.dp.max_int(len(chunks))
@@ -143,7 +184,7 @@ class TorchLearner:
                 continue
             idx = chunks[j]
             mb = batch.select(idx).to(self.device)
-            logp = token_logprobs(self.forward_module, mb, temperature=self.temperature)
+            logp = token_logprobs(self.forward_module, mb, temperature=self.temperature, logits_fn=self.logits_fn)
             loss, stats = policy_loss(
                 self.algorithm, logp, mb.old_logp, advantages[idx].to(self.device), mb.response_mask,
                 clip_eps=self.clip_eps, kl_coef=self.kl_coef,

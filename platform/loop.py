@@ -32,6 +32,7 @@ from dibs.platform.learner import TorchLearner
 from dibs.platform.parallel import DataParallel
 from dibs.platform.rollout import HFEngine, Rollouts, SamplingSpec, module_device
 from dibs.platform.task import Problem, TaskData
+from dibs.platform.torch_engine import local_engine
 from dibs.platform.warm_start import Progress, prepare
 
 # Added to the step's generation seed for the probe, so probe and rollouts never share a sample stream.
@@ -256,7 +257,8 @@ def learner_kwargs(cfg: ExperimentConfig, ref: torch.nn.Module | None) -> dict:
             "micro_batch_size": t.micro_batch_size, "total_steps": steps, "warmup_steps": t.warmup_steps,
             "adam_eps": t.adam_eps, "schedule": t.lr_schedule, "algorithm": cfg.algorithm,
             "clip_eps": t.clip_eps, "kl_coef": t.kl_coef, "epochs": t.epochs_per_batch,
-            "minibatches": t.minibatches, "temperature": cfg.rollout.temperature, "ref_model": ref}
+            "minibatches": t.minibatches, "temperature": cfg.rollout.temperature, "ref_model": ref,
+            "compile": t.compile}
 
 
 class LocalRuntime:
@@ -279,7 +281,7 @@ class LocalRuntime:
             tokenizer.save_pretrained(path)
             on_gpu = module_device(policy).type == "cuda"
             return VLLMEngine(path, sleep_mode=on_gpu, gpu_memory_utilization=cfg.rollout.gpu_memory_utilization)
-        return HFEngine(copy.deepcopy(policy), tokenizer)
+        return local_engine(cfg.rollout.engine, copy.deepcopy(policy), tokenizer)
 
     def learner(self, cfg: ExperimentConfig, policy: torch.nn.Module, ref: torch.nn.Module | None) -> TorchLearner:
         return TorchLearner(policy, **learner_kwargs(cfg, ref))

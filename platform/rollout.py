@@ -21,6 +21,8 @@ class SamplingSpec:
     top_p: float = 1.0
     max_new_tokens: int = 64
     greedy: bool = False
+    # Benchmarks only: every response runs to max_new_tokens (EOS is not sampled), so lengths are exact.
+    ignore_eos: bool = False
 
 
 @dataclass
@@ -82,6 +84,18 @@ def position_ids(attention_mask: torch.Tensor) -> torch.Tensor:
     return pos.clamp_(min=0)
 
 
+def encode_samples(tok: PreTrainedTokenizerFast, prompts: list[str], counts: list[int]):
+    """counts[i] copies of prompts[i], BOS-prefixed and left-padded to one width P (so that chunks of them
+    differ only in response length and concatenate by right-padding), and their group ids. Tokenizers
+    without a BOS token (Qwen2.5's) get the prompt alone."""
+    flat = [p for p, c in zip(prompts, counts) for _ in range(c)]
+    if not flat:
+        raise ValueError("generate: every prompt has a count of 0")
+    gids = torch.tensor([i for i, c in enumerate(counts) for _ in range(c)], dtype=torch.long)
+    enc = tok([(tok.bos_token or "") + p for p in flat], return_tensors="pt", padding=True, add_special_tokens=False)
+    return enc, gids
+
+
 class HFEngine:
     """transformers `generate` with KV cache; holds its own copy of the policy weights, on the device of
     that copy (batches come back on the CPU, where scoring and allocation happen)."""
@@ -102,25 +116,19 @@ class HFEngine:
 
     @torch.no_grad()
     def generate(self, prompts: list[str], counts: list[int], spec: SamplingSpec, *, seed: int) -> Rollouts:
-        flat = [p for p, c in zip(prompts, counts) for _ in range(c)]
-        gids = torch.tensor([i for i, c in enumerate(counts) for _ in range(c)], dtype=torch.long)
-        if not flat:
-            raise ValueError("generate: every prompt has a count of 0")
+        enc, gids = encode_samples(self.tok, prompts, counts)
         torch.manual_seed(seed)
-        # Encode once so that every chunk shares the prompt width P; chunks then differ only in
-        # response length and concatenate by right-padding.
-        # Tokenizers without a BOS token (Qwen2.5's) get the prompt alone.
-        enc = self.tok([(self.tok.bos_token or "") + p for p in flat], return_tensors="pt", padding=True,
-                       add_special_tokens=False)
         parts = [self._generate_chunk(enc.input_ids[i: i + self.chunk_size],
                                       enc.attention_mask[i: i + self.chunk_size], spec)
-                 for i in range(0, len(flat), self.chunk_size)]
+                 for i in range(0, len(gids), self.chunk_size)]
         return _concat(parts, gids, pad_id=self.tok.pad_token_id)
 
     def _generate_chunk(self, input_ids: torch.Tensor, attention_mask: torch.Tensor,
                         spec: SamplingSpec) -> Rollouts:
         kwargs = {"do_sample": False} if spec.greedy else {
             "do_sample": True, "temperature": spec.temperature, "top_p": spec.top_p, "top_k": 0}
+        if spec.ignore_eos:
+            kwargs["min_new_tokens"] = spec.max_new_tokens
         # Inputs go to the model's device; results come back to the CPU, where the loop keeps batches.
         device = module_device(self.model)
         out = self.model.generate(

