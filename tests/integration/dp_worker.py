@@ -43,6 +43,9 @@ def main(backend: str, rank: int, world: int, out: str) -> None:
         torch.save({"stats": stats, "weights": weights}, out)
     if world > 1:
         torch.distributed.barrier()
+        # Tear the group down before the interpreter does: left to exit, gloo's and DeepSpeed's threads were
+        # now and then destroyed while joinable ("terminate called without an active exception", rc != 0).
+        torch.distributed.destroy_process_group()
 
 
 if __name__ == "__main__":
