@@ -50,7 +50,7 @@ SUMMARY_FILE = "summary.json"
 class RolloutWorker:
     """A rollout actor: `rollout.engine` (the decode loop, transformers or vLLM) on its own copy of the weights."""
 
-    def __init__(self, model_dir: str, threads: int, engine: str = "torch", *, gpu: str | None = None,
+    def __init__(self, model_dir: str, threads: int, engine: str, *, gpu: str | None = None,
                  gpu_memory_utilization: float = 0.3):
         torch.set_num_threads(threads)
         if gpu is not None:  # the learner's device (module docstring); CUDA has not started in this process

@@ -138,21 +138,30 @@ class HFEngine:
         P = input_ids.shape[1]
         temp = 1.0 if spec.greedy else spec.temperature
         logits = torch.stack(out.logits, dim=1).float() / temp  # [b, R, V]
-        logp = torch.log_softmax(logits, -1).gather(-1, out.sequences[:, P:].unsqueeze(-1)).squeeze(-1).cpu()
-        seq = out.sequences.cpu()  # [b, P + R]
-        resp = seq[:, P:]  # [b, R]
+        resp = out.sequences[:, P:]  # [b, R]
+        logp = torch.log_softmax(logits, -1).gather(-1, resp.unsqueeze(-1)).squeeze(-1).cpu()
+        resp = resp.cpu()
         is_eos = resp == self.tok.eos_token_id
         # Response tokens: everything up to and including the first EOS.
-        after_eos = (is_eos.long().cumsum(-1) - is_eos.long()) > 0
-        resp_mask = ~after_eos
-        stopped = is_eos.any(-1)
-        b = seq.shape[0]
-        full_mask = torch.cat([torch.zeros(b, P - 1), resp_mask.float()], dim=1)  # target positions
-        full_logp = torch.cat([torch.zeros(b, P - 1), logp * resp_mask], dim=1)
-        attn = torch.cat([attention_mask, resp_mask.long()], dim=1)
-        texts = self.tok.batch_decode(resp.masked_fill(~resp_mask | is_eos, self.tok.pad_token_id),
-                                      skip_special_tokens=True)
-        return Rollouts(seq, attn, full_mask, full_logp, torch.zeros(b, dtype=torch.long), texts, stopped)
+        resp_mask = ~((is_eos.long().cumsum(-1) - is_eos.long()) > 0)
+        return chunk_rollouts(self.tok, input_ids, attention_mask, resp, resp_mask, logp, is_eos.any(-1))
+
+
+def chunk_rollouts(tok: PreTrainedTokenizerFast, input_ids: torch.Tensor, attention_mask: torch.Tensor,
+                   resp: torch.Tensor, resp_mask: torch.Tensor, logp: torch.Tensor,
+                   stopped: torch.Tensor) -> Rollouts:
+    """One generated chunk in the `Rollouts` layout, on the CPU: prompts [b, P] (left-padded), responses
+    [b, R] with `resp_mask` on their tokens (EOS included) and the behaviour log-prob of each. Per-token
+    tensors move to target positions (index t describes token t+1); texts leave out EOS and padding."""
+    b, P = input_ids.shape
+    input_ids, attention_mask = input_ids.cpu(), attention_mask.cpu()
+    full_mask = torch.cat([torch.zeros(b, P - 1), resp_mask.float()], dim=1)
+    full_logp = torch.cat([torch.zeros(b, P - 1), logp * resp_mask], dim=1)
+    attn = torch.cat([attention_mask, resp_mask.long()], dim=1)
+    texts = tok.batch_decode(resp.masked_fill(~resp_mask | (resp == tok.eos_token_id), tok.pad_token_id),
+                             skip_special_tokens=True)
+    return Rollouts(torch.cat([input_ids, resp], dim=1), attn, full_mask, full_logp,
+                    torch.zeros(b, dtype=torch.long), texts, stopped)
 
 
 def _pad_right(x: torch.Tensor, width: int, value: float) -> torch.Tensor:

@@ -21,6 +21,7 @@ from dibs.platform.rollout import (
     Rollouts,
     SamplingSpec,
     _concat,
+    chunk_rollouts,
     encode_samples,
     module_device,
     position_ids,
@@ -169,14 +170,7 @@ class TorchEngine(HFEngine):
         resp = resp.masked_fill(~resp_mask, self.tok.pad_token_id)
         stopped = (resp == self.tok.eos_token_id).any(-1) if not spec.ignore_eos else \
             torch.zeros(len(resp), dtype=torch.bool)
-        b, P = input_ids.shape
-        seq = torch.cat([input_ids.cpu(), resp], dim=1)
-        full_mask = torch.cat([torch.zeros(b, P - 1), resp_mask.float()], dim=1)
-        full_logp = torch.cat([torch.zeros(b, P - 1), logp * resp_mask], dim=1)
-        attn = torch.cat([attention_mask.cpu(), resp_mask.long()], dim=1)
-        body = resp.masked_fill(resp == self.tok.eos_token_id, self.tok.pad_token_id) if not spec.ignore_eos else resp
-        texts = self.tok.batch_decode(body, skip_special_tokens=True)
-        return Rollouts(seq, attn, full_mask, full_logp, torch.zeros(b, dtype=torch.long), texts, stopped)
+        return chunk_rollouts(self.tok, input_ids, attention_mask, resp, resp_mask, logp, stopped)
 
 
 def local_engine(kind: str, model: PreTrainedModel, tokenizer: PreTrainedTokenizerFast):

@@ -53,13 +53,14 @@ class VLLMEngine:
         params = [SamplingParams(n=counts[i], temperature=0.0 if spec.greedy else spec.temperature,
                                  top_p=1.0 if spec.greedy else spec.top_p,
                                  max_tokens=spec.max_new_tokens, logprobs=0, seed=seed + i,
-                                 stop_token_ids=[self.tok.eos_token_id]) for i in live]
+                                 ignore_eos=spec.ignore_eos,
+                                 stop_token_ids=[] if spec.ignore_eos else [self.tok.eos_token_id]) for i in live]
         outs = self.llm.generate([TokensPrompt(prompt_token_ids=ids[i]) for i in live], params, use_tqdm=False)
         rows = []  # (group id, prompt ids, response ids incl. EOS, logprobs, stopped)
         for i, out in zip(live, outs):
             for c in out.outputs:
                 resp, logps = list(c.token_ids), _sampled_logprobs(c)
-                stopped = bool(resp) and resp[-1] == self.tok.eos_token_id
+                stopped = not spec.ignore_eos and bool(resp) and resp[-1] == self.tok.eos_token_id
                 rows.append((i, ids[i], resp, logps, stopped))
         return self._layout(rows, spec.max_new_tokens)
 

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "bench"))
-from perf_report import END, START, markdown, quote_in_readme  # noqa: E402
+from perf_report import END, START, markdown, quote_in_readme
 
 pytestmark = pytest.mark.unit
 
