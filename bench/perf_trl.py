@@ -29,7 +29,7 @@ def _config(*, n: int, prompts_per_step: int, max_new_tokens: int, temperature: 
     """The GRPOConfig of both measurements. What cannot be matched to dibs is left as TRL does it:
     - TRL generates with the policy in train() mode (dibs: eval()); the demo model has no dropout.
     - On-policy, TRL skips the old-logprob pass (ratio = exp(logp - logp.detach())); dibs instead keeps
-      the sampling logprobs (`output_logits` in generate). TRL's loss pass also computes token entropies.
+      the sampling logprobs from its generation pass. TRL's loss pass also computes token entropies.
     - transformers' Trainer exempts biases and norm weights from weight decay; dibs decays them all."""
     from trl import GRPOConfig
 
@@ -43,7 +43,7 @@ def _config(*, n: int, prompts_per_step: int, max_new_tokens: int, temperature: 
         num_generations=n,
         max_steps=max_steps,
         shuffle_dataset=False,  # rows in the caller's order, so every run sees the same prompts
-        # Sampling as in dibs' HFEngine: plain temperature sampling; top_k=0 is TRL's (and generate's) "off".
+        # Sampling as in dibs' engines: plain temperature sampling; top_k=0 is TRL's (and generate's) "off".
         max_completion_length=max_new_tokens,
         temperature=temperature,
         top_p=1.0,
