@@ -55,21 +55,57 @@ def rollout_throughput(engine, prompts: list[str], n: int, spec: SamplingSpec, r
     return {"tokens": tokens, "seconds": seconds, "tokens_per_s": tokens / seconds, "calls": reps}
 
 
-def learner_efficiency(cfg: ExperimentConfig, policy, engine, prompts: list[str], answers: list, reps: int) -> dict:
-    """Achieved training FLOP/s of one GRPO update (forward, backward, AdamW) on a demo-sized batch, with
-    the learner as `cfg` sets it up (train.compile, train.micro_batch_size)."""
-    batch = engine.generate(prompts, [cfg.allocation.n_per_prompt] * len(prompts), sampling_spec(cfg), seed=0)
+def learner_efficiency(cfgs: dict[str, ExperimentConfig], policy, engine, prompts: list[str], answers: list,
+                       rounds: int, peak_sizes: tuple[int, ...] = (512, 1024, 2048), peak_seconds: float = 0.15) -> dict:
+    """Achieved training FLOP/s of one GRPO update (forward, backward, AdamW) on a demo-sized batch, for each
+    learner setting in `cfgs` (train.compile, train.micro_batch_size), against the fp32 matmul peak
+    measured in the same rounds: every round runs each square size's `torch.mm` for `peak_seconds`, then
+    one update per setting. This machine's speed swings up to 2x within seconds, so a peak read a minute
+    apart from the update (or the best single product of a fast moment) says more about the moment than
+    about the learner; alternating both over the same minute compares like with like. The peak is the
+    best size's total FLOPs over its total time; each learner's rate is its total FLOPs over its time."""
+    batch = engine.generate(prompts, [next(iter(cfgs.values())).allocation.n_per_prompt] * len(prompts),
+                            sampling_spec(next(iter(cfgs.values()))), seed=0)
     adv, _ = grpo_advantages(score_groups(batch, answers), batch.group_ids)
-    learner = TorchLearner(copy.deepcopy(policy), **learner_kwargs(cfg, None))
-    first = _timed(lambda: learner.update(batch, adv, seed=0))  # warm-up (and compiling, if on)
-    times = [_timed(lambda: learner.update(batch, adv, seed=1)) for _ in range(reps)]
-    params, tokens = matmul_params(learner.model), int(batch.attention_mask.sum())
-    padded = batch.attention_mask.numel()
-    seconds = statistics.median(times)
-    return {"learner_flops_per_s": training_flops(params, tokens) / seconds, "update_seconds": seconds,
-            "formula": FORMULA, "matmul_params": params, "non_padding_tokens": tokens,
-            "padded_tokens": padded, "samples": len(batch.texts), "reps": reps, "first_update_seconds": first,
-            "compile": cfg.train.compile, "micro_batch_size": cfg.train.micro_batch_size}
+    learners, first = {}, {}
+    for name, cfg in cfgs.items():
+        learners[name] = TorchLearner(copy.deepcopy(policy), **learner_kwargs(cfg, None))
+        first[name] = _timed(lambda lr=learners[name]: lr.update(batch, adv, seed=0))  # compiles, if on
+        learners[name].update(batch, adv, seed=0)
+    mats = {n: (torch.randn(n, n), torch.randn(n, n)) for n in peak_sizes}
+    peak_work = {n: [0.0, 0.0] for n in peak_sizes}  # FLOPs, seconds
+    times: dict[str, list[float]] = {name: [] for name in cfgs}
+    round_peaks = []
+    for _ in range(rounds):
+        rates = {}
+        for n, (a, b) in mats.items():
+            count, t = 0, time.perf_counter()
+            while time.perf_counter() - t < peak_seconds:
+                torch.mm(a, b)
+                count += 1
+            seconds = time.perf_counter() - t
+            peak_work[n][0] += 2.0 * n ** 3 * count
+            peak_work[n][1] += seconds
+            rates[str(n)] = 2.0 * n ** 3 * count / seconds
+        round_peaks.append(max(rates.values()))
+        for name, learner in learners.items():
+            times[name].append(_timed(lambda lr=learner: lr.update(batch, adv, seed=1)))
+    by_size = {str(n): f / s for n, (f, s) in peak_work.items()}
+    peak = max(by_size.values())
+    params, tokens = matmul_params(policy), int(batch.attention_mask.sum())
+    flops = training_flops(params, tokens)
+    out = {"gemm_peak_flops_per_s": peak, "gemm_peak_by_size": by_size, "peak_seconds_per_size_and_round": peak_seconds,
+           "rounds": rounds, "round_peaks": round_peaks}
+    for name, cfg in cfgs.items():
+        ts = times[name]
+        rate = flops * len(ts) / sum(ts)
+        out[name] = {"learner_flops_per_s": rate, "peak_fraction": rate / peak, "update_seconds": sum(ts) / len(ts),
+                     "round_seconds": ts, "round_peak_fractions": [flops / t / p for t, p in zip(ts, round_peaks)],
+                     "formula": FORMULA, "matmul_params": params, "non_padding_tokens": tokens,
+                     "padded_tokens": batch.attention_mask.numel(), "samples": len(batch.texts),
+                     "first_update_seconds": first[name], "compile": cfg.train.compile,
+                     "micro_batch_size": cfg.train.micro_batch_size}
+    return out
 
 
 class TimedRecorder:

@@ -10,6 +10,7 @@ over ranks (DataParallel), so W ranks compute the one-process gradient. `DeepSpe
 
 from __future__ import annotations
 
+import functools
 import math
 from pathlib import Path
 from typing import Protocol
@@ -44,7 +45,7 @@ def lr_lambda(step: int, *, warmup: int, total: int, schedule: str) -> float:
 def token_logprobs(model: torch.nn.Module, rollouts: Rollouts, *, temperature: float = 1.0,
                    logits_fn=None) -> torch.Tensor:
     """log pi(token_{t+1} | tokens_<=t) for every target position: [B, L-1], on the model's device.
-    `logits_fn` replaces `qwen_forward.causal_logits` (the learner's compiled copy of it)."""
+    `logits_fn` replaces `qwen_forward.causal_logits` (the learner's, with a compiled decoder)."""
     rollouts = rollouts.to(module_device(model))
     if Q.supported(model):
         packed = _packed_logprobs(model, rollouts, temperature, logits_fn or Q.causal_logits)
@@ -118,7 +119,8 @@ class TorchLearner:
         self.epochs, self.minibatches, self.temperature = epochs, minibatches, temperature
         self.ref_model = ref_model.eval() if ref_model is not None else None
         # Compiled once per learner with symbolic shapes: micro-batches differ in size and width.
-        self.logits_fn = torch.compile(Q.causal_logits, dynamic=True) if compile else None
+        self.logits_fn = (functools.partial(Q.causal_logits, decoder=torch.compile(Q.decoder_logits, dynamic=True))
+                          if compile else None)
 
     def state_dict(self) -> dict[str, torch.Tensor]:
         return {k: v.detach().clone() for k, v in self.model.state_dict().items()}
