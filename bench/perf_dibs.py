@@ -64,8 +64,8 @@ def learner_efficiency(cfgs: dict[str, ExperimentConfig], policy, engine, prompt
     apart from the update (or the best single product of a fast moment) says more about the moment than
     about the learner; alternating both over the same minute compares like with like. The peak is the
     best size's total FLOPs over its total time; each learner's rate is its total FLOPs over its time."""
-    batch = engine.generate(prompts, [next(iter(cfgs.values())).allocation.n_per_prompt] * len(prompts),
-                            sampling_spec(next(iter(cfgs.values()))), seed=0)
+    cfg = next(iter(cfgs.values()))  # every setting samples the same batch
+    batch = engine.generate(prompts, [cfg.allocation.n_per_prompt] * len(prompts), sampling_spec(cfg), seed=0)
     adv, _ = grpo_advantages(score_groups(batch, answers), batch.group_ids)
     learners, first = {}, {}
     for name, cfg in cfgs.items():
