@@ -159,8 +159,9 @@ class TrainConfig(_Section):
     grad_clip: float = Field(1.0, gt=0)
     epochs_per_batch: int = Field(1, ge=1, description="clipped passes over each rollout batch")
     minibatches: int = Field(1, ge=1, description="optimizer steps per epoch (batch split by prompt)")
-    micro_batch_size: int = Field(64, ge=1, description="samples per forward/backward (accumulated; grouped by "
-                                  "length, each cut to its longest row: 64 beat 128 and 256 on the demo, README)")
+    micro_batch_size: int = Field(64, ge=1, description="at most this many samples per forward/backward "
+                                  "(accumulated; grouped by length to minimise padding, each cut to its longest "
+                                  "row: 64 beat 128 and 256 on the demo, README)")
     clip_eps: float = Field(0.2, gt=0, lt=1)
     kl_coef: float = Field(0.0, ge=0, description="low-variance KL to the warm-start policy")
     drop_equal_groups: bool = Field(False, description="DAPO-style: skip groups whose rewards are equal")

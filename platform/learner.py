@@ -17,6 +17,7 @@ from typing import Protocol
 
 import torch
 
+from dibs.algorithms.batching import padding_partition
 from dibs.algorithms.losses import policy_loss, raft_loss
 from dibs.platform import qwen_forward as Q
 from dibs.platform.parallel import DataParallel
@@ -92,11 +93,18 @@ def micro_batches(n: int, size: int) -> list[torch.Tensor]:
     return [torch.arange(i, min(n, i + size)) for i in range(0, n, size)]
 
 
-def length_sorted_micro_batches(attention_mask: torch.Tensor, size: int) -> list[torch.Tensor]:
-    """Micro-batches of samples of similar length (each is cut to its longest row, so less padding);
-    the accumulated gradient does not depend on how samples are grouped."""
-    order = torch.argsort(attention_mask.sum(1), descending=True, stable=True)
-    return [order[idx] for idx in micro_batches(len(order), size)]
+# One micro-batch's fixed cost in token-slots: on the demo model a compiled micro-batch costs ~6 ms
+# beyond ~0.05 ms a token (guards, launches, packing, the loss), so ~120 tokens of padding are worth
+# one more call. Measured on the 2-core CPU; the partition is flat near the optimum (64-300 agree there).
+MICRO_BATCH_OVERHEAD = 128
+
+
+def length_micro_batches(attention_mask: torch.Tensor, size: int) -> list[torch.Tensor]:
+    """Micro-batches of at most `size` samples of similar length, chosen to minimise padding plus a
+    fixed cost per call (each is cut to its longest row); the accumulated gradient does not depend on
+    how samples are grouped. On the demo's batches: 5 micro-batches and 7,344 padded tokens for 7,089
+    real ones, against 4 and 7,744 for fixed chunks of the length-sorted batch."""
+    return padding_partition(attention_mask.sum(1), size, MICRO_BATCH_OVERHEAD)
 
 
 class TorchLearner:
@@ -176,7 +184,7 @@ class TorchLearner:
         batch, advantages = batch.select(mine), advantages[mine]
         ref_logp = None if ref_logp is None else ref_logp[mine]
         totals: dict[str, float] = {}
-        chunks = length_sorted_micro_batches(batch.attention_mask, self.micro)
+        chunks = length_micro_batches(batch.attention_mask, self.micro)
         # Ranks hold ragged shares; DeepSpeed's backward is collective, so every rank runs as many
         # backward passes as the busiest one (zero-loss passes where it has no micro-batch left).
         passes = self.dp.max_int(len(chunks))

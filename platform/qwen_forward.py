@@ -64,8 +64,8 @@ def layers(model: torch.nn.Module) -> list[Layer]:
 
 def rope(model: torch.nn.Module, positions: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """cos and signed sin at `positions` [b, t], shaped [b, t, 1, head_dim] to broadcast over heads. The
-    sin's first half is negated, so that `rotate` needs one roll instead of two slices, a negation and a
-    cat (fewer passes over q and k, forward and backward)."""
+    sin's first half is negated, so that `rotate` needs one swap of halves instead of two slices, a
+    negation and a cat (fewer passes over q and k, forward and backward)."""
     r = model.model.rotary_emb
     freqs = positions[..., None].float() * r.inv_freq.float()
     cos = torch.cat([freqs, freqs], dim=-1).cos() * r.attention_scaling
@@ -74,9 +74,11 @@ def rope(model: torch.nn.Module, positions: torch.Tensor) -> tuple[torch.Tensor,
 
 
 def rotate(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
-    """transformers' x * cos + rotate_half(x) * sin: rotate_half(x) = [-x2, x1] is roll(x) = [x2, x1]
-    times the sign that `rope` folded into sin."""
-    return x * cos + x.roll(x.shape[-1] // 2, dims=-1) * sin
+    """transformers' x * cos + rotate_half(x) * sin: rotate_half(x) = [-x2, x1] is [x2, x1] times the sign
+    that `rope` folded into sin. The halves are swapped as a flip over a size-2 axis, not a roll: Inductor
+    turns a roll into per-element modulo gathers (scalar loads), a flip into contiguous vector loads
+    (the compiled backward's rotation kernel: 1.8 -> 1.2 ms per micro-batch)."""
+    return x * cos + x.unflatten(-1, (2, x.shape[-1] // 2)).flip(-2).flatten(-2) * sin
 
 
 Attend = Callable[[int, torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]

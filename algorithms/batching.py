@@ -1,0 +1,44 @@
+"""Micro-batches that waste the least padding.
+
+Each micro-batch is cut to its longest row, so a micro-batch of `n` samples whose longest has `w` tokens
+costs about `n * w` token-slots of forward and backward, plus a fixed cost per call (kernel launches,
+guards, the loss). `padding_partition` picks micro-batches of at most `max_size` samples minimising
+the sum of `n * w + overhead` over micro-batches, by dynamic programming over the samples sorted by
+length. Sorted runs lose nothing: for any partition, handing its micro-batches (in decreasing order of
+their longest row) consecutive runs of the sorted samples of the same sizes never makes a longest row
+longer. Pure function over a tensor of lengths.
+"""
+
+import numpy as np
+import torch
+from torch import Tensor
+
+
+def padding_partition(lengths: Tensor, max_size: int, overhead: float) -> list[Tensor]:
+    """Index tensors of the micro-batches, longest first, each of at most `max_size` samples, that
+    minimise sum(samples * longest length + overhead). `overhead` is the fixed cost of one micro-batch
+    in token-slots: 0 splits every distinct length apart, a large value gives ceil(B / max_size)
+    micro-batches. Ties keep the original order of equal lengths (a stable sort)."""
+    if lengths.dim() != 1:
+        raise ValueError(f"lengths must have shape [B], got {tuple(lengths.shape)}")
+    if max_size < 1:
+        raise ValueError(f"max_size must be at least 1, got {max_size}")
+    if overhead < 0:
+        raise ValueError(f"overhead must be non-negative, got {overhead}")
+    order = torch.argsort(lengths, descending=True, stable=True)
+    sorted_len = lengths[order].double().numpy()
+    n = len(order)
+    best = np.full(n + 1, np.inf)  # best[i]: cost of the first i sorted samples
+    best[0] = 0.0
+    start = np.zeros(n + 1, dtype=np.int64)  # where the last micro-batch of that best begins
+    for j in range(n):  # best[j] is final here: push the runs that start at j (cut to row j, the longest)
+        end = min(n, j + max_size)
+        cost = best[j] + np.arange(1, end - j + 1) * sorted_len[j] + overhead
+        better = cost < best[j + 1:end + 1]  # strict: among equal costs the earliest start, larger last run
+        best[j + 1:end + 1][better] = cost[better]
+        start[j + 1:end + 1][better] = j
+    runs, i = [], n
+    while i > 0:
+        runs.append(order[int(start[i]):i])
+        i = int(start[i])
+    return runs[::-1]
