@@ -17,7 +17,7 @@ from dibs.platform import metrics as M
 from dibs.platform.config import ExperimentConfig
 from dibs.platform.evaluate import score_groups
 from dibs.platform.flops import FORMULA, matmul_params, training_flops
-from dibs.platform.learner import TorchLearner
+from dibs.platform.learner import TorchLearner, length_micro_batches
 from dibs.platform.loop import LocalRuntime, NullProgress, learner_kwargs, sampling_spec, train
 from dibs.platform.rollout import SamplingSpec
 from dibs.platform.runner import StoreRecorder
@@ -102,10 +102,18 @@ def learner_efficiency(cfgs: dict[str, ExperimentConfig], policy, engine, prompt
         out[name] = {"learner_flops_per_s": rate, "peak_fraction": rate / peak, "update_seconds": sum(ts) / len(ts),
                      "round_seconds": ts, "round_peak_fractions": [flops / t / p for t, p in zip(ts, round_peaks)],
                      "formula": FORMULA, "matmul_params": params, "non_padding_tokens": tokens,
-                     "padded_tokens": batch.attention_mask.numel(), "samples": len(batch.texts),
+                     **_computed_tokens(batch.attention_mask, cfg.train.micro_batch_size), "samples": len(batch.texts),
                      "first_update_seconds": first[name], "compile": cfg.train.compile,
                      "micro_batch_size": cfg.train.micro_batch_size}
     return out
+
+
+def _computed_tokens(attention_mask: torch.Tensor, micro_batch_size: int) -> dict:
+    """The token-slots the learner computes on (each micro-batch cut to its longest row): the real tokens
+    plus the padding its micro-batch partition leaves, and how many micro-batches that is."""
+    lengths = attention_mask.sum(1)
+    runs = length_micro_batches(attention_mask, micro_batch_size)
+    return {"padded_tokens": sum(len(r) * int(lengths[r].max()) for r in runs), "micro_batches": len(runs)}
 
 
 class TimedRecorder:

@@ -51,14 +51,16 @@ def _learner(res: dict) -> str:
             f"{res['learner']['formula']}, against this CPU's fp32 matmul peak measured alongside it by the same "
             f"script ({peak / 1e9:.1f} GFLOP/s over {alongside}; the best size's sustained rate)."
              + (f" The best single product at the start of the run read {burst / 1e9:.1f} GFLOP/s." if burst else "")),
-            "", "| learner | matmul params | tokens (non-padding / padded) | s per update | GFLOP/s | of peak |"
+            "", "| learner | matmul params | tokens (real / computed, in micro-batches) | s per update | GFLOP/s | of peak |"
             + (" of the single best product |" if burst else ""),
             "|---|---:|---:|---:|---:|---:|" + ("---:|" if burst else "")]
     for key, label in (("learner_eager", "eager (default)"), ("learner_compiled", "`train.compile: true`")):
         ln = res.get(key)
         if ln:
             rows.append(f"| {label}, micro-batch {ln['micro_batch_size']} | {ln['matmul_params']:,} | "
-                        f"{ln['non_padding_tokens']:,} / {ln['padded_tokens']:,} | {ln['update_seconds']:.3f} | "
+                        f"{ln['non_padding_tokens']:,} / {ln['padded_tokens']:,}"
+                        + (f" in {ln['micro_batches']}" if "micro_batches" in ln else "")
+                        + f" | {ln['update_seconds']:.3f} | "
                         f"{ln['learner_flops_per_s'] / 1e9:.1f} | {100 * ln['learner_flops_per_s'] / peak:.0f}% |"
                         + (f" {100 * ln['learner_flops_per_s'] / burst:.0f}% |" if burst else ""))
     return "\n".join(rows)

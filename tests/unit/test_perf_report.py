@@ -14,7 +14,7 @@ pytestmark = pytest.mark.unit
 
 def _learner(gflops: float, compile_: bool) -> dict:
     return {"learner_flops_per_s": gflops * 1e9, "update_seconds": 0.5, "formula": "6 x matmul_params x tokens",
-            "matmul_params": 1000, "non_padding_tokens": 700, "padded_tokens": 900, "micro_batch_size": 64,
+            "matmul_params": 1000, "non_padding_tokens": 700, "padded_tokens": 900, "micro_batches": 3, "micro_batch_size": 64,
             "compile": compile_}
 
 
@@ -43,7 +43,7 @@ def test_markdown_states_the_ratios_and_learner_efficiency():
     md = markdown(RES)
     assert "| rollout tokens/s | 15,000 | 7,500 | 3,000 | 2.00x |" in md
     assert "| 6,000 | 4,000 | | 1.50x |" in md
-    assert "| eager (default), micro-batch 64 |" in md and "| 40.0 | 40% | 32% |" in md
+    assert "| eager (default), micro-batch 64 | 1,000 | 700 / 900 in 3 | 0.500 | 40.0 | 40% | 32% |" in md
     assert "| 55.0 | 55% | 44% |" in md and "(100.0 GFLOP/s over 12 rounds, each running `torch.mm` of 512/1024 squares" in md
     assert "| prompts_per_step | 8: 1.000 | 0.90 | 0.80 | nan | 1.00 |" in md
     assert "generate 50%, score_and_rest 10%, update 30%, sync 5%, record 5%" in md
