@@ -26,13 +26,14 @@ from dibs.platform.task import TaskData
 
 
 def gemm_peak(sizes: tuple[int, ...] = (512, 1024, 2048), reps: int = 7) -> dict:
-    """fp32 `torch.mm` of square matrices, best of `reps` per size; the peak is the best size's rate
-    (this machine's clock and neighbours vary, so the best, not the mean, is the peak)."""
+    """fp32 `torch.mm` of square matrices into a preallocated output (the multiply alone, not the
+    allocator), best of `reps` per size; the peak is the best size's rate (this machine's clock and
+    neighbours vary, so the best, not the mean, is the peak)."""
     rates = {}
     for n in sizes:
-        a, b = torch.randn(n, n), torch.randn(n, n)
-        torch.mm(a, b)  # warm-up: thread pool, caches
-        best = min(_timed(lambda a=a, b=b: torch.mm(a, b)) for _ in range(reps))
+        a, b, c = torch.randn(n, n), torch.randn(n, n), torch.empty(n, n)
+        torch.mm(a, b, out=c)  # warm-up: thread pool, caches
+        best = min(_timed(lambda a=a, b=b, c=c: torch.mm(a, b, out=c)) for _ in range(reps))
         rates[str(n)] = 2.0 * n ** 3 / best
     return {"gemm_peak_flops_per_s": max(rates.values()), "by_size": rates, "dtype": "float32"}
 
@@ -72,16 +73,16 @@ def learner_efficiency(cfgs: dict[str, ExperimentConfig], policy, engine, prompt
         learners[name] = TorchLearner(copy.deepcopy(policy), **learner_kwargs(cfg, None))
         first[name] = _timed(lambda lr=learners[name]: lr.update(batch, adv, seed=0))  # compiles, if on
         learners[name].update(batch, adv, seed=0)
-    mats = {n: (torch.randn(n, n), torch.randn(n, n)) for n in peak_sizes}
+    mats = {n: (torch.randn(n, n), torch.randn(n, n), torch.empty(n, n)) for n in peak_sizes}
     peak_work = {n: [0.0, 0.0] for n in peak_sizes}  # FLOPs, seconds
     times: dict[str, list[float]] = {name: [] for name in cfgs}
     round_peaks = []
     for _ in range(rounds):
         rates = {}
-        for n, (a, b) in mats.items():
+        for n, (a, b, c) in mats.items():
             count, t = 0, time.perf_counter()
             while time.perf_counter() - t < peak_seconds:
-                torch.mm(a, b)
+                torch.mm(a, b, out=c)  # the multiply alone: no allocation (and no page faults) in the peak
                 count += 1
             seconds = time.perf_counter() - t
             peak_work[n][0] += 2.0 * n ** 3 * count

@@ -45,7 +45,7 @@ def _learner(res: dict) -> str:
     peak, burst = res["gemm_peak_flops_per_s"], res.get("gemm_peak_burst_flops_per_s")
     gp = res.get("learner_gemm_peak", {})
     sizes = "/".join(gp.get("gemm_peak_by_size", {})) or "?"
-    alongside = (f"{gp.get('rounds', '?')} rounds, each running `torch.mm` of {sizes} squares for "
+    alongside = (f"{gp.get('rounds', '?')} rounds, each running `torch.mm` of {sizes} squares into a preallocated output for "
                  f"{gp.get('peak_seconds_per_size_and_round', '?')} s per size, then one update per learner")
     rows = [(f"Learner efficiency: one GRPO update of the demo batch (forward, backward, AdamW), training FLOP/s = "
             f"{res['learner']['formula']}, against this CPU's fp32 matmul peak measured alongside it by the same "

@@ -31,6 +31,7 @@ import perf_dibs
 
 from dibs.platform.config import load_config
 from dibs.platform.flops import loglog_slope
+from dibs.platform.host import configure_process
 from dibs.platform.loop import NullProgress
 from dibs.platform.rollout import HFEngine, SamplingSpec
 from dibs.platform.torch_engine import TorchEngine
@@ -115,9 +116,10 @@ def scaling(cfg, data, policy, tok, axes: dict, base: dict, warmup: int, steps: 
 
 
 def run(args) -> dict:
-    torch.set_num_threads(args.threads)
     quick = ["train.prompts_per_step=4", "allocation.n_per_prompt=2", "rollout.max_new_tokens=16"] if args.quick else []
     cfg = load_config(ROOT / "experiments/demo.yaml", ["warm_start.reuse=true", *quick])
+    # The demo's process settings for every side: TRL runs in this process too, so it gets them as well.
+    kept = configure_process(args.threads, cfg.runtime.keep_freed_memory)
     data, policy, tok, _, _ = prepare(cfg, NullProgress())
     probs = data.train[:cfg.train.prompts_per_step]
     b = SimpleNamespace(cfg=cfg, data=data, policy=policy, tok=tok, P=cfg.train.prompts_per_step,
@@ -129,7 +131,8 @@ def run(args) -> dict:
     res = {"machine": machine(args.threads),
            "workload": {"model": "demo warm start (experiments/demo.yaml)", "prompts": b.P, "n_per_prompt": b.n,
                         "max_new_tokens": b.R, "temperature": cfg.rollout.temperature, "lr": cfg.train.lr,
-                        "optimizer": "AdamW", "dibs_engine": cfg.rollout.engine}}
+                        "optimizer": "AdamW", "dibs_engine": cfg.rollout.engine,
+                        "keep_freed_memory": kept}}
     b.peak_sizes = (256, 512) if args.quick else (512, 1024, 2048)
     burst = perf_dibs.gemm_peak(b.peak_sizes)  # the best single product; the learner's peak is measured alongside
     res |= {"gemm_peak_burst_flops_per_s": burst["gemm_peak_flops_per_s"], "gemm_peak_burst_by_size": burst["by_size"],

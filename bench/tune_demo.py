@@ -43,13 +43,13 @@ def streaming_recorder(cell: str, stream: Path):
 
 def run_cell(args: tuple) -> dict:
     base, name, overrides, data_file, stream = args
-    import torch
 
     from dibs.platform.config import load_config
+    from dibs.platform.host import configure_process
     from dibs.platform.loop import NullProgress, train
 
     cfg = load_config(base, [f"{k}={v}" for k, v in overrides.items()] + ["runtime.checkpoint_every=0"])
-    torch.set_num_threads(cfg.runtime.num_threads)
+    configure_process(cfg.runtime.num_threads, cfg.runtime.keep_freed_memory)
     data = pickle.loads(Path(data_file).read_bytes()) if data_file else None
     rec = streaming_recorder(name, Path(stream))
     t = time.time()

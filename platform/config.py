@@ -203,6 +203,9 @@ class RuntimeConfig(_Section):
     executor: Literal["ray", "inline"] = "ray"
     address: str | None = Field(None, description="Ray address; None starts a local Ray on 127.0.0.1")
     num_threads: int = Field(2, ge=1, description="torch intra-op threads of the worker")
+    keep_freed_memory: bool = Field(True, description="glibc: keep freed memory mapped in each process instead "
+                                    "of returning it to the kernel, so that updates do not re-fault their "
+                                    "activations' pages (platform/host.py); memory stays at its peak")
     device: Literal["auto", "cpu", "cuda"] = Field("auto", description="where the policy, the learner and the "
                                                    "transformers engine live; auto: cuda when available")
     checkpoint_every: int = Field(0, ge=0, description="0: only the final checkpoint")

@@ -34,6 +34,7 @@ import torch
 
 from dibs.platform import checkpoint
 from dibs.platform.config import ExperimentConfig
+from dibs.platform.host import configure_process
 from dibs.platform.learner import TorchLearner
 from dibs.platform.loop import NullProgress, learner_kwargs, train
 from dibs.platform.model import load, resolve_device
@@ -51,8 +52,8 @@ class RolloutWorker:
     """A rollout actor: `rollout.engine` (the decode loop, transformers or vLLM) on its own copy of the weights."""
 
     def __init__(self, model_dir: str, threads: int, engine: str, *, gpu: str | None = None,
-                 gpu_memory_utilization: float = 0.3):
-        torch.set_num_threads(threads)
+                 gpu_memory_utilization: float = 0.3, keep_freed_memory: bool = True):
+        configure_process(threads, keep_freed_memory)
         if gpu is not None:  # the learner's device (module docstring); CUDA has not started in this process
             os.environ["CUDA_VISIBLE_DEVICES"] = gpu
         if engine == "vllm":
@@ -154,7 +155,8 @@ class DistributedRuntime:
         actor = ray.remote(RolloutWorker).options(num_cpus=0, num_gpus=0, scheduling_strategy=here, max_restarts=0)
         actor = actor.remote(self.model_dir, rollout_threads(cfg), cfg.rollout.engine,
                              gpu=physical_gpu(self.device),
-                             gpu_memory_utilization=cfg.rollout.gpu_memory_utilization)
+                             gpu_memory_utilization=cfg.rollout.gpu_memory_utilization,
+                             keep_freed_memory=cfg.runtime.keep_freed_memory)
         return ShardedEngine(actor, self.dp, tokenizer)
 
     def learner(self, cfg: ExperimentConfig, policy: torch.nn.Module, ref) -> TorchLearner:
@@ -210,7 +212,7 @@ def learner_worker(payload: dict) -> None:
     if os.path.isdir(payload.get("cwd", "")):
         os.chdir(payload["cwd"])
     transformers.utils.logging.disable_progress_bar()
-    torch.set_num_threads(cfg.runtime.num_threads)
+    configure_process(cfg.runtime.num_threads, cfg.runtime.keep_freed_memory)
     out_dir = Path(payload["checkpoint_dir"]).parent
     resume_from = checkpoint.latest(payload["checkpoint_dir"]) or payload.get("resume_from")
     (out_dir / "workers").mkdir(parents=True, exist_ok=True)

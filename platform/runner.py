@@ -16,10 +16,10 @@ import threading
 from collections.abc import Callable
 from pathlib import Path
 
-import torch
 import transformers
 
 from dibs.platform.config import ExperimentConfig, config_to_dict, validate_dict
+from dibs.platform.host import configure_process
 from dibs.platform.loop import train
 from dibs.platform.metrics import PromptStat
 from dibs.platform.store import MetricRow, ResultsStore, open_store
@@ -72,7 +72,7 @@ def worker_main(payload: dict) -> dict:
     if os.path.isdir(payload.get("cwd", "")):  # relative paths in the config mean the driver's cwd
         os.chdir(payload["cwd"])
     transformers.utils.logging.disable_progress_bar()
-    torch.set_num_threads(cfg.runtime.num_threads)
+    configure_process(cfg.runtime.num_threads, cfg.runtime.keep_freed_memory)
     store = open_store(payload["db_url"])
     recorder = StoreRecorder(store, payload["run_id"])
     return train(cfg, recorder, QueueProgress(payload["queue"]), checkpoint_dir=payload["checkpoint_dir"],

@@ -65,10 +65,32 @@ def _set_partitions(items):
         yield [[first]] + part
 
 
+def test_min_size_avoids_singletons_where_it_can():
+    # Sorted 60 | 10 10 10, overhead 100: splitting off the 60 costs (60 + 100) + (3*10 + 100) = 290,
+    # one run costs 4*60 + 100 = 340. With min_size 2 the split must be 2 + 2, (2*60 + 100) + (2*10 +
+    # 100) = 340, tied with the single run; the DP keeps the earliest start, so one run of 4.
+    lengths = torch.tensor([10, 60, 10, 10])
+    assert [r.tolist() for r in padding_partition(lengths, 4, overhead=100)] == [[1], [0, 2, 3]]
+    assert [r.tolist() for r in padding_partition(lengths, 4, overhead=100, min_size=2)] == [[1, 0, 2, 3]]
+    # One sample cannot make a run of 2: the bound is dropped, not the sample.
+    assert [r.tolist() for r in padding_partition(torch.tensor([7]), 4, 1.0, min_size=2)] == [[0]]
+    # Brute force under the bound.
+    gen = torch.Generator().manual_seed(1)
+    for _ in range(20):
+        n = int(torch.randint(2, 7, (1,), generator=gen))
+        lengths = torch.randint(1, 30, (n,), generator=gen)
+        runs = padding_partition(lengths, 3, 10.0, min_size=2)
+        best = min(_cost(lengths, [torch.tensor(b) for b in blocks], 10.0)
+                   for blocks in _set_partitions(list(range(n))) if all(2 <= len(b) <= 3 for b in blocks))
+        assert all(2 <= len(r) <= 3 for r in runs) and _cost(lengths, runs, 10.0) == best
+
+
 def test_empty_and_bad_inputs():
     assert padding_partition(torch.tensor([], dtype=torch.long), 4, 1.0) == []
     with pytest.raises(ValueError, match="max_size"):
         padding_partition(torch.tensor([1]), 0, 1.0)
+    with pytest.raises(ValueError, match="min_size"):
+        padding_partition(torch.tensor([1]), 2, 1.0, min_size=3)
     with pytest.raises(ValueError, match="overhead"):
         padding_partition(torch.tensor([1]), 1, -1.0)
     with pytest.raises(ValueError, match="shape"):

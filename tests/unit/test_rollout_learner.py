@@ -7,7 +7,13 @@ import pytest
 import torch
 
 from dibs.platform.config import ModelConfig
-from dibs.platform.learner import TorchLearner, lr_lambda, token_logprobs
+from dibs.platform.learner import (
+    MICRO_BATCH_OVERHEAD,
+    TorchLearner,
+    length_micro_batches,
+    lr_lambda,
+    token_logprobs,
+)
 from dibs.platform.model import qwen2_config, train_tokenizer
 from dibs.platform.rollout import HFEngine, SamplingSpec
 
@@ -86,3 +92,18 @@ def test_lr_schedule_warmup_then_cosine():
     assert lr_lambda(9, warmup=4, total=14, schedule="cosine") == pytest.approx(0.1 + 0.9 * 0.5)
     assert lr_lambda(14, warmup=4, total=14, schedule="cosine") == pytest.approx(0.1)
     assert lr_lambda(50, warmup=0, total=14, schedule="constant") == 1.0
+
+
+def test_micro_batches_skip_single_samples_where_they_can():
+    # One long row and three short ones: alone, the long row would save (L - 5) * 3 padded slots, more
+    # than one micro-batch's fixed cost, but a batch of one recompiles the compiled decoder. With at most
+    # 2 a micro-batch the four rows go 2 + 2; with at most 1 they cannot but be single.
+    long = MICRO_BATCH_OVERHEAD + 60
+    mask = torch.zeros(4, long, dtype=torch.long)
+    mask[0, :long] = 1
+    mask[1:, :5] = 1
+    # Up to 4: 2 + 2 costs (2*188 + 128) + (2*5 + 128) = 642 and one run 4*188 + 128 = 880; 1 + 3 would
+    # cost 188 + 15 + 256 = 459.
+    assert [r.tolist() for r in length_micro_batches(mask, 4)] == [[0, 1], [2, 3]]
+    assert [len(r) for r in length_micro_batches(mask, 2)] == [2, 2]
+    assert [len(r) for r in length_micro_batches(mask, 1)] == [1, 1, 1, 1]
