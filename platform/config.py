@@ -161,7 +161,8 @@ class TrainConfig(_Section):
     minibatches: int = Field(1, ge=1, description="optimizer steps per epoch (batch split by prompt)")
     micro_batch_size: int = Field(64, ge=1, description="at most this many samples per forward/backward "
                                   "(accumulated; grouped by length to minimise padding, each cut to its longest "
-                                  "row: 64 beat 128 and 256 on the demo, README)")
+                                  "row; on the demo 64 beat 128 and 256 with fixed chunks, and the three are "
+                                  "within noise under the length partition, README)")
     clip_eps: float = Field(0.2, gt=0, lt=1)
     kl_coef: float = Field(0.0, ge=0, description="low-variance KL to the warm-start policy")
     drop_equal_groups: bool = Field(False, description="DAPO-style: skip groups whose rewards are equal")
