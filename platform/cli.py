@@ -18,6 +18,7 @@ from dibs.dashboards.series import X_AXES
 from dibs.platform.config import ConfigError, config_to_dict, load_config, missing_paths, validate_dict
 from dibs.platform.jobs import JobsError
 from dibs.platform.jobs_cli import add_parsers as add_job_parsers
+from dibs.platform.store.sql import display_url
 
 
 def _fail(msg: str, code: int = 2) -> int:
@@ -64,7 +65,7 @@ def cmd_run(args) -> int:
     run_id = store.create_run(name=cfg.name, experiment=str(args.experiment), config=config_to_dict(cfg),
                               git_commit=git_commit(), versions=package_versions(), seed=cfg.seed)
     print(f"run {run_id}: {cfg.name} ({cfg.algorithm}, {cfg.allocation.allocator}) on {cfg.runtime.executor}; "
-          f"store {store.url}")
+          f"store {display_url(store.url)}")
     return _execute(cfg, store, run_id, resume_from=None)
 
 
@@ -84,7 +85,7 @@ def cmd_resume(args) -> int:
     resume_from = done[-1][1] if done else None
     where = f"step {done[-1][0]} ({resume_from})" if done else "the start (no complete checkpoint)"
     verb = "starting" if run["status"] == "submitted" else "resuming"  # a Ray job's first attempt (issue 7)
-    print(f"run {run_id}: {verb} {cfg.name} from {where}; store {store.url}")
+    print(f"run {run_id}: {verb} {cfg.name} from {where}; store {display_url(store.url)}")
     store.resume_run(run_id)
     return _execute(cfg, store, run_id, resume_from=resume_from)
 
@@ -178,7 +179,8 @@ def cmd_dashboard(args) -> int:
         check_bindable(args.host, args.port)
     except OSError as exc:
         return _fail(f"dashboard: cannot listen on {args.host}:{args.port}: {exc.strerror or exc}")
-    print(f"dibs dashboard: {url} (read-only) at http://{args.host}:{args.port}/  (Ctrl-C stops it)", flush=True)
+    print(f"dibs dashboard: {display_url(url)} (read-only) at http://{args.host}:{args.port}/  (Ctrl-C stops it)",
+          flush=True)
     serve(app, host=args.host, port=args.port)
     return 0
 
@@ -187,7 +189,7 @@ def cmd_db(args) -> int:
     from dibs.platform.store import open_store
 
     store = open_store(args.db, upgrade=True)  # `alembic upgrade head`; rows are kept
-    print(f"{store.url}: schema at head")
+    print(f"{display_url(store.url)}: schema at head")
     return 0
 
 
@@ -199,12 +201,13 @@ def cmd_sweep(args) -> int:
     if (args.sweep is None) == (args.resume is None):
         return _fail("dibs sweep: give a sweep YAML, or --resume SWEEP_ID (not both)")
     if args.resume:
-        spec = resume_spec(args.resume, args.output_dir)
-        print(f"sweep {spec['sweep_id']}: resuming {spec['name']} ({spec['sweep_path']}); store {spec['db_url']}")
+        spec = resume_spec(args.resume, args.output_dir, args.db)  # the store's password: --db or $DIBS_DB_URL
+        print(f"sweep {spec['sweep_id']}: resuming {spec['name']} ({spec['sweep_path']}); "
+              f"store {display_url(spec['db_url'])}")
     else:
         spec = start_spec(args.sweep, open_store(args.db).url, args.output_dir)
         print(f"sweep {spec['sweep_id']}: {spec['name']} over {', '.join(spec['sweep']['space'])}; "
-              f"store {spec['db_url']}; resume with: dibs sweep --resume {spec['sweep_id']}")
+              f"store {display_url(spec['db_url'])}; resume with: dibs sweep --resume {spec['sweep_id']}")
     out = run_sweep(spec, resume=args.resume is not None)
     if out["best"] is None:
         return _fail(f"sweep {spec['sweep_id']}: no trial finished", 1)

@@ -18,6 +18,7 @@ import re
 from pathlib import Path
 
 from dibs.platform.config import ConfigError
+from dibs.platform.store.sql import display_url
 
 _STEP_DIR = re.compile(r"step-(\d+)")
 
@@ -79,8 +80,8 @@ def cmd_eval(args: argparse.Namespace) -> int:
     run_id, step = checkpoint_target(store, path, seed=args.seed)
     engine = build_engine(args.engine, path, args.device, max_len=args.max_new_tokens, seed=args.seed)
     if not args.json:
-        print(f"dibs eval: {path} -> run {run_id}, step {step}; {args.suite} with {args.engine}; store {store.url}",
-              flush=True)
+        print(f"dibs eval: {path} -> run {run_id}, step {step}; {args.suite} with {args.engine}; "
+              f"store {display_url(store.url)}", flush=True)
     on_set = None if args.json else (lambda s: print(f"  {s.name}: {s.problems} problems in {s.seconds:.1f} s",
                                                      flush=True))
     result = evaluate_suite(engine, args.suite, sets, k=args.k, temperature=args.temperature,
@@ -112,7 +113,8 @@ def checkpoint_target(store, path: Path, *, seed: int) -> tuple[str, int]:
         try:
             return store.resolve_run_id(run_id), int(m.group(1))
         except StoreError:
-            raise ConfigError(f"{path}: a checkpoint of run {run_id}, which is not in store {store.url} "
+            raise ConfigError(f"{path}: a checkpoint of run {run_id}, which is not in store "
+                              f"{display_url(store.url)} "
                               "(pass the run's --db)") from None
     run_id = store.create_run(name=f"eval-{resolved.name}", experiment=str(resolved),
                               config={"model": {"path": str(resolved)}}, git_commit=git_commit(),

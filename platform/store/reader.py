@@ -95,7 +95,7 @@ class StoreReader:
                 current = current_heads(conn, {r.revision for r in script.walk_revisions()})
             heads = set(script.get_heads())
         except (ArgumentError, ImportError, OSError, ValueError, SQLAlchemyError) as exc:
-            raise StoreError(f"cannot open store {self._shown}: {one_line(exc)}") from exc
+            raise StoreError(f"cannot open store {self._shown}: {one_line(exc, self.url)}") from exc
         if current != heads:
             self._engine.dispose()
             raise behind_head(self._shown, current, heads)
@@ -109,7 +109,7 @@ class StoreReader:
             with self._engine.connect() as conn:
                 yield conn
         except SQLAlchemyError as exc:
-            raise StoreError(f"store {self._shown}: {one_line(exc)}") from exc
+            raise StoreError(f"store {self._shown}: {one_line(exc, self.url)}") from exc
 
     def runs(self, ids: Sequence[str] | None = None, **filters: str | None) -> list[dict[str, Any]]:
         """Runs, newest first, with their config and sweep/trial tags: those in ``ids`` when given, and

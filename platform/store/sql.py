@@ -4,13 +4,15 @@ from __future__ import annotations
 
 import math
 import operator
+import re
 from collections.abc import Mapping
 from datetime import datetime
 from typing import Any
+from urllib.parse import quote, quote_plus
 
 from sqlalchemy import Connection
 from sqlalchemy.dialects import postgresql, sqlite
-from sqlalchemy.engine import make_url
+from sqlalchemy.engine import URL, make_url
 from sqlalchemy.exc import ArgumentError, DBAPIError
 
 from .models import Base
@@ -74,18 +76,60 @@ def iso(moment: datetime | None) -> str | None:
     return None if moment is None else moment.isoformat()
 
 
-def display_url(url: str) -> str:
-    """``url`` with its password hidden, for messages."""
+# `scheme://user:password@` anywhere in a text: what a URL that SQLAlchemy cannot parse still shows.
+_USERINFO = re.compile(r"(?P<head>[A-Za-z][A-Za-z0-9+.-]*://[^:/@\s]*):(?P<password>[^@/\s]+)@")
+
+
+def _parsed(url: str) -> URL | None:
     try:
-        return make_url(url).render_as_string(hide_password=True)
-    except ArgumentError:
-        return url
+        return make_url(url)
+    except (ArgumentError, ValueError):  # ValueError: a port that is not a number
+        return None
 
 
-def one_line(exc: BaseException) -> str:
+def display_url(url: str) -> str:
+    """``url`` with its password as ``***``: the one form of a store (or any other) URL that dibs shows
+    people, prints, logs or writes to a file."""
+    parsed = _parsed(url)
+    if parsed is not None and parsed.password is not None:
+        return parsed.render_as_string(hide_password=True)
+    return _USERINFO.sub(r"\g<head>:***@", url)
+
+
+def url_password(url: str) -> str | None:
+    """The password inside ``url`` (None when it has none)."""
+    parsed = _parsed(url)
+    if parsed is not None:
+        return parsed.password or None
+    found = _USERINFO.search(url)
+    return found["password"] if found else None
+
+
+def without_password(url: str) -> str:
+    """``url`` with no password at all (the server's own secret, e.g. .pgpass, supplies it)."""
+    parsed = _parsed(url)
+    if parsed is None or parsed.password is None:
+        return _USERINFO.sub(r"\g<head>@", url)
+    return URL.create(parsed.drivername, parsed.username, None, parsed.host, parsed.port, parsed.database,
+                      parsed.query).render_as_string(hide_password=False)
+
+
+def redact(text: str, *urls: str | None) -> str:
+    """``text`` (an error message, a log line) with the password of each of ``urls``, and of any other
+    ``user:password@`` in it, replaced by ``***``: drivers and parsers echo the URL they were given."""
+    for url in urls:
+        secret = url_password(url) if url else None
+        if secret:
+            for form in {secret, quote(secret, safe=""), quote_plus(secret, safe="")}:
+                text = text.replace(form, "***")
+    return _USERINFO.sub(r"\g<head>:***@", text)
+
+
+def one_line(exc: BaseException, url: str | None = None) -> str:
+    """The first line of a driver or SQLAlchemy error, with ``url``'s password (and any other) hidden."""
     text = str(exc.orig) if isinstance(exc, DBAPIError) and exc.orig is not None else str(exc)
     lines = [line.strip() for line in text.splitlines() if line.strip()]
-    return lines[0] if lines else type(exc).__name__
+    return redact(lines[0], url) if lines else type(exc).__name__
 
 
 def run_head(run: Any) -> dict[str, Any]:

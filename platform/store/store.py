@@ -99,13 +99,13 @@ class ResultsStore:
         try:
             self._engine = make_engine(url)
         except (ArgumentError, ImportError, OSError, ValueError) as exc:
-            raise StoreError(f"cannot open store {self._shown}: {one_line(exc)}") from exc
+            raise StoreError(f"cannot open store {self._shown}: {one_line(exc, self.url)}") from exc
         self._writer = self._engine.execution_options(**{WRITE_OPTION: True})
         try:
             self._migrate(upgrade)
         except (SQLAlchemyError, CommandError, OSError) as exc:
             self._engine.dispose()
-            raise StoreError(f"cannot open store {self._shown}: {one_line(exc)}") from exc
+            raise StoreError(f"cannot open store {self._shown}: {one_line(exc, self.url)}") from exc
         except StoreError:
             self._engine.dispose()
             raise
@@ -142,7 +142,7 @@ class ResultsStore:
             with (self._writer if write else self._engine).begin() as conn:
                 yield conn
         except SQLAlchemyError as exc:
-            raise StoreError(f"store {self._shown}: {one_line(exc)}") from exc
+            raise StoreError(f"store {self._shown}: {one_line(exc, self.url)}") from exc
 
     def revision(self) -> str | None:
         """The Alembic revision the database is at (``None`` for an empty database)."""
