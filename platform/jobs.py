@@ -12,15 +12,17 @@ How a submission goes (`submit`):
   the same `create_run` as `dibs run`), or a sweep's row and spec (`sweep_driver.start_spec`).
 - The job's entrypoint runs that record by id inside the cluster: `dibs resume RUN_ID` (a submitted run
   has no checkpoint, so it starts from the start) or `dibs sweep --resume SWEEP_ID`, so the job's
-  `submission_id` is the run or sweep id. The store URL travels as the `DIBS_DB_URL` env var.
-- The code: the project root goes up as the job's `working_dir`, placed as `dibs/` inside it (a
-  throw-away staging folder holds one symlink, `dibs` -> the project), because the repository root *is*
-  the `dibs` package (pyproject's package-dir). Ray puts the working_dir on the path of the driver and
-  every worker, so `import dibs` finds the uploaded copy; the entrypoint `cd`s into `dibs/` so relative
-  paths mean what they mean in the project. `.venv*`, `runs/`, `models/`, `.cache/`, `.git/`,
-  `bench/results/` and `*.db` stay behind (`EXCLUDES`, besides the project's .gitignore). The entrypoint
-  runs `python` from the cluster's PATH: the cluster's environment must hold dibs' dependencies (the
-  same venv, an image, or `pip` in `--runtime-env`).
+  `submission_id` is the run or sweep id. The store password never travels with a job (anyone who can
+  reach the Ray dashboard reads its entrypoint and runtime_env): a `--db` URL with a password is refused,
+  and the entrypoint (job_entry.py) finds the URL on the cluster: `$DIBS_DB_URL` on its nodes, else
+  `--db-file PATH` there, else the password-less `--db` URL itself.
+- The code: only what git tracks in the project, plus `--include` paths (job_upload.py), goes up as the
+  job's `working_dir`, placed as `dibs/` inside it, because the repository root *is* the `dibs`
+  package (pyproject's package-dir). Ray puts the working_dir on the path of the driver and every
+  worker, so `import dibs` finds the uploaded copy; the entrypoint `cd`s into `dibs/` so relative paths
+  mean what they mean in the project. The entrypoint runs `python` from the cluster's PATH: the
+  cluster's environment must hold dibs' dependencies (the same venv, an image, or `pip` in
+  `--runtime-env`).
 
 Retries (`supervise`, `retry`): Ray never retries a failed job, and a `submission_id` cannot be reused.
 A job that ends FAILED (its entrypoint exited non-zero, or its driver died) is submitted again as
@@ -32,14 +34,14 @@ the sweep from its Tune state. A STOPPED job was stopped on purpose and is not r
 from __future__ import annotations
 
 import asyncio
-import contextlib
+import dataclasses
 import ipaddress
+import json
 import os
 import shlex
 import sys
-import tempfile
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
@@ -48,12 +50,12 @@ from urllib.parse import urlsplit
 
 import yaml
 
+from dibs.platform import job_upload
 from dibs.platform.config import ConfigError, config_to_dict, load_config, read_yaml_mapping
+from dibs.platform.store.sql import display_url, redact
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent  # the repository root is the `dibs` package
-DB_ENV = "DIBS_DB_URL"
-EXCLUDES = [".venv*/", "runs/", "models/", ".cache/", ".git/", "dibs/bench/results/", "*.db", "*.db-wal",
-            "*.db-shm", "__pycache__/"]
+DB_ENV = "DIBS_DB_URL"  # the store URL on the cluster's nodes (job_entry.py); never in a runtime_env
 TERMINAL = ("SUCCEEDED", "FAILED", "STOPPED")
 LOOPBACK_NAMES = ("localhost",)
 
@@ -71,13 +73,18 @@ class Submission:
     entrypoint: str
     runtime_env: dict[str, Any]  # without working_dir: each attempt stages and uploads the project
     attempt: int = 0
+    include: tuple[str, ...] = ()  # `--include` paths, relative to the project, uploaded with each attempt
 
     @property
     def submission_id(self) -> str:
         return self.dibs_id if self.attempt == 0 else f"{self.dibs_id}-retry{self.attempt}"
 
     def metadata(self) -> dict[str, str]:
-        return {"dibs_kind": self.kind, "dibs_id": self.dibs_id, "dibs_attempt": str(self.attempt)}
+        return {"dibs_kind": self.kind, "dibs_id": self.dibs_id, "dibs_attempt": str(self.attempt),
+                "dibs_include": json.dumps(list(self.include))}
+
+    def next_attempt(self) -> Submission:
+        return dataclasses.replace(self, attempt=self.attempt + 1)
 
 
 # --- checks, all before anything is uploaded ------------------------------------------------------
@@ -93,7 +100,7 @@ def dashboard_address(address: str | None) -> str:
     except ValueError:
         port_ok = False
     if parts.scheme not in ("http", "https") or not parts.hostname or not port_ok or parts.path not in ("", "/"):
-        raise JobsError(f"--address {address!r}: expected the Ray dashboard's URL, http://HOST:8265")
+        raise JobsError(f"--address {display_url(address)!r}: expected the Ray dashboard's URL, http://HOST:8265")
     return address.rstrip("/")
 
 
@@ -118,7 +125,12 @@ def resolve_store_url(db: str | None) -> str:
     try:
         parsed = make_url(url)
     except (ArgumentError, ValueError) as exc:
-        raise JobsError(f"--db {url!r}: not a database URL ({exc})") from exc
+        raise JobsError(f"--db {display_url(url)!r}: not a database URL ({redact(str(exc), url)})") from exc
+    if parsed.password is not None:
+        raise JobsError(f"--db {display_url(url)}: a job must not carry the store password (the Ray dashboard "
+                        "shows every job's entrypoint and environment); give --db without it (here PGPASSWORD "
+                        f"or ~/.pgpass supply it) and keep the URL on the cluster: ${DB_ENV} exported where "
+                        "`ray start` ran, or --db-file PATH on its nodes (or their own ~/.pgpass)")
     if parsed.get_backend_name() != "sqlite":
         return url
     database = parsed.database or ""
@@ -134,7 +146,7 @@ def remote_warnings(address: str, db_url: str, output_dir: Path) -> list[str]:
     out = [(f"checkpoints and sweep state go to {output_dir} on the cluster's nodes: pass --output-dir on a "
             "filesystem they share")]
     if db_url.startswith("sqlite"):
-        out.insert(0, f"the store {db_url} is a file on this machine; workers of {address} may not see it: "
+        out.insert(0, f"the store {display_url(db_url)} is a file on this machine; workers of {address} may not see it: "
                       "use PostgreSQL (--db postgresql://USER@HOST/DB)")
     return out
 
@@ -151,6 +163,9 @@ def read_runtime_env(path: str | None) -> dict[str, Any]:
         raise JobsError(f"--runtime-env {path}: expected a mapping such as {{env_vars: {{KEY: value}}}}")
     if "working_dir" in data:
         raise JobsError(f"--runtime-env {path}: working_dir is set by dibs (the project); remove it")
+    if DB_ENV in (data.get("env_vars") or {}):
+        raise JobsError(f"--runtime-env {path}: env_vars.{DB_ENV} would show the store URL to anyone who can "
+                        f"reach the Ray dashboard; export {DB_ENV} where `ray start` ran, or use --db-file")
     from ray.runtime_env import RuntimeEnv
 
     try:
@@ -160,12 +175,11 @@ def read_runtime_env(path: str | None) -> dict[str, Any]:
     return data
 
 
-def build_runtime_env(user: dict[str, Any], *, db_url: str, experiment: str) -> dict[str, Any]:
-    """The user's runtime env with dibs' excludes added and its env vars merged; the user's keys win
-    except `DIBS_DB_URL`, which the entrypoint reads."""
+def build_runtime_env(user: dict[str, Any], *, experiment: str) -> dict[str, Any]:
+    """The user's runtime env with dibs' env vars merged (the user's keys win). No store URL: the
+    entrypoint finds it on the cluster (job_entry.py)."""
     env = {"TOKENIZERS_PARALLELISM": "false", "PYTHONUNBUFFERED": "1", "DIBS_EXPERIMENT": experiment}
-    env |= user.get("env_vars", {}) | {DB_ENV: db_url}
-    return user | {"env_vars": env, "excludes": EXCLUDES + list(user.get("excludes", []))}
+    return user | {"env_vars": env | user.get("env_vars", {})}
 
 
 def is_sweep_file(path: str) -> bool:
@@ -173,12 +187,13 @@ def is_sweep_file(path: str) -> bool:
     return "base" in data and "space" in data
 
 
-def entrypoint(kind: str, dibs_id: str, output_dir: Path) -> str:
-    """The job's shell command: run (or resume) the dibs record by id inside the uploaded project."""
-    cli = "cd dibs && python -m dibs.platform.cli"
-    if kind == "run":
-        return f'{cli} resume {shlex.quote(dibs_id)} --db "${DB_ENV}"'
-    return f"{cli} sweep --resume {shlex.quote(dibs_id)} --output-dir {shlex.quote(str(output_dir))}"
+def entrypoint(kind: str, dibs_id: str, output_dir: Path, *, store: str, db_file: str | None = None) -> str:
+    """The job's shell command: run (or resume) the dibs record by id inside the uploaded project, with
+    the store URL found on the cluster (job_entry.py); ``store`` holds no password (resolve_store_url)."""
+    entry = ["cd dibs && python -m dibs.platform.job_entry", *(["--db-file", db_file] if db_file else []),
+             "--store", store, "--"]
+    dibs = ["resume", dibs_id] if kind == "run" else ["sweep", "--resume", dibs_id, "--output-dir", str(output_dir)]
+    return " ".join([entry[0], *map(shlex.quote, entry[1:] + dibs)])
 
 
 # --- the cluster ------------------------------------------------------------------------------------
@@ -191,34 +206,35 @@ def connect(address: str | None):
     try:
         return JobSubmissionClient(address)
     except Exception as exc:  # ConnectionError, RuntimeError, ... from the SDK
-        raise JobsError(f"cannot reach the Ray dashboard at {address}: {str(exc).splitlines()[0]}") from exc
-
-
-@contextlib.contextmanager
-def staged_project(root: Path = PROJECT_ROOT) -> Iterator[str]:
-    """A folder holding `dibs` -> the project: uploaded as working_dir, it makes `import dibs` work."""
-    with tempfile.TemporaryDirectory(prefix="dibs-job-") as stage:
-        (Path(stage) / "dibs").symlink_to(root, target_is_directory=True)
-        yield stage
+        raise JobsError(f"cannot reach the Ray dashboard at {display_url(address)}: "
+                        f"{redact(str(exc).splitlines()[0], address)}") from exc
 
 
 def submit_attempt(client, sub: Submission) -> str:
-    """Upload the project and submit one attempt of `sub` under its submission id."""
-    with staged_project() as stage:
-        try:
-            return client.submit_job(entrypoint=sub.entrypoint, submission_id=sub.submission_id,
-                                     runtime_env=sub.runtime_env | {"working_dir": stage},
-                                     metadata=sub.metadata())
-        except Exception as exc:  # the SDK raises RuntimeError with the HTTP answer
-            raise JobsError(f"job {sub.submission_id}: submission failed: {str(exc).splitlines()[0]}") from exc
+    """Upload the project (job_upload.py) and submit one attempt of `sub` under its submission id."""
+    try:
+        with job_upload.staged_project(PROJECT_ROOT, sub.include) as stage:
+            return _submit_job(client, sub, stage)
+    except job_upload.UploadError as exc:
+        raise JobsError(str(exc)) from exc
+
+
+def _submit_job(client, sub: Submission, stage: str) -> str:
+    try:
+        return client.submit_job(entrypoint=sub.entrypoint, submission_id=sub.submission_id,
+                                 runtime_env=sub.runtime_env | {"working_dir": stage}, metadata=sub.metadata())
+    except Exception as exc:  # the SDK raises RuntimeError with the HTTP answer
+        raise JobsError(f"job {sub.submission_id}: submission failed: {redact(str(exc).splitlines()[0])}") from exc
 
 
 def submit(path: str, *, address: str | None, db: str | None = None, overrides: list[str] | None = None,
            runtime_env_file: str | None = None, output_dir: str | None = None, client=None,
-           warn: Callable[[str], None] | None = None) -> Submission:
+           warn: Callable[[str], None] | None = None, include: list[str] | None = None,
+           db_file: str | None = None) -> Submission:
     """Check everything, create the run (or sweep) in the store, submit its first job; see the module
     docstring. `client` replaces the JobSubmissionClient (tests)."""
     overrides = list(overrides or [])
+    included = checked_upload(include or [])
     sweep = is_sweep_file(path)
     if sweep and overrides:
         raise ConfigError(f"{path}: --set applies to experiments; give a sweep's overrides under `fixed:`")
@@ -239,8 +255,8 @@ def submit(path: str, *, address: str | None, db: str | None = None, overrides: 
         kind, dibs_id = "sweep", start_spec(path, db_url, str(out))["sweep_id"]
     else:
         kind, dibs_id = "run", _create_run(store, path, [*overrides, f"runtime.output_dir={out}"])
-    sub = Submission(kind, dibs_id, entrypoint(kind, dibs_id, out),
-                     build_runtime_env(user_env, db_url=db_url, experiment=str(path)))
+    sub = Submission(kind, dibs_id, entrypoint(kind, dibs_id, out, store=db_url, db_file=db_file),
+                     build_runtime_env(user_env, experiment=str(path)), include=included)
     try:
         submit_attempt(client, sub)
     except JobsError:
@@ -248,6 +264,16 @@ def submit(path: str, *, address: str | None, db: str | None = None, overrides: 
             store.finish_run(dibs_id, "failed")
         raise
     return sub
+
+
+def checked_upload(include: list[str]) -> tuple[str, ...]:
+    """`--include` paths relative to the project, after checking the whole upload can be built."""
+    try:
+        included = job_upload.project_paths(PROJECT_ROOT, include)
+        job_upload.upload_list(PROJECT_ROOT, included)
+    except job_upload.UploadError as exc:
+        raise JobsError(str(exc)) from exc
+    return included
 
 
 def _create_run(store, path: str, overrides: list[str]) -> str:
@@ -271,7 +297,7 @@ def _ask(what: str, call: Callable[[], Any]) -> Any:
     try:
         return call()
     except Exception as exc:  # the SDK raises RuntimeError/ConnectionError
-        raise JobsError(f"{what}: {str(exc).strip().splitlines()[-1]}") from exc
+        raise JobsError(f"{what}: {redact(str(exc).strip().splitlines()[-1])}") from exc
 
 
 def _iso(ms: int | None) -> str | None:
@@ -347,7 +373,9 @@ def retry(client, job_id: str) -> Submission:
         raise JobsError(f"job {latest['submission_id']} is {latest['status']}; only a FAILED or STOPPED job is retried")
     last = _ask(f"job {latest['submission_id']}", lambda: client.get_job_info(latest["submission_id"]))
     env = {k: v for k, v in (last.runtime_env or {}).items() if k != "working_dir"}  # uploaded afresh
-    sub = Submission(md["dibs_kind"], md["dibs_id"], last.entrypoint, env, attempt=latest["attempt"] + 1)
+    include = tuple(json.loads(md.get("dibs_include", "[]")))
+    sub = Submission(md["dibs_kind"], md["dibs_id"], last.entrypoint, env, attempt=latest["attempt"] + 1,
+                     include=include)
     submit_attempt(client, sub)
     return sub
 
@@ -360,7 +388,7 @@ def supervise(client, sub: Submission, *, max_retries: int, poll: float = 2.0, f
         status = wait(client, sub.submission_id, poll=poll, follow=follow, write=write)
         if status != "FAILED" or sub.attempt >= max_retries:
             return status, sub
-        nxt = Submission(sub.kind, sub.dibs_id, sub.entrypoint, sub.runtime_env, attempt=sub.attempt + 1)
+        nxt = sub.next_attempt()
         write(f"dibs: job {sub.submission_id} FAILED; resubmitting as {nxt.submission_id} "
               f"(retry {nxt.attempt}/{max_retries}: resumes {sub.kind} {sub.dibs_id} from its checkpoint)\n")
         submit_attempt(client, nxt)

@@ -8,6 +8,7 @@ import json
 import sys
 
 from dibs.platform import jobs
+from dibs.platform.store.sql import display_url
 
 ADDRESS_HELP = "Ray dashboard URL, http://HOST:8265 (default: $RAY_API_SERVER_ADDRESS)"
 
@@ -15,12 +16,15 @@ ADDRESS_HELP = "Ray dashboard URL, http://HOST:8265 (default: $RAY_API_SERVER_AD
 def cmd_submit(args) -> int:
     overrides = list(args.set) + ([f"name={args.name}"] if args.name else [])
     sub = jobs.submit(args.experiment, address=args.address, db=args.db, overrides=overrides,
-                      runtime_env_file=args.runtime_env, output_dir=args.output_dir)
-    db_url, address = sub.runtime_env["env_vars"][jobs.DB_ENV], jobs.dashboard_address(args.address)
-    print(f"{sub.kind} {sub.dibs_id}: submitted as job {sub.submission_id} to {address}; store {db_url}")
+                      runtime_env_file=args.runtime_env, output_dir=args.output_dir, include=args.include,
+                      db_file=args.db_file)
+    address = jobs.dashboard_address(args.address)
+    shown = display_url(address)  # the dashboard's URL may carry user:password@ too
+    print(f"{sub.kind} {sub.dibs_id}: submitted as job {sub.submission_id} to {shown}; "
+          f"store {display_url(jobs.resolve_store_url(args.db))}")
     wait = args.max_retries > 0 if args.wait is None else args.wait
     if not wait:
-        print(f"follow it with: dibs jobs logs {sub.submission_id} --follow --address {address}")
+        print(f"follow it with: dibs jobs logs {sub.submission_id} --follow --address {shown}")
         return 0
     client = jobs.connect(address)
     status, last = jobs.supervise(client, sub, max_retries=args.max_retries, follow=True, write=_write)
@@ -77,7 +81,11 @@ def add_parsers(sub) -> None:
     s.add_argument("experiment", help="experiment or sweep YAML (checked here before anything is uploaded)")
     s.add_argument("--address", help=ADDRESS_HELP)
     s.add_argument("--db", help="results store URL the cluster writes to (default sqlite:///runs/dibs.db, "
-                   "made absolute; use PostgreSQL for a remote cluster)")
+                   "made absolute; use PostgreSQL for a remote cluster), without a password: see --db-file")
+    s.add_argument("--db-file", metavar="PATH", help="a file on the cluster's nodes holding the store URL with "
+                   "its password (the job reads it there; $DIBS_DB_URL on the nodes comes first)")
+    s.add_argument("--include", action="append", default=[], metavar="PATH",
+                   help="also upload PATH (file or folder in the project; only git-tracked files go otherwise)")
     s.add_argument("--set", action="append", default=[], metavar="KEY.PATH=VALUE")
     s.add_argument("--name")
     s.add_argument("--max-retries", type=_count, default=0, metavar="N",

@@ -60,11 +60,12 @@ def searcher(sweep: SweepConfig, db_url: str, sweep_id: str):
     s = sweep.search
     if s.algorithm != "optuna":
         return BasicVariantGenerator(random_state=s.seed)
-    import optuna
     from ray.tune.search.optuna import OptunaSearch
 
+    from dibs.platform.sweep_storage import SweepStorage
+
     metrics, modes = zip(*s.objectives)
-    storage = optuna.storages.RDBStorage(db_url)  # the results database itself (Optuna's own tables)
+    storage = SweepStorage(db_url)  # the results database itself (Optuna's own tables)
     multi = len(metrics) > 1
     return OptunaSearch(metric=list(metrics) if multi else metrics[0], mode=list(modes) if multi else modes[0],
                         seed=s.seed, storage=storage, study_name=sweep_id)

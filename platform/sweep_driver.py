@@ -13,8 +13,9 @@ from rich.console import Console
 from rich.live import Live
 from rich.table import Table
 
-from dibs.platform.config import config_to_dict
+from dibs.platform.config import ConfigError, config_to_dict
 from dibs.platform.runner import cluster_address
+from dibs.platform.store.sql import display_url, url_password, without_password
 from dibs.platform.sweep import (
     BEST_FILE,
     SPEC_FILE,
@@ -30,6 +31,9 @@ from dibs.platform.sweep import (
     write_best_yaml,
 )
 from dibs.platform.sweep_config import ROLLOUTS, SweepConfig, load_sweep, trial_config
+
+DB_ENV = "DIBS_DB_URL"  # the store URL with its password, where a sweep resumes (a shell, a cluster's nodes)
+MASK = "***"  # display_url's stand-in for a password
 
 
 def new_sweep_id() -> str:
@@ -52,8 +56,13 @@ def start_spec(path: str, db_url: str, output_dir: str) -> dict:
             "repeats": sweep.repeats, "objectives": sweep.search.objectives, "db_url": store.url,
             "cwd": str(Path.cwd()), "dir": str((Path(output_dir) / "sweeps" / sweep_id).resolve())}
     Path(spec["dir"]).mkdir(parents=True, exist_ok=True)
-    (Path(spec["dir"]) / SPEC_FILE).write_text(json.dumps(spec, indent=2))
+    (Path(spec["dir"]) / SPEC_FILE).write_text(json.dumps(masked(spec), indent=2))
     return spec
+
+
+def masked(spec: dict) -> dict:
+    """``spec`` as it may be written or pickled: its store URL without the password (resume_spec)."""
+    return spec | {"db_url": display_url(spec["db_url"])}
 
 
 class LiveTable(Callback):
@@ -65,8 +74,9 @@ class LiveTable(Callback):
         self.rows: dict[str, dict] = {}
         self.live: Live | None = None
 
-    def __getstate__(self) -> dict:  # Tune pickles its run config; the terminal stays behind
-        return {k: v for k, v in self.__dict__.items() if k not in ("live", "console")}
+    def __getstate__(self) -> dict:  # Tune pickles its run config; the terminal and the password stay behind
+        state = {k: v for k, v in self.__dict__.items() if k not in ("live", "console")}
+        return state | {"spec": masked(self.spec)}
 
     def __setstate__(self, state: dict) -> None:
         self.__dict__.update(state, live=None, console=Console())
@@ -124,6 +134,9 @@ class StoreStatus(Callback):
         self.spec = spec
         self.metric = spec["objectives"][0][0]
 
+    def __getstate__(self) -> dict:  # pickled into tuner.pkl; a resume installs a fresh one
+        return self.__dict__ | {"spec": masked(self.spec)}
+
     def _close(self, trial, status: str) -> None:
         from dibs.platform.store import open_store
 
@@ -156,6 +169,8 @@ def run_sweep(spec: dict, *, resume: bool, console: Console | None = None) -> di
     import ray
     from ray import tune
 
+    from dibs.platform.sweep_storage import store_url_for_restore
+
     console = console or Console()
     sweep = SweepConfig.model_validate(spec["sweep"])
     base = trial_config(spec["base"], {}, seed=spec["base"]["seed"])
@@ -168,12 +183,13 @@ def run_sweep(spec: dict, *, resume: bool, console: Console | None = None) -> di
     trainable = tune.with_resources(tune.with_parameters(trial_main, spec=spec), {"CPU": trial_cpus(base)})
     path = Path(spec["dir"])
     callbacks = [LiveTable(spec, console), StoreStatus(spec)]
-    if resume and tune.Tuner.can_restore(str(path)):
-        tuner = tune.Tuner.restore(str(path), trainable, resume_unfinished=True, resume_errored=True)
-        tuner._local_tuner._run_config.callbacks = callbacks  # the live table is not pickled with the Tuner
-    else:
-        tuner = _new_tuner(spec, sweep, base, trainable, callbacks, ray.cluster_resources().get("CPU", 1))
-    results = tuner.fit()
+    with store_url_for_restore(spec["db_url"]):  # Tune's pickles hold the URL masked (sweep_storage.py)
+        if resume and tune.Tuner.can_restore(str(path)):
+            tuner = tune.Tuner.restore(str(path), trainable, resume_unfinished=True, resume_errored=True)
+            tuner._local_tuner._run_config.callbacks = callbacks  # the live table is not pickled with the Tuner
+        else:
+            tuner = _new_tuner(spec, sweep, base, trainable, callbacks, ray.cluster_resources().get("CPU", 1))
+        results = tuner.fit()
     rows = [r.metrics | {"config": r.config} for r in results if r.metrics and r.metrics.get("done")]
     best = best_row(rows, [tuple(o) for o in spec["objectives"]])
     out = {"sweep_id": spec["sweep_id"], "trials": len(results), "finished": len(rows), "best": None}
@@ -197,5 +213,24 @@ def _new_tuner(spec: dict, sweep: SweepConfig, base, trainable, callbacks, clust
     return tune.Tuner(trainable, param_space=tune_space(sweep), tune_config=cfg, run_config=run)
 
 
-def resume_spec(sweep_id: str, output_dir: str) -> dict:
-    return load_spec(Path(output_dir) / "sweeps", sweep_id)
+def resume_spec(sweep_id: str, output_dir: str, db: str | None = None) -> dict:
+    """The recorded spec with the store URL to use: `--db`, else $DIBS_DB_URL, else the recorded one,
+    which holds no password (start_spec masks it)."""
+    spec = load_spec(Path(output_dir) / "sweeps", sweep_id)
+    return spec | {"db_url": resume_url(spec["db_url"], db or os.environ.get(DB_ENV), sweep_id)}
+
+
+def resume_url(recorded: str, given: str | None, sweep_id: str) -> str:
+    """``given`` when it names the recorded store (its password may differ: the record has none)."""
+    from dibs.platform.store.store import store_url
+
+    if given is None:
+        if url_password(recorded) == MASK:
+            raise ConfigError(f"--resume {sweep_id}: its store {recorded} needs the password: pass --db URL "
+                              f"or set ${DB_ENV}")
+        return recorded
+    given = store_url(given)
+    if without_password(given) != without_password(recorded):
+        raise ConfigError(f"--resume {sweep_id}: --db/${DB_ENV} {display_url(given)} is not the sweep's store "
+                          f"{display_url(recorded)}")
+    return given

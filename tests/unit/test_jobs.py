@@ -29,7 +29,7 @@ class FakeClient:
 
     def submit_job(self, **kw) -> str:
         staged = Path(kw["runtime_env"]["working_dir"]) / "dibs"
-        assert staged.resolve() == jobs.PROJECT_ROOT and (staged / "platform" / "cli.py").is_file()
+        assert not staged.is_symlink() and (staged / "platform" / "cli.py").is_file()  # a copy of tracked files
         self.submitted.append(kw)
         return kw["submission_id"]
 
@@ -80,7 +80,7 @@ def test_store_url_resolved_before_upload(tmp_path, monkeypatch):
     assert jobs.resolve_store_url(None) == f"sqlite:///{tmp_path}/runs/dibs.db"
     assert jobs.resolve_store_url("x/d.db") == f"sqlite:///{tmp_path}/x/d.db"
     assert jobs.resolve_store_url("sqlite:////abs/d.db") == "sqlite:////abs/d.db"
-    pg = "postgresql://u:p@db.example.org/dibs"
+    pg = "postgresql://u@db.example.org/dibs"  # the password stays on the cluster (test_secrets.py)
     assert jobs.resolve_store_url(pg) == pg
     for bad in ("sqlite://", "sqlite:///:memory:", "not a url://x", "postgresql://h:port/db"):
         with pytest.raises(jobs.JobsError, match="--db"):
@@ -113,20 +113,20 @@ def test_runtime_env_file(tmp_path):
 
 
 def test_runtime_env_merge():
-    user = {"env_vars": {"A": "1", jobs.DB_ENV: "theirs", "TOKENIZERS_PARALLELISM": "true"}, "pip": ["rich"],
-            "excludes": ["data/"]}
-    env = jobs.build_runtime_env(user, db_url="sqlite:////a.db", experiment="e.yaml")
-    assert env["pip"] == ["rich"] and env["excludes"] == [*jobs.EXCLUDES, "data/"]
-    assert env["env_vars"][jobs.DB_ENV] == "sqlite:////a.db"  # submission-critical: dibs' value wins
+    user = {"env_vars": {"A": "1", "TOKENIZERS_PARALLELISM": "true"}, "pip": ["rich"], "excludes": ["data/"]}
+    env = jobs.build_runtime_env(user, experiment="e.yaml")
+    assert env["pip"] == ["rich"] and env["excludes"] == ["data/"]
+    assert jobs.DB_ENV not in env["env_vars"] and env["env_vars"]["DIBS_EXPERIMENT"] == "e.yaml"
     assert env["env_vars"]["A"] == "1" and env["env_vars"]["TOKENIZERS_PARALLELISM"] == "true"  # user's wins
     assert "working_dir" not in env
 
 
 def test_entrypoints():
-    assert jobs.entrypoint("run", "run-1", Path("/o")) == \
-        'cd dibs && python -m dibs.platform.cli resume run-1 --db "$DIBS_DB_URL"'
-    assert jobs.entrypoint("sweep", "sweep-1", Path("/o d")) == \
-        "cd dibs && python -m dibs.platform.cli sweep --resume sweep-1 --output-dir '/o d'"
+    assert jobs.entrypoint("run", "run-1", Path("/o"), store="sqlite:////a.db") == \
+        "cd dibs && python -m dibs.platform.job_entry --store sqlite:////a.db -- resume run-1"
+    assert jobs.entrypoint("sweep", "sweep-1", Path("/o d"), store="postgresql://u@h/d", db_file="/etc/u") == \
+        ("cd dibs && python -m dibs.platform.job_entry --db-file /etc/u --store postgresql://u@h/d -- "
+         "sweep --resume sweep-1 --output-dir '/o d'")
 
 
 def test_submit_creates_the_run_then_its_job(tmp_path):
@@ -136,9 +136,10 @@ def test_submit_creates_the_run_then_its_job(tmp_path):
                       output_dir=str(tmp_path / "out"), client=client)
     [call] = client.submitted
     assert call["submission_id"] == sub.dibs_id == sub.submission_id and sub.kind == "run"
-    assert call["entrypoint"] == jobs.entrypoint("run", sub.dibs_id, tmp_path / "out")
-    assert call["metadata"] == {"dibs_kind": "run", "dibs_id": sub.dibs_id, "dibs_attempt": "0"}
-    assert call["runtime_env"]["env_vars"][jobs.DB_ENV] == url
+    assert call["entrypoint"] == jobs.entrypoint("run", sub.dibs_id, tmp_path / "out", store=url)
+    assert call["metadata"] == {"dibs_kind": "run", "dibs_id": sub.dibs_id, "dibs_attempt": "0",
+                                "dibs_include": "[]"}
+    assert jobs.DB_ENV not in call["runtime_env"]["env_vars"]
     run = open_store(url).get_run(sub.dibs_id)
     assert run["status"] == "submitted" and run["config"]["train"]["steps"] == 2
     assert run["config"]["runtime"]["output_dir"] == str(tmp_path / "out")
