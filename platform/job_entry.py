@@ -17,7 +17,7 @@ import os
 import sys
 from pathlib import Path
 
-DB_ENV = "DIBS_DB_URL"
+from dibs.platform.store.sql import DB_ENV
 
 
 def cluster_store_url(db_file: str | None, store: str | None, environ=os.environ) -> str:

@@ -52,10 +52,9 @@ import yaml
 
 from dibs.platform import job_upload
 from dibs.platform.config import ConfigError, config_to_dict, load_config, read_yaml_mapping
-from dibs.platform.store.sql import display_url, redact
+from dibs.platform.store.sql import DB_ENV, display_url, redact  # DB_ENV: never in a runtime_env
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent  # the repository root is the `dibs` package
-DB_ENV = "DIBS_DB_URL"  # the store URL on the cluster's nodes (job_entry.py); never in a runtime_env
 TERMINAL = ("SUCCEEDED", "FAILED", "STOPPED")
 LOOPBACK_NAMES = ("localhost",)
 
@@ -146,8 +145,8 @@ def remote_warnings(address: str, db_url: str, output_dir: Path) -> list[str]:
     out = [(f"checkpoints and sweep state go to {output_dir} on the cluster's nodes: pass --output-dir on a "
             "filesystem they share")]
     if db_url.startswith("sqlite"):
-        out.insert(0, f"the store {display_url(db_url)} is a file on this machine; workers of {address} may not see it: "
-                      "use PostgreSQL (--db postgresql://USER@HOST/DB)")
+        out.insert(0, f"the store {display_url(db_url)} is a file on this machine; workers of "
+                      f"{display_url(address)} may not see it: use PostgreSQL (--db postgresql://USER@HOST/DB)")
     return out
 
 

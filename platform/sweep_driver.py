@@ -15,7 +15,7 @@ from rich.table import Table
 
 from dibs.platform.config import ConfigError, config_to_dict
 from dibs.platform.runner import cluster_address
-from dibs.platform.store.sql import display_url, url_password, without_password
+from dibs.platform.store.sql import DB_ENV, MASK, display_url, url_password, without_password
 from dibs.platform.sweep import (
     BEST_FILE,
     SPEC_FILE,
@@ -31,9 +31,6 @@ from dibs.platform.sweep import (
     write_best_yaml,
 )
 from dibs.platform.sweep_config import ROLLOUTS, SweepConfig, load_sweep, trial_config
-
-DB_ENV = "DIBS_DB_URL"  # the store URL with its password, where a sweep resumes (a shell, a cluster's nodes)
-MASK = "***"  # display_url's stand-in for a password
 
 
 def new_sweep_id() -> str:

@@ -76,6 +76,9 @@ def iso(moment: datetime | None) -> str | None:
     return None if moment is None else moment.isoformat()
 
 
+DB_ENV = "DIBS_DB_URL"  # the store URL with its password, where it may live: a shell, a cluster's nodes
+MASK = "***"  # what display_url shows for a password
+
 # `scheme://user:password@` anywhere in a text: what a URL that SQLAlchemy cannot parse still shows.
 _USERINFO = re.compile(r"(?P<head>[A-Za-z][A-Za-z0-9+.-]*://[^:/@\s]*):(?P<password>[^@/\s]+)@")
 
@@ -93,7 +96,7 @@ def display_url(url: str) -> str:
     parsed = _parsed(url)
     if parsed is not None and parsed.password is not None:
         return parsed.render_as_string(hide_password=True)
-    return _USERINFO.sub(r"\g<head>:***@", url)
+    return _USERINFO.sub(rf"\g<head>:{MASK}@", url)
 
 
 def url_password(url: str) -> str | None:
@@ -121,8 +124,8 @@ def redact(text: str, *urls: str | None) -> str:
         secret = url_password(url) if url else None
         if secret:
             for form in {secret, quote(secret, safe=""), quote_plus(secret, safe="")}:
-                text = text.replace(form, "***")
-    return _USERINFO.sub(r"\g<head>:***@", text)
+                text = text.replace(form, MASK)
+    return _USERINFO.sub(rf"\g<head>:{MASK}@", text)
 
 
 def one_line(exc: BaseException, url: str | None = None) -> str:

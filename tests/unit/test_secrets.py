@@ -76,6 +76,12 @@ def test_dashboard_address_is_masked_in_errors(argv, capsys):
     assert "u:***@" in one_error_line(capsys)
 
 
+def test_remote_warnings_mask_the_address(tmp_path):
+    lines = jobs.remote_warnings(f"http://u:{SECRET}@10.0.0.5:8265", "sqlite:////a/d.db", tmp_path)
+    assert "workers of http://u:***@10.0.0.5:8265 may not see it" in lines[0]
+    assert all(SECRET not in line for line in lines)
+
+
 def test_runtime_env_may_not_carry_the_store_url(tmp_path):
     env = tmp_path / "env.yaml"
     env.write_text(f"env_vars: {{DIBS_DB_URL: '{PG}'}}\n")
