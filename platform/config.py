@@ -6,10 +6,9 @@ The tree is at most three levels deep (root -> section -> field). Unknown keys f
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Any, Literal
-
-import re
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
