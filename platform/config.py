@@ -19,6 +19,8 @@ from dibs.platform import strict_yaml
 # plus a rank offset of 2^40) into torch's 64-bit seeds; below 2^31 both always hold.
 SEED_MAX = 2**31 - 1
 # A dotted config path: `train.lr`, `seed`. No `=`, `,` or spaces, which `--set` and Tune keys cannot carry.
+# Config files are a few KB; a bigger one is not an experiment, and is refused before it is read.
+MAX_FILE_BYTES = 1 << 20
 DOTTED_KEY = re.compile(r"[A-Za-z_][A-Za-z0-9_]*(?:\.[A-Za-z_][A-Za-z0-9_]*)*")
 
 
@@ -323,6 +325,8 @@ def read_yaml_mapping(path: str | Path, expected: str = "a mapping of config key
     if not path.is_file():
         raise ConfigError(f"{path}: no such file")
     try:
+        if path.stat().st_size > MAX_FILE_BYTES:
+            raise ConfigError(f"{path}: {path.stat().st_size} bytes; config files are at most {MAX_FILE_BYTES}")
         data = strict_yaml.load(path.read_text())
     except yaml.YAMLError as e:
         raise ConfigError(f"{path}: not valid YAML{strict_yaml.describe(e)}") from None

@@ -212,3 +212,37 @@ def test_fail_caps_and_flattens_long_messages(capsys):
     assert _fail("x" * 10_000 + "\nsecond line") == 2
     line = capsys.readouterr().err
     assert line.count("\n") == 1 and len(line.rstrip("\n")) == ERROR_CAP and line.rstrip().endswith("...")
+
+
+def test_oversized_file_is_refused_unread(capsys, cwd):
+    exp = experiment(cwd, "# padding\n" * 120_000)
+    line = fails(capsys, cwd, ["validate", exp])
+    assert line == "dibs: error: exp.yaml: 1200000 bytes; config files are at most 1048576"
+
+
+def test_python_tags_are_refused(capsys, cwd):
+    exp = experiment(cwd, "train:\n  steps: 1\n")
+    line = fails(capsys, cwd, ["validate", exp, "--set", "name=!!python/object/apply:os.system [echo hi]"])
+    assert line.startswith("dibs: error: --set: name: value is not valid YAML at line 1: could not determine a "
+                           "constructor for the tag")
+
+
+def test_best_yaml_keeps_floats_written_without_a_dot(tmp_path):
+    from dibs.platform.config import load_config
+    from dibs.platform.sweep import write_best_yaml
+
+    base = tmp_path / "base.yaml"
+    base.write_text("train:\n  lr: 1e-5\n  steps: 2\n")
+    out = write_best_yaml(str(base), {"allocation.alpha": 0.003}, tmp_path / "best.yaml")
+    cfg = load_config(out)
+    assert (cfg.train.lr, cfg.train.steps, cfg.allocation.alpha) == (1e-5, 2, 0.003)
+
+
+def test_runtime_env_file_is_read_strictly(tmp_path):
+    from dibs.platform.jobs import JobsError, read_runtime_env
+
+    env = tmp_path / "env.yaml"
+    env.write_text("env_vars: " + "[" * 5000 + "\n")
+    with pytest.raises(JobsError) as e:
+        read_runtime_env(str(env))
+    assert str(e.value) == f"--runtime-env {env}: cannot read it (nested deeper than 32 levels)"
