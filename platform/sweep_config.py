@@ -172,6 +172,8 @@ def load_sweep(path: str | Path) -> tuple[SweepConfig, ExperimentConfig, Path]:
     if not base_path.is_file():
         raise ConfigError(f"{path}: base: no such experiment file {sweep.base!r} (relative to the sweep file)")
     base = load_config(base_path, [f"{k}={yaml_scalar(v)}" for k, v in sweep.fixed.items()])
+    if base.seed + sweep.repeats - 1 > SEED_MAX:  # repeats run seeds seed, seed+1, ...: the last must fit too
+        raise ConfigError(f"{path}: repeats: {sweep.repeats} seeds from the base's {base.seed} pass {SEED_MAX}")
     check_space(sweep, base, str(path))
     return sweep, base, base_path
 

@@ -246,3 +246,11 @@ def test_runtime_env_file_is_read_strictly(tmp_path):
     with pytest.raises(JobsError) as e:
         read_runtime_env(str(env))
     assert str(e.value) == f"--runtime-env {env}: cannot read it (nested deeper than 32 levels)"
+
+
+def test_sweep_repeats_keep_seeds_in_range(capsys, cwd):
+    experiment(cwd, "name: b\nseed: 2147483646\ntrain:\n  steps: 2\n", "base.yaml")
+    path = experiment(cwd, "base: base.yaml\nrepeats: 3\nspace:\n  allocation.alpha: {uniform: [0.1, 0.2]}\n",
+                      "sweep.yaml")
+    line = fails(capsys, cwd, ["sweep", path])
+    assert line == "dibs: error: sweep.yaml: repeats: 3 seeds from the base's 2147483646 pass 2147483647"
