@@ -198,6 +198,6 @@ def trial_config(base: dict, params: dict[str, Any], *, seed: int) -> Experiment
 
 
 def yaml_scalar(value: Any) -> str:
-    """A value as `--set` parses it back (a YAML scalar): PyYAML writes floats at full precision and
-    with the dot YAML needs (1e-05 alone would read back as a string)."""
+    """A value as `--set` parses it back (a YAML scalar, strict_yaml.py): PyYAML writes floats at full
+    precision, and quotes strings that would read back as another type."""
     return yaml.safe_dump(value, default_flow_style=True).strip().removesuffix("...").strip()
