@@ -15,15 +15,33 @@ from importlib import metadata
 from pathlib import Path
 
 from dibs.dashboards.series import X_AXES
+from dibs.platform.arg_types import finite_float
 from dibs.platform.config import ConfigError, config_to_dict, load_config, missing_paths, validate_dict
 from dibs.platform.jobs import JobsError
 from dibs.platform.jobs_cli import add_parsers as add_job_parsers
 from dibs.platform.store.sql import display_url
 
+# The longest error line: enough for a file path, a dotted key and the problem; never a whole input.
+ERROR_CAP = 300
+
 
 def _fail(msg: str, code: int = 2) -> int:
-    print(f"dibs: error: {msg}", file=sys.stderr)
+    line = " ".join(f"dibs: error: {msg}".split())  # one line, whatever the message holds
+    if len(line) > ERROR_CAP:
+        line = line[:ERROR_CAP - 3] + "..."
+    print(line, file=sys.stderr)
     return code
+
+
+class UsageError(Exception):
+    """A bad command line, raised by the parser instead of argparse's usage text and exit."""
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse with its errors as one `dibs: error:` line through `_fail` (subcommands inherit it)."""
+
+    def error(self, message: str):
+        raise UsageError(f"{self.prog}: {message}")
 
 
 def git_commit() -> str | None:
@@ -195,7 +213,6 @@ def cmd_db(args) -> int:
 
 def cmd_sweep(args) -> int:
     """Start a sweep from its YAML, or `--resume` one whose driver stopped; ends with the best config."""
-    from dibs.platform.store import open_store
     from dibs.platform.sweep_driver import resume_spec, run_sweep, start_spec
 
     if (args.sweep is None) == (args.resume is None):
@@ -205,7 +222,7 @@ def cmd_sweep(args) -> int:
         print(f"sweep {spec['sweep_id']}: resuming {spec['name']} ({spec['sweep_path']}); "
               f"store {display_url(spec['db_url'])}")
     else:
-        spec = start_spec(args.sweep, open_store(args.db).url, args.output_dir)
+        spec = start_spec(args.sweep, args.db, args.output_dir)  # opens the store once the file checks out
         print(f"sweep {spec['sweep_id']}: {spec['name']} over {', '.join(spec['sweep']['space'])}; "
               f"store {display_url(spec['db_url'])}; resume with: dibs sweep --resume {spec['sweep_id']}")
     out = run_sweep(spec, resume=args.resume is not None)
@@ -248,7 +265,7 @@ def sweep_trials(store, sweep_id: str) -> list[dict]:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="dibs", description="Per-prompt rollout budgets for RAFT++ and GRPO.")
+    p = _Parser(prog="dibs", description="Per-prompt rollout budgets for RAFT++ and GRPO.")
     sub = p.add_subparsers(dest="command", required=True)
     v = sub.add_parser("validate", help="check an experiment YAML")
     v.add_argument("experiment")
@@ -279,7 +296,7 @@ def build_parser() -> argparse.ArgumentParser:
                         "rollouts/steps to --target (json of one run without it: the whole run)")
     e.add_argument("--metric", default="eval/accuracy", help="compare/targets: the metric (default eval/accuracy)")
     e.add_argument("--x", choices=list(X_AXES), default="step", help="compare: the x-axis")
-    e.add_argument("--target", type=float, help="targets: the accuracy to reach")
+    e.add_argument("--target", type=finite_float, help="targets: the accuracy to reach (a finite number)")
     e.add_argument("--db")
     e.set_defaults(func=cmd_export)
     sw = sub.add_parser("sweep", help="run a sweep (Ray Tune + Optuna) or resume one")
@@ -309,7 +326,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    try:
+        args = build_parser().parse_args(argv)
+    except UsageError as e:
+        return _fail(str(e))
     from dibs.platform.store import StoreError
 
     try:

@@ -6,11 +6,22 @@ The tree is at most three levels deep (root -> section -> field). Unknown keys f
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from dibs.platform import strict_yaml
+
+# Seeds are stored in an Integer column (32-bit on PostgreSQL) and scaled by the loop (seed * 100003 + step,
+# plus a rank offset of 2^40) into torch's 64-bit seeds; below 2^31 both always hold.
+SEED_MAX = 2**31 - 1
+# A dotted config path: `train.lr`, `seed`. No `=`, `,` or spaces, which `--set` and Tune keys cannot carry.
+# Config files are a few KB; a bigger one is not an experiment, and is refused before it is read.
+MAX_FILE_BYTES = 1 << 20
+DOTTED_KEY = re.compile(r"[A-Za-z_][A-Za-z0-9_]*(?:\.[A-Za-z_][A-Za-z0-9_]*)*")
 
 
 class ConfigError(Exception):
@@ -18,7 +29,9 @@ class ConfigError(Exception):
 
 
 class _Section(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    # strict: `steps: true` or `steps: 1.0` is not an int, and `lr: "1e-3"` not a float (YAML files load
+    # their numbers as numbers, strict_yaml.py); allow_inf_nan: no field of the experiment takes inf or nan.
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True, allow_inf_nan=False)
 
 
 class TaskConfig(_Section):
@@ -217,7 +230,7 @@ class RuntimeConfig(_Section):
 
 class ExperimentConfig(_Section):
     name: str = "experiment"
-    seed: int = 0
+    seed: int = Field(0, ge=0, le=SEED_MAX, description="seeds every random stream of the run; < 2^31")
     algorithm: Literal["raft", "raftpp", "grpo"] = "grpo"
     task: TaskConfig = TaskConfig()
     model: ModelConfig = ModelConfig()
@@ -262,14 +275,23 @@ def format_error(source: str, err: ValidationError) -> str:
     msg = first["msg"]
     if first["type"] == "extra_forbidden":
         msg = "unknown key"
-    elif "input" in first and not isinstance(first["input"], dict):
-        msg = f"{msg} (got {first['input']!r})"
+    elif "input" in first and not isinstance(first["input"], dict):  # the value, never a whole document
+        msg = f"{msg} (got {_short(repr(first['input']))})"
     more = f" (+{len(err.errors()) - 1} more)" if len(err.errors()) > 1 else ""
     return f"{source}: {key}: {msg}{more}"
 
 
-def _parse_scalar(text: str) -> Any:
-    return yaml.safe_load(text) if text != "" else ""
+def _short(text: str, limit: int = 80) -> str:
+    return text if len(text) <= limit else text[:limit] + "..."
+
+
+def _parse_value(text: str, source: str, key: str) -> Any:
+    if text == "":
+        return ""
+    try:
+        return strict_yaml.load(text)
+    except yaml.YAMLError as e:
+        raise ConfigError(f"{source}: {key}: value is not valid YAML{strict_yaml.describe(e)}") from None
 
 
 def apply_overrides(data: dict, overrides: list[str], source: str = "--set") -> dict:
@@ -279,6 +301,8 @@ def apply_overrides(data: dict, overrides: list[str], source: str = "--set") -> 
         key, sep, value = item.partition("=")
         if not sep or not key:
             raise ConfigError(f"{source}: {item!r}: expected key.path=value")
+        if not DOTTED_KEY.fullmatch(key):
+            raise ConfigError(f"{source}: {_short(repr(key))}: expected a dotted config key (letters, digits, _)")
         parts = key.split(".")
         node = out
         for part in parts[:-1]:
@@ -290,25 +314,28 @@ def apply_overrides(data: dict, overrides: list[str], source: str = "--set") -> 
             else:
                 child = node[part] = dict(child)
             node = child
-        node[parts[-1]] = _parse_scalar(value)
+        node[parts[-1]] = _parse_value(value, source, key)
     return out
 
 
-def read_yaml_mapping(path: str | Path, expected: str = "a mapping of config keys") -> dict:
-    """A YAML file's top-level mapping; a missing, unreadable or non-mapping file is a one-line ConfigError."""
+def read_yaml_mapping(path: str | Path, expected: str = "a mapping of config keys", kind: str = "file") -> dict:
+    """A YAML file's top-level mapping, read strictly (strict_yaml.py); a missing, unreadable, empty or
+    non-mapping file is a one-line ConfigError. `kind` names the file in the empty-file message."""
     path = Path(path)
     if not path.is_file():
         raise ConfigError(f"{path}: no such file")
     try:
-        data = yaml.safe_load(path.read_text())
+        if path.stat().st_size > MAX_FILE_BYTES:
+            raise ConfigError(f"{path}: {path.stat().st_size} bytes; config files are at most {MAX_FILE_BYTES}")
+        data = strict_yaml.load(path.read_text())
     except yaml.YAMLError as e:
-        mark = getattr(e, "problem_mark", None)
-        where = f" at line {mark.line + 1}" if mark else ""
-        raise ConfigError(f"{path}: not valid YAML{where}: {getattr(e, 'problem', e)}") from None
+        raise ConfigError(f"{path}: not valid YAML{strict_yaml.describe(e)}") from None
     except UnicodeDecodeError:
         raise ConfigError(f"{path}: not a text file") from None
-    if data is None:
-        data = {}
+    except OSError as e:
+        raise ConfigError(f"{path}: cannot read: {e.strerror or e}") from None
+    if data is None:  # empty, only comments, or `null`: not a run of all defaults
+        raise ConfigError(f"{path}: empty {kind}: expected {expected}")
     if not isinstance(data, dict):
         raise ConfigError(f"{path}: <root>: expected {expected}, got {type(data).__name__}")
     return data
@@ -316,7 +343,7 @@ def read_yaml_mapping(path: str | Path, expected: str = "a mapping of config key
 
 def load_config(path: str | Path, overrides: list[str] | None = None) -> ExperimentConfig:
     """Read, override and validate an experiment YAML; every failure is a one-line ConfigError."""
-    data = apply_overrides(read_yaml_mapping(path), overrides or [])
+    data = apply_overrides(read_yaml_mapping(path, kind="experiment file"), overrides or [])
     return validate_dict(data, str(path))
 
 

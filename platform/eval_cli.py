@@ -17,6 +17,8 @@ import json
 import re
 from pathlib import Path
 
+from dibs.platform.arg_types import positive_float
+from dibs.platform.arg_types import seed as seed_arg
 from dibs.platform.config import ConfigError
 from dibs.platform.store.sql import display_url
 
@@ -31,7 +33,7 @@ def add_eval_parser(sub: argparse._SubParsersAction) -> None:
     ev.add_argument("checkpoint", help="a run's checkpoints/step-N directory, or any Hugging Face model directory")
     ev.add_argument("--suite", choices=sorted(SUITES), default="math5")
     ev.add_argument("--k", type=_positive_int, default=8, help="samples per problem (default 8, as the paper)")
-    ev.add_argument("--temperature", type=_positive_float, default=1.0)
+    ev.add_argument("--temperature", type=positive_float, default=1.0)
     ev.add_argument("--max-new-tokens", type=_positive_int, default=3072,
                     help="response length limit (default 3072, the paper's)")
     ev.add_argument("--limit", type=_positive_int, help="only the first N problems of each set (quick checks)")
@@ -41,7 +43,7 @@ def add_eval_parser(sub: argparse._SubParsersAction) -> None:
     ev.add_argument("--data-dir", help="folder of the suite's JSONL files (default $DIBS_MATH_EVAL_DIR, else "
                     "../shared/data/math_eval beside the repository)")
     ev.add_argument("--batch-problems", type=_positive_int, default=64, help="problems per generate call")
-    ev.add_argument("--seed", type=int, default=0)
+    ev.add_argument("--seed", type=seed_arg, default=0, help="0 .. 2^31-1 (default 0)")
     ev.add_argument("--json", action="store_true", help="print the results as JSON instead of a table")
     ev.add_argument("--db", help="results store URL (default sqlite:///runs/dibs.db)")
     ev.set_defaults(func=cmd_eval)
@@ -51,13 +53,6 @@ def _positive_int(text: str) -> int:
     value = int(text)
     if value < 1:
         raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
-    return value
-
-
-def _positive_float(text: str) -> float:
-    value = float(text)
-    if not value > 0:
-        raise argparse.ArgumentTypeError(f"must be positive, got {value}")
     return value
 
 

@@ -50,7 +50,7 @@ from urllib.parse import urlsplit
 
 import yaml
 
-from dibs.platform import job_upload
+from dibs.platform import job_upload, strict_yaml
 from dibs.platform.config import ConfigError, config_to_dict, load_config, read_yaml_mapping
 from dibs.platform.store.sql import DB_ENV, display_url, redact  # DB_ENV: never in a runtime_env
 
@@ -155,7 +155,7 @@ def read_runtime_env(path: str | None) -> dict[str, Any]:
     if path is None:
         return {}
     try:
-        data = yaml.safe_load(Path(path).read_text())
+        data = strict_yaml.load(Path(path).read_text())  # no alias bombs, no recursion past its depth cap
     except (OSError, yaml.YAMLError) as exc:
         raise JobsError(f"--runtime-env {path}: cannot read it ({str(exc).splitlines()[0]})") from exc
     if not isinstance(data, dict):

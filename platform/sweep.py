@@ -22,6 +22,7 @@ from __future__ import annotations
 import json
 import os
 import queue
+import re
 import threading
 from pathlib import Path
 from typing import Any
@@ -29,6 +30,7 @@ from typing import Any
 import yaml
 
 from dibs.platform import metrics as M
+from dibs.platform import strict_yaml
 from dibs.platform.config import ConfigError, ExperimentConfig, apply_overrides
 from dibs.platform.sweep_config import ROLLOUTS, STEP, TOKENS, SweepConfig, trial_config, yaml_scalar
 
@@ -217,7 +219,7 @@ def best_row(rows: list[dict], objectives: list[tuple[str, str]]) -> dict | None
 def write_best_yaml(base_path: str, params: dict[str, Any], out: Path) -> Path:
     """The base experiment file with the sweep's fixed keys and the best parameters written in: ready
     for `dibs run`."""
-    data = yaml.safe_load(Path(base_path).read_text()) or {}
+    data = strict_yaml.load(Path(base_path).read_text()) or {}  # as load_config read it: 1e-5 is a float
     overrides = [f"{k}={yaml_scalar(v)}" for k, v in params.items()]
     data = apply_overrides(data, overrides, source=str(out))
     header = f"# best configuration of sweep {out.parent.name}; base: {base_path}\n"
@@ -226,7 +228,20 @@ def write_best_yaml(base_path: str, params: dict[str, Any], out: Path) -> Path:
 
 
 def load_spec(sweeps_dir: Path, sweep_id: str) -> dict:
+    """The sweep's SPEC_FILE as a dict; a missing, unreadable or non-JSON file is one ConfigError line.
+    Its fields are checked by sweep_driver.resume_spec."""
+    if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]*", sweep_id):  # a name inside sweeps_dir, never a path
+        raise ConfigError(f"--resume {sweep_id[:60]!r}: not a sweep id (letters, digits, '.', '_', '-')")
     path = sweeps_dir / sweep_id / SPEC_FILE
     if not path.is_file():
         raise ConfigError(f"--resume {sweep_id}: no sweep there ({path} not found)")
-    return json.loads(path.read_text())
+    try:
+        spec = json.loads(path.read_text())
+    except (UnicodeDecodeError, json.JSONDecodeError) as e:
+        where = f" at line {e.lineno}" if isinstance(e, json.JSONDecodeError) else ""
+        raise ConfigError(f"{path}: not valid JSON{where}; the sweep cannot be resumed from it") from None
+    except OSError as e:
+        raise ConfigError(f"{path}: cannot read: {e.strerror or e}") from None
+    if not isinstance(spec, dict):
+        raise ConfigError(f"{path}: expected a JSON object, got {type(spec).__name__}")
+    return spec

@@ -26,6 +26,8 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from dibs.platform.config import (
+    DOTTED_KEY,
+    SEED_MAX,
     ConfigError,
     ExperimentConfig,
     apply_overrides,
@@ -43,15 +45,19 @@ STEP = "step"
 
 
 class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    # As the experiment's sections: no bools or strings for numbers, no inf / nan bounds (Tune fails on them).
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True, allow_inf_nan=False)
+
+
+_PAIR = {"min_length": 2, "max_length": 2, "description": "[lo, hi], inclusive"}
 
 
 class Dimension(_Strict):
     """One axis: exactly one of uniform / loguniform / int (inclusive bounds) / choice."""
 
-    uniform: tuple[float, float] | None = None
-    loguniform: tuple[float, float] | None = None
-    int_: tuple[int, int] | None = Field(None, alias="int")
+    uniform: list[float] | None = Field(None, **_PAIR)  # lists, as YAML and the stored spec's JSON give them
+    loguniform: list[float] | None = Field(None, **_PAIR)
+    int_: list[int] | None = Field(None, alias="int", **_PAIR)
     choice: list[Any] | None = None
 
     @model_validator(mode="after")
@@ -83,7 +89,7 @@ class SearchConfig(_Strict):
     num_samples: int = Field(8, ge=1, description="trials (grid: repeats of the whole grid)")
     max_concurrent: int = Field(1, ge=1, description="trials at once, at most; fewer if the cluster's "
                                 "CPUs cannot hold that many")
-    seed: int = 0
+    seed: int = Field(0, ge=0, le=SEED_MAX)
     metric: str | list[str] = "eval/accuracy"
     mode: Literal["max", "min"] | list[Literal["max", "min"]] = "max"
 
@@ -132,6 +138,15 @@ class SweepConfig(_Strict):
     def _none(cls, v):
         return None if v in ("none", None) else v
 
+    @field_validator("space", "fixed")
+    @classmethod
+    def _dotted(cls, v: dict) -> dict:
+        for key in v:
+            if not DOTTED_KEY.fullmatch(key):
+                shown = key if len(key) <= 60 else key[:60] + "..."
+                raise ValueError(f"{shown!r}: expected a dotted config key (letters, digits, _ between dots)")
+        return v
+
     @model_validator(mode="after")
     def _fits(self) -> SweepConfig:
         if not self.space:
@@ -148,7 +163,7 @@ class SweepConfig(_Strict):
 def load_sweep(path: str | Path) -> tuple[SweepConfig, ExperimentConfig, Path]:
     """Read and check a sweep YAML -> (sweep, base experiment, base path)."""
     path = Path(path)
-    data = read_yaml_mapping(path, "a mapping with base, space, search")
+    data = read_yaml_mapping(path, "a mapping with base, space, search", kind="sweep file")
     try:
         sweep = SweepConfig.model_validate(data)
     except ValidationError as e:
@@ -157,6 +172,8 @@ def load_sweep(path: str | Path) -> tuple[SweepConfig, ExperimentConfig, Path]:
     if not base_path.is_file():
         raise ConfigError(f"{path}: base: no such experiment file {sweep.base!r} (relative to the sweep file)")
     base = load_config(base_path, [f"{k}={yaml_scalar(v)}" for k, v in sweep.fixed.items()])
+    if base.seed + sweep.repeats - 1 > SEED_MAX:  # repeats run seeds seed, seed+1, ...: the last must fit too
+        raise ConfigError(f"{path}: repeats: {sweep.repeats} seeds from the base's {base.seed} pass {SEED_MAX}")
     check_space(sweep, base, str(path))
     return sweep, base, base_path
 
@@ -181,6 +198,6 @@ def trial_config(base: dict, params: dict[str, Any], *, seed: int) -> Experiment
 
 
 def yaml_scalar(value: Any) -> str:
-    """A value as `--set` parses it back (a YAML scalar): PyYAML writes floats at full precision and
-    with the dot YAML needs (1e-05 alone would read back as a string)."""
+    """A value as `--set` parses it back (a YAML scalar, strict_yaml.py): PyYAML writes floats at full
+    precision, and quotes strings that would read back as another type."""
     return yaml.safe_dump(value, default_flow_style=True).strip().removesuffix("...").strip()

@@ -8,12 +8,13 @@ import os
 from datetime import datetime, timezone
 from pathlib import Path
 
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from ray.tune import Callback
 from rich.console import Console
 from rich.live import Live
 from rich.table import Table
 
-from dibs.platform.config import ConfigError, config_to_dict
+from dibs.platform.config import ConfigError, config_to_dict, format_error, validate_dict
 from dibs.platform.runner import cluster_address
 from dibs.platform.store.sql import DB_ENV, MASK, display_url, url_password, without_password
 from dibs.platform.sweep import (
@@ -210,10 +211,37 @@ def _new_tuner(spec: dict, sweep: SweepConfig, base, trainable, callbacks, clust
     return tune.Tuner(trainable, param_space=tune_space(sweep), tune_config=cfg, run_config=run)
 
 
+class _Spec(BaseModel):
+    """The fields of a sweep's SPEC_FILE that resuming reads (start_spec writes them)."""
+
+    model_config = ConfigDict(strict=True)
+    sweep_id: str
+    name: str
+    sweep: dict
+    sweep_path: str
+    base_path: str
+    base: dict
+    repeats: int = Field(ge=1)
+    objectives: list[list[str]] = Field(min_length=1)
+    db_url: str
+    cwd: str
+    dir: str
+
+
 def resume_spec(sweep_id: str, output_dir: str, db: str | None = None) -> dict:
-    """The recorded spec with the store URL to use: `--db`, else $DIBS_DB_URL, else the recorded one,
-    which holds no password (start_spec masks it)."""
+    """The stopped sweep's spec, checked before Ray or the store is touched (a corrupt or hand-edited
+    SPEC_FILE is one line naming it, not a traceback from inside Tune), with the store URL to use:
+    `--db`, else $DIBS_DB_URL, else the recorded one, which holds no password (start_spec masks it)."""
     spec = load_spec(Path(output_dir) / "sweeps", sweep_id)
+    source = str(Path(output_dir) / "sweeps" / sweep_id / SPEC_FILE)
+    try:
+        _Spec.model_validate(spec)
+        SweepConfig.model_validate(spec["sweep"])
+    except ValidationError as e:
+        raise ConfigError(format_error(source, e)) from None
+    if spec["sweep_id"] != sweep_id:
+        raise ConfigError(f"{source}: sweep_id: names another sweep ({spec['sweep_id'][:60]!r})")
+    validate_dict(spec["base"], f"{source} (base)")
     return spec | {"db_url": resume_url(spec["db_url"], db or os.environ.get(DB_ENV), sweep_id)}
 
 
