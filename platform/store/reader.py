@@ -87,6 +87,18 @@ def inspect_store(engine: Engine, url: str) -> tuple[str, set[str], set[str]]:
         raise StoreError(f"cannot open store {display_url(url)}: {one_line(exc)}") from exc
 
 
+def refuse_non_store(url: str, *, allow_empty: bool) -> None:
+    """StoreError unless the database at ``url`` is a dibs store (or, with ``allow_empty``, empty),
+    looked at through a read-only engine of its own."""
+    probe = make_engine(url, read_only=True)
+    try:
+        kind, _, _ = inspect_store(probe, url)
+    finally:
+        probe.dispose()
+    if kind == "foreign" or (kind == "empty" and not allow_empty):
+        raise not_a_store(display_url(url), kind)
+
+
 @contextmanager
 def open_reader(url: str) -> Iterator[StoreReader]:
     """A ``StoreReader`` for the ``with`` block, closed after it."""
@@ -109,15 +121,13 @@ class StoreReader:
             raise StoreError(f"cannot open store {self._shown}: {one_line(exc)}") from exc
         try:
             kind, current, heads = inspect_store(self._engine, url)
+            if kind != "dibs":
+                raise not_a_store(self._shown, kind)
+            if current != heads:
+                raise behind_head(self._shown, current, heads)
         except StoreError:
             self._engine.dispose()
             raise
-        if kind != "dibs":
-            self._engine.dispose()
-            raise not_a_store(self._shown, kind)
-        if current != heads:
-            self._engine.dispose()
-            raise behind_head(self._shown, current, heads)
 
     def close(self) -> None:
         self._engine.dispose()

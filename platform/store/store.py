@@ -33,8 +33,8 @@ from . import catalog, migrations
 from .engine import WRITE_OPTION, make_engine, sqlite_file
 from .evaluations import EVALUATION_KEY, evaluation_values, read_evaluations
 from .models import RUN_STATUSES, Checkpoint, Evaluation, Metric, PromptStatRow, Run
-from .reader import inspect_store, read_run, resolve_run
-from .sql import StoreError, behind_head, display_url, insert_ignore, json_safe, not_a_store, one_line, run_head
+from .reader import read_run, refuse_non_store, resolve_run
+from .sql import StoreError, behind_head, display_url, insert_ignore, json_safe, one_line, run_head
 from .telemetry import PROMPT_STAT_KEY, prompt_stat_values, read_prompt_stats
 from .versioning import adopt_legacy_version, migration_context
 
@@ -118,15 +118,8 @@ class ResultsStore:
         """Look at the database read-only before a writable engine touches it (on SQLite that alone
         switches the file to WAL): one of something else is refused, and an empty one unless ``create``."""
         path = sqlite_file(self.url)
-        if create and path is not None and not path.exists():
-            return  # a new file: SQLite makes it, nothing in it to protect
-        probe = make_engine(self.url, read_only=True)
-        try:
-            kind, _, _ = inspect_store(probe, self.url)
-        finally:
-            probe.dispose()
-        if kind == "foreign" or (kind == "empty" and not create):
-            raise not_a_store(self._shown, kind)
+        if not (create and path is not None and not path.exists()):  # a new file holds nothing to protect
+            refuse_non_store(self.url, allow_empty=create)
 
     def _migrate(self, upgrade: bool) -> None:
         with self._writer.connect() as conn, conn.begin():

@@ -148,3 +148,7 @@ def test_invalid_yaml_makes_no_store(tmp_path, capsys):
     assert main(["sweep", str(bad_sweep), "--db", str(db), "--output-dir", str(tmp_path / "out")]) == 2
     assert _one_error(capsys).startswith(f"dibs: error: {bad_sweep}")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["bad.yaml", "sweep.yaml"]  # no tmp/, no out/
+    # `dibs submit` of the sweep: refused before the store is opened or a cluster is asked
+    assert main(["submit", str(bad_sweep), "--address", "http://127.0.0.1:1", "--db", str(db)]) == 2
+    assert _one_error(capsys).startswith(f"dibs: error: {bad_sweep}")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["bad.yaml", "sweep.yaml"]
