@@ -61,6 +61,12 @@ def create_app(url: str, *, host: str = "127.0.0.1", port: int | None = None,
     app.state.reader = reader
     templates = Jinja2Templates(directory=HERE / "templates")
 
+    @app.middleware("http")  # added first, so inside _headers: a refusal carries its headers too
+    async def _host(request: Request, call_next: Callable[[Request], Awaitable[Response]]) -> Response:
+        if not policy.allows(request.headers.get("host")):  # DNS rebinding (hosts.py)
+            return PlainTextResponse("Invalid host header", status_code=400)
+        return await call_next(request)
+
     @app.middleware("http")
     async def _headers(request: Request, call_next: Callable[[Request], Awaitable[Response]]) -> Response:
         response = await call_next(request)
@@ -68,12 +74,6 @@ def create_app(url: str, *, host: str = "127.0.0.1", port: int | None = None,
         response.headers["X-Content-Type-Options"] = "nosniff"
         response.headers["Referrer-Policy"] = "no-referrer"
         return response
-
-    @app.middleware("http")
-    async def _host(request: Request, call_next: Callable[[Request], Awaitable[Response]]) -> Response:
-        if not policy.allows(request.headers.get("host")):  # DNS rebinding (hosts.py)
-            return PlainTextResponse("Invalid host header", status_code=400)
-        return await call_next(request)
 
     @app.get("/static/plotly.min.js", include_in_schema=False)
     def _plotly() -> FileResponse:

@@ -38,6 +38,7 @@ def test_loopback_bind_answers_loopback_names_at_its_port_only(seeded_url):
     with TestClient(app, base_url="http://127.0.0.1:8050") as client:
         refused = client.get("/", headers={"host": "evil.example:8050"})
         assert (refused.status_code, refused.text) == (400, "Invalid host header")
+        assert refused.headers["x-content-type-options"] == "nosniff"
         assert client.get("/api/sweep/sweep-1/parcoords", headers={"host": "evil.example:8050"}).status_code == 400
 
 
