@@ -7,14 +7,17 @@ budget went) and sweep (parallel coordinates, parameter importance). Pages are J
 
 Read-only by construction: every route is a GET over a ``StoreReader`` whose database refuses writes,
 queries come from SQLAlchemy with request values as bound parameters, and the Content-Security-Policy
-allows scripts from this server only (no inline script, no CDN).
+allows scripts from this server only (no inline script, no CDN). Requests must name the address it was
+bound to in their Host header (``hosts.py``, against DNS rebinding), and error answers name neither the
+store nor a file.
 """
 
 from __future__ import annotations
 
 import math
 import socket
-from collections.abc import AsyncIterator, Awaitable, Callable
+import sys
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Annotated, Any
@@ -22,14 +25,15 @@ from typing import Annotated, Any
 import plotly
 import plotly.io as pio
 from fastapi import FastAPI, HTTPException, Query, Request, Response
-from fastapi.responses import FileResponse, HTMLResponse
+from fastapi.responses import FileResponse, HTMLResponse, PlainTextResponse
 from fastapi.templating import Jinja2Templates
 
 from dibs.platform import metrics as M
 from dibs.platform.store.reader import StoreReader
-from dibs.platform.store.sql import StoreError
+from dibs.platform.store.sql import StoreError, UnknownRun
 
 from . import compare, figures, sweeps
+from .hosts import host_policy
 from .series import X_AXES
 
 HERE = Path(__file__).resolve().parent
@@ -40,9 +44,13 @@ CSP = ("default-src 'self'; script-src 'self'; style-src 'self' 'unsafe-inline';
 Runs = Annotated[list[str] | None, Query()]  # ?run=a&run=b; None: no run given
 
 
-def create_app(url: str) -> FastAPI:
-    """The dashboard over the store at ``url`` (raises StoreError when it cannot be read)."""
+def create_app(url: str, *, host: str = "127.0.0.1", port: int | None = None,
+               allowed_hosts: Sequence[str] = ()) -> FastAPI:
+    """The dashboard over the store at ``url`` (raises StoreError when it cannot be read), answering only
+    requests whose Host header names ``host``:``port`` as ``hosts.host_policy`` reads them (``port``
+    None: any port)."""
     reader = StoreReader(url)
+    policy = host_policy(host, port, allowed_hosts)
 
     @asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
@@ -52,6 +60,12 @@ def create_app(url: str) -> FastAPI:
     app = FastAPI(title="dibs dashboard", docs_url=None, redoc_url=None, openapi_url=None, lifespan=lifespan)
     app.state.reader = reader
     templates = Jinja2Templates(directory=HERE / "templates")
+
+    @app.middleware("http")  # added first, so inside _headers: a refusal carries its headers too
+    async def _host(request: Request, call_next: Callable[[Request], Awaitable[Response]]) -> Response:
+        if not policy.allows(request.headers.get("host")):  # DNS rebinding (hosts.py)
+            return PlainTextResponse("Invalid host header", status_code=400)
+        return await call_next(request)
 
     @app.middleware("http")
     async def _headers(request: Request, call_next: Callable[[Request], Awaitable[Response]]) -> Response:
@@ -165,11 +179,16 @@ def _api(app: FastAPI, reader: StoreReader) -> None:
 
 
 def _read(method: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
-    """Call a reader method; a store error becomes a 404 (unknown run) or a 503 (database trouble)."""
+    """Call a reader method; a store error becomes a 404 (unknown run) or a 503 (database trouble).
+    Neither names the store: its path or URL says where the machine keeps its files, or a database user,
+    to whoever can load a page. The 503's reason goes to the server's stderr instead."""
     try:
         return method(*args, **kwargs)
+    except UnknownRun as exc:
+        raise HTTPException(404, exc.what) from exc
     except StoreError as exc:
-        raise HTTPException(404 if str(exc).startswith("no run") else 503, str(exc)) from exc
+        print(f"dibs dashboard: {exc}", file=sys.stderr, flush=True)
+        raise HTTPException(503, "the results store cannot be read now (see the dashboard's log)") from exc
 
 
 def _selected(reader: StoreReader, ids: list[str] | None) -> list[dict[str, Any]]:

@@ -93,7 +93,7 @@ def cmd_resume(args) -> int:
     from dibs.platform import checkpoint
     from dibs.platform.store import open_store
 
-    store = open_store(args.db)
+    store = open_store(args.db, create=False)  # an unknown --db is an error, never a new store
     run_id = store.resolve_run_id(args.run_id)
     run = store.get_run(run_id)
     if run["status"] == "finished":
@@ -130,9 +130,11 @@ def _execute(cfg, store, run_id: str, *, resume_from: str | None) -> int:
 
 
 def cmd_runs(args) -> int:
-    from dibs.platform.store import open_store
+    from dibs.platform.store.reader import open_reader
+    from dibs.platform.store.store import store_url
 
-    runs = open_store(args.db).list_runs()
+    with open_reader(store_url(args.db)) as reader:  # read-only: never creates, migrates or writes
+        runs = [{k: v for k, v in r.items() if k not in ("config", "summary")} for r in reader.runs()]
     if args.json:
         print(json.dumps(runs, indent=2))
         return 0
@@ -187,16 +189,21 @@ def _comparison(args, runs: list[dict]) -> str:
 
 def cmd_dashboard(args) -> int:
     from dibs.dashboards.app import check_bindable, create_app, serve
+    from dibs.dashboards.hosts import exposure_warning
     from dibs.platform.store.store import store_url
 
     if not 0 < args.port < 65536:
         return _fail(f"dashboard: --port must be in 1..65535, got {args.port}")
     url = store_url(args.db)
-    app = create_app(url)  # StoreError (one line) for a store it cannot read
+    # StoreError (one line) for a store it cannot read; requests must then name host:port (hosts.py)
+    app = create_app(url, host=args.host, port=args.port, allowed_hosts=args.allow_host)
     try:
         check_bindable(args.host, args.port)
     except OSError as exc:
         return _fail(f"dashboard: cannot listen on {args.host}:{args.port}: {exc.strerror or exc}")
+    warning = exposure_warning(args.host, args.port)
+    if warning:
+        print(warning, file=sys.stderr, flush=True)
     print(f"dibs dashboard: {display_url(url)} (read-only) at http://{args.host}:{args.port}/  (Ctrl-C stops it)",
           flush=True)
     serve(app, host=args.host, port=args.port)
@@ -237,10 +244,11 @@ def cmd_sweep(args) -> int:
 
 def cmd_sweeps(args) -> int:
     """Sweeps in the store with their trials: parameters, status, objective and runs' final metrics."""
-    from dibs.platform.store import open_store
+    from dibs.platform.store.reader import open_reader
+    from dibs.platform.store.store import store_url
 
-    store = open_store(args.db)
-    sweeps = [s | {"trials": sweep_trials(store, s["id"])} for s in store.sweeps()]
+    with open_reader(store_url(args.db)) as reader:  # read-only: never creates, migrates or writes
+        sweeps = [s | {"trials": sweep_trials(reader, s["id"])} for s in reader.sweeps()]
     if args.json:
         print(json.dumps(sweeps, indent=2))
         return 0
@@ -252,11 +260,12 @@ def cmd_sweeps(args) -> int:
     return 0
 
 
-def sweep_trials(store, sweep_id: str) -> list[dict]:
-    runs = [r for r in store.list_runs() if r.get("sweep_id") == sweep_id]
+def sweep_trials(reader, sweep_id: str) -> list[dict]:
+    """A sweep's trials, each with its runs (newest first): seed, status, final metrics, budget spent."""
+    runs = reader.runs(sweep_id=sweep_id)
     out = []
-    for t in store.trials(sweep_id):
-        mine = [store.get_run(r["id"]) for r in runs if r.get("trial_id") == t["id"]]
+    for t in reader.trials(sweep_id):
+        mine = [r for r in runs if r["trial_id"] == t["id"]]
         final = [{"run": r["id"], "seed": r["seed"], "status": r["status"],
                   "final": (r["summary"] or {}).get("final", {}),
                   "rollouts_consumed": (r["summary"] or {}).get("rollouts_consumed")} for r in mine]
@@ -313,6 +322,8 @@ def build_parser() -> argparse.ArgumentParser:
     dash.add_argument("--db", help="results store URL (default sqlite:///runs/dibs.db)")
     dash.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1: this machine only)")
     dash.add_argument("--port", type=int, default=8050)
+    dash.add_argument("--allow-host", action="append", default=[], metavar="NAME",
+                      help="also answer requests addressed to NAME (a DNS name of this machine or a proxy's)")
     dash.set_defaults(func=cmd_dashboard)
     d = sub.add_parser("db", help="results store schema")
     d.add_argument("action", choices=["upgrade"])

@@ -238,6 +238,10 @@ def submit(path: str, *, address: str | None, db: str | None = None, overrides: 
     if sweep and overrides:
         raise ConfigError(f"{path}: --set applies to experiments; give a sweep's overrides under `fixed:`")
     cfg = None if sweep else load_config(path, overrides)
+    if sweep:  # checked before open_store below may make the store; start_spec reads it again
+        from dibs.platform.sweep_config import load_sweep
+
+        load_sweep(path)
     out = Path(output_dir or (cfg.runtime.output_dir if cfg else "runs")).expanduser().resolve()
     user_env = read_runtime_env(runtime_env_file)
     db_url = resolve_store_url(db)

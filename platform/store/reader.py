@@ -1,8 +1,9 @@
 """Read-only access to the results store, for the dashboard and comparison exports.
 
 ``StoreReader`` opens the database so that the database itself refuses writes (``engine.make_engine``
-with ``read_only=True``) and never migrates: a store behind head is an error that names `dibs db
-upgrade`. Every query is built with SQLAlchemy from the models; request values only ever become bound
+with ``read_only=True``) and never creates or migrates one: a missing SQLite file, an empty database or
+one that is not a dibs store are errors naming it, and a store behind head is an error that names `dibs
+db upgrade`. Every query is built with SQLAlchemy from the models; request values only ever become bound
 parameters. ``read_run`` and ``read_metrics`` are shared with ``ResultsStore``.
 """
 
@@ -13,16 +14,16 @@ from contextlib import contextmanager
 from typing import Any
 
 from alembic.script import ScriptDirectory
-from sqlalchemy import Connection, or_, select
+from sqlalchemy import Connection, Engine, or_, select
 from sqlalchemy.exc import ArgumentError, SQLAlchemyError
 
 from . import catalog
 from .engine import make_engine
 from .evaluations import read_evaluations
 from .models import Checkpoint, Metric, Run
-from .sql import StoreError, behind_head, display_url, one_line, run_head
+from .sql import StoreError, UnknownRun, behind_head, display_url, not_a_store, one_line, run_head
 from .telemetry import read_prompt_stats
-from .versioning import current_heads
+from .versioning import current_heads, store_kind
 
 METRIC_FIELDS = ("step", "rollouts_consumed", "tokens_generated", "wall_seconds", "name", "value")
 RUN_FILTERS = ("experiment", "status", "sweep_id")  # columns a run listing filters on in SQL
@@ -38,7 +39,7 @@ def resolve_run(conn: Connection, ref: str, shown: str) -> str:
         found = select(Run.id).where(or_(Run.id.startswith(ref, autoescape=True), Run.name == ref))
         matches = list(conn.execute(found.order_by(Run.id)).scalars())
     if not matches:
-        raise StoreError(f"no run with id {ref!r} in {shown}")
+        raise UnknownRun(f"no run with id {ref!r}", shown)
     if len(matches) > 1:
         listed = ", ".join(matches[:5]) + (", ..." if len(matches) > 5 else "")
         raise StoreError(f"{ref!r} matches {len(matches)} runs in {shown}: {listed}")
@@ -70,6 +71,34 @@ def read_run(conn: Connection, run_id: str) -> dict[str, Any]:
     }
 
 
+def inspect_store(engine: Engine, url: str) -> tuple[str, set[str], set[str]]:
+    """(kind, current revisions, head revisions) of the database behind ``engine``, looked at without
+    writing (``versioning.store_kind``); StoreError naming the store when it cannot be read."""
+    from .store import alembic_config  # store.py imports this module for read_run
+
+    try:
+        script = ScriptDirectory.from_config(alembic_config(url))
+        ours = {r.revision for r in script.walk_revisions()}
+        with engine.connect() as conn:
+            kind = store_kind(conn, ours)
+            current = current_heads(conn, ours) if kind == "dibs" else set()
+        return kind, current, set(script.get_heads())
+    except (ImportError, OSError, ValueError, SQLAlchemyError) as exc:
+        raise StoreError(f"cannot open store {display_url(url)}: {one_line(exc, url)}") from exc
+
+
+def refuse_non_store(url: str, *, allow_empty: bool) -> None:
+    """StoreError unless the database at ``url`` is a dibs store (or, with ``allow_empty``, empty),
+    looked at through a read-only engine of its own."""
+    probe = make_engine(url, read_only=True)
+    try:
+        kind, _, _ = inspect_store(probe, url)
+    finally:
+        probe.dispose()
+    if kind == "foreign" or (kind == "empty" and not allow_empty):
+        raise not_a_store(display_url(url), kind)
+
+
 @contextmanager
 def open_reader(url: str) -> Iterator[StoreReader]:
     """A ``StoreReader`` for the ``with`` block, closed after it."""
@@ -84,21 +113,21 @@ class StoreReader:
     """Runs, metric rows, per-prompt rows, evaluations and sweeps of a store, read-only."""
 
     def __init__(self, url: str) -> None:
-        from .store import alembic_config  # store.py imports this module for read_run
-
         self.url = url
         self._shown = display_url(url)
         try:
             self._engine = make_engine(url, read_only=True)
-            script = ScriptDirectory.from_config(alembic_config(url))
-            with self._engine.connect() as conn:
-                current = current_heads(conn, {r.revision for r in script.walk_revisions()})
-            heads = set(script.get_heads())
-        except (ArgumentError, ImportError, OSError, ValueError, SQLAlchemyError) as exc:
+        except (ArgumentError, ImportError, OSError, ValueError) as exc:
             raise StoreError(f"cannot open store {self._shown}: {one_line(exc, self.url)}") from exc
-        if current != heads:
+        try:
+            kind, current, heads = inspect_store(self._engine, url)
+            if kind != "dibs":
+                raise not_a_store(self._shown, kind)
+            if current != heads:
+                raise behind_head(self._shown, current, heads)
+        except StoreError:
             self._engine.dispose()
-            raise behind_head(self._shown, current, heads)
+            raise
 
     def close(self) -> None:
         self._engine.dispose()
@@ -140,7 +169,7 @@ class StoreReader:
         with self._read() as conn:
             tags = conn.execute(select(Run.sweep_id, Run.trial_id).where(Run.id == run_id)).first()
             if tags is None:
-                raise StoreError(f"no run with id {run_id!r} in {self._shown}")
+                raise UnknownRun(f"no run with id {run_id!r}", self._shown)
             run = read_run(conn, run_id)
             run["evaluations"] = read_evaluations(conn, run_id)
             steps = select(Checkpoint.step, Checkpoint.path).where(Checkpoint.run_id == run_id)

@@ -22,6 +22,24 @@ class StoreError(Exception):
     """A store that cannot be opened or a request it cannot answer. ``str(e)`` is one line."""
 
 
+class UnknownRun(StoreError):
+    """A run (or other row) a request names that the store does not hold. ``what`` says so without
+    naming the store, for answers that must not show its path or URL (the dashboard)."""
+
+    def __init__(self, what: str, shown: str) -> None:
+        super().__init__(f"{what} in {shown}")
+        self.what = what
+
+
+def not_a_store(shown: str, kind: str) -> StoreError:
+    """The error for a database that holds no dibs store: an empty one, or one of something else (left
+    as it is: dibs neither reads it nor adds its tables to it)."""
+    if kind == "empty":
+        return StoreError(f"store {shown} is an empty database, not a dibs results store "
+                          "(`dibs run`, `dibs sweep` or `dibs db upgrade` make one)")
+    return StoreError(f"store {shown} is not a dibs results store (no dibs tables / alembic revision)")
+
+
 def behind_head(shown: str, current: set[str], heads: set[str]) -> StoreError:
     """The error for a store whose schema is not at the migrations' head (conventions.md: only
     `dibs db upgrade` changes a schema)."""

@@ -30,10 +30,10 @@ from sqlalchemy import Connection, insert, select, update
 from sqlalchemy.exc import ArgumentError, SQLAlchemyError
 
 from . import catalog, migrations
-from .engine import WRITE_OPTION, make_engine
+from .engine import WRITE_OPTION, make_engine, sqlite_file
 from .evaluations import EVALUATION_KEY, evaluation_values, read_evaluations
 from .models import RUN_STATUSES, Checkpoint, Evaluation, Metric, PromptStatRow, Run
-from .reader import read_run, resolve_run
+from .reader import read_run, refuse_non_store, resolve_run
 from .sql import StoreError, behind_head, display_url, insert_ignore, json_safe, one_line, run_head
 from .telemetry import PROMPT_STAT_KEY, prompt_stat_values, read_prompt_stats
 from .versioning import adopt_legacy_version, migration_context
@@ -69,10 +69,11 @@ def store_url(url: str | None) -> str:
     return url
 
 
-def open_store(url: str | None, *, upgrade: bool = False) -> ResultsStore:
+def open_store(url: str | None, *, upgrade: bool = False, create: bool = True) -> ResultsStore:
     """Open the store at ``url`` (see ``store_url``). A new, empty database gets the schema from the
-    migrations; an older one is only upgraded with ``upgrade=True`` (`dibs db upgrade`, conventions.md)."""
-    return ResultsStore(store_url(url), upgrade=upgrade)
+    migrations (``create=False``: it is an error instead); an older one is only upgraded with
+    ``upgrade=True`` (`dibs db upgrade`, conventions.md). A database of something else is refused."""
+    return ResultsStore(store_url(url), upgrade=upgrade, create=create)
 
 
 def alembic_config(url: str, connection: Connection | None = None) -> Config:
@@ -90,14 +91,17 @@ class ResultsStore:
 
     ``upgrade=False`` creates the schema in an empty database (through the migrations, so it is at
     head) and otherwise fails unless the database is already at head: schema changes of an existing
-    database are left to ``dibs db upgrade``.
+    database are left to ``dibs db upgrade``. ``create=False`` (`dibs resume`) opens an existing store
+    only: a missing SQLite file or an empty database is an error. A database holding tables of
+    something else is never written to.
     """
 
-    def __init__(self, url: str, *, upgrade: bool = True) -> None:
+    def __init__(self, url: str, *, upgrade: bool = True, create: bool = True) -> None:
         self.url = url
         self._shown = display_url(url)
         try:
-            self._engine = make_engine(url)
+            self._refuse_non_store(create)
+            self._engine = make_engine(url, create=create)
         except (ArgumentError, ImportError, OSError, ValueError) as exc:
             raise StoreError(f"cannot open store {self._shown}: {one_line(exc, self.url)}") from exc
         self._writer = self._engine.execution_options(**{WRITE_OPTION: True})
@@ -109,6 +113,13 @@ class ResultsStore:
         except StoreError:
             self._engine.dispose()
             raise
+
+    def _refuse_non_store(self, create: bool) -> None:
+        """Look at the database read-only before a writable engine touches it (on SQLite that alone
+        switches the file to WAL): one of something else is refused, and an empty one unless ``create``."""
+        path = sqlite_file(self.url)
+        if not (create and path is not None and not path.exists()):  # a new file holds nothing to protect
+            refuse_non_store(self.url, allow_empty=create)
 
     def _migrate(self, upgrade: bool) -> None:
         with self._writer.connect() as conn, conn.begin():

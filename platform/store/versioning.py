@@ -36,6 +36,16 @@ def current_heads(conn: Connection, ours: set[str]) -> set[str]:
     return set(legacy_revisions(conn, ours)) or set(migration_context(conn).get_current_heads())
 
 
+def store_kind(conn: Connection, ours: set[str]) -> str:
+    """What the database holds (read-only): "dibs" (a dibs revision is recorded), "empty" (no table or
+    view at all) or "foreign" (tables of something else, which dibs must neither read nor add to)."""
+    found = sa.inspect(conn)
+    tables = found.get_table_names()
+    if VERSION_TABLE in tables or legacy_revisions(conn, ours):
+        return "dibs"
+    return "foreign" if tables or found.get_view_names() else "empty"
+
+
 def adopt_legacy_version(conn: Connection, ours: set[str]) -> None:
     """Move dibs' revision out of `alembic_version` into `dibs_alembic_version` (inside the caller's
     transaction); drop the legacy table if nothing else was in it."""

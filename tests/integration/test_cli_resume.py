@@ -58,6 +58,8 @@ def test_resume_after_the_driver_is_killed(tmp_path, capsys):
 
 
 def test_resume_unknown_run_is_one_line(tmp_path, capsys):
-    assert main(["resume", "nope", "--db", f"sqlite:///{tmp_path}/x.db"]) == 2
+    url = f"sqlite:///{tmp_path}/x.db"
+    open_store(url).close()  # a store without runs (resume never makes one: tests/unit/test_read_only.py)
+    assert main(["resume", "nope", "--db", url]) == 2
     err = capsys.readouterr().err.strip()
     assert err.startswith("dibs: error: ") and "nope" in err and "\n" not in err

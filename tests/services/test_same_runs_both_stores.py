@@ -25,7 +25,7 @@ ISO_TIME = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d+)?\+00:00")
 
 
 def _render(url: str) -> dict[str, str]:
-    with TestClient(create_app(url)) as client:
+    with TestClient(create_app(url), base_url="http://127.0.0.1") as client:  # a loopback Host
         pages = {path: client.get(path) for path in PATHS}
     assert all(r.status_code == 200 for r in pages.values()), {p: r.status_code for p, r in pages.items()}
     return {path: ISO_TIME.sub("<time>", r.text) for path, r in pages.items()}
