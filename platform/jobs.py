@@ -126,10 +126,10 @@ def resolve_store_url(db: str | None) -> str:
     except (ArgumentError, ValueError) as exc:
         raise JobsError(f"--db {display_url(url)!r}: not a database URL ({redact(str(exc), url)})") from exc
     if parsed.password is not None:
+        # Short: error lines are capped. The README's "Ray Jobs" section has the longer story.
         raise JobsError(f"--db {display_url(url)}: a job must not carry the store password (the Ray dashboard "
-                        "shows every job's entrypoint and environment); give --db without it (here PGPASSWORD "
-                        f"or ~/.pgpass supply it) and keep the URL on the cluster: ${DB_ENV} exported where "
-                        "`ray start` ran, or --db-file PATH on its nodes (or their own ~/.pgpass)")
+                        f"shows it); drop it from --db and give it on the cluster: ${DB_ENV} where `ray start` "
+                        "ran, --db-file PATH, or ~/.pgpass")
     if parsed.get_backend_name() != "sqlite":
         return url
     database = parsed.database or ""
