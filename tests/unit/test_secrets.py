@@ -14,7 +14,7 @@ from dibs.platform import job_entry, job_upload, jobs
 from dibs.platform.cli import main
 from dibs.platform.config import ConfigError
 from dibs.platform.store.sql import display_url, redact, url_password, without_password
-from dibs.platform.sweep_driver import resume_spec, resume_url
+from dibs.platform.sweep_driver import resume_spec, resume_url, start_spec
 
 pytestmark = pytest.mark.unit
 
@@ -147,10 +147,12 @@ def test_sweep_resume_takes_the_password_from_db_or_the_environment(tmp_path, mo
     with pytest.raises(ConfigError, match="is not the sweep's store") as e:
         resume_url(SHOWN, f"postgresql+psycopg://dibs:{SECRET}@127.0.0.1:1/other", "s")
     assert SECRET not in str(e.value)
-    (tmp_path / "sweeps" / "s").mkdir(parents=True)
-    (tmp_path / "sweeps" / "s" / "sweep.json").write_text(json.dumps({"sweep_id": "s", "db_url": SHOWN}))
+    # A real spec (resume checks every field of it), recorded on SQLite and then pointed at the PG store
+    spec = start_spec("experiments/sweeps/smoke.yaml", f"sqlite:///{tmp_path}/d.db", str(tmp_path))
+    spec_file = Path(spec["dir"]) / "sweep.json"
+    spec_file.write_text(json.dumps(json.loads(spec_file.read_text()) | {"db_url": SHOWN}))
     monkeypatch.setenv("DIBS_DB_URL", PG)
-    assert resume_spec("s", str(tmp_path))["db_url"] == PG
+    assert resume_spec(spec["sweep_id"], str(tmp_path))["db_url"] == PG
 
 
 def git(repo: Path, *args: str) -> None:
