@@ -24,7 +24,8 @@ How a submission goes (`submit`):
 
 Retries (`supervise`, `retry`): Ray never retries a failed job, and a `submission_id` cannot be reused.
 A job that ends FAILED (its entrypoint exited non-zero, or its driver died) is submitted again as
-`<id>-retry<k>` with the same entrypoint, which resumes the same dibs run from its latest complete
+`<id>-retry<k>` with the same entrypoint plus `--force --wait-lease` (`retry_entrypoint`: it waits out
+the dead attempt's lease, then takes the run over), which resumes the same dibs run from its latest complete
 checkpoint (same run id, same store rows; metric rows are idempotent, so each step is kept once), or
 the sweep from its Tune state. A STOPPED job was stopped on purpose and is not retried.
 """
@@ -179,6 +180,18 @@ def entrypoint(kind: str, dibs_id: str, output_dir: Path) -> str:
     if kind == "run":
         return f'{cli} resume {shlex.quote(dibs_id)} --db "${DB_ENV}"'
     return f"{cli} sweep --resume {shlex.quote(dibs_id)} --output-dir {shlex.quote(str(output_dir))}"
+
+
+def retry_entrypoint(command: str) -> str:
+    """A later attempt's command. Ray retries only an attempt it reports FAILED or STOPPED, so that
+    attempt's driver is dead; if it died without closing its run (SIGKILL, out of memory) its lease is
+    still live for up to LEASE_SECONDS, so `dibs resume --force` waits that long for it, then takes over."""
+    from dibs.platform.store.lease import LEASE_SECONDS
+
+    flags = f"--force --wait-lease {LEASE_SECONDS * 1.5:g}"
+    if " resume " not in command or command.endswith(flags):
+        return command
+    return f"{command} {flags}"
 
 
 # --- the cluster ------------------------------------------------------------------------------------
@@ -347,7 +360,8 @@ def retry(client, job_id: str) -> Submission:
         raise JobsError(f"job {latest['submission_id']} is {latest['status']}; only a FAILED or STOPPED job is retried")
     last = _ask(f"job {latest['submission_id']}", lambda: client.get_job_info(latest["submission_id"]))
     env = {k: v for k, v in (last.runtime_env or {}).items() if k != "working_dir"}  # uploaded afresh
-    sub = Submission(md["dibs_kind"], md["dibs_id"], last.entrypoint, env, attempt=latest["attempt"] + 1)
+    sub = Submission(md["dibs_kind"], md["dibs_id"], retry_entrypoint(last.entrypoint), env,
+                     attempt=latest["attempt"] + 1)
     submit_attempt(client, sub)
     return sub
 
@@ -360,7 +374,8 @@ def supervise(client, sub: Submission, *, max_retries: int, poll: float = 2.0, f
         status = wait(client, sub.submission_id, poll=poll, follow=follow, write=write)
         if status != "FAILED" or sub.attempt >= max_retries:
             return status, sub
-        nxt = Submission(sub.kind, sub.dibs_id, sub.entrypoint, sub.runtime_env, attempt=sub.attempt + 1)
+        nxt = Submission(sub.kind, sub.dibs_id, retry_entrypoint(sub.entrypoint), sub.runtime_env,
+                         attempt=sub.attempt + 1)
         write(f"dibs: job {sub.submission_id} FAILED; resubmitting as {nxt.submission_id} "
               f"(retry {nxt.attempt}/{max_retries}: resumes {sub.kind} {sub.dibs_id} from its checkpoint)\n")
         submit_attempt(client, nxt)
