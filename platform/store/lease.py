@@ -77,6 +77,12 @@ def _when(moment: datetime | None) -> str:
     return "-" if moment is None else moment.isoformat(timespec="seconds")
 
 
+def read(conn: Connection, run_id: str) -> dict[str, Any] | None:
+    """The run's lease: owner, lease_expires and heartbeat_at (None each when free); None: no such run."""
+    row = conn.execute(select(Run.owner, Run.lease_expires, Run.heartbeat_at).where(Run.id == run_id)).first()
+    return None if row is None else dict(row._mapping)
+
+
 def renew(conn: Connection, run_id: str, owner: str, *, seconds: float) -> bool:
     """Extend ``owner``'s lease; ``False`` when it no longer holds the run (taken over or closed)."""
     now = datetime.now(timezone.utc)

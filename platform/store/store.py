@@ -369,6 +369,11 @@ class ResultsStore:
         with self._tx(write=False) as conn:
             return catalog.read_trials(conn, sweep_id)
 
+    def lease(self, run_id: str) -> dict[str, Any]:
+        """Who holds a run and until when (``lease.read``); kept out of ``get_run`` and its exports."""
+        with self._tx(write=False) as conn:
+            return lease.read(conn, self._resolve(conn, run_id))
+
     def prompt_stats(self, run_id: str) -> list[dict[str, Any]]:
         """A run's per-prompt rows (dicts, NULL -> None) by step, then in logging order."""
         with self._tx(write=False) as conn:
