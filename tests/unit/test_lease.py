@@ -4,6 +4,8 @@ store at revision 0003 upgrades with its rows (kill and resume of a real run: te
 
 from __future__ import annotations
 
+import os
+import signal
 import threading
 import time
 from datetime import datetime, timedelta, timezone
@@ -140,12 +142,36 @@ def test_heartbeat_renews_and_stops_a_driver_whose_lease_was_taken(url):
             assert store.lease(run_id)["heartbeat_at"] > first
         _expire(url, run_id)
         beat = Heartbeat(store, run_id, "me:1:aa", every=0.05, seconds=0.5)
-        with stop_signals(), pytest.raises(Stopped) as err:
-            with beat:
-                store.take_lease(run_id, OTHER, force=True)
-                time.sleep(5)  # the heartbeat interrupts this
+        with stop_signals(), pytest.raises(Stopped) as err, beat:
+            store.take_lease(run_id, OTHER, force=True)
+            time.sleep(5)  # the heartbeat interrupts this
         assert beat.lost and err.value.signum == 15
         assert store.lease(run_id)["owner"] == OTHER
+
+
+@pytest.mark.parametrize(("signum", "code"), [(signal.SIGTERM, 143), (signal.SIGINT, 130)])
+def test_a_signal_stops_the_loop_and_releases_the_run(url, tmp_path, capsys, monkeypatch, signum, code):
+    from dibs.platform import runner
+
+    def loop(cfg, payload, on_progress):  # the inline executor, signalled while it trains
+        os.kill(os.getpid(), signum)
+        time.sleep(5)
+        pytest.fail("the signal did not stop the loop")
+
+    monkeypatch.setattr(runner, "run_inline", loop)
+    cfg = load_config("experiments/smoke.yaml", ["runtime.executor=inline", f"runtime.output_dir={tmp_path}"])
+    handlers = [signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)]
+    with open_store(url) as store:
+        run_id = _run(store, owner="me:1:aa")
+        assert cli._execute(cfg, store, run_id, "me:1:aa", resume_from=None) == code
+        assert store.get_run(run_id)["status"] == "stopped"
+        assert store.lease(run_id)["owner"] is None and store.lease(run_id)["lease_expires"] is None
+    name = signal.Signals(signum).name
+    err = capsys.readouterr().err  # the live display may leave a blank line as it closes
+    assert err.split() and [line for line in err.splitlines() if line.strip()] == [
+        (f"dibs: error: run {run_id} stopped ({name}); its rows and checkpoints so far are in the store "
+        f"(dibs resume {run_id})")]
+    assert [signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)] == handlers  # put back
 
 
 def test_cli_resume_of_a_live_run_is_one_line_and_writes_nothing(url, capsys, monkeypatch):
