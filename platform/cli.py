@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import signal
 import subprocess
 import sys
 import time
@@ -125,16 +126,17 @@ def _execute(cfg, store, run_id: str, owner: str, *, resume_from: str | None) ->
     payload = run_payload(cfg, store.url, run_id, resume_from)
     execute = run_ray if cfg.runtime.executor == "ray" else run_inline
     beat = Heartbeat(store, run_id, owner)
-    with stop_signals():
+    with stop_signals() as received:
         try:
             with beat, RunDisplay(cfg) as display:
                 summary = execute(cfg, payload, display.on_event)
-        except KeyboardInterrupt as exc:  # Ctrl-C, or heartbeat.Stopped for SIGINT / SIGTERM
-            code = 128 + getattr(exc, "signum", 2)
+        except KeyboardInterrupt:  # heartbeat.Stopped (SIGINT / SIGTERM), or what ray.get made of it
+            signum = received[0] if received else signal.SIGINT
+            code = 128 + signum
             if beat.lost or not store.release_run(run_id, owner, "stopped"):
                 return _fail(f"run {run_id}: another process took over its lease; this one stopped", code)
-            return _fail(f"run {run_id} stopped ({exc or 'interrupted'}); its rows and checkpoints so far are in "
-                         f"the store (dibs resume {run_id})", code)
+            return _fail(f"run {run_id} stopped ({signal.Signals(signum).name}); its rows and checkpoints so far "
+                         f"are in the store (dibs resume {run_id})", code)
         except BaseException:
             store.release_run(run_id, owner, "failed")
             raise

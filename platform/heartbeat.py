@@ -35,9 +35,10 @@ class Stopped(KeyboardInterrupt):
 
 
 @contextmanager
-def stop_signals() -> Iterator[None]:
+def stop_signals() -> Iterator[list[int]]:
     """SIGINT and SIGTERM raise ``Stopped`` in the main thread, once: a second signal while the run is
-    being closed is ignored, or it would cut the closing short and leave the row 'running'."""
+    being closed is ignored, or it would cut the closing short and leave the row 'running'. Yields the
+    signals received: ``ray.get`` turns any exception of a handler into a bare KeyboardInterrupt."""
     fired: list[int] = []
 
     def handler(signum: int, frame: object) -> None:
@@ -47,7 +48,7 @@ def stop_signals() -> Iterator[None]:
 
     previous = {sig: signal.signal(sig, handler) for sig in STOP_SIGNALS}
     try:
-        yield
+        yield fired
     finally:
         for sig, old in previous.items():
             signal.signal(sig, old)
