@@ -113,6 +113,8 @@ def _take_lease(store, run_id: str, owner: str, *, force: bool, wait: float) -> 
             expires_in = held.until.timestamp() - time.time() if held.until else 0.0
             if left <= 0 or expires_in <= 0:  # out of time, or expired and not forced: waiting cannot help
                 raise
+            print(f"run {run_id}: held by another owner for {expires_in:.0f} s more; waiting (--wait-lease)",
+                  flush=True)
             time.sleep(min(left, expires_in + 0.5))
 
 
