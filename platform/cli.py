@@ -9,8 +9,10 @@ from __future__ import annotations
 
 import argparse
 import json
+import signal
 import subprocess
 import sys
+import time
 from importlib import metadata
 from pathlib import Path
 
@@ -72,6 +74,7 @@ def cmd_validate(args) -> int:
 def cmd_run(args) -> int:
     from dibs.platform.model import resolve_device
     from dibs.platform.store import open_store
+    from dibs.platform.store.lease import new_owner
 
     overrides = list(args.set) + ([f"name={args.name}"] if args.name else []) + \
         ([f"runtime.executor={args.executor}"] if args.executor else [])
@@ -80,18 +83,23 @@ def cmd_run(args) -> int:
     for key, path in missing_paths(cfg):  # before anything is recorded (conventions.md, recipes and paths)
         return _fail(f"{args.experiment}: {key}: no such file or directory: {path}")
     store = open_store(args.db)
+    owner = new_owner()  # this process holds the run's lease from its first row on
     run_id = store.create_run(name=cfg.name, experiment=str(args.experiment), config=config_to_dict(cfg),
-                              git_commit=git_commit(), versions=package_versions(), seed=cfg.seed)
+                              git_commit=git_commit(), versions=package_versions(), seed=cfg.seed, owner=owner)
     print(f"run {run_id}: {cfg.name} ({cfg.algorithm}, {cfg.allocation.allocator}) on {cfg.runtime.executor}; "
           f"store {display_url(store.url)}")
-    return _execute(cfg, store, run_id, resume_from=None)
+    return _execute(cfg, store, run_id, owner, resume_from=None)
 
 
 def cmd_resume(args) -> int:
     """Continue a stopped, failed or killed run under its own id from its latest complete checkpoint
-    (none: from the start). Metric rows are idempotent, so steps written twice are kept once."""
+    (none: from the start). Metric rows are idempotent, so steps written twice are kept once.
+
+    A run another process holds (its lease is live) is refused; `--force` takes over one whose lease has
+    expired (its driver died without closing it), never a live one."""
     from dibs.platform import checkpoint
     from dibs.platform.store import open_store
+    from dibs.platform.store.lease import new_owner
 
     store = open_store(args.db, create=False)  # an unknown --db is an error, never a new store
     run_id = store.resolve_run_id(args.run_id)
@@ -103,28 +111,57 @@ def cmd_resume(args) -> int:
     resume_from = done[-1][1] if done else None
     where = f"step {done[-1][0]} ({resume_from})" if done else "the start (no complete checkpoint)"
     verb = "starting" if run["status"] == "submitted" else "resuming"  # a Ray job's first attempt (issue 7)
+    owner = new_owner()
+    _take_lease(store, run_id, owner, force=args.force, wait=args.wait_lease)
     print(f"run {run_id}: {verb} {cfg.name} from {where}; store {display_url(store.url)}")
-    store.resume_run(run_id)
-    return _execute(cfg, store, run_id, resume_from=resume_from)
+    return _execute(cfg, store, run_id, owner, resume_from=resume_from)
 
 
-def _execute(cfg, store, run_id: str, *, resume_from: str | None) -> int:
-    """Run (or resume) the loop on the configured executor with a live display; close the run's row."""
+def _take_lease(store, run_id: str, owner: str, *, force: bool, wait: float) -> None:
+    """Take the run's lease (store.take_lease: atomic, nothing written when refused). ``wait`` > 0: while
+    another owner's lease is live, wait up to that long for it to run out (a Ray Jobs retry, whose previous
+    attempt Ray reports dead, may start before that attempt's last lease has expired)."""
+    from dibs.platform.store.lease import LeaseHeld
+
+    deadline = time.monotonic() + wait
+    while True:
+        try:
+            return store.take_lease(run_id, owner, force=force)
+        except LeaseHeld as held:
+            left = deadline - time.monotonic()
+            expires_in = held.until.timestamp() - time.time() if held.until else 0.0
+            if left <= 0 or expires_in <= 0:  # out of time, or expired and not forced: waiting cannot help
+                raise
+            print(f"run {run_id}: held by another owner for {expires_in:.0f} s more; waiting (--wait-lease)",
+                  flush=True)
+            time.sleep(min(left, expires_in + 0.5))
+
+
+def _execute(cfg, store, run_id: str, owner: str, *, resume_from: str | None) -> int:
+    """Run (or resume) the loop on the configured executor with a live display while renewing ``owner``'s
+    lease; close the run's row and release the lease. SIGINT and SIGTERM stop it as Ctrl-C does."""
     from dibs.platform.display import RunDisplay, print_summary
+    from dibs.platform.heartbeat import Heartbeat, stop_signals
     from dibs.platform.runner import run_inline, run_payload, run_ray
 
     payload = run_payload(cfg, store.url, run_id, resume_from)
     execute = run_ray if cfg.runtime.executor == "ray" else run_inline
-    try:
-        with RunDisplay(cfg) as display:
-            summary = execute(cfg, payload, display.on_event)
-    except KeyboardInterrupt:
-        store.finish_run(run_id, "stopped")
-        return _fail(f"run {run_id} interrupted; its rows so far are in the store (dibs resume {run_id})", 130)
-    except BaseException:
-        store.finish_run(run_id, "failed")
-        raise
-    store.finish_run(run_id, "finished", summary)
+    beat = Heartbeat(store, run_id, owner)
+    with stop_signals() as received:
+        try:
+            with beat, RunDisplay(cfg) as display:
+                summary = execute(cfg, payload, display.on_event)
+        except KeyboardInterrupt:  # heartbeat.Stopped (SIGINT / SIGTERM), or what ray.get made of it
+            signum = received[0] if received else signal.SIGINT
+            code = 128 + signum
+            if beat.lost or not store.release_run(run_id, owner, "stopped"):
+                return _fail(f"run {run_id}: another process took over its lease; this one stopped", code)
+            return _fail(f"run {run_id} stopped ({signal.Signals(signum).name}); its rows and checkpoints so far "
+                         f"are in the store (dibs resume {run_id})", code)
+        except BaseException:
+            store.release_run(run_id, owner, "failed")
+            raise
+    store.release_run(run_id, owner, "finished", summary)
     print_summary(run_id, cfg, summary)
     return 0
 
@@ -290,6 +327,10 @@ def build_parser() -> argparse.ArgumentParser:
     rs = sub.add_parser("resume", help="continue a stopped or failed run from its latest checkpoint")
     rs.add_argument("run_id", help="run id, unique id prefix or unique run name")
     rs.add_argument("--db", help="results store URL (default sqlite:///runs/dibs.db)")
+    rs.add_argument("--force", action="store_true",
+                    help="take over a run whose owner died (its lease expired); a live lease is never taken")
+    rs.add_argument("--wait-lease", type=float, default=0.0, metavar="SECONDS",
+                    help="wait up to SECONDS for another owner's live lease to expire (Ray Jobs retries)")
     rs.set_defaults(func=cmd_resume)
     ls = sub.add_parser("runs", help="list runs")
     ls.add_argument("--json", action="store_true")

@@ -26,7 +26,8 @@ How a submission goes (`submit`):
 
 Retries (`supervise`, `retry`): Ray never retries a failed job, and a `submission_id` cannot be reused.
 A job that ends FAILED (its entrypoint exited non-zero, or its driver died) is submitted again as
-`<id>-retry<k>` with the same entrypoint, which resumes the same dibs run from its latest complete
+`<id>-retry<k>` with the same entrypoint plus `--force --wait-lease` (`retry_entrypoint`: it waits out
+the dead attempt's lease, then takes the run over), which resumes the same dibs run from its latest complete
 checkpoint (same run id, same store rows; metric rows are idempotent, so each step is kept once), or
 the sweep from its Tune state. A STOPPED job was stopped on purpose and is not retried.
 """
@@ -83,7 +84,8 @@ class Submission:
                 "dibs_include": json.dumps(list(self.include))}
 
     def next_attempt(self) -> Submission:
-        return dataclasses.replace(self, attempt=self.attempt + 1)
+        """The retry of this attempt: same record and uploads, the entrypoint that may take over its lease."""
+        return dataclasses.replace(self, entrypoint=retry_entrypoint(self.entrypoint), attempt=self.attempt + 1)
 
 
 # --- checks, all before anything is uploaded ------------------------------------------------------
@@ -193,6 +195,18 @@ def entrypoint(kind: str, dibs_id: str, output_dir: Path, *, store: str, db_file
              "--store", store, "--"]
     dibs = ["resume", dibs_id] if kind == "run" else ["sweep", "--resume", dibs_id, "--output-dir", str(output_dir)]
     return " ".join([entry[0], *map(shlex.quote, entry[1:] + dibs)])
+
+
+def retry_entrypoint(command: str) -> str:
+    """A later attempt's command. Ray retries only an attempt it reports FAILED or STOPPED, so that
+    attempt's driver is dead; if it died without closing its run (SIGKILL, out of memory) its lease is
+    still live for up to LEASE_SECONDS, so `dibs resume --force` waits that long for it, then takes over."""
+    from dibs.platform.store.lease import LEASE_SECONDS
+
+    flags = f"--force --wait-lease {LEASE_SECONDS * 1.5:g}"
+    if " resume " not in command or command.endswith(flags):
+        return command
+    return f"{command} {flags}"
 
 
 # --- the cluster ------------------------------------------------------------------------------------
@@ -377,8 +391,8 @@ def retry(client, job_id: str) -> Submission:
     last = _ask(f"job {latest['submission_id']}", lambda: client.get_job_info(latest["submission_id"]))
     env = {k: v for k, v in (last.runtime_env or {}).items() if k != "working_dir"}  # uploaded afresh
     include = tuple(json.loads(md.get("dibs_include", "[]")))
-    sub = Submission(md["dibs_kind"], md["dibs_id"], last.entrypoint, env, attempt=latest["attempt"] + 1,
-                     include=include)
+    sub = Submission(md["dibs_kind"], md["dibs_id"], retry_entrypoint(last.entrypoint), env,
+                     attempt=latest["attempt"] + 1, include=include)
     submit_attempt(client, sub)
     return sub
 

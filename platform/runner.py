@@ -12,8 +12,10 @@ live progress display fed through a Ray queue, and closes the run with its summa
 from __future__ import annotations
 
 import os
+import signal
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import transformers
@@ -90,17 +92,9 @@ def run_ray(cfg: ExperimentConfig, payload: dict, on_progress: Callable[[tuple],
     import ray
     from ray.util.queue import Queue
 
-    from dibs.platform.distributed import learner_bundle
-
     if not ray.is_initialized():
-        if address := cluster_address(cfg.runtime.address):
-            ray.init(address=address, log_to_driver=True)
-        else:
-            # Logical CPUs: the learners' bundles (a learner and its rollout actor share theirs).
-            need = cfg.learner.num_workers * learner_bundle(cfg, gpu=False)["CPU"]
-            # Ray Train's placement-group cleaner polls the state API, which the dashboard process serves:
-            # without it the driver log fills with "Failed to query ... State API" warnings.
-            start_local_ray(max(os.cpu_count() or 1, need), dashboard=cfg.distributed, log_to_driver=True)
+        with _keep_sigterm_handler():
+            _init_ray(cfg)
     q = Queue(maxsize=1000, actor_options={"num_cpus": 0})
     stop = threading.Event()
     pump = threading.Thread(target=_drain, args=(q, on_progress, stop), daemon=True)
@@ -111,10 +105,43 @@ def run_ray(cfg: ExperimentConfig, payload: dict, on_progress: Callable[[tuple],
 
             return run_ray_train(cfg, payload, q)
         task = ray.remote(num_cpus=cfg.runtime.num_threads, max_retries=0)(worker_main)
-        return ray.get(task.remote(payload | {"queue": q}))
+        ref = task.remote(payload | {"queue": q})
+        try:
+            return ray.get(ref)
+        except KeyboardInterrupt:  # Ctrl-C or SIGTERM in the driver: the worker must stop writing the run too
+            ray.cancel(ref, force=True)
+            raise
     finally:
         stop.set()
         pump.join(timeout=5)
+
+
+def _init_ray(cfg: ExperimentConfig) -> None:
+    import ray
+
+    from dibs.platform.distributed import learner_bundle
+
+    if address := cluster_address(cfg.runtime.address):
+        ray.init(address=address, log_to_driver=True)
+    else:
+        # Logical CPUs: the learners' bundles (a learner and its rollout actor share theirs).
+        need = cfg.learner.num_workers * learner_bundle(cfg, gpu=False)["CPU"]
+        # Ray Train's placement-group cleaner polls the state API, which the dashboard process serves:
+        # without it the driver log fills with "Failed to query ... State API" warnings.
+        start_local_ray(max(os.cpu_count() or 1, need), dashboard=cfg.distributed, log_to_driver=True)
+
+
+@contextmanager
+def _keep_sigterm_handler() -> Iterator[None]:
+    """``ray.init`` replaces the SIGTERM handler with ``sys.exit`` (a run would end 'failed'); the
+    driver's own (heartbeat.stop_signals: 'stopped', lease released) is put back."""
+    main = threading.current_thread() is threading.main_thread()
+    previous = signal.getsignal(signal.SIGTERM) if main else None
+    try:
+        yield
+    finally:
+        if callable(previous):  # only a handler of ours; SIG_DFL callers keep what Ray installs
+            signal.signal(signal.SIGTERM, previous)
 
 
 def start_local_ray(num_cpus: float, *, dashboard: bool, log_to_driver: bool) -> None:

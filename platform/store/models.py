@@ -143,6 +143,11 @@ class Run(Base):
     trial_id: Mapped[str | None] = mapped_column(
         String(64), ForeignKey("sweep_trials.id", name="fk_runs_trial_id_sweep_trials"), nullable=True
     )
+    # The lease (store/lease.py): the driver process that may write the run ("host:pid:token") and until
+    # when; it renews the lease while it runs and clears it when it closes the run. NULL: nobody holds it.
+    owner: Mapped[str | None] = mapped_column(String(255), nullable=True)
+    lease_expires: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
+    heartbeat_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
 
 
 class Metric(Base):

@@ -29,9 +29,10 @@ from alembic.util.exc import CommandError
 from sqlalchemy import Connection, insert, select, update
 from sqlalchemy.exc import ArgumentError, SQLAlchemyError
 
-from . import catalog, migrations
+from . import catalog, lease, migrations
 from .engine import WRITE_OPTION, make_engine, sqlite_file
 from .evaluations import EVALUATION_KEY, evaluation_values, read_evaluations
+from .lease import LEASE_SECONDS
 from .models import RUN_STATUSES, Checkpoint, Evaluation, Metric, PromptStatRow, Run
 from .reader import read_run, refuse_non_store, resolve_run
 from .sql import StoreError, behind_head, display_url, insert_ignore, json_safe, one_line, run_head
@@ -174,10 +175,13 @@ class ResultsStore:
         run_id: str | None = None,
         sweep_id: str | None = None,
         trial_id: str | None = None,
+        owner: str | None = None,
+        lease_seconds: float = LEASE_SECONDS,
     ) -> str:
         """Insert a run with status 'running' and return its id (``run-YYYYMMDD-HHMMSS-xxxxxx``).
 
-        ``sweep_id``/``trial_id`` tag a run that a sweep trial made (both must exist)."""
+        ``sweep_id``/``trial_id`` tag a run that a sweep trial made (both must exist); ``owner`` holds
+        the run's lease for ``lease_seconds`` from now (see ``take_lease``)."""
         now = datetime.now(timezone.utc)
         run_id = run_id or f"run-{now:%Y%m%d-%H%M%S}-{secrets.token_hex(3)}"
         with self._tx(write=True) as conn:
@@ -199,6 +203,7 @@ class ResultsStore:
                     experiment_id=catalog.experiment_id(conn, str(experiment)),
                     sweep_id=sweep_id,
                     trial_id=trial_id,
+                    **(lease.lease_values(owner, lease_seconds, now) if owner else {}),
                 )
             )
         return run_id
@@ -277,7 +282,30 @@ class ResultsStore:
         if status not in FINAL_STATUSES:
             raise StoreError(f"status {status!r} is not one of {', '.join(FINAL_STATUSES)}")
         summary_json = None if summary is None else json_safe(dict(summary))
-        self._set_status(run_id, status=status, finished_at=datetime.now(timezone.utc), summary=summary_json)
+        self._set_status(run_id, status=status, finished_at=datetime.now(timezone.utc), summary=summary_json,
+                         owner=None, lease_expires=None)
+
+    def take_lease(self, run_id: str, owner: str, *, force: bool = False,
+                   lease_seconds: float = LEASE_SECONDS) -> None:  # fmt: skip
+        """Make ``owner`` the holder of a run that nobody holds (``force``: or whose lease expired) and
+        mark it 'running', atomically; ``lease.LeaseHeld`` (nothing written) while another owner holds it."""
+        with self._tx(write=True) as conn:
+            lease.acquire(conn, run_id, owner, seconds=lease_seconds, force=force, shown=self._shown)
+
+    def renew_lease(self, run_id: str, owner: str, lease_seconds: float = LEASE_SECONDS) -> bool:
+        """The driver's heartbeat; ``False`` when ``owner`` no longer holds the run."""
+        with self._tx(write=True) as conn:
+            return lease.renew(conn, run_id, owner, seconds=lease_seconds)
+
+    def release_run(self, run_id: str, owner: str, status: str, summary: Mapping[str, Any] | None = None) -> bool:
+        """``finish_run`` for the lease's holder: close the run and free it; ``False`` (nothing written)
+        when ``owner`` no longer holds it."""
+        if status not in FINAL_STATUSES:
+            raise StoreError(f"status {status!r} is not one of {', '.join(FINAL_STATUSES)}")
+        values = {"status": status, "finished_at": datetime.now(timezone.utc),
+                  "summary": None if summary is None else json_safe(dict(summary))}
+        with self._tx(write=True) as conn:
+            return lease.release(conn, run_id, owner, values)
 
     def resume_run(self, run_id: str) -> None:
         """Mark a run 'running' again (a Ray Jobs retry resumes the same run and its rows)."""
@@ -351,6 +379,11 @@ class ResultsStore:
         """A sweep's trials: id, params, status, objective, created, finished."""
         with self._tx(write=False) as conn:
             return catalog.read_trials(conn, sweep_id)
+
+    def lease(self, run_id: str) -> dict[str, Any]:
+        """Who holds a run and until when (``lease.read``); kept out of ``get_run`` and its exports."""
+        with self._tx(write=False) as conn:
+            return lease.read(conn, self._resolve(conn, run_id))
 
     def prompt_stats(self, run_id: str) -> list[dict[str, Any]]:
         """A run's per-prompt rows (dicts, NULL -> None) by step, then in logging order."""

@@ -1,5 +1,6 @@
-"""`dibs resume`: a run whose driver is SIGKILLed after its step-2 checkpoint is continued under the
-same run id, and every metric ends up with each of its steps exactly once (conventions.md)."""
+"""`dibs resume`: a run whose driver is SIGKILLed after its step-2 checkpoint is refused while the dead
+driver's lease is live, taken over with `--force` once that has expired, and continued under the same run
+id; every metric ends up with each of its steps exactly once (conventions.md)."""
 
 import os
 import signal
@@ -8,6 +9,7 @@ import sys
 import time
 
 import pytest
+import sqlalchemy
 
 from dibs.platform import metrics as M
 from dibs.platform.cli import main
@@ -40,7 +42,11 @@ def test_resume_after_the_driver_is_killed(tmp_path, capsys):
     before = {(m["name"], m["step"]) for m in store.get_run(run_id)["metrics"]}
     assert max(step for _, step in before) < STEPS
 
-    assert main(["resume", "killed", "--db", url]) == 0
+    # A killed driver cannot release its lease either: until it expires the run counts as running.
+    assert main(["resume", "killed", "--db", url]) == 2
+    assert capsys.readouterr().err.startswith(f"dibs: error: run {run_id} is running (owner ")
+    _expire_lease(url, run_id)
+    assert main(["resume", "killed", "--db", url, "--force"]) == 0  # the owner is dead: take it over
     out = capsys.readouterr().out
     assert f"run {run_id}: resuming killed from step 2 (" in out
 
@@ -55,6 +61,14 @@ def test_resume_after_the_driver_is_killed(tmp_path, capsys):
     rollouts = {m["step"]: m["rollouts_consumed"] for m in run["metrics"] if m["name"] == M.BUDGET_ROLLOUTS}
     assert [rollouts[s] for s in range(1, STEPS + 1)] == [32 * s for s in range(1, STEPS + 1)]  # 8 x 4 a step
     assert main(["resume", "killed", "--db", url]) == 2  # finished: nothing to resume
+
+
+def _expire_lease(url: str, run_id: str) -> None:
+    engine = sqlalchemy.create_engine(url)
+    with engine.begin() as conn:
+        conn.execute(sqlalchemy.text("UPDATE runs SET lease_expires = '2000-01-01 00:00:00.000000' WHERE id = :id"),
+                     {"id": run_id})
+    engine.dispose()
 
 
 def test_resume_unknown_run_is_one_line(tmp_path, capsys):

@@ -109,7 +109,7 @@ def test_old_database_upgrades_keeping_rows(db_url, revision, count_rows, capsys
     assert "schema at head" in capsys.readouterr().out
     assert {model: count_rows(db_url, model) for model in before} == before
     with open_store(db_url) as store:
-        assert store.revision() == "0003"
+        assert store.revision() == "0004"
         run = store.get_run("old-2")
         assert (run["name"], run["config"], run["finished"]) == ("old 2", {"i": 2}, "2026-11-22T10:00:00+00:00")
         assert [m["value"] for m in run["metrics"]] == [0.0, 0.1, 0.2, 0.3, 0.4]

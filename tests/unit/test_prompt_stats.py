@@ -153,9 +153,9 @@ def test_upgrade_from_0001_keeps_rows(url):
     _database_at_0001(url)
     with pytest.raises(StoreError) as err:
         open_store(url)  # without upgrade an old schema is refused, not changed
-    assert str(err.value) == f"store {url} is at revision 0001, not 0003: run `dibs db upgrade`"
+    assert str(err.value) == f"store {url} is at revision 0001, not 0004: run `dibs db upgrade`"
     with open_store(url, upgrade=True) as store:
-        assert store.revision() == "0003"
+        assert store.revision() == "0004"
         assert store.metric_series(RUN_ID, "eval/accuracy") == [(0, 0.5), (1, 0.75)]
         assert store.prompt_stats(RUN_ID) == []
         assert store.log_prompt_stats(RUN_ID, 1, STEP_1) == 1

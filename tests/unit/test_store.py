@@ -192,7 +192,7 @@ def test_reopen_keeps_rows(url):
         run_id = _new_run(store)
         store.log_metrics(run_id, ROWS)
     with ResultsStore(url) as store:
-        assert store.revision() == "0003"
+        assert store.revision() == "0004"
         assert len(store.get_run(run_id)["metrics"]) == 3
         assert store.log_metrics(run_id, ROWS) == 0
 
@@ -207,10 +207,10 @@ def test_database_at_0001_reports_head(url, tmp_path):
     engine = create_engine(url)
     try:
         with engine.connect() as conn:
-            assert migration_context(conn).get_current_revision() == "0003"
+            assert migration_context(conn).get_current_revision() == "0004"
     finally:
         engine.dispose()
-    assert ScriptDirectory.from_config(alembic_config(url)).get_heads() == ["0003"]
+    assert ScriptDirectory.from_config(alembic_config(url)).get_heads() == ["0004"]
 
 
 def test_migrations_match_models(store, url):
@@ -225,7 +225,7 @@ def test_migrations_match_models(store, url):
 def test_no_upgrade_creates_empty_database_but_refuses_an_old_one(url):
     # A brand-new database gets its schema through the migrations (at head) ...
     with ResultsStore(url, upgrade=False) as store:
-        assert store.revision() == "0003"
+        assert store.revision() == "0004"
         run_id = store.create_run(name="r", experiment="e.yaml", config={}, git_commit=None, versions={}, seed=0)
     # ... but one at another revision is left alone until `dibs db upgrade`.
     engine = sqlalchemy.create_engine(url)
@@ -236,7 +236,7 @@ def test_no_upgrade_creates_empty_database_but_refuses_an_old_one(url):
         ResultsStore(url, upgrade=False)
     engine = sqlalchemy.create_engine(url)
     with engine.begin() as conn:
-        conn.execute(sqlalchemy.text("UPDATE dibs_alembic_version SET version_num = '0003'"))
+        conn.execute(sqlalchemy.text("UPDATE dibs_alembic_version SET version_num = '0004'"))
     engine.dispose()
     with ResultsStore(url, upgrade=False) as store:
         assert [r["id"] for r in store.list_runs()] == [run_id]  # nothing lost

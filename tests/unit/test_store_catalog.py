@@ -125,5 +125,5 @@ def test_reader_refuses_missing_and_old_stores(tmp_path, url, store):
     with engine.begin() as conn:
         conn.execute(sqlalchemy.text("UPDATE dibs_alembic_version SET version_num = '0002'"))
     engine.dispose()
-    with pytest.raises(StoreError, match=r"is at revision 0002, not 0003: run `dibs db upgrade`"):
+    with pytest.raises(StoreError, match=r"is at revision 0002, not 0004: run `dibs db upgrade`"):
         StoreReader(url)
