@@ -76,7 +76,7 @@ def cmd_run(args) -> int:
     from dibs.platform.store import open_store
     from dibs.platform.store.lease import new_owner
 
-    overrides = list(args.set) + ([f"name={args.name}"] if args.name else []) + \
+    overrides = list(args.set) + ([f"name={json.dumps(args.name)}"] if args.name else []) + \
         ([f"runtime.executor={args.executor}"] if args.executor else [])
     cfg = load_config(args.experiment, overrides)
     resolve_device(cfg.runtime.device)  # a machine that cannot run it fails here, before a run is recorded

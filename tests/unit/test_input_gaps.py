@@ -254,3 +254,15 @@ def test_sweep_repeats_keep_seeds_in_range(capsys, cwd):
                       "sweep.yaml")
     line = fails(capsys, cwd, ["sweep", path])
     assert line == "dibs: error: sweep.yaml: repeats: 3 seeds from the base's 2147483646 pass 2147483647"
+
+
+@pytest.mark.parametrize("name", ["1e3", "42", "true", "a: b"])
+def test_run_name_is_taken_as_text(name, cwd, monkeypatch):
+    """`--name` is a string whatever it looks like: the strict reader would read `1e3` as a float."""
+    from dibs.platform import cli
+
+    seen = {}
+    monkeypatch.setattr(cli, "_execute", lambda cfg, *a, **k: seen.setdefault("name", cfg.name) and 0)
+    smoke = Path(__file__).resolve().parents[2] / "experiments" / "smoke.yaml"
+    assert main(["run", str(smoke), "--name", name, "--db", f"sqlite:///{cwd}/d.db"]) == 0
+    assert seen["name"] == name
