@@ -69,8 +69,8 @@ def cmd_run(args) -> int:
 
 
 def cmd_resume(args) -> int:
-    """Continue a stopped, failed or killed run under its own id from its latest complete checkpoint
-    (none: from the start). Metric rows are idempotent, so steps written twice are kept once."""
+    """Continue a stopped, failed or killed run under its own id from its latest usable checkpoint
+    (none: from the start, as with no checkpoint at all). Metric rows are idempotent, so steps written twice are kept once."""
     from dibs.platform import checkpoint
     from dibs.platform.store import open_store
 
@@ -80,9 +80,11 @@ def cmd_resume(args) -> int:
     if run["status"] == "finished":
         return _fail(f"run {run_id} already finished; nothing to resume")
     cfg = validate_dict(run["config"], f"run {run_id} (stored config)")
-    done = [(step, path) for step, path in store.checkpoints(run_id) if checkpoint.is_complete(path)]
-    resume_from = done[-1][1] if done else None
-    where = f"step {done[-1][0]} ({resume_from})" if done else "the start (no complete checkpoint)"
+    # The newest checkpoint that passes checkpoint_check; each refused one is reported on stderr.
+    picked = checkpoint.choose(store.checkpoints(run_id), run_dir=Path(cfg.runtime.output_dir) / run_id,
+                               model=cfg.model)
+    resume_from = picked[1] if picked else None
+    where = f"step {picked[0]} ({resume_from})" if picked else "the start (no usable checkpoint)"
     verb = "starting" if run["status"] == "submitted" else "resuming"  # a Ray job's first attempt (issue 7)
     print(f"run {run_id}: {verb} {cfg.name} from {where}; store {store.url}")
     store.resume_run(run_id)
