@@ -16,7 +16,15 @@ from typing import Any
 
 import torch
 
-from dibs.platform.checkpoint import ARCH_FIELDS, CONFIG, LOOP_STATE, REQUIRED, CheckpointError, loop_state, read_json
+from dibs.platform.checkpoint import (
+    ARCH_FIELDS,
+    CONFIG,
+    LOOP_STATE,
+    REQUIRED,
+    CheckpointError,
+    loop_state,
+    read_json,
+)
 
 # DeepSpeed's ZeRO optimizer files pickle these bookkeeping classes besides tensors (seen with DeepSpeed
 # 0.19); they are plain data holders, allowed by name and nothing else.
