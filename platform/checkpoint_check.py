@@ -25,6 +25,7 @@ from dibs.platform.checkpoint import (
     loop_state,
     read_json,
 )
+from dibs.platform.config import ConfigError
 
 # DeepSpeed's ZeRO optimizer files pickle these bookkeeping classes besides tensors (seen with DeepSpeed
 # 0.19); they are plain data holders, allowed by name and nothing else.
@@ -36,7 +37,10 @@ DEEPSPEED_GLOBALS = ("deepspeed.runtime.fp16.loss_scaler.LossScaler",
 def expected_architecture(model: Any) -> dict[str, Any]:
     """The run's architecture fields: its `model.path`'s config.json, else the tiny model it builds."""
     if model.path:
-        cfg = json.loads((Path(model.path) / CONFIG).read_text())
+        try:
+            cfg = json.loads((Path(model.path) / CONFIG).read_text())
+        except (OSError, ValueError) as e:
+            raise ConfigError(f"model.path: cannot read {Path(model.path) / CONFIG}: {e}") from None
     else:
         from dibs.platform.model import qwen2_config, train_tokenizer
 
@@ -81,6 +85,8 @@ def inside(path: Path, run_dir: Path) -> None:
     for p in [path, *path.rglob("*")]:
         if not p.resolve().is_relative_to(root):
             raise CheckpointError(f"{p} is outside the run's directory {root}")
+        if p != path and p.is_symlink() and p.is_dir():  # rglob does not look inside; nothing we save is one
+            raise CheckpointError(f"{p} is a symlinked directory")
 
 
 def _expected_shapes(config: dict) -> tuple[dict[str, tuple[int, ...]], list[set[str]]]:

@@ -251,3 +251,12 @@ def test_a_step_saved_again_is_replaced_only_once_the_new_one_is_in_place(run):
     assert checkpoint.read_json(step_dir(run_dir, 2) / "allocator.json") == allocator_state
     assert sorted(p.name for p in root.iterdir()) == ["step-1", "step-2"]  # no temp or old copy left
     assert pick(run_dir, cfg)[0] == (2, str(step_dir(run_dir, 2)))
+
+
+def test_a_symlinked_directory_inside_a_checkpoint_is_refused(run):
+    run_dir, cfg = run
+    (step_dir(run_dir, 2) / "deepspeed").symlink_to(step_dir(run_dir, 1))  # inside the run, but never saved so
+    picked, skipped = pick(run_dir, cfg)
+    assert picked[0] == 1
+    assert skipped == [(f"checkpoint of step 2 skipped ({step_dir(run_dir, 2)}): "
+                       f"{step_dir(run_dir, 2) / 'deepspeed'} is a symlinked directory")]
