@@ -70,7 +70,7 @@ def cmd_run(args) -> int:
 
 def cmd_resume(args) -> int:
     """Continue a stopped, failed or killed run under its own id from its latest usable checkpoint
-    (none: from the start, as with no checkpoint at all). Metric rows are idempotent, so steps written twice are kept once."""
+    (none: from the start). Metric rows are idempotent, so steps written twice are kept once."""
     from dibs.platform import checkpoint
     from dibs.platform.store import open_store
 
