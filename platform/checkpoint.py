@@ -1,32 +1,55 @@
-"""Training checkpoints that a run can resume from (issue 4, fault tolerance).
+"""Training checkpoints that a run can resume from (fault tolerance), holding tensors and JSON only.
 
-A checkpoint directory `step-N/` holds the policy in Hugging Face format (loadable by transformers and
-vLLM), the allocator's state (`allocator.json`) and `trainer_state.pt`: optimizer and scheduler states,
-the prompt sampler's RNG and epoch cursor, the budget spent so far and the step-0 evaluation. Generation
-and update seeds are derived from (seed, step), so a run resumed from step N continues exactly as the
-uninterrupted run would have (tested).
+A checkpoint directory `step-N/` holds the policy in Hugging Face format as safetensors (loadable by
+transformers and vLLM) with its tokenizer (JSON), the allocator's state (`allocator.json`), the loop
+state (`loop_state.json`: the prompt sampler's RNG and epoch cursor, the budget spent so far, the step-0
+and last evaluations), the KL reference model (`ref_model.safetensors`, when the run has one) and the
+learner's optimizer and scheduler states (`learner.pt`, or DeepSpeed's files under `deepspeed/`).
+Generation and update seeds are derived from (seed, step), so a run resumed from step N continues
+exactly as the uninterrupted run would have (tested).
 
-A checkpoint is written under a temporary name and renamed into place, so a process killed while saving
-never leaves a half-written `step-N` for a resume to pick up. With several learner ranks every rank calls
-`save` and `load` (the learner's optimizer state may be partitioned, DeepSpeed ZeRO); rank 0 writes the
-rest.
+Nothing in a checkpoint is trusted: its path comes from the results store, which others may write.
+Nothing is unpickled beyond tensors and plain containers (`torch.load(weights_only=True)`, with DeepSpeed's
+three bookkeeping classes allowed by name), weights load only from safetensors, and `choose` refuses a
+checkpoint outside the run's own directory, of another architecture, or one that is incomplete or damaged,
+falling back to the next older one.
+
+A checkpoint is written into a temporary directory, fsynced, and renamed into place; a step written again
+replaces the old one only once the new one is in place. With several learner ranks every rank calls `save`
+and `load` (the learner's optimizer state may be partitioned, DeepSpeed ZeRO); rank 0 writes the rest.
 """
 
 from __future__ import annotations
 
 import json
+import os
 import random
 import shutil
+import sys
+import zipfile
+from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+import pydantic
 import torch
 
 from dibs.platform.parallel import DataParallel
 
+CONFIG = "config.json"
+WEIGHTS = "model.safetensors"
 ALLOCATOR_STATE = "allocator.json"
-TRAINER_STATE = "trainer_state.pt"
+LOOP_STATE = "loop_state.json"
+REF_MODEL = "ref_model.safetensors"
+REQUIRED = (CONFIG, WEIGHTS, ALLOCATOR_STATE, LOOP_STATE)
+# Hugging Face config fields that fix the weights' shapes: a checkpoint must match the run's in all of them.
+ARCH_FIELDS = ("model_type", "vocab_size", "hidden_size", "intermediate_size", "num_hidden_layers",
+               "num_attention_heads", "num_key_value_heads", "max_position_embeddings", "tie_word_embeddings")
+
+
+class CheckpointError(Exception):
+    """A checkpoint that cannot be used; the message is one line saying why."""
 
 
 @dataclass
@@ -43,7 +66,10 @@ class LoopState:
 
 def save(root: str | Path, step: int, *, policy: torch.nn.Module, tokenizer: Any, learner: Any, allocator: Any,
          state: LoopState, ref_model: torch.nn.Module | None = None, dp: DataParallel | None = None) -> str:
-    """Write `root/step-<step>` atomically; returns its path. Collective when `dp` has several ranks."""
+    """Write `root/step-<step>` atomically and durably; returns its path. Collective when `dp` has several
+    ranks."""
+    from safetensors.torch import save_model
+
     dp = dp or DataParallel()
     final = Path(root) / f"step-{step}"
     tmp = Path(root) / f".step-{step}.tmp"
@@ -54,44 +80,99 @@ def save(root: str | Path, step: int, *, policy: torch.nn.Module, tokenizer: Any
     learner.save_training_state(tmp)
     weights = learner.state_dict()  # gathered from every rank's partition when ZeRO-3 splits them
     if dp.rank == 0:
-        policy.save_pretrained(tmp, state_dict=weights)
+        policy.save_pretrained(tmp, state_dict=weights)  # safetensors (transformers' only format)
         tokenizer.save_pretrained(tmp)
         (tmp / ALLOCATOR_STATE).write_text(json.dumps(allocator.state_dict()))
-        torch.save({"loop": asdict(state), "ref_model": None if ref_model is None else ref_model.state_dict()},
-                   tmp / TRAINER_STATE)
-    dp.barrier()
+        (tmp / LOOP_STATE).write_text(json.dumps(asdict(state)))
+        if ref_model is not None:
+            save_model(ref_model, str(tmp / REF_MODEL))  # drops the tied lm_head copy
+    dp.barrier()  # every rank's optimizer partition is written
     if dp.rank == 0:
-        shutil.rmtree(final, ignore_errors=True)
-        tmp.rename(final)
+        _fsync_tree(tmp)
+        _publish(tmp, final)
     dp.barrier()
     return str(final)
 
 
+def _publish(tmp: Path, final: Path) -> None:
+    """Rename `tmp` to `final`; a `final` already there (the step saved again after a resume) is moved
+    aside first and deleted only once the new one is in place, so some copy of the step always exists."""
+    old = final.with_name(f".{final.name}.old")
+    shutil.rmtree(old, ignore_errors=True)
+    if final.exists():
+        final.rename(old)
+    tmp.rename(final)
+    _fsync_dir(final.parent)
+    shutil.rmtree(old, ignore_errors=True)
+
+
+def _fsync_tree(root: Path) -> None:
+    """Flush every file and directory under `root` to disk, so the rename publishes complete files."""
+    for dirpath, _, files in os.walk(root):
+        for name in files:
+            fd = os.open(Path(dirpath) / name, os.O_RDONLY)
+            try:
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+        _fsync_dir(Path(dirpath))
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
 def load(path: str | Path, *, learner: Any, allocator: Any, ref_model: torch.nn.Module | None = None) -> LoopState:
     """Restore optimizer, scheduler, allocator (and reference model) from `path`; the policy weights are
-    loaded by whoever built the model from it. Returns the loop state."""
+    loaded by whoever built the model from it (`model.load`, safetensors only). Returns the loop state."""
+    from safetensors.torch import load_model
+
     path = Path(path)
-    blob = torch.load(path / TRAINER_STATE, weights_only=False)  # our own file: loop state with tuples
+    state = loop_state(path)
     learner.load_training_state(path)
-    if (path / ALLOCATOR_STATE).is_file():
-        allocator.load_state_dict(json.loads((path / ALLOCATOR_STATE).read_text()))
-    if ref_model is not None and blob["ref_model"] is not None:
-        ref_model.load_state_dict(blob["ref_model"])
-    loop = blob["loop"]
-    loop["rng"] = _as_tuple(loop["rng"])
-    return LoopState(**loop)
+    allocator.load_state_dict(read_json(path / ALLOCATOR_STATE))
+    if ref_model is not None and (path / REF_MODEL).is_file():
+        load_model(ref_model, str(path / REF_MODEL))
+    return state
+
+
+def read_json(path: Path) -> Any:
+    try:
+        return json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, ValueError) as e:
+        raise CheckpointError(f"{path.name}: not readable JSON ({_first_line(e)})") from None
+
+
+def loop_state(path: Path) -> LoopState:
+    """The loop state in `path/loop_state.json`, its types checked."""
+    try:
+        state = pydantic.TypeAdapter(LoopState).validate_python(read_json(path / LOOP_STATE))
+    except pydantic.ValidationError as e:
+        raise CheckpointError(f"{LOOP_STATE}: {_first_line(e.errors()[0]['msg'])} at "
+                              f"{'.'.join(map(str, e.errors()[0]['loc']))}") from None
+    state.rng = _as_tuple(state.rng)  # JSON has lists; random.setstate wants nested tuples
+    return state
 
 
 def is_complete(path: str | Path) -> bool:
-    """A resumable checkpoint (not just the policy weights of a run from before trainer states)."""
-    return (Path(path) / TRAINER_STATE).is_file() and (Path(path) / "config.json").is_file()
+    """A resumable checkpoint (not just the policy weights, nor one of the pickled format before)."""
+    return (Path(path) / LOOP_STATE).is_file() and (Path(path) / CONFIG).is_file()
+
+
+def on_disk(root: str | Path) -> list[tuple[int, str]]:
+    """Every `step-N` directory under `root` as (N, path), oldest first."""
+    return sorted((int(p.name.split("-", 1)[1]), str(p)) for p in Path(root).glob("step-*")
+                  if p.name.split("-", 1)[1].isdigit())
 
 
 def latest(root: str | Path) -> str | None:
-    """The newest complete `step-N` under `root`, or None."""
-    steps = [(int(p.name.split("-", 1)[1]), p) for p in Path(root).glob("step-*") if p.name.split("-", 1)[1].isdigit()]
-    done = [(s, p) for s, p in steps if is_complete(p)]
-    return str(max(done)[1]) if done else None
+    """The newest complete `step-N` under `root`, or None (no content checks: see `choose`)."""
+    done = [path for _, path in on_disk(root) if is_complete(path)]
+    return done[-1] if done else None
 
 
 def restore_rng(state: LoopState) -> random.Random:
@@ -101,5 +182,42 @@ def restore_rng(state: LoopState) -> random.Random:
 
 
 def _as_tuple(x: Any) -> Any:
-    """random.getstate() is nested tuples; torch.save keeps them, but be safe with lists."""
+    """random.getstate() is nested tuples; JSON gives lists."""
     return tuple(_as_tuple(v) for v in x) if isinstance(x, list | tuple) else x
+
+
+def _first_line(e: object) -> str:
+    return (str(e).strip().splitlines() or [type(e).__name__])[0]
+
+
+def warn(msg: str) -> None:
+    print(f"dibs: warning: {msg}", file=sys.stderr, flush=True)
+
+
+def choose(recorded: Iterable[tuple[int, str]], *, run_dir: str | Path, model: Any,
+           on_skip: Callable[[str], None] = warn) -> tuple[int, str] | None:
+    """The checkpoint to resume from: the newest of `recorded` (step, path) that `check` accepts, each
+    refused one reported through `on_skip` in one line (step, path, why); None when none is usable.
+    `model` is the run's ModelConfig: the architecture a checkpoint must have."""
+    from dibs.platform.checkpoint_check import check, expected_architecture
+
+    expected = expected_architecture(model)
+    for step, path in sorted(recorded, reverse=True):
+        try:
+            check(path, step=step, run_dir=Path(run_dir), expected=expected)
+            return step, path
+        except CheckpointError as e:
+            on_skip(f"checkpoint of step {step} skipped ({path}): {e}")
+    return None
+
+
+def torch_load(path: str | Path, map_location: Any = None, *, allow: Iterable[Any] = ()) -> Any:
+    """`torch.load` of tensors and plain containers only (nothing else is unpickled), plus the classes
+    in `allow`; any refusal or damage is a CheckpointError naming the file."""
+    try:
+        with torch.serialization.safe_globals(list(allow)):
+            return torch.load(path, map_location=map_location, weights_only=True)
+    except (OSError, RuntimeError, EOFError, ValueError, zipfile.BadZipFile) as e:
+        raise CheckpointError(f"{Path(path).name}: {_first_line(e)}") from None
+    except Exception as e:  # noqa: BLE001 - pickle.UnpicklingError and its kin from a crafted file
+        raise CheckpointError(f"{Path(path).name}: refused ({type(e).__name__}: {_first_line(e)})") from None

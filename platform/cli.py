@@ -92,7 +92,7 @@ def cmd_run(args) -> int:
 
 
 def cmd_resume(args) -> int:
-    """Continue a stopped, failed or killed run under its own id from its latest complete checkpoint
+    """Continue a stopped, failed or killed run under its own id from its latest usable checkpoint
     (none: from the start). Metric rows are idempotent, so steps written twice are kept once.
 
     A run another process holds (its lease is live) is refused; `--force` takes over one whose lease has
@@ -107,10 +107,13 @@ def cmd_resume(args) -> int:
     if run["status"] == "finished":
         return _fail(f"run {run_id} already finished; nothing to resume")
     cfg = validate_dict(run["config"], f"run {run_id} (stored config)")
-    done = [(step, path) for step, path in store.checkpoints(run_id) if checkpoint.is_complete(path)]
-    resume_from = done[-1][1] if done else None
-    where = f"step {done[-1][0]} ({resume_from})" if done else "the start (no complete checkpoint)"
-    verb = "starting" if run["status"] == "submitted" else "resuming"  # a Ray job's first attempt (issue 7)
+    # The newest checkpoint that passes checkpoint_check; each refused one is reported on stderr. Only
+    # reads: the lease is taken after it, so nothing can leave the run held if it fails.
+    picked = checkpoint.choose(store.checkpoints(run_id), run_dir=Path(cfg.runtime.output_dir) / run_id,
+                               model=cfg.model)
+    resume_from = picked[1] if picked else None
+    where = f"step {picked[0]} ({resume_from})" if picked else "the start (no usable checkpoint)"
+    verb = "starting" if run["status"] == "submitted" else "resuming"  # a Ray job's first attempt
     owner = new_owner()
     _take_lease(store, run_id, owner, force=args.force, wait=args.wait_lease)
     print(f"run {run_id}: {verb} {cfg.name} from {where}; store {display_url(store.url)}")

@@ -9,10 +9,13 @@ multiplied by the world size so that the average is the one-process gradient.
 
 from __future__ import annotations
 
+import importlib
 from pathlib import Path
 
 import torch
 
+from dibs.platform.checkpoint import CheckpointError, torch_load
+from dibs.platform.checkpoint_check import DEEPSPEED_GLOBALS
 from dibs.platform.learner import TorchLearner
 
 DS_DIR, DS_TAG = "deepspeed", "state"
@@ -27,6 +30,15 @@ def deepspeed_config(zero_stage: int, grad_clip: float) -> dict:
         "zero_allow_untested_optimizer": True,
         "steps_per_print": 2**31 - 1,
     }
+
+
+def deepspeed_globals() -> list[type]:
+    """The classes DeepSpeed's files may unpickle besides tensors (checkpoint_check.DEEPSPEED_GLOBALS)."""
+    out = []
+    for dotted in DEEPSPEED_GLOBALS:
+        module, name = dotted.rsplit(".", 1)
+        out.append(getattr(importlib.import_module(module), name))
+    return out
 
 
 class DeepSpeedLearner(TorchLearner):
@@ -72,9 +84,25 @@ class DeepSpeedLearner(TorchLearner):
             return {k: v.detach().clone() for k, v in module.state_dict().items()}
 
     def save_training_state(self, directory: Path) -> None:
-        """Every rank writes its partition of the optimizer state (a shared filesystem across nodes)."""
+        """Every rank writes its partition of the optimizer state (a shared filesystem across nodes).
+        DeepSpeed also copies its conversion scripts in; a checkpoint holds no code, so they go."""
         self.engine.save_checkpoint(str(directory / DS_DIR), tag=DS_TAG, save_latest=False)
+        if self.dp.rank == 0:
+            for script in (directory / DS_DIR).glob("*.py"):
+                script.unlink(missing_ok=True)
 
     def load_training_state(self, directory: Path) -> None:
-        self.engine.load_checkpoint(str(directory / DS_DIR), tag=DS_TAG, load_optimizer_states=True,
-                                    load_lr_scheduler_states=True)
+        """DeepSpeed reads its files through the engine's checkpoint engine, whose own `torch.load` would
+        unpickle anything: that engine's `load` is replaced by a weights-only one for this call."""
+        from deepspeed.runtime.checkpoint_engine import TorchCheckpointEngine
+
+        engine = self.engine.checkpoint_engine
+        if type(engine) is not TorchCheckpointEngine:
+            raise CheckpointError(f"DeepSpeed checkpoint engine {type(engine).__name__}: not supported for resume")
+        allow = deepspeed_globals()
+        engine.load = lambda path, map_location=None: torch_load(path, map_location, allow=allow)
+        try:
+            self.engine.load_checkpoint(str(directory / DS_DIR), tag=DS_TAG, load_optimizer_states=True,
+                                        load_lr_scheduler_states=True)
+        finally:
+            del engine.load  # the class's own again

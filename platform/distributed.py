@@ -214,7 +214,11 @@ def learner_worker(payload: dict) -> None:
     transformers.utils.logging.disable_progress_bar()
     configure_process(cfg.runtime.num_threads, cfg.runtime.keep_freed_memory)
     out_dir = Path(payload["checkpoint_dir"]).parent
-    resume_from = checkpoint.latest(payload["checkpoint_dir"]) or payload.get("resume_from")
+    # A restarted group resumes from the newest usable checkpoint on disk, which includes the one
+    # `dibs resume` picked; every rank checks the same files and so picks the same one.
+    picked = checkpoint.choose(checkpoint.on_disk(payload["checkpoint_dir"]), run_dir=out_dir, model=cfg.model,
+                               on_skip=checkpoint.warn if dp.rank == 0 else lambda _: None)
+    resume_from = picked[1] if picked else None
     (out_dir / "workers").mkdir(parents=True, exist_ok=True)
     # Where each rank runs, for fault-injection and multi-node tests.
     (out_dir / "workers" / f"rank{dp.rank}.pid").write_text(str(os.getpid()))

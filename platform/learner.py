@@ -20,6 +20,7 @@ import torch
 from dibs.algorithms.batching import padding_partition
 from dibs.algorithms.losses import policy_loss, raft_loss
 from dibs.platform import qwen_forward as Q
+from dibs.platform.checkpoint import torch_load
 from dibs.platform.parallel import DataParallel
 from dibs.platform.rollout import Rollouts, module_device, position_ids
 
@@ -144,7 +145,7 @@ class TorchLearner:
                        directory / TRAINING_STATE)
 
     def load_training_state(self, directory: Path) -> None:
-        state = torch.load(directory / TRAINING_STATE, weights_only=False)  # our own file
+        state = torch_load(directory / TRAINING_STATE)  # tensors and plain containers only
         self.opt.load_state_dict(state["optimizer"])
         self.sched.load_state_dict(state["scheduler"])
 

@@ -76,8 +76,10 @@ def build_base_model(cfg: ModelConfig, seed: int) -> Path:
 
 
 def load(path: str | Path) -> tuple[Qwen2ForCausalLM, PreTrainedTokenizerFast]:
+    """Weights from safetensors only: a pickled `pytorch_model.bin` could run code when loaded."""
     tokenizer = PreTrainedTokenizerFast.from_pretrained(path, padding_side="left")
-    model = Qwen2ForCausalLM.from_pretrained(path, attn_implementation="sdpa", dtype=torch.float32)
+    model = Qwen2ForCausalLM.from_pretrained(path, attn_implementation="sdpa", dtype=torch.float32,
+                                             use_safetensors=True)
     return model, tokenizer
 
 

@@ -157,8 +157,9 @@ def _trial_run(store, cfg: ExperimentConfig, spec: dict, trial_id: str, repeat: 
     if run_id in known:
         if known[run_id]["status"] == "finished":
             return store.get_run(run_id)["summary"]
-        done = [path for _, path in store.checkpoints(run_id) if checkpoint.is_complete(path)]
-        resume_from = done[-1] if done else None
+        picked = checkpoint.choose(store.checkpoints(run_id), run_dir=Path(cfg.runtime.output_dir) / run_id,
+                                   model=cfg.model)
+        resume_from = picked[1] if picked else None
         store.resume_run(run_id)
     else:
         store.create_run(name=f"{spec['name']}/{trial_id.rsplit('-', 1)[-1]}/s{repeat}",

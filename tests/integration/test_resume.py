@@ -70,5 +70,5 @@ def test_latest_skips_incomplete_checkpoints(tmp_path):
     for name in ("step-4", "step-10"):
         (tmp_path / name).mkdir()
         (tmp_path / name / "config.json").write_text("{}")
-        (tmp_path / name / checkpoint.TRAINER_STATE).write_bytes(b"")
+        (tmp_path / name / checkpoint.LOOP_STATE).write_bytes(b"")
     assert checkpoint.latest(tmp_path) == str(tmp_path / "step-10")
