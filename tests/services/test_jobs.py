@@ -121,7 +121,8 @@ def test_sweep_submitted_finishes_with_its_trials(head, tmp_path):
     address, _ = head
     url = f"sqlite:///{tmp_path}/dibs.db"
     sweep = tmp_path / "sweep.yaml"
-    fixed = {k: v for k, v in (s.split("=") for s in SMOKE)} | {"runtime.output_dir": str(tmp_path / "runs")}
+    # values as the YAML they are on the command line: a sweep file's numbers are numbers, not strings
+    fixed = {k: json.loads(v) for k, v in (s.split("=") for s in SMOKE)} | {"runtime.output_dir": str(tmp_path / "runs")}
     sweep.write_text(json.dumps({
         "name": "jobs-sweep", "base": str(ROOT / "experiments/smoke.yaml"), "fixed": fixed,
         "space": {"allocation.n_per_prompt": {"choice": [4]}},
