@@ -1,7 +1,9 @@
 """A `dibs submit` job's entrypoint on the cluster: find the store URL there, then run the dibs command.
 
-The store URL's password never travels with a job (its entrypoint and runtime_env are readable by
-anyone who can reach the Ray dashboard). The cluster holds it, and the URL is taken from, in order:
+The command is built by `entrypoint` (a retry's by `retry_entrypoint`) on the submitting machine and read
+by `main` on the cluster. The store URL's password never travels with a job (its entrypoint and
+runtime_env are readable by anyone who can reach the Ray dashboard). The cluster holds it, and the URL is
+taken from, in order:
 1. `$DIBS_DB_URL` in the job's environment: exported where `ray start` ran, every job inherits it;
 2. `--db-file PATH`: a file on the cluster's nodes whose first line is the URL;
 3. `--store URL`: the URL given to `dibs submit`, which holds no password (SQLite, or PostgreSQL with
@@ -14,10 +16,32 @@ from __future__ import annotations
 
 import argparse
 import os
+import shlex
 import sys
 from pathlib import Path
 
 from dibs.platform.store.sql import DB_ENV
+
+
+def entrypoint(kind: str, dibs_id: str, output_dir: Path, *, store: str, db_file: str | None = None) -> str:
+    """The job's shell command: run (or resume) the dibs record by id inside the uploaded project, with
+    the store URL found on the cluster (`main`); ``store`` holds no password (jobs.resolve_store_url)."""
+    entry = ["cd dibs && python -m dibs.platform.job_entry", *(["--db-file", db_file] if db_file else []),
+             "--store", store, "--"]
+    dibs = ["resume", dibs_id] if kind == "run" else ["sweep", "--resume", dibs_id, "--output-dir", str(output_dir)]
+    return " ".join([entry[0], *map(shlex.quote, entry[1:] + dibs)])
+
+
+def retry_entrypoint(command: str) -> str:
+    """A later attempt's command. Ray retries only an attempt it reports FAILED or STOPPED, so that
+    attempt's driver is dead; if it died without closing its run (SIGKILL, out of memory) its lease is
+    still live for up to LEASE_SECONDS, so `dibs resume --force` waits that long for it, then takes over."""
+    from dibs.platform.store.lease import LEASE_SECONDS
+
+    flags = f"--force --wait-lease {LEASE_SECONDS * 1.5:g}"
+    if " resume " not in command or command.endswith(flags):
+        return command
+    return f"{command} {flags}"
 
 
 def cluster_store_url(db_file: str | None, store: str | None, environ=os.environ) -> str:

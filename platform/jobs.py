@@ -39,7 +39,6 @@ import dataclasses
 import ipaddress
 import json
 import os
-import shlex
 import sys
 import time
 from collections.abc import Callable
@@ -53,6 +52,7 @@ import yaml
 
 from dibs.platform import job_upload, strict_yaml
 from dibs.platform.config import ConfigError, config_to_dict, load_config, read_yaml_mapping
+from dibs.platform.job_entry import entrypoint, retry_entrypoint  # the job's command, built here
 from dibs.platform.store.sql import DB_ENV, display_url, redact  # DB_ENV: never in a runtime_env
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent  # the repository root is the `dibs` package
@@ -186,27 +186,6 @@ def build_runtime_env(user: dict[str, Any], *, experiment: str) -> dict[str, Any
 def is_sweep_file(path: str) -> bool:
     data = read_yaml_mapping(path, "an experiment or a sweep (base, space, search)")
     return "base" in data and "space" in data
-
-
-def entrypoint(kind: str, dibs_id: str, output_dir: Path, *, store: str, db_file: str | None = None) -> str:
-    """The job's shell command: run (or resume) the dibs record by id inside the uploaded project, with
-    the store URL found on the cluster (job_entry.py); ``store`` holds no password (resolve_store_url)."""
-    entry = ["cd dibs && python -m dibs.platform.job_entry", *(["--db-file", db_file] if db_file else []),
-             "--store", store, "--"]
-    dibs = ["resume", dibs_id] if kind == "run" else ["sweep", "--resume", dibs_id, "--output-dir", str(output_dir)]
-    return " ".join([entry[0], *map(shlex.quote, entry[1:] + dibs)])
-
-
-def retry_entrypoint(command: str) -> str:
-    """A later attempt's command. Ray retries only an attempt it reports FAILED or STOPPED, so that
-    attempt's driver is dead; if it died without closing its run (SIGKILL, out of memory) its lease is
-    still live for up to LEASE_SECONDS, so `dibs resume --force` waits that long for it, then takes over."""
-    from dibs.platform.store.lease import LEASE_SECONDS
-
-    flags = f"--force --wait-lease {LEASE_SECONDS * 1.5:g}"
-    if " resume " not in command or command.endswith(flags):
-        return command
-    return f"{command} {flags}"
 
 
 # --- the cluster ------------------------------------------------------------------------------------
