@@ -73,7 +73,7 @@ def store_url(url: str | None) -> str:
 def open_store(url: str | None, *, upgrade: bool = False, create: bool = True) -> ResultsStore:
     """Open the store at ``url`` (see ``store_url``). A new, empty database gets the schema from the
     migrations (``create=False``: it is an error instead); an older one is only upgraded with
-    ``upgrade=True`` (`dibs db upgrade`, conventions.md). A database of something else is refused."""
+    ``upgrade=True`` (`dibs db upgrade`, the only way a schema changes). A database of something else is refused."""
     return ResultsStore(store_url(url), upgrade=upgrade, create=create)
 
 
@@ -308,7 +308,8 @@ class ResultsStore:
             return lease.release(conn, run_id, owner, values)
 
     def resume_run(self, run_id: str) -> None:
-        """Mark a run 'running' again (a Ray Jobs retry resumes the same run and its rows)."""
+        """Mark a run 'running' again, without a lease: a sweep trial resumed with its sweep (`dibs resume`
+        takes the lease instead)."""
         self._set_status(run_id, status="running", finished_at=None)
 
     def mark_submitted(self, run_id: str) -> None:
