@@ -18,9 +18,9 @@ from dibs.platform import strict_yaml
 # Seeds are stored in an Integer column (32-bit on PostgreSQL) and scaled by the loop (seed * 100003 + step,
 # plus a rank offset of 2^40) into torch's 64-bit seeds; below 2^31 both always hold.
 SEED_MAX = 2**31 - 1
-# A dotted config path: `train.lr`, `seed`. No `=`, `,` or spaces, which `--set` and Tune keys cannot carry.
 # Config files are a few KB; a bigger one is not an experiment, and is refused before it is read.
 MAX_FILE_BYTES = 1 << 20
+# A dotted config path: `train.lr`, `seed`. No `=`, `,` or spaces, which `--set` and Tune keys cannot carry.
 DOTTED_KEY = re.compile(r"[A-Za-z_][A-Za-z0-9_]*(?:\.[A-Za-z_][A-Za-z0-9_]*)*")
 
 
@@ -276,13 +276,9 @@ def format_error(source: str, err: ValidationError) -> str:
     if first["type"] == "extra_forbidden":
         msg = "unknown key"
     elif "input" in first and not isinstance(first["input"], dict):  # the value, never a whole document
-        msg = f"{msg} (got {_short(repr(first['input']))})"
+        msg = f"{msg} (got {strict_yaml.shorten(repr(first['input']), 80)})"
     more = f" (+{len(err.errors()) - 1} more)" if len(err.errors()) > 1 else ""
     return f"{source}: {key}: {msg}{more}"
-
-
-def _short(text: str, limit: int = 80) -> str:
-    return text if len(text) <= limit else text[:limit] + "..."
 
 
 def _parse_value(text: str, source: str, key: str) -> Any:
@@ -302,7 +298,7 @@ def apply_overrides(data: dict, overrides: list[str], source: str = "--set") -> 
         if not sep or not key:
             raise ConfigError(f"{source}: {item!r}: expected key.path=value")
         if not DOTTED_KEY.fullmatch(key):
-            raise ConfigError(f"{source}: {_short(repr(key))}: expected a dotted config key (letters, digits, _)")
+            raise ConfigError(f"{source}: {strict_yaml.shorten(repr(key), 80)}: expected a dotted config key (letters, digits, _)")
         parts = key.split(".")
         node = out
         for part in parts[:-1]:

@@ -69,13 +69,14 @@ class StrictLoader(yaml.SafeLoader):
             key = self.construct_scalar(key_node)
             line = key_node.start_mark.line + 1
             if key in first_line:
-                raise ConstructorError(None, None, f"duplicate key {_short(key)!r} (first at line "
+                raise ConstructorError(None, None, f"duplicate key {shorten(key)!r} (first at line "
                                        f"{first_line[key]})", key_node.start_mark)
             first_line[key] = line
         return super().construct_mapping(node, deep)
 
 
-def _short(text: str, limit: int = 60) -> str:
+def shorten(text: str, limit: int = 60) -> str:
+    """``text`` cut to ``limit`` characters and marked `...`: a value quoted in an error, never all of it."""
     return text if len(text) <= limit else text[:limit] + "..."
 
 
@@ -93,4 +94,4 @@ def describe(err: yaml.YAMLError) -> str:
     mark = getattr(err, "problem_mark", None)
     where = f" at line {mark.line + 1}" if mark else ""
     problem = getattr(err, "problem", None) or str(err)
-    return f"{where}: {_short(' '.join(str(problem).split()), 120)}"
+    return f"{where}: {shorten(' '.join(str(problem).split()), 120)}"

@@ -25,6 +25,7 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from dibs.platform import strict_yaml
 from dibs.platform.config import (
     DOTTED_KEY,
     SEED_MAX,
@@ -143,8 +144,7 @@ class SweepConfig(_Strict):
     def _dotted(cls, v: dict) -> dict:
         for key in v:
             if not DOTTED_KEY.fullmatch(key):
-                shown = key if len(key) <= 60 else key[:60] + "..."
-                raise ValueError(f"{shown!r}: expected a dotted config key (letters, digits, _ between dots)")
+                raise ValueError(f"{strict_yaml.shorten(key)!r}: expected a dotted config key (letters, digits, _ between dots)")
         return v
 
     @model_validator(mode="after")
