@@ -102,7 +102,7 @@ def _publish(tmp: Path, final: Path) -> None:
     if final.exists():
         final.rename(old)
     tmp.rename(final)
-    _fsync_dir(final.parent)
+    _fsync(final.parent)
     shutil.rmtree(old, ignore_errors=True)
 
 
@@ -110,15 +110,12 @@ def _fsync_tree(root: Path) -> None:
     """Flush every file and directory under `root` to disk, so the rename publishes complete files."""
     for dirpath, _, files in os.walk(root):
         for name in files:
-            fd = os.open(Path(dirpath) / name, os.O_RDONLY)
-            try:
-                os.fsync(fd)
-            finally:
-                os.close(fd)
-        _fsync_dir(Path(dirpath))
+            _fsync(Path(dirpath) / name)
+        _fsync(Path(dirpath))
 
 
-def _fsync_dir(path: Path) -> None:
+def _fsync(path: Path) -> None:
+    """Flush one file or directory (a directory's fsync makes the names in it durable)."""
     fd = os.open(path, os.O_RDONLY)
     try:
         os.fsync(fd)
