@@ -17,7 +17,7 @@ from typing import Any
 
 import numpy as np
 
-from .efficiency import DAGGER, NOT_BUDGET_HONEST, first_reach, mean_ci
+from .efficiency import dagger, first_reach, mean_ci
 from .series import series
 
 # What varies between seeds of one setting without changing what was computed.
@@ -147,10 +147,8 @@ def budget_to_target(
                 hits.append(first_reach(points, target))
         reached = sum(h[2] for h in hits)
         # A not budget-honest allocator (gvm_oracle) gets its dagger; the label keeps the rest unchanged.
-        allocator = run_facts(group.runs[0]["config"])["allocator"]
-        mark = f" {DAGGER}" if allocator in NOT_BUDGET_HONEST else ""
         table.append({
-            "group": group.label + mark,
+            "group": group.label + dagger(run_facts(group.runs[0]["config"])["allocator"]),
             "runs": len(group.runs),
             "reached": f"{reached}/{len(hits)}",
             "censored": reached < len(hits),

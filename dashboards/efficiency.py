@@ -25,13 +25,13 @@ TAIL = 3  # evals averaged for the final level: one eval of 300 problems has a s
 # ceiling for studies, so every table that compares rollouts marks their rows and says why.
 NOT_BUDGET_HONEST = frozenset({"gvm_oracle"})
 DAGGER = "†"
-DAGGER_NOTE = (f"{DAGGER} not budget-honest: its probe is not in the rollouts (alloc/oracle_rollouts has it); "
-               "an upper bound, for studies only.")
+DAGGER_NOTE = (f"{DAGGER} not budget-honest: its probe is not in the rollouts "
+               "(alloc/oracle_rollouts has it); an upper bound, for studies only.")
 
 
-def marked(allocator: str) -> str:
-    """The allocator's name, with the dagger when its rollouts are not budget-honest."""
-    return f"{allocator} {DAGGER}" if allocator in NOT_BUDGET_HONEST else allocator
+def dagger(allocator: object) -> str:
+    """What follows an allocator's name or a run label: " †" when its rollouts are not budget-honest."""
+    return f" {DAGGER}" if allocator in NOT_BUDGET_HONEST else ""
 
 
 def t95(df: int) -> float:
@@ -136,7 +136,8 @@ def markdown_table(rows: Sequence[Mapping]) -> str:
               "| vs uniform | final acc. % | gain, points |")
     lines = [header, "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|"]  # target: mean of the per-seed targets
     for r in rows:
-        lines.append(f"| {r['algorithm']} | {marked(r['allocator'])} | {100 * r['target_accuracy']:.1f}% | {r['reached']} "
+        lines.append(f"| {r['algorithm']} | {r['allocator']}{dagger(r['allocator'])} | {100 * r['target_accuracy']:.1f}% "
+                     f"| {r['reached']} "
                      f"| {fmt(r['rollouts_to_target'])} | {ratio(r['rollouts_to_target_ratio_vs_uniform'])} "
                      f"| {fmt(r['steps_to_target'])} | {ratio(r['steps_to_target_ratio_vs_uniform'])} "
                      f"| {fmt(r['final_accuracy'], 100, 1)} | {fmt(r['final_gain'], 100, 1)} |")
