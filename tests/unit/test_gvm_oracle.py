@@ -65,7 +65,8 @@ def policy():
 @pytest.fixture(autouse=True)
 def scripted_norms(monkeypatch):
     norms = torch.tensor([SCRIPT[n][2] for n in NAMES])
-    monkeypatch.setattr(estimators, "per_sample_grad_norms", lambda model, ro, **kw: norms[ro.sequences[:, 0]])
+    monkeypatch.setattr(estimators, "per_sample_grad_norms",
+                        lambda model, ro, **kw: norms[ro.sequences[:, 0]])
 
 
 def ctx(engine, policy, seed=11):
@@ -142,8 +143,8 @@ def test_the_loop_charges_only_the_training_rollouts(policy):
     alloc = allocate(build_allocator(ORACLE), PROMPTS, ctx(engine, policy), budget)
     assert (budget.rollouts, budget.probe_rollouts, budget.tokens) == (0, 0, 0)  # the probe is not charged
     ro = engine.generate(NAMES, alloc.counts.tolist(), SPEC, seed=0)
-    rewards = torch.ones(len(ro.texts))
-    spent = account(budget, alloc, ro, rewards, torch.ones(len(ro.texts)), torch.ones(len(ro.texts), dtype=torch.bool))
+    ones = torch.ones(len(ro.texts))
+    spent = account(budget, alloc, ro, ones, ones, ones.bool())
     # 3 + 1 + 3 + 9 = 16 training rollouts of 3 tokens, nothing else.
     assert spent[M.BUDGET_ROLLOUTS] == 16 == spent[M.BUDGET_TRAIN_ROLLOUTS] and spent[M.BUDGET_TOKENS] == 48
     assert spent[M.BUDGET_PROBE_ROLLOUTS] == 0 == spent[M.STEP_PROBE_ROLLOUTS]
@@ -157,7 +158,8 @@ def test_n_oracle_default_and_bounds():
     assert validate_dict({"allocation": {"allocator": "gvm_oracle", "n_oracle": 1}}).allocation.n_oracle == 1
     with pytest.raises(ConfigError) as e:
         validate_dict({"allocation": {"allocator": "gvm_oracle", "n_oracle": 0}}, "exp.yaml")
-    assert str(e.value).startswith("exp.yaml: allocation.n_oracle: Input should be greater than or equal to 1 (got 0)")
+    assert str(e.value).startswith(
+        "exp.yaml: allocation.n_oracle: Input should be greater than or equal to 1 (got 0)")
     with pytest.raises(ConfigError, match="allocation.n_oracle: Input should be a valid integer"):
         validate_dict({"allocation": {"allocator": "gvm_oracle", "n_oracle": 2.5}}, "exp.yaml")
 
@@ -181,7 +183,8 @@ def _curve(rollouts_per_step):
 
 
 def test_efficiency_table_marks_the_oracle_and_leaves_other_rows_alone():
-    cells = [{"algorithm": "grpo", "allocator": a, "seed": 0, "curve": _curve(100)} for a in ("uniform", "gvm")]
+    cells = [{"algorithm": "grpo", "allocator": a, "seed": 0, "curve": _curve(100)}
+             for a in ("uniform", "gvm")]
     plain = markdown_table(summarize(cells))
     oracle = {"algorithm": "grpo", "allocator": "gvm_oracle", "seed": 0, "curve": _curve(100)}
     marked = markdown_table(summarize([*cells, oracle]))
@@ -193,8 +196,9 @@ def test_efficiency_table_marks_the_oracle_and_leaves_other_rows_alone():
 
 def test_budget_to_target_labels_the_oracle_group():
     def run(i, allocator):
-        return {"id": str(i), "config": {"seed": i, "algorithm": "grpo", "allocation": {"allocator": allocator},
-                                         "eval": {"k": 4, "temperature": 1.0}}}
+        config = {"seed": i, "algorithm": "grpo", "allocation": {"allocator": allocator},
+                  "eval": {"k": 4, "temperature": 1.0}}
+        return {"id": str(i), "config": config}
 
     def rows(run_id):
         return [{"step": 10, "rollouts_consumed": 1000, "name": M.EVAL_ACCURACY, "value": 0.6}]
