@@ -181,8 +181,8 @@ class GVMOracleAllocator(Stateless):
 
     def allocate(self, prompts: list[Problem], ctx: AllocContext) -> Allocation:
         p_hat, g_hat, rollouts, tokens = probe(prompts, ctx, self.cfg, n=self.cfg.n_oracle)
-        # Floor of one: a probe that sees 0 of 32 says p is small (below ~0.1 with confidence), not 0,
-        # and a ceiling must not get there by dropping prompts a finite probe merely failed to solve.
+        # Floor of one: a probe that sees 0 of 32 says p is small (below 3/32 ~ 0.09 at 95%, the rule of
+        # three), not 0, and a ceiling must not get there by dropping prompts a finite probe failed to solve.
         floor = max(1, self.cfg.min_per_prompt)
         counts = split_budget(p_hat, g_hat, self.cfg, min_per_prompt=floor)
         probed = np.ones(len(prompts), dtype=bool)
