@@ -2,6 +2,8 @@
 split with a floor of one, its recorded cost, config validation, the loop's accounting, the `dibs run`
 warning and the dashboards' not budget-honest mark."""
 
+import runpy
+
 import numpy as np
 import pytest
 import torch
@@ -208,3 +210,12 @@ def test_budget_to_target_labels_the_oracle_group():
                                      M.EVAL_ACCURACY, 0.5)
     assert [r["group"] for r in table] == ["grpo/gvm k=4 T=1.0", "grpo/gvm_oracle k=4 T=1.0 †"]
     assert [r["rollouts"]["mean"] for r in table] == [1000.0, 1000.0]  # numbers untouched
+
+
+def test_benchmark_runs_the_oracle_only_on_request_as_gvm_with_the_allocator_swapped():
+    bench = runpy.run_path("bench/sample_efficiency.py")  # module globals; main() not run
+    assert "gvm_oracle" not in bench["ALLOCATORS"]  # never a default cell, nor in the settings key
+    oracle, gvm = (bench["load"]("grpo", a, 0, []) for a in ("gvm_oracle", "gvm"))
+    assert (oracle.allocation.allocator, gvm.allocation.allocator) == ("gvm_oracle", "gvm")
+    same = {"allocation": {"allocator"}}
+    assert oracle.model_dump(exclude=same) == gvm.model_dump(exclude=same)
