@@ -33,6 +33,7 @@ from dibs.platform.store.reader import StoreReader
 from dibs.platform.store.sql import StoreError, UnknownRun
 
 from . import compare, figures, sweeps
+from .efficiency import DAGGER_NOTE, NOT_BUDGET_HONEST
 from .hosts import host_policy
 from .series import X_AXES
 
@@ -110,8 +111,10 @@ def _pages(app: FastAPI, reader: StoreReader, templates: Jinja2Templates) -> Non
         names = _read(reader.metric_names, [r["id"] for r in runs])
         if metric not in names:  # default: held-out accuracy, else the first metric recorded
             metric = M.EVAL_ACCURACY if M.EVAL_ACCURACY in names else next(iter(names), "")
-        context = {"runs": [_table_row(r) for r in runs], "names": names, "metric": metric,
-                   "x": x if x in X_AXES else "step", "axes": figures.X_TITLES, "target": target}  # fmt: skip
+        rows = [_table_row(r) for r in runs]
+        note = DAGGER_NOTE if any(r["allocator"] in NOT_BUDGET_HONEST for r in rows) else ""
+        context = {"runs": rows, "names": names, "metric": metric, "x": x if x in X_AXES else "step",
+                   "axes": figures.X_TITLES, "target": target, "dagger_note": note}  # fmt: skip
         return templates.TemplateResponse(request, "compare.html", context)
 
     @app.get("/run/{run_id}", response_class=HTMLResponse)

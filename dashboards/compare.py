@@ -17,7 +17,7 @@ from typing import Any
 
 import numpy as np
 
-from .efficiency import first_reach, mean_ci
+from .efficiency import dagger, first_reach, mean_ci
 from .series import series
 
 # What varies between seeds of one setting without changing what was computed.
@@ -134,7 +134,8 @@ def budget_to_target(
 ) -> list[dict[str, Any]]:
     """Per group: rollouts (probe included) and steps to the first point of ``name`` at or above
     ``target``, mean and 95% half-width over seeds. A seed that never gets there counts with what it
-    spent in all and makes the mean a lower bound (``censored``), as in efficiency.summarize."""
+    spent in all and makes the mean a lower bound (``censored``), as in efficiency.summarize. A group whose
+    allocator is not budget-honest (efficiency.NOT_BUDGET_HONEST) has a dagger after its label."""
     table = []
     for group in groups:
         hits = []
@@ -145,8 +146,9 @@ def budget_to_target(
             if points:
                 hits.append(first_reach(points, target))
         reached = sum(h[2] for h in hits)
+        # A not budget-honest allocator (gvm_oracle) gets its dagger; the label keeps the rest unchanged.
         table.append({
-            "group": group.label,
+            "group": group.label + dagger(run_facts(group.runs[0]["config"])["allocator"]),
             "runs": len(group.runs),
             "reached": f"{reached}/{len(hits)}",
             "censored": reached < len(hits),

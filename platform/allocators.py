@@ -9,6 +9,9 @@
   its prompts once the data has been seen. Between probes p̂ is updated from the prompt's own training
   rollouts (counts pooled with weight `reuse_decay` on the past); Ĝ is the last probe's.
 - `dapo` (platform/dapo.py): DAPO dynamic sampling; it generates the step's rollouts itself.
+- `gvm_oracle` (beyond the paper): gvm with a large probe of `n_oracle` samples per prompt and at least one
+  rollout per prompt, the probe NOT charged to the budget. Not budget-honest: an upper bound on what
+  near-exact estimates could buy, for studies only; `alloc/oracle_rollouts` records what the probe cost.
 
 Every allocator can save and restore its state (`state_dict`), which checkpoints carry.
 """
@@ -106,10 +109,13 @@ class UniformAllocator(Stateless):
         return Allocation(uniform_allocation(len(prompts), self.n))
 
 
-def probe(prompts: list[Problem], ctx: AllocContext, cfg: AllocationConfig) -> tuple[np.ndarray, np.ndarray, int, int]:
-    """n_probe samples per prompt with the current policy -> (p̂, Ĝ, rollouts, tokens) (method.md §3)."""
+def probe(prompts: list[Problem], ctx: AllocContext, cfg: AllocationConfig,
+          n: int | None = None) -> tuple[np.ndarray, np.ndarray, int, int]:
+    """n samples (default n_probe) per prompt with the current policy -> (p̂, Ĝ, rollouts, tokens)
+    (method.md §3)."""
     m = len(prompts)
-    ro = ctx.engine.generate([p.prompt for p in prompts], [cfg.n_probe] * m, ctx.spec, seed=ctx.seed)
+    n = cfg.n_probe if n is None else n
+    ro = ctx.engine.generate([p.prompt for p in prompts], [n] * m, ctx.spec, seed=ctx.seed)
     rewards = score_groups(ro, [p.answer for p in prompts])
     p_hat = accept_rates(rewards, ro.group_ids, m)
     g_hat = grad_norm_estimates(ctx.policy, ro, rewards, m, params=cfg.grad_params,
@@ -117,11 +123,14 @@ def probe(prompts: list[Problem], ctx: AllocContext, cfg: AllocationConfig) -> t
     return p_hat, g_hat, len(ro.texts), ro.num_tokens
 
 
-def split_budget(p_hat: np.ndarray, g_hat: np.ndarray, cfg: AllocationConfig) -> np.ndarray:
-    """N = m x n_per_prompt split by the GVM rule with the config's filters and bounds (method.md §2)."""
+def split_budget(p_hat: np.ndarray, g_hat: np.ndarray, cfg: AllocationConfig,
+                 min_per_prompt: int | None = None) -> np.ndarray:
+    """N = m x n_per_prompt split by the GVM rule with the config's filters and bounds (method.md §2);
+    `min_per_prompt` overrides the config's floor."""
+    floor = cfg.min_per_prompt if min_per_prompt is None else min_per_prompt
     return gvm_allocate(g_hat, p_hat, len(p_hat) * cfg.n_per_prompt, alpha=cfg.alpha, beta=cfg.beta,
                         filter_threshold=cfg.filter_threshold, filter_insufficient=cfg.filter_insufficient,
-                        min_per_prompt=cfg.min_per_prompt, max_per_prompt=cfg.max_per_prompt)
+                        min_per_prompt=floor, max_per_prompt=cfg.max_per_prompt)
 
 
 def gvm_stats(cfg: AllocationConfig, counts: np.ndarray, p_hat: np.ndarray, g_hat: np.ndarray,
@@ -157,6 +166,29 @@ class GVMAllocator(Stateless):
         probed = np.ones(len(prompts), dtype=bool)
         return Allocation(counts, p_hat, g_hat, probed, rollouts, tokens,
                           gvm_stats(self.cfg, counts, p_hat, g_hat, probed, ctx.policy))
+
+
+class GVMOracleAllocator(Stateless):
+    """gvm with near-exact estimates: every prompt probed with `n_oracle` samples every step, the probe
+    not charged to the budget and not trained on. Not budget-honest: an upper bound, for studies only.
+
+    The loop charges `probe_rollouts`/`probe_tokens`, so they stay 0 here; what the probe did cost is
+    in `alloc/oracle_rollouts` and `alloc/oracle_tokens` (this step's), never in budget/.
+    """
+
+    def __init__(self, cfg: AllocationConfig):
+        self.cfg = cfg
+
+    def allocate(self, prompts: list[Problem], ctx: AllocContext) -> Allocation:
+        p_hat, g_hat, rollouts, tokens = probe(prompts, ctx, self.cfg, n=self.cfg.n_oracle)
+        # Floor of one: a probe that sees 0 of 32 says p is small (below 3/32 ~ 0.09 at 95%, the rule of
+        # three), not 0, and a ceiling must not get there by dropping prompts a finite probe failed to solve.
+        floor = max(1, self.cfg.min_per_prompt)
+        counts = split_budget(p_hat, g_hat, self.cfg, min_per_prompt=floor)
+        probed = np.ones(len(prompts), dtype=bool)
+        stats = gvm_stats(self.cfg, counts, p_hat, g_hat, probed, ctx.policy)
+        stats |= {M.ALLOC_ORACLE_ROLLOUTS: float(rollouts), M.ALLOC_ORACLE_TOKENS: float(tokens)}
+        return Allocation(counts, p_hat, g_hat, probed, probe_rollouts=0, probe_tokens=0, stats=stats)
 
 
 @dataclass
@@ -219,7 +251,7 @@ class GVMReuseAllocator:
 
 
 def build_allocator(cfg: AllocationConfig) -> Allocator:
-    """The allocator named by `allocation.allocator` (four implementations: a match, not a registry)."""
+    """The allocator named by `allocation.allocator` (five implementations: a match, not a registry)."""
     from dibs.platform.dapo import DAPOAllocator  # dapo.py builds on this module's types
 
     match cfg.allocator:
@@ -229,6 +261,8 @@ def build_allocator(cfg: AllocationConfig) -> Allocator:
             return GVMAllocator(cfg)
         case "gvm_reuse":
             return GVMReuseAllocator(cfg)
+        case "gvm_oracle":
+            return GVMOracleAllocator(cfg)
         case "dapo":
             return DAPOAllocator(cfg)
     raise ValueError(f"allocation.allocator: unknown allocator {cfg.allocator!r}")

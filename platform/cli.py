@@ -88,6 +88,9 @@ def cmd_run(args) -> int:
                               git_commit=git_commit(), versions=package_versions(), seed=cfg.seed, owner=owner)
     print(f"run {run_id}: {cfg.name} ({cfg.algorithm}, {cfg.allocation.allocator}) on {cfg.runtime.executor}; "
           f"store {display_url(store.url)}")
+    if cfg.allocation.allocator == "gvm_oracle":  # else its rollouts_consumed reads as budget-honest
+        print("dibs: warning: gvm_oracle's probe is not charged to the rollout budget (alloc/oracle_rollouts "
+              "has it): an upper bound, for studies only", file=sys.stderr, flush=True)
     return _execute(cfg, store, run_id, owner, resume_from=None)
 
 

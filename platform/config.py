@@ -121,14 +121,19 @@ class AllocationConfig(_Section):
     - `gvm_reuse`: as gvm, but a prompt is probed only on its first visit and every `reuse_probe_every`-th
       visit after; in between its p̂ (updated from its own training rollouts) and Ĝ are carried over;
     - `dapo`: n_per_prompt each, groups whose rewards are all equal are dropped and refilled with fresh
-      prompts, at most `max_gen_batches` generation rounds per step (then it trains on what it has).
+      prompts, at most `max_gen_batches` generation rounds per step (then it trains on what it has);
+    - `gvm_oracle`: as gvm, but the probe takes `n_oracle` samples per prompt, is NOT charged to the rollout
+      budget (recorded as alloc/oracle_rollouts instead) and every prompt gets at least one rollout.
+      Not budget-honest: an upper bound, for studies only.
     """
 
-    allocator: Literal["uniform", "gvm", "gvm_reuse", "dapo"] = Field(
-        "uniform", description="uniform | gvm | gvm_reuse | dapo (see the class docstring)")
+    allocator: Literal["uniform", "gvm", "gvm_reuse", "dapo", "gvm_oracle"] = Field(
+        "uniform", description="uniform | gvm | gvm_reuse | dapo | gvm_oracle (see the class docstring)")
     n_per_prompt: int = Field(8, ge=1, description="budget per prompt; a step spends prompts x n (+ the probe)")
     n_probe: int = Field(8, ge=1, description="probe samples per prompt to estimate p_i and G_i, charged to "
                          "the rollout budget and not trained on (as the paper)")
+    n_oracle: int = Field(32, ge=1, description="gvm_oracle: probe samples per prompt, NOT charged to the "
+                          "budget and not trained on")
     alpha: float = Field(1e-3, gt=0, allow_inf_nan=False, description="regulariser that sends the weight to 0 as p -> 0")
     beta: float = Field(2.0, allow_inf_nan=False, description="regulariser exponent; with beta = 2 the weight peaks at p = sqrt(alpha)")
     filter_threshold: float = Field(1.0, ge=0, le=1, description="prompts with p_i above this get 0 "

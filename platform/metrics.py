@@ -73,7 +73,8 @@ TRAIN_GRAD_NORM = "train/grad_norm"
 TRAIN_LR = "train/lr"
 TRAIN_SAMPLES = "train/samples_used"
 
-# alloc/ — steps 1..T, from the allocator that split the step (gvm, gvm_reuse: the first seven; dapo: the rest)
+# alloc/ — steps 1..T, from the allocator that split the step (gvm, gvm_reuse, gvm_oracle: the first seven;
+# dapo: the next three)
 ALLOC_N_MIN = "alloc/n_min"  # fewest rollouts any prompt of the step got
 ALLOC_N_MAX = "alloc/n_max"
 ALLOC_ZERO_PROMPTS = "alloc/zero_prompts"  # prompts given no rollouts
@@ -84,6 +85,9 @@ ALLOC_PROBED_PROMPTS = "alloc/probed_prompts"  # prompts probed at this step (gv
 ALLOC_GEN_BATCHES = "alloc/gen_batches"  # dapo: generation rounds the step took
 ALLOC_SHORT_PROMPTS = "alloc/short_prompts"  # dapo: groups the step lacked when the cap was hit
 ALLOC_DISCARDED_ROLLOUTS = "alloc/discarded_rollouts"  # dapo: rollouts of dropped groups at this step
+# gvm_oracle: its probe at this step, NOT in budget/ (not budget-honest: an upper bound, for studies only)
+ALLOC_ORACLE_ROLLOUTS = "alloc/oracle_rollouts"
+ALLOC_ORACLE_TOKENS = "alloc/oracle_tokens"
 
 # budget/ — cumulative, also carried on every row as rollouts_consumed / tokens_generated.
 # rollouts = probe_rollouts + train_rollouts; train rollouts include those dapo generated and dropped.

@@ -134,7 +134,7 @@ def test_allocation_defaults():
 
 
 @pytest.mark.parametrize("key, value, message", [
-    ("allocator", "best", "allocation.allocator: Input should be 'uniform', 'gvm', 'gvm_reuse' or 'dapo' (got 'best')"),
+    ("allocator", "best", "allocation.allocator: Input should be 'uniform', 'gvm', 'gvm_reuse', 'dapo' or 'gvm_oracle' (got 'best')"),
     ("n_probe", 0, "allocation.n_probe: Input should be greater than or equal to 1 (got 0)"),
     ("alpha", 0, "allocation.alpha: Input should be greater than 0 (got 0)"),
     ("beta", float("inf"), "allocation.beta: Input should be a finite number (got inf)"),
