@@ -11,7 +11,7 @@ export RAY_DEDUP_LOGS ?= 0
 export PYTHONWARNINGS ?= ignore::DeprecationWarning
 
 .PHONY: setup demo test test-unit test-integration test-vllm test-services test-jobs lint clean-venv \
-	bench-sample-efficiency bench-distributed eval-math5 gpu-wheels bench
+	bench-sample-efficiency bench-gvm-study bench-distributed eval-math5 gpu-wheels bench
 
 # Install once; reinstall when the project metadata or the constraints change.
 $(STAMP): pyproject.toml constraints-cpu.txt
@@ -76,6 +76,13 @@ test-unit: $(STAMP)
 JOBS ?= 2
 bench-sample-efficiency: $(STAMP)
 	$(VPY) bench/sample_efficiency.py -j $(JOBS) --threads 1 --set eval.k=1
+
+# The GVM study (README, "Does GVM save rollouts?"): per seed a warm start and a pre-pass over the RL prompts,
+# the go/no-go figure, then RAFT++ x 9 arms and GRPO x 3 arms x 6 seeds; about 2 hours on 2 cores, resumable
+# (finished parts are kept in bench/results/gvm_study_*). JOBS processes (-j 16 on a 16-core machine).
+# QUICK=1: the whole pipeline on a toy scale in a few minutes, into /tmp/dibs-gvm-study-quick.
+bench-gvm-study: $(STAMP)
+	$(VPY) bench/gvm_study.py -j $(JOBS) --threads 1 $(if $(QUICK),--quick)
 
 # The distributed runtime's cost: the demo's RL phase through one process vs Ray Train (resumable cells).
 bench-distributed: $(STAMP)
