@@ -108,6 +108,9 @@ def test_compare_against_optimizer_updates(seeded_url, capsys):
         assert fig["data"][0]["x"] == [0, 30, 60, 90, 120, 150]
         assert fig["layout"]["xaxis"]["title"]["text"] == "optimizer updates"
         assert 'value="updates" selected' in client.get(f"/compare?{_runs('run-gvm-0')}&x=updates").text
+        # A run without budget/updates rows (recorded before the metric): its points after step 0 have no x.
+        old = client.get(f"/api/compare?{_runs('run-gvm-1')}&metric=eval/accuracy&x=updates").json()
+        assert old["data"][0]["x"] == [0] + [None] * 5
     assert main(["export", "run-gvm-0", "--table", "compare", "--x", "updates", "--format", "csv",
                  "--db", seeded_url]) == 0  # fmt: skip
     curve = capsys.readouterr().out.splitlines()
