@@ -4,7 +4,9 @@ Shapes: token tensors are [B, T] (B samples, T response positions, right-padded)
 (bool or float, 1 on response tokens), advantages are per sample, [B].
 Every loss is a "token-mean": the sum over valid tokens divided by a token count. Passing the FULL
 batch's token count to each micro-batch makes the micro-batch losses (and their gradients) sum
-exactly to the full-batch loss, which is what gradient accumulation needs.
+exactly to the full-batch loss, which is what gradient accumulation needs. Instead of a token count a
+loss may take per-sample `weights` (sum_b w_b * sum_t loss_bt): `prompt_mean_weights` gives the
+per-prompt estimator's, and weights computed over the whole batch sum over micro-batches the same way.
 Losses return `(loss, stats)`; stats hold detached Python floats.
 """
 
@@ -55,6 +57,65 @@ def token_mean(values: Tensor, mask: Tensor, *, token_count: TokenCount | None =
     return total / token_count
 
 
+def prompt_mean_weights(group_ids: Tensor, advantages: Tensor, token_lengths: Tensor) -> Tensor:
+    """Per-sample weights of the per-prompt token-mean: each prompt's contributing samples (advantage
+    != 0) are token-averaged together, then the prompts that have one are averaged with equal weight.
+
+    w_b = 1 / (P * T_g) for a contributing sample b of group g, where T_g is the response tokens of g's
+    contributing samples and P the number of groups with T_g > 0; w_b = 0 for the rest, which carry no
+    policy gradient (a group whose contributing samples hold no token has nothing to average and is not
+    counted). With ragged groups a prompt's sample count then changes its variance, not its weight.
+    Compute them over the whole optimizer batch: a micro-batch's weights are a slice of these.
+
+    Args:
+        group_ids: [B] int, the prompt group of each sample (any ids; groups need not be contiguous).
+        advantages: [B] per-sample advantages.
+        token_lengths: [B] response tokens of each sample.
+
+    Returns:
+        [B] float64 weights; they sum to 1 over the samples with tokens (all 0 when no group contributes).
+    """
+    if not group_ids.shape == advantages.shape == token_lengths.shape or group_ids.dim() != 1:
+        raise ValueError(f"group_ids, advantages and token_lengths must share one shape [B], got "
+                         f"{tuple(group_ids.shape)}, {tuple(advantages.shape)}, {tuple(token_lengths.shape)}")
+    _, group = torch.unique(group_ids, return_inverse=True)
+    contributing = advantages != 0
+    tokens = torch.where(contributing, token_lengths.double(), 0.0)
+    group_tokens = torch.zeros(int(group.max()) + 1 if len(group) else 0, dtype=torch.float64)
+    group_tokens.index_add_(0, group, tokens)
+    prompts = int((group_tokens > 0).sum())
+    t_g = group_tokens[group]
+    return torch.where(contributing & (t_g > 0), 1.0 / (max(prompts, 1) * t_g.clamp(min=1.0)), 0.0)
+
+
+def weighted_token_sum(values: Tensor, mask: Tensor, weights: Tensor) -> Tensor:
+    """sum_b weights[b] * sum_t values[b, t] * mask[b, t]: the loss with per-sample weights.
+
+    Args:
+        values: [B, T].
+        mask: [B, T] bool or float.
+        weights: [B] per-sample weights (constants: detached, cast to values' dtype).
+
+    Returns:
+        0-dim tensor (0 for an empty batch, with the graph intact).
+    """
+    _check_like("mask", mask, values, "values")
+    if weights.shape != values.shape[:1]:
+        raise ValueError(f"weights must have shape [B] = [{values.shape[0]}], got {tuple(weights.shape)}")
+    mask = mask.to(values.dtype)
+    return ((values * mask).sum(1) * weights.detach().to(values.dtype)).sum()
+
+
+def _aggregate(values: Tensor, mask: Tensor, token_count: TokenCount | None,
+               weights: Tensor | None) -> Tensor:
+    """The token-mean (the default, unchanged), or the weighted sum when `weights` are given."""
+    if weights is None:
+        return token_mean(values, mask, token_count=token_count)
+    if token_count is not None:
+        raise ValueError("pass token_count or weights, not both: they are alternative denominators")
+    return weighted_token_sum(values, mask, weights)
+
+
 def low_var_kl(logp: Tensor, ref_logp: Tensor) -> Tensor:
     """Low-variance KL estimator k3 = exp(ref - logp) - (ref - logp) - 1, per token (method.md §5).
 
@@ -74,7 +135,8 @@ def low_var_kl(logp: Tensor, ref_logp: Tensor) -> Tensor:
 
 
 def raft_loss(
-    logp: Tensor, advantages: Tensor, mask: Tensor, *, token_count: TokenCount | None = None
+    logp: Tensor, advantages: Tensor, mask: Tensor, *, token_count: TokenCount | None = None,
+    weights: Tensor | None = None,
 ) -> tuple[Tensor, dict[str, float]]:
     """Vanilla RAFT: loss = -token_mean(A * logp) with A = r (method.md §5), i.e. SFT on accepted samples.
 
@@ -83,6 +145,7 @@ def raft_loss(
         advantages: [B] per-sample advantages (RAFT: the 0/1 reward).
         mask: [B, T] response-token mask.
         token_count: token-mean denominator; see `token_mean`.
+        weights: [B] per-sample weights instead of a token count; see `weighted_token_sum`.
 
     Returns:
         loss: 0-dim tensor.
@@ -90,7 +153,7 @@ def raft_loss(
     """
     _check_shapes(logp, mask, advantages)
     adv = advantages.detach().to(logp.dtype)[:, None]  # [B, 1], broadcast over tokens
-    loss = -token_mean(adv * logp, mask, token_count=token_count)
+    loss = -_aggregate(adv * logp, mask, token_count, weights)
     return loss, {"pg_loss": float(loss.detach())}
 
 
@@ -121,6 +184,7 @@ def clipped_policy_loss(
     kl_coef: float = 0.0,
     ref_logp: Tensor | None = None,
     token_count: TokenCount | None = None,
+    weights: Tensor | None = None,
 ) -> tuple[Tensor, dict[str, float]]:
     """PPO-style clipped surrogate used by RAFT++ and GRPO (method.md §5), plus an optional k3 KL penalty.
 
@@ -141,6 +205,8 @@ def clipped_policy_loss(
         ref_logp: [B, T] reference-policy log-probs, or None. When given, "kl" is reported even if
             kl_coef == 0 (for monitoring) but only added to the loss when kl_coef > 0.
         token_count: token-mean denominator; see `token_mean`.
+        weights: [B] per-sample weights instead of a token count; see `weighted_token_sum`. The KL
+            term is weighted the same way, so a sample with weight 0 adds no KL either.
 
     Returns:
         loss: 0-dim tensor.
@@ -158,11 +224,11 @@ def clipped_policy_loss(
     ratio = torch.exp(log_ratio)  # [B, T]
     unclipped = ratio * adv
     clipped = ratio.clamp(1.0 - clip_eps, 1.0 + clip_eps) * adv
-    pg_loss = -token_mean(torch.minimum(unclipped, clipped), mask, token_count=token_count)
+    pg_loss = -_aggregate(torch.minimum(unclipped, clipped), mask, token_count, weights)
 
     kl = logp.new_zeros(())
     if ref_logp is not None:
-        kl = token_mean(low_var_kl(logp, ref_logp.detach()), mask, token_count=token_count)
+        kl = _aggregate(low_var_kl(logp, ref_logp.detach()), mask, token_count, weights)
     loss = pg_loss + kl_coef * kl if kl_coef > 0.0 else pg_loss
 
     # The clipped branch is taken where it is strictly below the unclipped one (zero gradient there).
@@ -181,6 +247,7 @@ def policy_loss(
     kl_coef: float = 0.0,
     ref_logp: Tensor | None = None,
     token_count: TokenCount | None = None,
+    weights: Tensor | None = None,
 ) -> tuple[Tensor, dict[str, float]]:
     """Dispatch to the loss of `algorithm` (method.md §5): "raft" | "raftpp" | "grpo".
 
@@ -188,19 +255,21 @@ def policy_loss(
     term, so kl_coef > 0 with "raft" is a ValueError rather than a silently dropped penalty.
     "raftpp" and "grpo" share `clipped_policy_loss`; they differ only in their advantages.
 
+    `weights` (per-sample, e.g. `prompt_mean_weights`) replace `token_count` as the aggregation.
     Shapes and stats: see `raft_loss` and `clipped_policy_loss`. Unknown names raise ValueError.
     """
     match algorithm:
         case "raft":
             if kl_coef > 0.0:
                 raise ValueError(f"algorithm 'raft' has no KL penalty, got kl_coef = {kl_coef}; use 'raftpp'")
-            return raft_loss(logp, advantages, mask, token_count=token_count)
+            return raft_loss(logp, advantages, mask, token_count=token_count, weights=weights)
         case "raftpp" | "grpo":
             if old_logp is None:
                 raise ValueError(f"algorithm {algorithm!r} needs old_logp, got None")
             return clipped_policy_loss(
                 logp, old_logp, advantages, mask,
                 clip_eps=clip_eps, kl_coef=kl_coef, ref_logp=ref_logp, token_count=token_count,
+                weights=weights,
             )
         case _:
             raise ValueError(f"unknown algorithm {algorithm!r}; expected 'raft', 'raftpp' or 'grpo'")

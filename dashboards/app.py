@@ -35,7 +35,7 @@ from dibs.platform.store.sql import StoreError, UnknownRun
 from . import compare, figures, sweeps
 from .efficiency import DAGGER_NOTE, NOT_BUDGET_HONEST
 from .hosts import host_policy
-from .series import X_AXES
+from .series import X_AXES, X_METRICS
 
 HERE = Path(__file__).resolve().parent
 PLOTLY_JS = Path(plotly.__file__).resolve().parent / "package_data" / "plotly.min.js"
@@ -145,6 +145,9 @@ def _api(app: FastAPI, reader: StoreReader) -> None:
             raise HTTPException(400, f"x must be one of {', '.join(X_AXES)}")
         groups = compare.group_runs(_selected(reader, run))
         rows = _read(reader.metrics, run or [], metric)
+        if x in X_METRICS and metric != X_METRICS[x]:  # the axis's own metric rows place the points
+            extra = _read(reader.metrics, run or [], X_METRICS[x])
+            rows = {k: [*rows.get(k, []), *extra.get(k, [])] for k in rows.keys() | extra.keys()}
         curves = [compare.group_curve(g, rows, metric, x) for g in groups]
         return _figure(figures.curves_figure(curves, metric, x))
 

@@ -1,7 +1,8 @@
 """`dibs export --table compare|targets`: the numbers of the compare page as CSV or JSON.
 
 ``compare``: the seed-pooled curve of one metric against one x-axis, one line per (setting, step):
-mean and 95% band (empty for a setting with one run). ``targets``: the budget-to-target table.
+mean and 95% band (empty for a setting with one run); against ``updates`` the rows must hold each run's
+``budget/updates`` (`dibs export` reads every metric). ``targets``: the budget-to-target table.
 """
 
 from __future__ import annotations

@@ -23,6 +23,7 @@ X_TITLES = {
     "rollouts_consumed": "rollouts consumed (probe included)",
     "tokens_generated": "tokens generated",
     "wall_seconds": "wall time (s)",
+    "updates": "optimizer updates",
 }
 P_BINS = np.linspace(0.0, 1.0, 11)  # p̂ deciles of the allocation heatmap
 LAYOUT = {"template": "plotly_white", "margin": {"l": 60, "r": 20, "t": 40, "b": 50}, "height": 460}

@@ -177,6 +177,13 @@ class TrainConfig(_Section):
     grad_clip: float = Field(1.0, gt=0)
     epochs_per_batch: int = Field(1, ge=1, description="clipped passes over each rollout batch")
     minibatches: int = Field(1, ge=1, description="optimizer steps per epoch (batch split by prompt)")
+    mini_batch_samples: int | None = Field(
+        None, ge=1, description="instead of minibatches: S samples per optimizer step, ceil(B / S) steps per "
+        "epoch of a shuffled batch (groups may straddle steps), so the update count follows the batch size")
+    loss_agg: Literal["token_mean", "prompt_mean"] = Field(
+        "token_mean", description="token_mean: mean over the mini-batch's response tokens; prompt_mean: "
+        "token-mean within each prompt's samples with nonzero advantage, then the prompts averaged equally "
+        "(the per-prompt estimator GVM's variance argument assumes)")
     micro_batch_size: int = Field(64, ge=1, description="at most this many samples per forward/backward "
                                   "(accumulated; grouped by length to minimise padding, each cut to its longest "
                                   "row; on the demo 64 beat 128 and 256 with fixed chunks, and the three are "
@@ -186,6 +193,13 @@ class TrainConfig(_Section):
     drop_equal_groups: bool = Field(False, description="DAPO-style: skip groups whose rewards are equal")
     compile: bool = Field(False, description="torch.compile the learner's forward (dynamic shapes): about a "
                           "minute of compiling per process on this CPU, then faster updates (README, Performance)")
+
+    @model_validator(mode="after")
+    def _one_split(self) -> TrainConfig:
+        if self.mini_batch_samples is not None and self.minibatches != 1:
+            raise ValueError(f"train.minibatches ({self.minibatches}) and train.mini_batch_samples "
+                             f"({self.mini_batch_samples}) are alternatives: set one of them")
+        return self
 
 
 class EvalConfig(_Section):

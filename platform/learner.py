@@ -4,7 +4,9 @@ Micro-batching is exact: every micro-batch's loss is divided by the token count 
 mini-batch (`token_count`), so the accumulated gradient equals the one-shot gradient. Data parallelism
 is exact the same way: every rank holds the whole batch (the sharded engine gathers it), trains on its
 share of the prompt groups, divides by the whole mini-batch's token count, and the gradients are summed
-over ranks (DataParallel), so W ranks compute the one-process gradient. `DeepSpeedLearner`
+over ranks (DataParallel), so W ranks compute the one-process gradient. With `loss_agg="prompt_mean"`
+per-sample weights (algorithms.losses.prompt_mean_weights) take the token count's place, computed over
+the whole mini-batch before it is sharded and cut, which keeps both exact. `DeepSpeedLearner`
 (platform/deepspeed_learner.py) replaces the backward, the reduction and the optimizer step.
 """
 
@@ -18,7 +20,7 @@ from typing import Protocol
 import torch
 
 from dibs.algorithms.batching import padding_partition
-from dibs.algorithms.losses import policy_loss, raft_loss
+from dibs.algorithms.losses import policy_loss, prompt_mean_weights, raft_loss
 from dibs.platform import qwen_forward as Q
 from dibs.platform.checkpoint import torch_load
 from dibs.platform.parallel import DataParallel
@@ -85,8 +87,9 @@ def _packed_logprobs(model: torch.nn.Module, ro: Rollouts, temperature: float, l
     return lp.new_zeros(B, L).scatter(1, target, lp * valid[:, 1:])[:, :-1]
 
 
-# policy_loss's stats: "pg_loss"/"kl" are token-means over the whole mini-batch's token count, so they add
-# up over micro-batches and ranks; "clip_frac"/"ratio_mean" are means over one call's tokens, weighted.
+# policy_loss's stats: "pg_loss"/"kl" are token-means over the whole mini-batch's token count (or weighted
+# sums with weights of the whole mini-batch, prompt_mean), so they add up over micro-batches and ranks;
+# "clip_frac"/"ratio_mean" are means over one call's tokens, weighted.
 SUMMED, WEIGHTED = ("pg_loss", "kl"), ("clip_frac", "ratio_mean")
 
 
@@ -119,7 +122,13 @@ class TorchLearner:
                  schedule: str = "constant", algorithm: str = "grpo", clip_eps: float = 0.2,
                  kl_coef: float = 0.0, epochs: int = 1, minibatches: int = 1,
                  temperature: float = 1.0, ref_model: torch.nn.Module | None = None,
-                 dp: DataParallel | None = None, compile: bool = False):
+                 dp: DataParallel | None = None, compile: bool = False, loss_agg: str = "token_mean",
+                 mini_batch_samples: int | None = None):
+        if loss_agg not in ("token_mean", "prompt_mean"):
+            raise ValueError(f"loss_agg must be 'token_mean' or 'prompt_mean', got {loss_agg!r}")
+        if mini_batch_samples is not None and (mini_batch_samples < 1 or minibatches != 1):
+            raise ValueError(f"mini_batch_samples ({mini_batch_samples}) must be >= 1 and replaces "
+                             f"minibatches (got {minibatches}, need 1)")
         self.model = model.train()
         self.dp = dp or DataParallel()
         self.opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=weight_decay, eps=adam_eps)
@@ -129,6 +138,7 @@ class TorchLearner:
         self.micro = micro_batch_size
         self.algorithm, self.clip_eps, self.kl_coef = algorithm, clip_eps, kl_coef
         self.epochs, self.minibatches, self.temperature = epochs, minibatches, temperature
+        self.loss_agg, self.mini_batch_samples = loss_agg, mini_batch_samples
         self.ref_model = ref_model.eval() if ref_model is not None else None
         # Compiled once per learner with symbolic shapes: micro-batches differ in size and width.
         self.logits_fn = (functools.partial(Q.causal_logits, decoder=torch.compile(Q.decoder_logits, dynamic=True))
@@ -184,9 +194,13 @@ class TorchLearner:
         """One optimizer step over `batch` (this rank's share of it), accumulated over micro-batches."""
         self._zero_grad()
         token_count = max(batch.num_tokens, 1)  # the whole mini-batch's, on every rank
+        # prompt_mean: the whole mini-batch's weights, before sharding and micro-batching (both slice them).
+        weights = (prompt_mean_weights(batch.group_ids, advantages, batch.response_mask.sum(1))
+                   if self.loss_agg == "prompt_mean" else None)
         mine = self.dp.shard(batch.group_ids)
         batch, advantages = batch.select(mine), advantages[mine]
         ref_logp = None if ref_logp is None else ref_logp[mine]
+        weights = None if weights is None else weights[mine]
         totals: dict[str, float] = {}
         chunks = length_micro_batches(batch.attention_mask, self.micro)
         # Ranks hold ragged shares; DeepSpeed's backward is collective, so every rank runs as many
@@ -199,10 +213,12 @@ class TorchLearner:
             idx = chunks[j]
             mb = batch.select(idx).to(self.device)
             logp = token_logprobs(self.forward_module, mb, temperature=self.temperature, logits_fn=self.logits_fn)
+            agg = ({"token_count": token_count} if weights is None
+                   else {"weights": weights[idx].to(self.device)})
             loss, stats = policy_loss(
                 self.algorithm, logp, mb.old_logp, advantages[idx].to(self.device), mb.response_mask,
                 clip_eps=self.clip_eps, kl_coef=self.kl_coef,
-                ref_logp=None if ref_logp is None else ref_logp[idx].to(self.device), token_count=token_count)
+                ref_logp=None if ref_logp is None else ref_logp[idx].to(self.device), **agg)
             self._backward(loss, last=j == passes - 1)
             w = mb.num_tokens / token_count
             for k, v in stats.items():
@@ -212,21 +228,30 @@ class TorchLearner:
         totals["grad_norm"] = self._apply()
         return totals
 
+    def mini_batches(self, group_ids: torch.Tensor, gen: torch.Generator) -> list[torch.Tensor]:
+        """One epoch's optimizer steps, as sample indices: the prompt groups shuffled and split into
+        `minibatches` chunks, or with `mini_batch_samples` = S the samples shuffled and cut into
+        ceil(B / S) runs of S (the last one shorter; a group may straddle two, which is fine since its
+        advantages were computed before)."""
+        if self.mini_batch_samples is not None:
+            perm = torch.randperm(len(group_ids), generator=gen)
+            return [chunk.sort().values for chunk in perm.split(self.mini_batch_samples)]
+        groups = torch.unique(group_ids)
+        order = groups[torch.randperm(len(groups), generator=gen)]
+        out = [torch.nonzero(torch.isin(group_ids, chunk)).squeeze(-1)
+               for chunk in order.chunk(self.minibatches)]
+        return [idx for idx in out if len(idx)]
+
     def update(self, rollouts: Rollouts, advantages: torch.Tensor, *, seed: int) -> dict[str, float]:
-        """`epochs` passes over the batch, each split by prompt into `minibatches` optimizer steps."""
+        """`epochs` passes over the batch, each cut into optimizer steps by `mini_batches`."""
         ref_logp = None
         if self.kl_coef > 0 and self.ref_model is not None:
             with torch.no_grad():
                 ref_logp = token_logprobs(self.ref_model, rollouts, temperature=self.temperature).cpu()
         gen = torch.Generator().manual_seed(seed)
-        groups = torch.unique(rollouts.group_ids)
         history: list[dict] = []
         for _ in range(self.epochs):
-            order = groups[torch.randperm(len(groups), generator=gen)]
-            for chunk in order.chunk(self.minibatches):
-                idx = torch.nonzero(torch.isin(rollouts.group_ids, chunk)).squeeze(-1)
-                if len(idx) == 0:
-                    continue
+            for idx in self.mini_batches(rollouts.group_ids, gen):
                 history.append(self._step(rollouts.select(idx), advantages[idx],
                                           None if ref_logp is None else ref_logp[idx]))
         out = {k: sum(h[k] for h in history) / len(history) for k in history[0]} if history else {}

@@ -13,6 +13,7 @@ executes (a Ray worker or the driver itself) is the executor's business (runner.
 from __future__ import annotations
 
 import copy
+import math
 import random
 import time
 from dataclasses import dataclass, field, fields
@@ -87,6 +88,7 @@ class Budget:
     train_rollouts: int = 0  # the rest: generated for training, kept or dropped (dapo)
     accepted: int = 0  # training rollouts with reward 1
     wasted: int = 0  # training rollouts that moved no gradient: zero advantage, filtered or dropped
+    updates: int = 0  # optimizer steps of the learner
     started: float = field(default_factory=time.perf_counter)
 
     @property
@@ -101,8 +103,8 @@ class Budget:
     def restore(self, snap: dict[str, float]) -> None:
         """Continue from a snapshot: counters as they were, the wall clock running on from its seconds."""
         for f in fields(self):
-            if f.name != "started":
-                setattr(self, f.name, int(snap[f.name]))
+            if f.name != "started":  # `updates` came later: an older checkpoint resumes its count from 0
+                setattr(self, f.name, int(snap.get(f.name, 0) if f.name == "updates" else snap[f.name]))
         self.started = time.perf_counter() - float(snap["wall"])
 
 
@@ -191,6 +193,7 @@ def account(budget: Budget, alloc: Allocation, rollouts: Rollouts, rewards: torc
     budget.accepted += accepted
     budget.wasted += wasted
     return {M.BUDGET_ROLLOUTS: budget.rollouts, M.BUDGET_TOKENS: budget.tokens,
+            M.BUDGET_UPDATES: budget.updates,
             M.BUDGET_PROBE_ROLLOUTS: budget.probe_rollouts, M.BUDGET_TRAIN_ROLLOUTS: budget.train_rollouts,
             M.BUDGET_ACCEPTED: budget.accepted, M.BUDGET_WASTED: budget.wasted,
             M.STEP_ROLLOUTS: generated + alloc.probe_rollouts, M.STEP_PROBE_ROLLOUTS: alloc.probe_rollouts,
@@ -222,6 +225,7 @@ def step_metrics(rewards: torch.Tensor, rollouts: Rollouts, adv_stats: dict, upd
         M.ROLLOUT_STOP_RATE: float(rollouts.stopped.float().mean()) if n else float("nan"),
         M.ROLLOUT_EQUAL_GROUP_FRAC: float(adv_stats.get("equal_group_frac", 0.0)),
         M.TRAIN_SAMPLES: upd.get("samples_used", 0.0),
+        M.TRAIN_UPDATES: upd.get("optimizer_steps", 0.0),
     }
     names = {"loss": M.TRAIN_LOSS, "pg_loss": M.TRAIN_PG_LOSS, "kl": M.TRAIN_KL, "clip_frac": M.TRAIN_CLIP_FRAC,
              "ratio_mean": M.TRAIN_RATIO, "grad_norm": M.TRAIN_GRAD_NORM, "lr": M.TRAIN_LR}
@@ -252,13 +256,17 @@ def evaluate_suite_metrics(engine: HFEngine, cfg: ExperimentConfig, sets: dict, 
 def learner_kwargs(cfg: ExperimentConfig, ref: torch.nn.Module | None) -> dict:
     """The RL learner's settings from the config, whichever backend trains."""
     t = cfg.train
-    steps = t.steps * t.epochs_per_batch * t.minibatches
+    # Optimizer steps of the run; with mini_batch_samples an estimate from the nominal batch (GVM and
+    # dapo batches are about that size, drop_equal_groups makes them smaller).
+    per_epoch = (t.minibatches if t.mini_batch_samples is None else
+                 math.ceil(t.prompts_per_step * cfg.allocation.n_per_prompt / t.mini_batch_samples))
+    steps = t.steps * t.epochs_per_batch * per_epoch
     return {"lr": t.lr, "weight_decay": t.weight_decay, "grad_clip": t.grad_clip,
             "micro_batch_size": t.micro_batch_size, "total_steps": steps, "warmup_steps": t.warmup_steps,
             "adam_eps": t.adam_eps, "schedule": t.lr_schedule, "algorithm": cfg.algorithm,
             "clip_eps": t.clip_eps, "kl_coef": t.kl_coef, "epochs": t.epochs_per_batch,
             "minibatches": t.minibatches, "temperature": cfg.rollout.temperature, "ref_model": ref,
-            "compile": t.compile}
+            "compile": t.compile, "loss_agg": t.loss_agg, "mini_batch_samples": t.mini_batch_samples}
 
 
 class LocalRuntime:
@@ -349,6 +357,7 @@ def train(cfg: ExperimentConfig, recorder: Recorder, progress: Progress, *, chec
         t1 = time.perf_counter()
         engine.sleep()  # the learner gets the device memory generation held (vLLM on GPU)
         upd = update(learner, rollouts, adv, keep, seed=cfg.seed * 31 + step)
+        budget.updates += int(upd.get("optimizer_steps", 0))
         t_upd = time.perf_counter() - t1
         t_sync = sync_weights(learner, engine)
         spent = account(budget, alloc, rollouts, rewards, adv, keep)

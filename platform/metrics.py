@@ -72,6 +72,7 @@ TRAIN_RATIO = "train/ratio_mean"
 TRAIN_GRAD_NORM = "train/grad_norm"
 TRAIN_LR = "train/lr"
 TRAIN_SAMPLES = "train/samples_used"
+TRAIN_UPDATES = "train/updates"  # optimizer steps of this RL step (epochs x mini-batches)
 
 # alloc/ — steps 1..T, from the allocator that split the step (gvm, gvm_reuse, gvm_oracle: the first seven;
 # dapo: the next three)
@@ -97,6 +98,7 @@ BUDGET_PROBE_ROLLOUTS = "budget/probe_rollouts"  # the probe's share of budget/r
 BUDGET_TRAIN_ROLLOUTS = "budget/train_rollouts"  # rollouts generated for training (kept or dropped)
 BUDGET_ACCEPTED = "budget/accepted"  # training rollouts with reward 1
 BUDGET_WASTED = "budget/wasted"  # training rollouts with zero advantage, filtered out, or dropped
+BUDGET_UPDATES = "budget/updates"  # optimizer steps so far (an x-axis of the dashboard and export)
 # ... and the same for this step alone
 STEP_ROLLOUTS = "budget/step_rollouts"  # probe + training rollouts of this step
 STEP_PROBE_ROLLOUTS = "budget/step_probe_rollouts"

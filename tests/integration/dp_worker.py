@@ -1,6 +1,8 @@
 """One rank of the data-parallel equivalence test (tests/integration/test_data_parallel.py), run as a
-subprocess: `python dp_worker.py BACKEND RANK WORLD OUT` (BACKEND torch, zero2 or zero3) with MASTER_ADDR/MASTER_PORT set. WORLD 1 is
-the single-process reference. Writes the learner's stats and final weights to OUT (rank 0)."""
+subprocess: `python dp_worker.py BACKEND RANK WORLD OUT [VARIANT]` (BACKEND torch, zero2 or zero3) with MASTER_ADDR/MASTER_PORT set. WORLD 1 is
+the single-process reference. VARIANT `prompt_mean` trains with loss_agg prompt_mean and mini-batches of 5
+samples instead of 2 by prompt (groups straddle mini-batches). Writes the learner's stats and final weights
+to OUT (rank 0)."""
 
 import os
 import sys
@@ -15,7 +17,7 @@ from dibs.platform.parallel import DataParallel
 from dibs.platform.rollout import HFEngine, SamplingSpec
 
 
-def main(backend: str, rank: int, world: int, out: str) -> None:
+def main(backend: str, rank: int, world: int, out: str, variant: str = "default") -> None:
     torch.set_num_threads(1)
     tok = train_tokenizer()
     torch.manual_seed(0)
@@ -31,6 +33,8 @@ def main(backend: str, rank: int, world: int, out: str) -> None:
         torch.distributed.init_process_group("gloo", rank=rank, world_size=world)
     kwargs = {"lr": 1e-2, "weight_decay": 0.0, "grad_clip": 1e6, "micro_batch_size": 2, "total_steps": 4,
               "minibatches": 2, "epochs": 1, "algorithm": "grpo", "dp": DataParallel(rank, world)}
+    if variant == "prompt_mean":
+        kwargs |= {"minibatches": 1, "mini_batch_samples": 5, "loss_agg": "prompt_mean"}
     if backend.startswith("zero"):  # zero2, zero3: DeepSpeed at that ZeRO stage
         from dibs.platform.deepspeed_learner import DeepSpeedLearner
 
@@ -49,4 +53,4 @@ def main(backend: str, rank: int, world: int, out: str) -> None:
 
 
 if __name__ == "__main__":
-    main(sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), sys.argv[4])
+    main(sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), sys.argv[4], *sys.argv[5:])

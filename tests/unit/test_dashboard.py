@@ -16,6 +16,7 @@ from dibs.dashboards import compare
 from dibs.dashboards.app import create_app
 from dibs.dashboards.sweeps import param_importance
 from dibs.platform.cli import main
+from dibs.platform.store import MetricRow, ResultsStore
 
 pytestmark = pytest.mark.unit
 
@@ -93,6 +94,27 @@ def test_compare_curves_pool_seeds_and_switch_axis(client):
     )
     assert client.get(f"/api/compare?{_runs('run-xss')}&x=epoch").status_code == 400
     assert client.get(f"/api/compare?{_runs('nope')}").status_code == 404
+
+
+def test_compare_against_optimizer_updates(seeded_url, capsys):
+    # gvm-0 made 3 optimizer updates a step (budget/updates = 3 s), so its evaluations at steps 0, 10,
+    # ..., 50 sit at 0, 30, ..., 150 updates; the page offers the axis.
+    with ResultsStore(seeded_url) as store:
+        store.log_metrics("run-gvm-0", [MetricRow(step=s, name="budget/updates", value=3.0 * s,
+                                                  rollouts_consumed=192 * s, tokens_generated=0, wall_seconds=0.0)
+                                        for s in range(1, 51)])  # fmt: skip
+    with TestClient(create_app(seeded_url), base_url=LOCAL) as client:
+        fig = client.get(f"/api/compare?{_runs('run-gvm-0')}&metric=eval/accuracy&x=updates").json()
+        assert fig["data"][0]["x"] == [0, 30, 60, 90, 120, 150]
+        assert fig["layout"]["xaxis"]["title"]["text"] == "optimizer updates"
+        assert 'value="updates" selected' in client.get(f"/compare?{_runs('run-gvm-0')}&x=updates").text
+        # A run without budget/updates rows (recorded before the metric): its points after step 0 have no x.
+        old = client.get(f"/api/compare?{_runs('run-gvm-1')}&metric=eval/accuracy&x=updates").json()
+        assert old["data"][0]["x"] == [0] + [None] * 5
+    assert main(["export", "run-gvm-0", "--table", "compare", "--x", "updates", "--format", "csv",
+                 "--db", seeded_url]) == 0  # fmt: skip
+    curve = capsys.readouterr().out.splitlines()
+    assert len(curve) == 7 and curve[-1].split(",")[-5:-3] == ["50", "150.0"]
 
 
 def test_budget_to_target(client):

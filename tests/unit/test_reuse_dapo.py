@@ -223,6 +223,7 @@ def test_account_charges_training_and_dropped_rollouts():
     # generated 6 + 8 dropped = 14; accepted 5 + 3 = 8; wasted: 3 zero-advantage + 8 dropped = 11.
     assert spent == {M.BUDGET_ROLLOUTS: 34, M.BUDGET_TOKENS: 60 + 18 + 24, M.BUDGET_PROBE_ROLLOUTS: 20,
                      M.BUDGET_TRAIN_ROLLOUTS: 14, M.BUDGET_ACCEPTED: 8, M.BUDGET_WASTED: 11,
+                     M.BUDGET_UPDATES: 0,  # the loop counts updates; account only reports them
                      M.STEP_ROLLOUTS: 34, M.STEP_PROBE_ROLLOUTS: 20, M.STEP_ACCEPTED: 8, M.STEP_WASTED: 11}
     assert budget.rollouts == budget.probe_rollouts + budget.train_rollouts
 
