@@ -47,13 +47,18 @@ ARMS = {
     "gvm_u32": ("GVM, 32 updates/step (the public code's GVM)", ["allocation.allocator=gvm", "train.mini_batch_samples=4"]),
     "uniform_u32": ("uniform, 32 updates/step (matched to gvm_u32)", ["train.mini_batch_samples=4"]),
     "gvm_u4": ("GVM, 4 updates/step (matched to uniform_u4)", ["allocation.allocator=gvm", "train.mini_batch_samples=32"]),
+    # Beyond the arms above: the loss the variance argument assumes (each prompt's contributing samples
+    # averaged, then prompts), where n_i changes a prompt's variance rather than its weight. Run last.
+    "uniform_pm": ("uniform, per-prompt mean loss", ["train.loss_agg=prompt_mean"]),
+    "gvm_pm": ("GVM, per-prompt mean loss", ["allocation.allocator=gvm", "train.loss_agg=prompt_mean"]),
 }
+LAST = ("uniform_pm", "gvm_pm")
 PLAN = {"raftpp": list(ARMS), "grpo": ["uniform", "gvm", "gvm_oracle"]}
 SEEDS = [0, 1, 2, 3, 4, 5]
 PREPASS_SAMPLES = 32
 # --quick: the whole pipeline on a toy scale (a check of the script, not a result).
-QUICK = ["train.steps=4", "eval.every=2", "task.train_size=64", "task.test_size=40", "warm_start.steps=20",
-         "task.sft_size=500"]
+# Same task and warm start as the study (so it also fills the warm-start cache), 6 steps, 2 seeds.
+QUICK = ["train.steps=6", "eval.every=2"]
 
 
 def load(algorithm: str, seed: int, overrides: list[str]):
@@ -200,8 +205,9 @@ def main(argv: list[str] | None = None) -> int:
         if not verdict["go"] and not a.quick:  # a toy warm start solves nothing: the quick run goes on
             return 1
         have = {(c["algorithm"], c["arm"], c["seed"]) for c in cells}
-        todo = [(al, arm, s, a.set, a.threads, settings) for s in a.seeds for al in a.algorithms
-                for arm in PLAN[al] if arm in a.arms and (al, arm, s) not in have]
+        todo = [(al, arm, s, a.set, a.threads, settings) for last in (False, True) for s in a.seeds
+                for al in a.algorithms for arm in PLAN[al]
+                if (arm in LAST) == last and arm in a.arms and (al, arm, s) not in have]
         print(f"{len(todo)} cells to run, {len(cells)} done in {files['cells.jsonl']} (settings {settings})", flush=True)
         for cell, prompts in pool.imap_unordered(run_cell, todo):
             append(files["prompts.jsonl.gz"], prompts)  # first: a cell is done once its line is in cells.jsonl

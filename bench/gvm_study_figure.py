@@ -38,7 +38,8 @@ def figure(cells: list[dict], doc: dict, path: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, axes = plt.subplots(1, 4, figsize=(22, 5))
+    fig, grid_axes = plt.subplots(2, 2, figsize=(15, 11))
+    axes = grid_axes.ravel()
     for ax, (algorithm, arms, axis, title) in zip(axes, PANELS):
         for arm in arms:
             mine = [c for c in cells if c["algorithm"] == algorithm and c["arm"] == arm]
@@ -110,6 +111,16 @@ def markdown(doc: dict) -> str:
             lines.append(f"| {name} | {_fmt(r['rollouts_to_50'])} | {_fmt(r['rollouts_to_80'])} | "
                          f"{_fmt(r['steps_to_80'])} | {_fmt(r['updates_to_80'])} | {a['mean']:+.2f}{ci} | "
                          f"{r['final_accuracy']['mean']:.1f} |")
+        lines.append("")
+    pairs = doc.get("update_count_control", {})
+    if pairs:
+        lines += [("**Update-count control** (raftpp, steps to 80% of uniform's gain; ratio > 1: the second arm "
+                   "needs fewer steps)\n"), "| comparison | pair | ratio [95% CI] (seeds) |", "|---|---|---|"]
+        for name, r in pairs.items():
+            e = r["steps_to_80"]
+            ci = f" [{e['ci95'][0]:.2f}, {e['ci95'][1]:.2f}]" if e["ci95"] else ""
+            lines.append(f"| {name} | {r['pair']} | " + ("n/a" if e["mean"] is None else f"{e['mean']:.2f}x{ci}")
+                         + f" ({e['n']}) |")
         lines.append("")
     lines.append("† not budget-honest: its 32-sample probe is neither charged nor counted (a ceiling).\n")
     return "\n".join(lines)

@@ -83,7 +83,9 @@ def endpoints(cells: list[dict]) -> dict:
     """Per algorithm, per arm: targets, costs to each target on each axis, ratios, AUC (see the docstring)."""
     by = {(c["algorithm"], c["arm"], c["seed"]): c for c in cells}
     out: dict = {}
-    for algorithm in sorted({c["algorithm"] for c in cells}):
+    from gvm_study import PLAN
+
+    for algorithm in [al for al in PLAN if any(c["algorithm"] == al for c in cells)]:
         seeds = sorted(s for (al, arm, s) in by if al == algorithm and arm == "uniform")
         base = {s: by[(algorithm, "uniform", s)]["curve"] for s in seeds}
         start = {s: base[s][0][3] for s in seeds}
@@ -108,17 +110,45 @@ def endpoints(cells: list[dict]) -> dict:
     return out
 
 
+def _costs(by, algorithm, arm, seeds, start, gain, f, col) -> dict[int, tuple[float, bool]]:
+    """Per seed: the arm's cost to the seed's target on one axis, and whether it reached it."""
+    return {s: crossing(by[(algorithm, arm, s)]["curve"], start[s] + f * gain[s], col) for s in seeds}
+
+
+def _pair(num: dict, den: dict) -> list:
+    """Per seed, num's cost / den's cost (> 1: den needs fewer), None unless both reached."""
+    return [round(num[s][0] / den[s][0], 4) if num[s][1] and den[s][1] and den[s][0] > 0 else None for s in den]
+
+
 def _to_target(by, algorithm, arm, seeds, start, gain, f, col) -> dict:
-    costs, reached, ratios = [], 0, []
-    for s in seeds:
-        target = start[s] + f * gain[s]
-        x, ok = crossing(by[(algorithm, arm, s)]["curve"], target, col)
-        xb, ok_b = crossing(by[(algorithm, "uniform", s)]["curve"], target, col)
-        costs.append(x)
-        reached += ok
-        ratios.append(round(xb / x, 4) if ok and ok_b and x > 0 else None)
-    return {**_stat(costs, 0), "reached": f"{reached}/{len(seeds)}",
+    mine = _costs(by, algorithm, arm, seeds, start, gain, f, col)
+    ratios = _pair(_costs(by, algorithm, "uniform", seeds, start, gain, f, col), mine)
+    return {**_stat([x for x, _ in mine.values()], 0), "reached": f"{sum(ok for _, ok in mine.values())}/{len(seeds)}",
             "ratio_vs_uniform": geo_ratio([r for r in ratios if r is not None]), "per_seed_ratio": ratios}
+
+
+# The update-count control, in steps (the paper's axis): (baseline arm, faster arm) pairs.
+CONTROL = {"paper_setup": ("uniform_u4", "gvm_u32"), "updates_alone": ("uniform_u4", "uniform_u32"),
+           "allocation_at_32_updates": ("uniform_u32", "gvm_u32"), "allocation_at_4_updates": ("uniform_u4", "gvm_u4"),
+           "allocation_at_1_update": ("uniform", "gvm")}
+
+
+def control(cells: list[dict], algorithm: str = "raftpp") -> dict:
+    """Steps-to-target ratios of the control's pairs, per seed and pooled: how much of a 'GVM at 32
+    updates vs uniform at 4' speed-up remains when both make the same number of updates."""
+    by = {(c["algorithm"], c["arm"], c["seed"]): c for c in cells}
+    seeds = sorted(s for (al, arm, s) in by if al == algorithm and arm == "uniform")
+    start = {s: by[(algorithm, "uniform", s)]["curve"][0][3] for s in seeds}
+    gain = {s: float(np.mean([p[3] for p in by[(algorithm, "uniform", s)]["curve"][-TAIL:]])) - start[s] for s in seeds}
+    out: dict = {}
+    for name, (slow, fast) in CONTROL.items():
+        have = [s for s in seeds if gain[s] > 0 and (algorithm, slow, s) in by and (algorithm, fast, s) in by]
+        for f in FRACTIONS:
+            ratios = _pair(_costs(by, algorithm, slow, have, start, gain, f, 0),
+                           _costs(by, algorithm, fast, have, start, gain, f, 0))
+            out.setdefault(name, {"pair": f"{slow} steps / {fast} steps"})[f"steps_to_{int(100 * f)}"] = (
+                geo_ratio([r for r in ratios if r is not None]) | {"per_seed": ratios})
+    return out
 
 
 def _arm_order(arm: str) -> int:
@@ -177,6 +207,7 @@ def write_report(out: Path, prepasses: list[dict], cells: list[dict], prompts_fi
            "settings": settings, "overrides": overrides, "arms": {k: v[0] for k, v in ARMS.items()},
            "go_no_go": go_no_go(prepasses) if prepasses else None,
            "results": endpoints(cells) if cells else {},
+           "update_count_control": control(cells) if cells else {},
            "allocation_checks": allocation_checks(prepasses, prompts_file, settings),
            "wall_seconds": round(sum(c["wall_seconds"] for c in cells) + sum(p["wall_seconds"] for p in prepasses))}
     (out / "gvm_study.json").write_text(json.dumps(doc, indent=1) + "\n")

@@ -110,3 +110,20 @@ def test_allocation_checks_against_the_prepass(tmp_path):
     assert out["uniform"]["solvable_given_zero_frac"] == 0.0
     # uniform: 4/(8*.5) + 1/(8*.1) = 2.25; gvm: 4/(4*.5) = 2 -> ratio 1.125
     assert out["gvm"]["variance_proxy_uniform_over_arm"] == pytest.approx(1.125)
+
+
+def test_update_count_control_separates_updates_from_allocation():
+    from gvm_study_report import control
+
+    base = [0.2, 0.2, 0.6, 0.6, 0.6, 0.6]  # crosses the 80% target (0.52) at step 11.92 (as above)
+    fast = [0.2, 0.6, 0.6, 0.6, 0.6, 0.6]  # at step 7
+    arms = {("uniform", 128, 1): base, ("uniform_u4", 128, 4): base, ("gvm_u32", 256, 32): fast,
+            ("uniform_u32", 128, 32): fast, ("gvm_u4", 256, 4): base, ("gvm", 256, 1): base}
+    out = control(_cells({k: {0: v, 1: v} for k, v in arms.items()}))
+    uniform_step = 10 + 5 * (0.52 - 0.4666667) / (0.6 - 0.4666667)
+    # here the whole 'paper' speed-up comes from the 32 updates: uniform at 32 is as fast as gvm at 32
+    assert out["paper_setup"]["steps_to_80"]["mean"] == pytest.approx(uniform_step / 7, abs=1e-3)
+    assert out["updates_alone"]["steps_to_80"]["mean"] == pytest.approx(uniform_step / 7, abs=1e-3)
+    assert out["allocation_at_32_updates"]["steps_to_80"]["mean"] == 1.0
+    assert out["allocation_at_4_updates"]["steps_to_80"]["mean"] == 1.0
+    assert out["paper_setup"]["steps_to_80"]["per_seed"] == [round(uniform_step / 7, 4)] * 2
