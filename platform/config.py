@@ -36,7 +36,7 @@ class _Section(BaseModel):
 
 class TaskConfig(_Section):
     """What the policy is trained on. `reasoning_gym` (the demo): procedural `chain_sum` problems, `a+b-c=`
-    with a worked solution, from the fields below. `math` (the paper's setting, issue 8): problems with gold
+    with a worked solution, from the fields below. `math` (the paper's setting): problems with gold
     answers from `train_file`, prompted with `template`, rewarded by Math-Verify (platform/tasks); the
     first `test_size` of a seeded shuffle are held out for the in-loop evaluation, the rest train."""
 
@@ -44,7 +44,7 @@ class TaskConfig(_Section):
     train_file: str | None = Field(None, description="math: local JSONL or Parquet with problem, solution and "
                                    "answer columns (MATH / NuminaMath style); checked by `dibs run`, not validate")
     template: Literal["qwen25-math-cot", "plain"] = Field(
-        "qwen25-math-cot", description="math: prompt template (method.md §6); plain = the problem text alone")
+        "qwen25-math-cot", description="math: prompt template (docs/method.md §6); plain = the problem text alone")
     family: Literal["chain_sum"] = "chain_sum"
     min_terms: int = Field(2, ge=2, le=8, description="fewest terms in an RL / held-out problem")
     max_terms: int = Field(4, ge=2, le=8, description="most terms in an RL / held-out problem")
@@ -114,7 +114,7 @@ class RolloutConfig(_Section):
 
 
 class AllocationConfig(_Section):
-    """How many rollouts each prompt of a step gets (method.md §2-4), chosen by name:
+    """How many rollouts each prompt of a step gets (docs/method.md §2-4), chosen by name:
 
     - `uniform`: n_per_prompt each (best-of-n; the baseline);
     - `gvm`: probe every prompt every step, then n_i ∝ G_i / sqrt(p_i + alpha/p_i^(beta-1));
@@ -164,7 +164,7 @@ class AllocationConfig(_Section):
 
 
 class TrainConfig(_Section):
-    """The RL update (method.md §5)."""
+    """The RL update (docs/method.md §5)."""
 
     steps: int = Field(200, ge=0)
     prompts_per_step: int = Field(32, ge=1)
@@ -173,7 +173,7 @@ class TrainConfig(_Section):
     warmup_steps: int = Field(0, ge=0)
     weight_decay: float = Field(0.0, ge=0)
     adam_eps: float = Field(1e-8, gt=0, description="AdamW epsilon; near the gradient's element scale, "
-                            "updates follow the gradient's size instead of its sign (calibration.md)")
+                            "updates follow the gradient's size instead of its sign (docs/decisions.md)")
     grad_clip: float = Field(1.0, gt=0)
     epochs_per_batch: int = Field(1, ge=1, description="clipped passes over each rollout batch")
     minibatches: int = Field(1, ge=1, description="optimizer steps per epoch (batch split by prompt)")
@@ -215,7 +215,7 @@ class EvalConfig(_Section):
 
 
 class LearnerConfig(_Section):
-    """Who trains (issue 4): one process (the default), or `num_workers` Ray Train workers, data-parallel
+    """Who trains: one process (the default), or `num_workers` Ray Train workers, data-parallel
     over prompt groups, each with a rollout actor on its node."""
 
     backend: Literal["torch", "deepspeed"] = Field("torch", description="torch AdamW, or a DeepSpeed engine "
@@ -282,7 +282,7 @@ class ExperimentConfig(_Section):
 
 def missing_paths(cfg: ExperimentConfig) -> list[tuple[str, str]]:
     """(dotted key, path) of each configured local path that does not exist on this machine. `dibs validate`
-    leaves paths alone, so recipes validate anywhere; `dibs run` checks them first (conventions.md)."""
+    leaves paths alone, so recipes validate anywhere; `dibs run` checks them first (docs/conventions.md)."""
     paths = [("model.path", cfg.model.path), ("task.train_file", cfg.task.train_file),
              ("eval.data_dir", cfg.eval.data_dir)]
     return [(key, p) for key, p in paths if p is not None and not Path(p).exists()]
