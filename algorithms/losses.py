@@ -1,4 +1,4 @@
-"""Policy losses for RAFT, RAFT++ and GRPO (method.md §5).
+"""Policy losses for RAFT, RAFT++ and GRPO (docs/method.md §5).
 
 Shapes: token tensors are [B, T] (B samples, T response positions, right-padded), `mask` is [B, T]
 (bool or float, 1 on response tokens), advantages are per sample, [B].
@@ -35,7 +35,7 @@ def _check_shapes(logp: Tensor, mask: Tensor, advantages: Tensor) -> None:
 
 
 def token_mean(values: Tensor, mask: Tensor, *, token_count: TokenCount | None = None) -> Tensor:
-    """sum(values * mask) / token_count: the token-mean of method.md §5.
+    """sum(values * mask) / token_count: the token-mean of docs/method.md §5.
 
     Args:
         values: [B, T].
@@ -117,7 +117,7 @@ def _aggregate(values: Tensor, mask: Tensor, token_count: TokenCount | None,
 
 
 def low_var_kl(logp: Tensor, ref_logp: Tensor) -> Tensor:
-    """Low-variance KL estimator k3 = exp(ref - logp) - (ref - logp) - 1, per token (method.md §5).
+    """Low-variance KL estimator k3 = exp(ref - logp) - (ref - logp) - 1, per token (docs/method.md §5).
 
     k3 >= 0, is 0 where logp == ref_logp, and its expectation under the policy is KL(pi || pi_ref).
     The log-ratio is clamped to [-20, 20] so exp() stays finite (no gradient beyond the clamp).
@@ -138,7 +138,7 @@ def raft_loss(
     logp: Tensor, advantages: Tensor, mask: Tensor, *, token_count: TokenCount | None = None,
     weights: Tensor | None = None,
 ) -> tuple[Tensor, dict[str, float]]:
-    """Vanilla RAFT: loss = -token_mean(A * logp) with A = r (method.md §5), i.e. SFT on accepted samples.
+    """Vanilla RAFT: loss = -token_mean(A * logp) with A = r (docs/method.md §5), i.e. SFT on accepted samples.
 
     Args:
         logp: [B, T] policy log-probs of the sampled tokens (with grad).
@@ -186,7 +186,7 @@ def clipped_policy_loss(
     token_count: TokenCount | None = None,
     weights: Tensor | None = None,
 ) -> tuple[Tensor, dict[str, float]]:
-    """PPO-style clipped surrogate used by RAFT++ and GRPO (method.md §5), plus an optional k3 KL penalty.
+    """PPO-style clipped surrogate used by RAFT++ and GRPO (docs/method.md §5), plus an optional k3 KL penalty.
 
         rho  = exp(logp - old_logp)
         pg   = -token_mean(min(rho * A, clip(rho, 1 - eps, 1 + eps) * A))
@@ -249,7 +249,7 @@ def policy_loss(
     token_count: TokenCount | None = None,
     weights: Tensor | None = None,
 ) -> tuple[Tensor, dict[str, float]]:
-    """Dispatch to the loss of `algorithm` (method.md §5): "raft" | "raftpp" | "grpo".
+    """Dispatch to the loss of `algorithm` (docs/method.md §5): "raft" | "raftpp" | "grpo".
 
     "raft" is vanilla RAFT (`raft_loss`): it ignores old_logp, clip_eps and ref_logp, and has no KL
     term, so kl_coef > 0 with "raft" is a ValueError rather than a silently dropped penalty.

@@ -1,4 +1,4 @@
-"""What the distributed runtime costs (issue 4): the demo experiment's RL phase through one process vs
+"""What the distributed runtime costs: the demo experiment's RL phase through one process vs
 through Ray Train (learner ranks with rollout actors), same settings, and the weight-sync time per step.
 
     python bench/distributed_overhead.py            # make bench-distributed

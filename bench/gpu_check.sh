@@ -1,5 +1,5 @@
 #!/bin/bash
-# The GPU-path check (issue 4) on a lent GPU machine that has torch and transformers but no dibs
+# The GPU-path check on a lent GPU machine that has torch and transformers but no dibs
 # dependencies: pure-Python wheels (pydantic, deepspeed, hjson, ...) travel in .whl/, prebuilt task splits
 # in .bench-data/ (no reasoning-gym there). Runs tests/gpu, then times the demo's RL steps on the GPU.
 set -u

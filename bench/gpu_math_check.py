@@ -1,4 +1,4 @@
-"""Issue 8's GPU check: the math5 evaluation and a few math training steps on CUDA, with throughput and
+"""The math setting's GPU check: the math5 evaluation and a few math training steps on CUDA, with throughput and
 peak memory. Run through bench/gpu_math_check.sh on the device machine (it sets up the packages), or
 directly where dibs is installed: `python bench/gpu_math_check.py --out /tmp/check`.
 

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Issue 8's GPU check, on the device machine (after `make gpu-wheels` here):
+# The math setting's GPU check, on the device machine (after `make gpu-wheels` here):
 #   run(command="bash bench/gpu_math_check.sh", carry=[".gpu"], timeout_s=420)
 # Installs the carried wheels, makes `dibs` importable from this checkout, then bench/gpu_math_check.py:
 # `dibs eval --engine hf --suite math5 --limit 50 --k 4` on CUDA and a few training steps of

@@ -1,4 +1,4 @@
-"""dibs against TRL `GRPOTrainer` and vLLM on this machine, side by side (issue 9).
+"""dibs against TRL `GRPOTrainer` and vLLM on this machine, side by side.
 
     python bench/performance.py [--quick] [--skip trl,vllm]      # make bench
 

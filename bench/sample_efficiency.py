@@ -1,10 +1,10 @@
-"""Sample-efficiency benchmark (issue 3): RAFT++ and GRPO x {uniform, gvm, gvm_reuse, dapo} x seeds, from
+"""Sample-efficiency benchmark: RAFT++ and GRPO x {uniform, gvm, gvm_reuse, dapo} x seeds, from
 experiments/gvm/*.yaml, compared by rollouts-to-target (probe included) and steps-to-target. Opt-in:
 `--allocators ... gvm_oracle`, the not budget-honest ceiling (marked † in the table).
 
     python bench/sample_efficiency.py -j 2            # make bench-sample-efficiency
 
-Resumable (conventions.md): each finished cell (algorithm x allocator x seed) is appended to
+Resumable (docs/conventions.md, Benchmarks): each finished cell (algorithm x allocator x seed) is appended to
 `bench/results/sample_efficiency_cells.jsonl` as soon as it ends, and a rerun skips the cells already
 there with the same settings. The warm start of each seed is computed once (warm_start.reuse) before the
 cells, so that parallel cells never race to write it. The target rule (per seed: step-0 accuracy + 80%

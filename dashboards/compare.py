@@ -3,7 +3,7 @@ budget each needed to reach a target accuracy.
 
 Runs are pooled only when their resolved configs are equal once the seed, the run name and `runtime`
 (where and how it executed, not what it computed) are set aside, so runs whose eval k or temperature
-differ are never pooled (conventions.md); the legend shows k and T. Rows are the store's metric dicts
+differ are never pooled (docs/conventions.md); the legend shows k and T. Rows are the store's metric dicts
 (``StoreReader.metrics`` / `dibs export`).
 """
 

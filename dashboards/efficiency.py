@@ -1,5 +1,5 @@
 """Sample efficiency at a fixed target: rollouts-to-target and steps-to-target over seeds, with 95%
-confidence intervals and the ratio to the `uniform` baseline (conventions.md, "Budget comparisons").
+confidence intervals and the ratio to the `uniform` baseline (docs/conventions.md, "Budget comparisons").
 
 A curve is a list of (step, rollouts_consumed, accuracy) eval points. The target is fixed before the
 runs by a rule on the uniform baseline's own curve, per seed (a seed fixes the data split and the warm

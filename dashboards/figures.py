@@ -2,7 +2,7 @@
 
 Text that came from users (run names, config values, prompt texts) is HTML-escaped before it enters a
 figure: plotly.js reads a subset of HTML in names and hover text, and the escape makes it show the
-characters instead (issue 6: a run named ``<script>...`` shows as text).
+characters instead (e.g. a run named ``<script>...`` shows as text).
 """
 
 from __future__ import annotations

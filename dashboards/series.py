@@ -1,6 +1,6 @@
 """Metric curves for comparison views: one metric of one run against a chosen x-axis.
 
-The x-axes are the budget keys every metric row carries (conventions.md), so a curve can be drawn
+The x-axes are the budget keys every metric row carries (docs/conventions.md), so a curve can be drawn
 against steps or against what was spent; and `updates`, the optimizer steps so far, which rows do not
 carry: it is read from the run's `budget/updates` row at the same step (0 at step 0, NaN at a step
 without one, as in runs recorded before the metric existed).

@@ -1,10 +1,11 @@
-"""Allocators: how many rollouts each prompt of a step gets, behind one Protocol (style.md habit 6).
+"""Allocators: how many rollouts each prompt of a step gets, behind one Protocol
+(docs/conventions.md, Code style).
 
 - `uniform`: n_per_prompt each (best-of-n), no probe.
 - `gvm`: probe n_probe samples per prompt with the current policy, estimate p̂_i and Ĝ_i, then split the
-  same budget N = m x n_per_prompt by `gvm_allocate` (method.md §2-4). The probe is charged to the run's
+  same budget N = m x n_per_prompt by `gvm_allocate` (docs/method.md §2-4). The probe is charged to the run's
   rollout budget by the loop and is not trained on (as the paper).
-- `gvm_reuse` (beyond the paper, method.md §3): running estimates carried across epochs; a prompt is
+- `gvm_reuse` (beyond the paper, docs/method.md §3): running estimates carried across epochs; a prompt is
   probed on its first visit and every `reuse_probe_every`-th visit after, so a step probes about 1/k of
   its prompts once the data has been seen. Between probes p̂ is updated from the prompt's own training
   rollouts (counts pooled with weight `reuse_decay` on the past); Ĝ is the last probe's.
@@ -112,7 +113,7 @@ class UniformAllocator(Stateless):
 def probe(prompts: list[Problem], ctx: AllocContext, cfg: AllocationConfig,
           n: int | None = None) -> tuple[np.ndarray, np.ndarray, int, int]:
     """n samples (default n_probe) per prompt with the current policy -> (p̂, Ĝ, rollouts, tokens)
-    (method.md §3)."""
+    (docs/method.md §3)."""
     m = len(prompts)
     n = cfg.n_probe if n is None else n
     ro = ctx.engine.generate([p.prompt for p in prompts], [n] * m, ctx.spec, seed=ctx.seed)
@@ -125,7 +126,7 @@ def probe(prompts: list[Problem], ctx: AllocContext, cfg: AllocationConfig,
 
 def split_budget(p_hat: np.ndarray, g_hat: np.ndarray, cfg: AllocationConfig,
                  min_per_prompt: int | None = None) -> np.ndarray:
-    """N = m x n_per_prompt split by the GVM rule with the config's filters and bounds (method.md §2);
+    """N = m x n_per_prompt split by the GVM rule with the config's filters and bounds (docs/method.md §2);
     `min_per_prompt` overrides the config's floor."""
     floor = cfg.min_per_prompt if min_per_prompt is None else min_per_prompt
     return gvm_allocate(g_hat, p_hat, len(p_hat) * cfg.n_per_prompt, alpha=cfg.alpha, beta=cfg.beta,
@@ -136,7 +137,7 @@ def split_budget(p_hat: np.ndarray, g_hat: np.ndarray, cfg: AllocationConfig,
 def gvm_stats(cfg: AllocationConfig, counts: np.ndarray, p_hat: np.ndarray, g_hat: np.ndarray,
               probed: np.ndarray, policy: torch.nn.Module) -> dict[str, float]:
     seen = p_hat > 0
-    # A tied embedding's gradient mixes its input and output roles (method.md §3): record it.
+    # A tied embedding's gradient mixes its input and output roles (docs/method.md §3): record it.
     names = grad_param_names(policy, cfg.grad_params)
     tied = is_tied(policy) and grad_param_names(policy, "embedding")[0] in names
     return {
@@ -151,7 +152,7 @@ def gvm_stats(cfg: AllocationConfig, counts: np.ndarray, p_hat: np.ndarray, g_ha
 
 
 class GVMAllocator(Stateless):
-    """Probe, estimate, allocate (method.md §3-4), re-probing every prompt every step.
+    """Probe, estimate, allocate (docs/method.md §3-4), re-probing every prompt every step.
 
     When every probe sample fails (all p̂_i = 0) there is no signal: `gvm_allocate` falls back to the
     uniform split, and `alloc/p_mean` = 0 shows it in the metrics.

@@ -80,7 +80,7 @@ def cmd_run(args) -> int:
         ([f"runtime.executor={args.executor}"] if args.executor else [])
     cfg = load_config(args.experiment, overrides)
     resolve_device(cfg.runtime.device)  # a machine that cannot run it fails here, before a run is recorded
-    for key, path in missing_paths(cfg):  # before anything is recorded (conventions.md, recipes and paths)
+    for key, path in missing_paths(cfg):  # before anything is recorded (docs/conventions.md, Recipes and paths)
         return _fail(f"{args.experiment}: {key}: no such file or directory: {path}")
     store = open_store(args.db)
     owner = new_owner()  # this process holds the run's lease from its first row on
@@ -376,7 +376,7 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("action", choices=["upgrade"])
     d.add_argument("--db")
     d.set_defaults(func=cmd_db)
-    from dibs.platform.eval_cli import add_eval_parser  # issue 8: `dibs eval CHECKPOINT --suite math5`
+    from dibs.platform.eval_cli import add_eval_parser  # `dibs eval CHECKPOINT --suite math5`
 
     add_eval_parser(sub)
     add_job_parsers(sub)

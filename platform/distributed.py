@@ -1,4 +1,4 @@
-"""The distributed runtime (issue 4): Ray Train drives `learner.num_workers` learner ranks (torch or
+"""The distributed runtime: Ray Train drives `learner.num_workers` learner ranks (torch or
 DeepSpeed, data-parallel over prompt groups), each with a rollout actor on its own node.
 
 Every rank runs the one training loop (loop.py) on the same data and seeds. Its engine is a

@@ -1,4 +1,4 @@
-"""Probe statistics for GVM allocation (method.md §3): acceptance rates p̂_i and gradient norms Ĝ_i.
+"""Probe statistics for GVM allocation (docs/method.md §3): acceptance rates p̂_i and gradient norms Ĝ_i.
 
 Per-sample gradient norms are batched with torch.func: `vmap(grad(loss))` over the samples, with the
 chosen parameter subset swapped in by `functional_call`. One vmapped backward replaces B backwards; the
@@ -23,7 +23,7 @@ GRAD_ELEMENTS = 2**28
 
 
 def accept_rates(rewards: torch.Tensor, group_ids: torch.Tensor, num_prompts: int) -> np.ndarray:
-    """p̂_i = accepted / samples of prompt i (method.md §3); a sample is accepted when its reward is 1.
+    """p̂_i = accepted / samples of prompt i (docs/method.md §3); a sample is accepted when its reward is 1.
 
     Args:
         rewards: [B] rewards in {0, 1}.  group_ids: [B] int64 prompt index in [0, num_prompts).
@@ -45,7 +45,7 @@ def accepted_counts(rewards: torch.Tensor, group_ids: torch.Tensor, num_prompts:
 
 def grad_norm_estimates(model: torch.nn.Module, rollouts: Rollouts, rewards: torch.Tensor, num_prompts: int,
                         *, params: GradParams, temperature: float = 1.0) -> np.ndarray:
-    """Ĝ_i = mean of ‖∇ L‖₂ over the accepted (reward 1) samples of prompt i (method.md §3).
+    """Ĝ_i = mean of ‖∇ L‖₂ over the accepted (reward 1) samples of prompt i (docs/method.md §3).
 
     Only accepted samples are differentiated: G_i is conditioned on acceptance, so the others would be
     wasted backward passes.
@@ -67,7 +67,7 @@ def per_sample_grad_norms(model: torch.nn.Module, rollouts: Rollouts, *, params:
                           temperature: float = 1.0, chunk_size: int | None = None) -> torch.Tensor:
     """‖∇_θ L_b‖₂ for every sample b, L_b = −Σ_t log π(y_t | x, y_<t) over its response tokens.
 
-    The loss is summed, not length-normalised, as the reference (method.md §3); θ is the subset named by
+    The loss is summed, not length-normalised, as the reference (docs/method.md §3); θ is the subset named by
     `params` (`grad_param_names`). Log-probs follow `learner.token_logprobs`: logits / temperature,
     masks aligned to target positions.
 
@@ -110,7 +110,7 @@ def grad_param_names(model: torch.nn.Module, params: GradParams) -> list[str]:
     """Names (as in `named_parameters`) of the subset `params`, each tensor once.
 
     Tied embeddings (the demo model): `embedding` and `lm_head` are one tensor, listed once under its
-    first name; its gradient then mixes both roles, as in the reference (method.md §3). `is_tied` says so.
+    first name; its gradient then mixes both roles, as in the reference (docs/method.md §3). `is_tied` says so.
     """
     first_name = {}
     for name, p in model.named_parameters():  # dedups tied tensors: one name per tensor

@@ -1,4 +1,4 @@
-"""Training FLOP counting and scaling fits for the performance figures (conventions.md: "Performance
+"""Training FLOP counting and scaling fits for the performance figures (docs/conventions.md, "Performance
 figures"): FLOPs = 6 x (parameters used in matrix multiplies: attention, MLP and the output layer; the
 input embedding lookup excluded) x non-padding tokens in the update."""
 

@@ -1,10 +1,10 @@
-"""Experiments and sweeps on a Ray cluster through the Ray Jobs API (issue 7): `dibs submit`, `dibs jobs`.
+"""Experiments and sweeps on a Ray cluster through the Ray Jobs API: `dibs submit`, `dibs jobs`.
 
 How a submission goes (`submit`):
 - Everything is checked on this machine before anything is uploaded: the experiment or sweep YAML, the
   `--runtime-env` file, the store URL and the dashboard address (which must answer). A bad input is one
   `JobsError` / `ConfigError` / `StoreError` line and no job.
-- The store URL and the output directory (checkpoints, sweep state) are resolved here, as conventions.md
+- The store URL and the output directory (checkpoints, sweep state) are resolved here, as docs/conventions.md
   asks for the store: a relative SQLite path or directory becomes an absolute one. With a cluster that
   is not on loopback, a SQLite store draws a warning naming PostgreSQL as the fix, and the output
   directory one saying the cluster's nodes must see that path.

@@ -1,10 +1,10 @@
-"""The RL loop as named stages (style.md habit 5):
+"""The RL loop as named stages (docs/conventions.md, Code style):
 
     sample_prompts -> allocate -> generate -> score -> advantages -> update -> sync_weights
     -> evaluate -> record
 
 `allocate` may probe the policy first (GVM); the probe's rollouts are charged to the budget before the
-step's own rollouts, so `rollouts_consumed` counts them (method.md §3, conventions.md).
+step's own rollouts, so `rollouts_consumed` counts them (docs/method.md §3, docs/conventions.md).
 
 Each stage is a small function over typed values; `train` strings them together. Where the loop
 executes (a Ray worker or the driver itself) is the executor's business (runner.py), not the loop's.
@@ -80,7 +80,7 @@ class MemoryRecorder:
 
 @dataclass
 class Budget:
-    """What the run has spent so far; every metric row carries it (conventions.md)."""
+    """What the run has spent so far; every metric row carries it (docs/conventions.md)."""
 
     rollouts: int = 0  # probe rollouts included
     tokens: int = 0
@@ -122,7 +122,7 @@ def sample_prompts(train: list[Problem], batch: int, rng: random.Random, cursor:
 
 def allocate(allocator: Allocator, prompts: list[Problem], ctx: AllocContext, budget: Budget) -> Allocation:
     """Rollouts per prompt. A probing allocator's rollouts are spent first, so they are charged to the
-    budget here, before the step's own rollouts (method.md §3: budget accounting counts the probe)."""
+    budget here, before the step's own rollouts (docs/method.md §3: budget accounting counts the probe)."""
     alloc = allocator.allocate(prompts, ctx)
     budget.rollouts += alloc.probe_rollouts
     budget.probe_rollouts += alloc.probe_rollouts
@@ -131,7 +131,7 @@ def allocate(allocator: Allocator, prompts: list[Problem], ctx: AllocContext, bu
 
 
 def sampling_spec(cfg: ExperimentConfig) -> SamplingSpec:
-    """How the step's rollouts are sampled; the GVM probe uses the same spec (method.md §3)."""
+    """How the step's rollouts are sampled; the GVM probe uses the same spec (docs/method.md §3)."""
     return SamplingSpec(temperature=cfg.rollout.temperature, top_p=cfg.rollout.top_p,
                         max_new_tokens=cfg.rollout.max_new_tokens)
 
@@ -183,7 +183,7 @@ def sync_weights(learner: TorchLearner, engine: HFEngine) -> float:
 def account(budget: Budget, alloc: Allocation, rollouts: Rollouts, rewards: torch.Tensor, adv: torch.Tensor,
             keep: torch.Tensor) -> dict[str, float]:
     """Charge the step's training rollouts (the probe was charged in `allocate`); this step's and the
-    cumulative budget metrics (conventions.md: budget accounting)."""
+    cumulative budget metrics (docs/conventions.md, Budget accounting)."""
     generated = len(rollouts.texts) + alloc.discarded_rollouts
     accepted = int((rewards == 1).sum()) + alloc.discarded_accepted
     wasted = int(((adv == 0) | ~keep).sum()) + alloc.discarded_rollouts

@@ -41,7 +41,7 @@ def eval_accuracy_at(level: int) -> str:
     return f"eval/accuracy_terms_{level}"
 
 
-# eval/<suite>/ — a benchmark suite (issue 8: `math5`, the paper's five sets, method.md §6), from `dibs eval`
+# eval/<suite>/ — a benchmark suite (`math5`: the paper's five sets, docs/method.md §6), from `dibs eval`
 # on a checkpoint (at the checkpoint's step) or every `eval.every` steps with `eval.suite: math5`.
 MEAN_AT_K = "mean_at_k"  # mean accuracy of k samples per problem at temperature T
 PASS_AT_K = "pass_at_k"  # share of problems with at least one correct sample of k
@@ -92,7 +92,7 @@ ALLOC_ORACLE_TOKENS = "alloc/oracle_tokens"
 
 # budget/ — cumulative, also carried on every row as rollouts_consumed / tokens_generated.
 # rollouts = probe_rollouts + train_rollouts; train rollouts include those dapo generated and dropped.
-BUDGET_ROLLOUTS = "budget/rollouts"  # probe rollouts included (conventions.md)
+BUDGET_ROLLOUTS = "budget/rollouts"  # probe rollouts included (docs/conventions.md)
 BUDGET_TOKENS = "budget/tokens"  # probe tokens included
 BUDGET_PROBE_ROLLOUTS = "budget/probe_rollouts"  # the probe's share of budget/rollouts
 BUDGET_TRAIN_ROLLOUTS = "budget/train_rollouts"  # rollouts generated for training (kept or dropped)

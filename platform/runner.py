@@ -1,4 +1,4 @@
-"""Executors: where the one training loop runs (conventions.md, Runtime).
+"""Executors: where the one training loop runs (docs/conventions.md, Runtime).
 
 - `ray` (default): the loop runs as a Ray task on the cluster (one worker here: the
   single-machine run is the one-worker case of the distributed runtime); a local `ray.init` bound to
@@ -83,7 +83,7 @@ def worker_main(payload: dict) -> dict:
 
 def cluster_address(configured: str | None) -> str | None:
     """The Ray cluster to join: the configured address, else RAY_ADDRESS (Ray Jobs sets it for a job's
-    entrypoint, issue 7, as `ray.init()` users expect); None means start a local Ray."""
+    entrypoint, as `ray.init()` users expect); None means start a local Ray."""
     return configured or os.environ.get("RAY_ADDRESS") or None
 
 

@@ -1,4 +1,4 @@
-"""Sweeps (issue 5): Ray Tune over the budget hyper-parameters of one experiment, trials compared at
+"""Sweeps: Ray Tune over the budget hyper-parameters of one experiment, trials compared at
 equal rollouts.
 
 - The search space (sweep_config.py) becomes Tune domains keyed by dotted config keys; `optuna` is

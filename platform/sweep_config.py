@@ -1,4 +1,4 @@
-"""The sweep spec (issue 5): one YAML naming a base experiment, a search space over its dotted config
+"""The sweep spec (Ray Tune + Optuna): one YAML naming a base experiment, a search space over its dotted config
 keys, a search algorithm, an optional ASHA scheduler and repeats. Validated like experiments: every
 failure is one `ConfigError` line naming the file and the dotted key.
 

@@ -2,7 +2,7 @@
 
 A prompt is the bare expression, `55+98-93+77=`; the worked solution adds one term at a time and
 ends with the boxed answer: `55+98=153;153-93=60;60+77=137;\\boxed{137}` then EOS.
-The reward is strict (calibration.md): 1 only when the response stopped with EOS right after a final
+The reward is strict (docs/decisions.md): 1 only when the response stopped with EOS right after a final
 boxed answer equal to the gold one; a truncated or rambling response scores 0.
 """
 
@@ -33,7 +33,7 @@ class TaskData:
     test: list[Problem]
 
     def fingerprint(self) -> str:
-        """A short hash of every prompt, recorded with the run (style.md habit 9)."""
+        """A short hash of every prompt, recorded with the run (docs/conventions.md, Code style)."""
         h = hashlib.sha256()
         for split in (self.sft, self.train, self.test):
             h.update("|".join(p.prompt for p in split).encode())

@@ -1,4 +1,4 @@
-"""The vLLM rollout engine: the `RolloutEngine` Protocol over `vllm.LLM` (issue 4).
+"""The vLLM rollout engine: the `RolloutEngine` Protocol over `vllm.LLM`.
 
 One request per prompt with `n = counts[i]` samples (`SamplingParams`: temperature, top_p, max_tokens,
 logprobs of the sampled token, a per-request seed); the outputs are laid out exactly as the transformers

@@ -1,4 +1,4 @@
-"""What ran: experiments, sweeps and their trials (issue 5 fills sweeps through Ray Tune).
+"""What ran: experiments, sweeps and their trials (`dibs sweep` fills sweeps through Ray Tune).
 
 Functions over an open write transaction; ``ResultsStore`` owns the transactions and the error messages.
 Ids follow the run ids' shape: ``sweep-YYYYMMDD-HHMMSS-xxxxxx`` and ``<sweep id>-tNNNN``.

@@ -1,6 +1,6 @@
 """Evaluation rows: one run's policy at one step on one problem set, at a given k and temperature.
 
-``ResultsStore.record_evaluation`` writes them (issue 8's `dibs eval` is to call it) and
+``ResultsStore.record_evaluation`` writes them (`dibs eval` calls it) and
 ``ResultsStore.evaluations`` reads them; this module checks the values and holds the query.
 """
 

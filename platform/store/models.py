@@ -2,7 +2,7 @@
 and what a run recorded: ``metrics``, ``prompt_stats``, ``evaluations`` and ``checkpoints``.
 
 The schema itself is owned by the Alembic migrations in ``migrations/versions``; these models must
-describe the head revision exactly (conventions.md, "Metrics and the store"). A change here needs a
+describe the head revision exactly (docs/conventions.md, "Metrics and the store"). A change here needs a
 new migration, never an edit of an old one.
 """
 
@@ -27,7 +27,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
-# "submitted": created by `dibs submit`, waiting for its Ray job to start it (issue 7)
+# "submitted": created by `dibs submit`, waiting for its Ray job to start it (Ray Jobs)
 RUN_STATUSES = ("submitted", "running", "finished", "failed", "stopped")
 TRIAL_STATUSES = ("pending", *RUN_STATUSES)  # a sweep's trial may be scheduled before its run starts
 SWEEP_MODES = ("max", "min")
@@ -81,7 +81,7 @@ class Experiment(Base):
 
 
 class Sweep(Base):
-    """A hyper-parameter search over one experiment (Ray Tune, issue 5): its space and its objective."""
+    """A hyper-parameter search over one experiment (Ray Tune): its space and its objective."""
 
     __tablename__ = "sweeps"
 
@@ -216,7 +216,7 @@ class PromptStatRow(Base):
 
 
 class Evaluation(Base):
-    """One evaluation of a run's policy at a step on one problem set (issue 8, `dibs eval`).
+    """One evaluation of a run's policy at a step on one problem set (`dibs eval`).
 
     ``mean_at_k`` is the mean accuracy of k samples per problem at ``temperature`` and ``pass_at_k`` the
     share of problems with at least one correct sample; NULL when not measured or non-finite.

@@ -41,7 +41,7 @@ def not_a_store(shown: str, kind: str) -> StoreError:
 
 
 def behind_head(shown: str, current: set[str], heads: set[str]) -> StoreError:
-    """The error for a store whose schema is not at the migrations' head (conventions.md: only
+    """The error for a store whose schema is not at the migrations' head (docs/conventions.md: only
     `dibs db upgrade` changes a schema)."""
     found = ", ".join(sorted(current)) or "empty"
     return StoreError(f"store {shown} is at revision {found}, not {', '.join(sorted(heads))}: run `dibs db upgrade`")

@@ -2,7 +2,7 @@
 
 Writes are idempotent on the natural keys, (run, name, step) for metrics, (run, step, prompt) for
 per-prompt rows and (run, step) for checkpoints: a row that meets an existing key is left as it is, so a
-resumed run never duplicates or rewrites a row (conventions.md, "Metrics and the store"). Alembic owns
+resumed run never duplicates or rewrites a row (docs/conventions.md, "Metrics and the store"). Alembic owns
 the schema; opening a store upgrades it to head in one transaction, and an old database keeps its rows.
 
 SQLite: WAL journal and a 30 s busy timeout let several processes write one file. Write transactions
@@ -313,7 +313,7 @@ class ResultsStore:
         self._set_status(run_id, status="running", finished_at=None)
 
     def mark_submitted(self, run_id: str) -> None:
-        """Mark a new run 'submitted': its Ray job has yet to start it (`dibs submit`, issue 7)."""
+        """Mark a new run 'submitted': its Ray job has yet to start it (`dibs submit`)."""
         self._set_status(run_id, status="submitted")
 
     def _set_status(self, run_id: str, **values: Any) -> None:

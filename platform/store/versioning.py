@@ -2,7 +2,7 @@
 `alembic_version`.
 
 Optuna's RDB storage keeps its own schema revision in `alembic_version`, and a sweep keeps its Optuna study
-in the results database itself (issue 5), so the two must not share that table. Databases made before
+in the results database itself, so the two must not share that table. Databases made before
 this change (revisions 0001-0003) have dibs' revision in `alembic_version`: `adopt_legacy_version` moves
 it across (rows untouched) the first time such a database is opened, and leaves any other row (Optuna's)
 where it is.

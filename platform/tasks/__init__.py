@@ -1,4 +1,4 @@
-"""Tasks beyond the procedural demo: the paper's math setting (issue 8).
+"""Tasks beyond the procedural demo: the paper's math setting (docs/method.md §6).
 
 - `math`: answer extraction and verification with Math-Verify (`score(response, gold)`);
 - `math_data`: training prompts (MATH / NuminaMath-style JSONL or Parquet), the `qwen25-math-cot`

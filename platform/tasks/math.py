@@ -1,4 +1,4 @@
-"""Answer verification for the paper's math setting (method.md §6: checked with Math-Verify).
+"""Answer verification for the paper's math setting (docs/method.md §6: checked with Math-Verify).
 
 `score(response, gold)` takes the response's final answer (its last `\\boxed{...}` / `\\boxed x` /
 `\\fbox{...}` / `\\framebox{...}`, else a final "answer is ..." line) and asks Math-Verify whether it

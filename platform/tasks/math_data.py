@@ -21,7 +21,7 @@ from dibs.platform.config import TaskConfig
 from dibs.platform.task import TaskData
 from dibs.platform.tasks.math import gold_text, last_boxed
 
-# method.md §6: Qwen2.5-Math's chain-of-thought prompt, in its ChatML chat format. Rendered as text here
+# docs/method.md §6: Qwen2.5-Math's chain-of-thought prompt, in its ChatML chat format. Rendered as text here
 # (not through a tokenizer's chat template) so that any tokenizer, the demo's tiny one included, gets
 # the same prompt.
 TEMPLATES = {
@@ -136,7 +136,7 @@ def load_eval_set(name: str, data_dir: str | Path | None = None, *, template: st
 
 def load_suite(suite: str, data_dir: str | Path | None = None, *, template: str = "qwen25-math-cot",
                limit: int | None = None) -> dict[str, list[MathProblem]]:
-    """{set name: problems} for a suite (`math5`: the paper's five sets, method.md §6)."""
+    """{set name: problems} for a suite (`math5`: the paper's five sets, docs/method.md §6)."""
     return {name: load_eval_set(name, data_dir, template=template, limit=limit) for name in SUITES[suite]}
 
 

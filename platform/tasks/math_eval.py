@@ -1,4 +1,4 @@
-"""The five-benchmark evaluation (method.md §6): mean@k and pass@k per set and their five-set average.
+"""The five-benchmark evaluation (docs/method.md §6): mean@k and pass@k per set and their five-set average.
 
 mean@k is the mean accuracy of k samples per problem at temperature T (the paper's metric, k = 8,
 T = 1.0); pass@k is the share of problems with at least one correct sample among those k. The average

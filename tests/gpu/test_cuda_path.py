@@ -1,4 +1,4 @@
-"""The GPU path (issue 4), where CUDA is available (skipped elsewhere): the transformers engine and the
+"""The GPU path, where CUDA is available (skipped elsewhere): the transformers engine and the
 learner on the same device give what they give on the CPU; DeepSpeed steps over NCCL; a run with a
 colocated engine and learner trains on the GPU. Run on a GPU machine with `pytest -m gpu tests/gpu`."""
 

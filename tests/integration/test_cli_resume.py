@@ -1,6 +1,6 @@
 """`dibs resume`: a run whose driver is SIGKILLed after its step-2 checkpoint is refused while the dead
 driver's lease is live, taken over with `--force` once that has expired, and continued under the same run
-id; every metric ends up with each of its steps exactly once (conventions.md)."""
+id; every metric ends up with each of its steps exactly once (docs/conventions.md)."""
 
 import os
 import signal

@@ -1,4 +1,5 @@
-"""Same seed on the same machine -> identical metrics (style.md habit 10), through the inline executor."""
+"""Same seed on the same machine -> identical metrics (docs/conventions.md, Code style), through the inline
+executor."""
 
 import pytest
 

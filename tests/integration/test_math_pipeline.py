@@ -1,6 +1,6 @@
-"""Issue 8 end to end on a tiny CPU model: a couple of GRPO steps on math prompts from a JSONL file with the
+"""The math setting end to end on a tiny CPU model: a couple of GRPO steps on math prompts from a JSONL file with the
 five-set evaluation inside the run, then `dibs eval` on a checkpoint over the full five-set suite
-(Done-when 2: accuracy near 0 is expected; per-set rows must exist at the checkpoint's run and step)."""
+(accuracy near 0 is expected; per-set rows must exist at the checkpoint's run and step)."""
 
 import contextlib
 import io
@@ -82,7 +82,7 @@ def test_run_names_a_missing_path_in_one_line(tmp_path):
     proc = dibs("run", "experiments/paper/grpo-gvm-qwen2.5-math-1.5b.yaml", "--db", f"sqlite:///{tmp_path}/x.db",
                 check=False)
     assert proc.returncode == 2
-    # The first missing path, named by its key (conventions.md: recipes and paths).
+    # The first missing path, named by its key (docs/conventions.md, Recipes and paths).
     assert proc.stderr.strip() == ("dibs: error: experiments/paper/grpo-gvm-qwen2.5-math-1.5b.yaml: model.path: "
                                    "no such file or directory: /models/Qwen2.5-Math-1.5B")
     assert not (tmp_path / "x.db").exists()  # nothing recorded

@@ -1,4 +1,4 @@
-"""`dibs sweep` (issue 5) end to end on a tiny base: Tune + Optuna trials land in the store tagged with
+"""`dibs sweep` end to end on a tiny base: Tune + Optuna trials land in the store tagged with
 their sweep and parameters, the best configuration comes out as a runnable YAML, and a sweep whose
 driver is SIGKILLed after its first trial resumes with `--resume`: each trial exactly once, and the
 Optuna study (in the same database) continues rather than starting over."""

@@ -1,6 +1,7 @@
-"""`dibs submit` / `dibs jobs` against a real local Ray head (issue 7, Done-when 1-4): a head on loopback
-with its dashboard (the Jobs API), started with this venv's `ray` and a private temp dir; the tests stop
-exactly the processes they started (that temp dir, or their own submission ids in a command line)."""
+"""`dibs submit` / `dibs jobs` against a real local Ray head (a run, a killed-and-retried run, a sweep,
+a bad YAML): a head on loopback with its dashboard (the Jobs API), started with this venv's `ray` and a
+private temp dir; the tests stop exactly the processes they started (that temp dir, or their own
+submission ids in a command line)."""
 
 from __future__ import annotations
 
@@ -115,8 +116,8 @@ def test_killed_job_is_retried_from_its_checkpoint(head, tmp_path):
     assert training_steps(url, run_id) == [1, 2, 3, 4, 5]  # each step once
 
 
-@pytest.mark.skipif(not hasattr(ResultsStore, "create_sweep"), reason="the store's sweep tables (issue 5 store "
-                    "branch) are not merged yet")
+@pytest.mark.skipif(not hasattr(ResultsStore, "create_sweep"), reason="the store's sweep tables "
+                    "are not merged yet")
 def test_sweep_submitted_finishes_with_its_trials(head, tmp_path):
     address, _ = head
     url = f"sqlite:///{tmp_path}/dibs.db"

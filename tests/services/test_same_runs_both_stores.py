@@ -1,4 +1,4 @@
-"""Done-when 1 of issue 6: the same runs, recorded into SQLite and into a real PostgreSQL, show
+"""The two store backends agree: the same runs, recorded into SQLite and into a real PostgreSQL, show
 identically in the dashboard: every page and every data endpoint returns the same bytes, once the
 wall-clock times of the recording (when each run was created) are set aside."""
 

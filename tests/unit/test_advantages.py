@@ -1,4 +1,4 @@
-"""Advantages (method.md §5): hand-computed cases, loop-vs-vectorised, invariants."""
+"""Advantages (docs/method.md §5): hand-computed cases, loop-vs-vectorised, invariants."""
 
 import math
 
@@ -20,7 +20,7 @@ def _close(actual, expected, dtype=torch.float32):
 
 
 def test_raft_advantages_equal_rewards():
-    # A = r (method.md §5); mean of [1, 0, 1, 1] = 3/4.
+    # A = r (docs/method.md §5); mean of [1, 0, 1, 1] = 3/4.
     rewards = torch.tensor([1.0, 0.0, 1.0, 1.0])
     adv, stats = raft_advantages(rewards)
     _close(adv, [1.0, 0.0, 1.0, 1.0])

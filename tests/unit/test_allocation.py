@@ -1,4 +1,4 @@
-"""Rollout allocation (method.md §2): hand-computed cases, loop-vs-vectorised, invariants, edge cases."""
+"""Rollout allocation (docs/method.md §2): hand-computed cases, loop-vs-vectorised, invariants, edge cases."""
 
 import math
 
@@ -71,7 +71,7 @@ def test_gvm_weights_hand_computed():
 
 
 def test_gvm_weights_peak_at_sqrt_alpha():
-    # beta = 2: p + alpha / p is smallest at p = sqrt(alpha), so w peaks there (method.md §2).
+    # beta = 2: p + alpha / p is smallest at p = sqrt(alpha), so w peaks there (docs/method.md §2).
     alpha = 1e-2
     w = gvm_weights([1.0] * 3, [0.5 * math.sqrt(alpha), math.sqrt(alpha), 2 * math.sqrt(alpha)], alpha=alpha)
     assert w[1] > w[0] and w[1] > w[2]

@@ -1,4 +1,4 @@
-"""Allocators behind the Protocol (method.md §2-4): uniform counts, GVM on a stub engine whose probe
+"""Allocators behind the Protocol (docs/method.md §2-4): uniform counts, GVM on a stub engine whose probe
 rewards and gradient norms the test controls, and validation of the allocation config."""
 
 import numpy as np

@@ -1,4 +1,4 @@
-"""Device placement (issue 4, GPU path) as far as a CPU machine can check it: `runtime.device`,
+"""Device placement (the GPU path) as far as a CPU machine can check it: `runtime.device`,
 batches moving to the learner's device, the GPU a colocated rollout actor is given, the learner's
 placement-group bundle, and the engine sleeping through the update."""
 

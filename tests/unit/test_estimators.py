@@ -1,4 +1,4 @@
-"""Probe estimators (method.md §3): acceptance rates by hand, batched per-sample gradient norms against a
+"""Probe estimators (docs/method.md §3): acceptance rates by hand, batched per-sample gradient norms against a
 per-sample backward loop on a tiny random Qwen2, tied embeddings, and Ĝ over accepted samples only."""
 
 import copy

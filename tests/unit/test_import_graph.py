@@ -1,4 +1,5 @@
-"""algorithms/ stays pure: it imports only torch, numpy and a few standard-library modules (style.md §1)."""
+"""algorithms/ stays pure: it imports only torch, numpy and a few standard-library
+modules (docs/conventions.md, Code style)."""
 
 import ast
 from pathlib import Path

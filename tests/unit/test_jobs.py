@@ -1,4 +1,4 @@
-"""`dibs.platform.jobs` without a cluster (issue 7): address and store URL checks, the runtime env,
+"""`dibs.platform.jobs` without a cluster: address and store URL checks, the runtime env,
 entrypoints, bad inputs stopped before anything is uploaded, and the retry policy against a fake client."""
 
 from __future__ import annotations

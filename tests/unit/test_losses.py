@@ -1,4 +1,4 @@
-"""Policy losses (method.md §5): hand-computed cases, loop-vs-vectorised, micro-batch invariance."""
+"""Policy losses (docs/method.md §5): hand-computed cases, loop-vs-vectorised, micro-batch invariance."""
 
 import math
 

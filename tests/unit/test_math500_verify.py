@@ -1,4 +1,4 @@
-"""Done-when 1 of issue 8, over all 500 rows of MATH500: a row's own worked solution verifies against its
+"""The verifier on real data, over all 500 rows of MATH500: a row's own worked solution verifies against its
 gold answer (>= 99%), and a solution checked against the next row's answer does not (>= 99% of pairs,
 leaving out pairs whose two gold answers are themselves equivalent, e.g. `5` and `x=5`)."""
 

@@ -1,4 +1,4 @@
-"""Math data (issue 8): training files in JSONL / JSON / Parquet, the template, the five evaluation sets'
+"""Math data: training files in JSONL / JSON / Parquet, the template, the five evaluation sets'
 own formats, the `task.kind: math` config and its paths, and the paper recipes."""
 
 import json

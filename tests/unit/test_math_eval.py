@@ -1,4 +1,4 @@
-"""The math5 evaluator (issue 8): mean@k / pass@k by hand on a scripted engine, metric names, and how
+"""The math5 evaluator: mean@k / pass@k by hand on a scripted engine, metric names, and how
 results are recorded against a checkpoint's run and step."""
 
 import pytest

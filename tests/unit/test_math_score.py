@@ -1,4 +1,4 @@
-"""Answer extraction and Math-Verify scoring (issue 8): hand-written cases, garbage, the timeout path."""
+"""Answer extraction and Math-Verify scoring: hand-written cases, garbage, the timeout path."""
 
 import threading
 import time

@@ -1,4 +1,4 @@
-"""A sweep keeps its Optuna study in the results database itself (issue 5). Optuna's RDB storage keeps
+"""A sweep keeps its Optuna study in the results database itself. Optuna's RDB storage keeps
 its own revision in `alembic_version` and its own `trials` table, so dibs keeps its revision in
 `dibs_alembic_version` and its trials in `sweep_trials`; a database from before that move (revision in
 `alembic_version`) is adopted with every row kept."""

@@ -1,4 +1,4 @@
-"""The sweep spec (issue 5): validation with the experiment's error style, the space as Tune domains,
+"""The sweep spec: validation with the experiment's error style, the space as Tune domains,
 trial configs, Pareto selection and the ready-to-run best YAML."""
 
 import textwrap

