@@ -11,8 +11,8 @@
 - Per seed, ratio = uniform's cost / the arm's cost (> 1: the arm needs fewer); pooled over the seeds
   where both reached the target as a geometric mean with a 95% t-interval on the log ratios.
 - From the per-prompt rows and the pre-pass: how often an arm gave no rollout to a prompt the pre-pass
-  found solvable, and the realised variance proxy Σ G²/(n p) per step (pre-pass p and G, prompts with
-  p > 0 and n > 0) against the uniform arm's on the same step and seed.
+  found solvable, and the realised variance proxy Σ G²/(n p) per step (pre-pass p and G) of the uniform
+  arm over the arm's, on the prompts the arm covered (`allocation_checks`).
 """
 
 from __future__ import annotations
@@ -158,9 +158,13 @@ def _arm_order(arm: str) -> int:
 
 
 def allocation_checks(prepasses: list[dict], prompts_file: Path, settings: str) -> dict:
-    """Per algorithm and arm, against the pre-pass truth: the share of (step, prompt) rows with no rollout
-    among prompts the pre-pass found solvable, and the mean per-step ratio of the variance proxy
-    Σ G²/(n p) to the uniform arm's (same algorithm, seed and step: the same prompts)."""
+    """Per algorithm and arm, against the pre-pass truth (p, G of the warm start, 32 samples a prompt):
+    - `solvable_given_zero_frac`: the share of (step, prompt) rows with no rollout among the prompts the
+      pre-pass found solvable;
+    - `variance_gain_on_covered`: per step, the variance proxy Σ G²/(n p) of the uniform arm over that of
+      the arm, both summed over the prompts the arm gave rollouts to (same seed and step: the same
+      prompts), pooled as a geometric mean over steps and seeds. A prompt given nothing has no gradient
+      estimate at all (a bias, counted above), so it cannot enter a variance sum."""
     truth = {pp["seed"]: (np.asarray(pp["p"]), np.asarray(pp["g"])) for pp in prepasses}
     rows: dict = {}
     if prompts_file.exists():
@@ -169,32 +173,30 @@ def allocation_checks(prepasses: list[dict], prompts_file: Path, settings: str) 
                 r = json.loads(line)
                 if r["settings"] == settings and r["seed"] in truth:
                     rows[(r["algorithm"], r["arm"], r["seed"])] = r["rows"]  # the last copy of a cell wins
-    proxies = {key: _proxy_by_step(rs, *truth[key[2]]) for key, rs in rows.items()}
     out: dict = {}
-    for (algorithm, arm, seed), (per_step, zero, solvable) in sorted(proxies.items()):
+    for (algorithm, arm, seed), rs in sorted(rows.items()):
+        p, g = truth[seed]
         slot = out.setdefault(algorithm, {}).setdefault(arm, {"zero": 0, "solvable": 0, "ratios": []})
-        slot["zero"] += zero
-        slot["solvable"] += solvable
-        base = proxies.get((algorithm, "uniform", seed))
-        if base:
-            slot["ratios"] += [base[0][t] / v for t, v in per_step.items() if v > 0 and t in base[0]]
+        mine, base = _by_step(rs, p), _by_step(rows.get((algorithm, "uniform", seed), []), p)
+        for step, given in mine.items():
+            slot["solvable"] += len(given)
+            slot["zero"] += sum(n == 0 for n in given.values())
+            covered = [i for i, n in given.items() if n > 0 and base.get(step, {}).get(i, 0) > 0]
+            if covered:
+                v_arm = sum(g[i] ** 2 / (given[i] * p[i]) for i in covered)
+                slot["ratios"].append(sum(g[i] ** 2 / (base[step][i] * p[i]) for i in covered) / v_arm)
     return {al: {arm: {"solvable_given_zero_frac": round(s["zero"] / max(s["solvable"], 1), 4),
-                       "variance_proxy_uniform_over_arm": geo_ratio(s["ratios"])["mean"]}
+                       "variance_gain_on_covered": geo_ratio(s["ratios"])["mean"]}
                  for arm, s in arms.items()} for al, arms in out.items()}
 
 
-def _proxy_by_step(rows: list[list], p: np.ndarray, g: np.ndarray) -> tuple[dict, int, int]:
-    per_step: dict[int, float] = {}
-    zero = solvable = 0
+def _by_step(rows: list[list], p: np.ndarray) -> dict[int, dict[int, int]]:
+    """{step: {pool index: rollouts given}} over the prompts the pre-pass found solvable."""
+    out: dict[int, dict[int, int]] = {}
     for step, idx, _, _, n, _, _ in rows:
-        if idx < 0 or p[idx] <= 0:
-            continue
-        solvable += 1
-        if n == 0:
-            zero += 1
-        else:
-            per_step[step] = per_step.get(step, 0.0) + g[idx] ** 2 / (n * p[idx])
-    return per_step, zero, solvable
+        if idx >= 0 and p[idx] > 0:
+            out.setdefault(step, {})[idx] = out.get(step, {}).get(idx, 0) + n
+    return out
 
 
 def write_report(out: Path, prepasses: list[dict], cells: list[dict], prompts_file: Path, settings: str,

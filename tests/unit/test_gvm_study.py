@@ -108,8 +108,9 @@ def test_allocation_checks_against_the_prepass(tmp_path):
     out = allocation_checks(prepass, path, "s")["raftpp"]
     assert out["gvm"]["solvable_given_zero_frac"] == 0.5  # 1 of its 2 solvable rows got nothing
     assert out["uniform"]["solvable_given_zero_frac"] == 0.0
-    # uniform: 4/(8*.5) + 1/(8*.1) = 2.25; gvm: 4/(4*.5) = 2 -> ratio 1.125
-    assert out["gvm"]["variance_proxy_uniform_over_arm"] == pytest.approx(1.125)
+    # on the one solvable prompt gvm covered (index 0): uniform 4/(8*.5) = 1, gvm 4/(4*.5) = 2 -> 0.5
+    assert out["gvm"]["variance_gain_on_covered"] == pytest.approx(0.5)
+    assert out["uniform"]["variance_gain_on_covered"] == pytest.approx(1.0)
 
 
 def test_update_count_control_separates_updates_from_allocation():
