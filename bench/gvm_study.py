@@ -186,7 +186,7 @@ def main(argv: list[str] | None = None) -> int:
     settings = settings_key(a.set, a.prepass_samples)
     prepasses = [r for r in read_jsonl(files["prepass.jsonl"], settings) if r["seed"] in a.seeds]
     cells = [c for c in read_jsonl(files["cells.jsonl"], settings)
-             if c["arm"] in ARMS and c["arm_overrides"] == ARMS[c["arm"]][1]]
+             if c["arm"] in ARMS and c["arm_overrides"] == ARMS[c["arm"]][1] and c["seed"] in a.seeds]
     if a.report_only:
         write_report(a.out, prepasses, cells, files["prompts.jsonl.gz"], settings, a.set)
         return 0
