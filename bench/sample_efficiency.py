@@ -13,7 +13,7 @@ into the results file with the targets it gives.
 
 Outputs: bench/results/sample_efficiency.json (rows: algorithm, allocator, seeds, target_accuracy,
 rollouts_to_target {mean, ci95}, steps_to_target {mean, ci95}, final_accuracy {mean, ci95}, ratios to
-uniform) and bench/results/sample_efficiency.md (the table the README quotes).
+uniform) and bench/results/sample_efficiency.md (the table docs/results.md quotes).
 """
 
 from __future__ import annotations

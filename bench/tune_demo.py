@@ -2,7 +2,7 @@
 
 Each cell (override set) runs the real loop inline in its own process (`torch` threads from the
 config) and appends one JSON line with its eval trajectory to the results file as soon as it ends;
-a rerun skips finished cells. Used to choose experiments/demo.yaml (see README, "What bought it").
+a rerun skips finished cells. Used to choose experiments/demo.yaml (see docs/results.md, "What bought it").
 
     python bench/tune_demo.py experiments/demo.yaml bench/demo_grid.yaml bench/results/demo_tuning.jsonl -j 2
 """

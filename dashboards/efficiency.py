@@ -123,7 +123,7 @@ def _ratio(base: Mapping, other: Mapping) -> dict:
 
 
 def markdown_table(rows: Sequence[Mapping]) -> str:
-    """The README's table: one line per algorithm x allocator (not budget-honest ones marked, with a note)."""
+    """The sample-efficiency table of docs/results.md: one line per algorithm x allocator (not budget-honest ones marked, with a note)."""
     def fmt(d: Mapping, scale: float = 1.0, digits: int = 0) -> str:
         prefix = ">=" if d.get("censored") else ""
         ci = "" if math.isnan(d["ci95"]) else f" ± {d['ci95'] * scale:.{digits}f}"

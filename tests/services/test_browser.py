@@ -3,7 +3,7 @@ against a uvicorn server on 127.0.0.1 serving a store seeded through the store A
 
 Curves of two settings render, switching the x-axis redraws them, and a run named like a script tag
 shows as text (no dialog opens, no console error). The compare page's screenshot is written to
-docs/compare.png, the one the README shows.
+docs/compare.png, the one docs/guide.md shows.
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""`make bench`'s report: the markdown table from a results dict, and its copy into the README between
+"""`make bench`'s report: the markdown table from a results dict, and its copy into docs/results.md between
 the perf markers (nothing else in the file changes)."""
 
 import sys
@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "bench"))
-from perf_report import END, START, markdown, quote_in_readme
+from perf_report import END, START, markdown, quote_in_doc
 
 pytestmark = pytest.mark.unit
 
@@ -49,12 +49,12 @@ def test_markdown_states_the_ratios_and_learner_efficiency():
     assert "generate 50%, score_and_rest 10%, update 30%, sync 5%, record 5%" in md
 
 
-def test_quote_in_readme_replaces_only_the_marked_block(tmp_path):
-    readme = tmp_path / "README.md"
-    readme.write_text(f"intro\n{START}\nold table\n{END}\noutro\n")
-    quote_in_readme(readme, "new table\n")
-    assert readme.read_text() == f"intro\n{START}\nnew table\n{END}\noutro\n"
+def test_quote_in_doc_replaces_only_the_marked_block(tmp_path):
+    doc = tmp_path / "results.md"
+    doc.write_text(f"intro\n{START}\nold table\n{END}\noutro\n")
+    quote_in_doc(doc, "new table\n")
+    assert doc.read_text() == f"intro\n{START}\nnew table\n{END}\noutro\n"
     plain = tmp_path / "PLAIN.md"
     plain.write_text("no markers\n")
-    quote_in_readme(plain, "x\n")
+    quote_in_doc(plain, "x\n")
     assert plain.read_text() == "no markers\n"
