@@ -97,7 +97,7 @@ eval-math5: $(STAMP)
 	@test -n "$(CKPT)" || { echo "usage: make eval-math5 CKPT=path/to/checkpoint [EVAL_ARGS=...]"; exit 2; }
 	$(VENV)/bin/dibs eval $(CKPT) --suite math5 --k 8 --temperature 1.0 $(EVAL_ARGS)
 
-# Wheels and evaluation data for bench/gpu_math_check.sh on a device machine (no registry there): .gpu/
+# Wheels for bench/gpu_math_check.sh on a device machine (no registry there): .gpu/
 gpu-wheels:
 	bash bench/gpu_prepare.sh
 

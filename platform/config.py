@@ -215,7 +215,8 @@ class EvalConfig(_Section):
                                              "(mean@k and pass@k per set, platform/tasks/math_eval.py)")
     limit: int | None = Field(None, ge=1, description="suite: first N problems of each set; None = all")
     data_dir: str | None = Field(None, description="suite: folder of its JSONL files; None = "
-                                 "$DIBS_MATH_EVAL_DIR, else ../shared/data/math_eval beside the repository")
+                                 "$DIBS_MATH_EVAL_DIR, else the sets shipped in the package "
+                                 "(platform/tasks/data/math_eval)")
     k: int = Field(8, ge=1, description="samples per problem for eval/mean_at_k")
     temperature: float = Field(1.0, gt=0, description="sampling temperature of eval/mean_at_k")
     max_new_tokens: int = Field(64, ge=1, description="longest evaluation response")
