@@ -158,7 +158,7 @@ def _eval_row(name: str, row: object, where: str) -> tuple[str, str]:
     except KeyError as e:
         raise ConfigError(f"{where}: no {e.args[0]!r} field") from None
     except (TypeError, AttributeError, ValueError) as e:
-        raise ConfigError(f"{where}: not a {name} row ({e})") from None
+        raise ConfigError(f"{where}: not in the {name} format ({e})") from None
     if not isinstance(problem, str) or not problem.strip():
         raise ConfigError(f"{where}: the problem is not a non-empty string")
     return problem, answer

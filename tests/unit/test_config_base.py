@@ -26,7 +26,8 @@ def error_of(path) -> str:
     return str(e.value)
 
 
-BASE = "name: common\nseed: 3\ntrain:\n  steps: 40\n  lr: 1.0e-4\nallocation:\n  allocator: gvm\n  n_probe: 4\n"
+BASE = ("name: common\nseed: 3\ntrain:\n  steps: 40\n  lr: 1.0e-4\n"
+        "allocation:\n  allocator: gvm\n  n_probe: 4\n")
 
 
 def test_this_files_keys_are_deep_merged_over_the_base(tmp_path):
@@ -167,4 +168,5 @@ def test_a_sweep_over_a_layered_experiment_writes_a_whole_best_yaml(tmp_path):
                           tmp_path / "elsewhere" / "best.yaml")
     assert "base" not in yaml.safe_load(out.read_text())
     cfg = load_config(out)
-    assert (cfg.train.steps, cfg.train.lr, cfg.seed, cfg.allocation.alpha, cfg.eval.k) == (6, 1e-4, 3, 0.002, 1)
+    assert (cfg.train.steps, cfg.train.lr, cfg.seed) == (6, 1e-4, 3)
+    assert (cfg.allocation.alpha, cfg.eval.k) == (0.002, 1)

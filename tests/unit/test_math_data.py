@@ -106,12 +106,15 @@ def test_the_data_folder_can_be_moved(monkeypatch):
 @pytest.mark.parametrize("text, message", [
     (None, "{path}: no such file (the aime24 evaluation set)"),
     ("", "{path}: no problems in the aime24 evaluation set"),
-    ('{"problem": "p", "answer": "1"}\n{"problem": "q", "answer": ', "{path}:2: not a JSON object: Expecting value"),
+    ('{"problem": "p", "answer": "1"}\n{"problem": "q", "answer": ',
+     "{path}:2: not a JSON object: Expecting value"),
     ('{"problem": "p", "answer": "1"}\n{"question": "q", "answer": "2"}\n', "{path}: row 2: no 'problem' field"),
     ('[1, 2]\n', "{path}: row 1: expected a JSON object, got list"),
-    ('{"problem": "p", "answer": [1]}\n', "{path}: row 1: not a aime24 row (gold answer must be a string or a number, got list)"),
+    ('{"problem": "p", "answer": [1]}\n',
+     "{path}: row 1: not in the aime24 format (gold answer must be a string or a number, got list)"),
     ('{"problem": "", "answer": "1"}\n', "{path}: row 1: the problem is not a non-empty string"),
-    (b"\xff\xfe", "{path}: cannot read: 'utf-8' codec can't decode byte 0xff in position 0: invalid start byte"),
+    (b"\xff\xfe",
+     "{path}: cannot read: 'utf-8' codec can't decode byte 0xff in position 0: invalid start byte"),
 ])
 def test_a_missing_or_malformed_set_names_the_file(tmp_path, text, message):
     path = tmp_path / "aime24.jsonl"
