@@ -5,9 +5,9 @@ column, an optional `solution` and an optional `answer`; without an answer the g
 `\\boxed{...}` of the solution (NuminaMath-CoT has no answer column). Rows with neither are skipped.
 
 The evaluation sets ship with the package (platform/tasks/data/math_eval/README.md: provenance, licence,
-fields) and each have their own format: MATH500 and AIME24
-give `answer` as a string, Minerva's `answer` is a worked solution whose last box is the gold answer,
-OlympiadBench's is a list of strings (`$...$` delimited, joined here with ", "), AMC23's a float.
+fields) and each have their own format: MATH500 and AIME24 give `answer` as a string, Minerva's `answer`
+is a worked solution whose last box is the gold answer, OlympiadBench's is a list of strings (`$...$`
+delimited, joined here with ", "), AMC23's a float.
 """
 
 from __future__ import annotations
@@ -151,10 +151,11 @@ def load_eval_set(name: str, data_dir: str | Path | None = None, *, template: st
 
 def _eval_row(name: str, row: object, where: str) -> tuple[str, str]:
     """(problem, gold answer) of one row of set `name`; a row of another shape is a ConfigError."""
+    read = EVAL_FORMATS[name]
     if not isinstance(row, dict):
         raise ConfigError(f"{where}: expected a JSON object, got {type(row).__name__}")
     try:
-        problem, answer = EVAL_FORMATS[name](row)
+        problem, answer = read(row)
     except KeyError as e:
         raise ConfigError(f"{where}: no {e.args[0]!r} field") from None
     except (TypeError, AttributeError, ValueError) as e:
