@@ -31,6 +31,7 @@ def padding_partition(lengths: Tensor, max_size: int, overhead: float, min_size:
     start = _best_starts(sorted_len, min_size, max_size, overhead)
     if start is None:
         start = _best_starts(sorted_len, 1, max_size, overhead)
+    assert start is not None  # runs of 1..max_size always cut n samples
     runs, i = [], len(order)
     while i > 0:
         runs.append(order[int(start[i]):i])

@@ -103,12 +103,14 @@ def run_cell(args: tuple) -> dict:
 
 
 def settings_key(overrides: list[str]) -> str:
-    """Cells run with other overrides or other experiment files are not mixed into one table."""
-    h = hashlib.sha256(json.dumps(sorted(overrides)).encode())
-    for algorithm in ALGORITHMS:
-        for allocator in ALLOCATORS:
-            h.update(experiment(algorithm, allocator).read_bytes())
-    return h.hexdigest()[:12]
+    """Cells run with other overrides or other experiment configs are not mixed into one table. The
+    configs enter as loaded (their `base:` file merged, only the values that differ from the defaults),
+    so a comment or a file's layout does not count, and a new config field with a default neither."""
+    from dibs.platform.config import load_config
+
+    configs = [load_config(experiment(algorithm, allocator)).model_dump(mode="json", exclude_defaults=True)
+               for algorithm in ALGORITHMS for allocator in ALLOCATORS]
+    return hashlib.sha256(json.dumps([sorted(overrides), configs], sort_keys=True).encode()).hexdigest()[:12]
 
 
 def write_summary(cells: list[dict], out_dir: Path, settings: str, overrides: list[str]) -> None:

@@ -68,6 +68,8 @@ def package_versions() -> dict[str, str]:
 def cmd_validate(args) -> int:
     cfg = load_config(args.experiment, args.set)
     print(f"{args.experiment}: ok ({cfg.algorithm}, {cfg.allocation.allocator}, {cfg.train.steps} steps)")
+    if args.print:  # the whole config a run records: `base:` files merged, defaults filled in
+        print(json.dumps(config_to_dict(cfg), indent=2))
     return 0
 
 
@@ -322,6 +324,7 @@ def build_parser() -> argparse.ArgumentParser:
     v = sub.add_parser("validate", help="check an experiment YAML")
     v.add_argument("experiment")
     v.add_argument("--set", action="append", default=[], metavar="KEY.PATH=VALUE")
+    v.add_argument("--print", action="store_true", help="print the merged config (JSON) a run would record")
     v.set_defaults(func=cmd_validate)
     r = sub.add_parser("run", help="run an experiment")
     r.add_argument("experiment")

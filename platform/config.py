@@ -6,26 +6,27 @@ The tree is at most three levels deep (root -> section -> field). Unknown keys f
 
 from __future__ import annotations
 
-import re
 from pathlib import Path
-from typing import Any, Literal
+from typing import Literal
 
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from dibs.platform import strict_yaml
 
+# The YAML side (reading, `base:` files, dotted overrides) lives in config_yaml.py; its names are
+# re-exported here, where callers have always imported them from.
+from dibs.platform.config_yaml import (  # noqa: F401
+    DOTTED_KEY,
+    MAX_FILE_BYTES,
+    ConfigError,
+    apply_overrides,
+    read_experiment_mapping,
+    read_yaml_mapping,
+)
+
 # Seeds are stored in an Integer column (32-bit on PostgreSQL) and scaled by the loop (seed * 100003 + step,
 # plus a rank offset of 2^40) into torch's 64-bit seeds; below 2^31 both always hold.
 SEED_MAX = 2**31 - 1
-# Config files are a few KB; a bigger one is not an experiment, and is refused before it is read.
-MAX_FILE_BYTES = 1 << 20
-# A dotted config path: `train.lr`, `seed`. No `=`, `,` or spaces, which `--set` and Tune keys cannot carry.
-DOTTED_KEY = re.compile(r"[A-Za-z_][A-Za-z0-9_]*(?:\.[A-Za-z_][A-Za-z0-9_]*)*")
-
-
-class ConfigError(Exception):
-    """A one-line, user-facing error: file, dotted key, problem."""
 
 
 class _Section(BaseModel):
@@ -214,7 +215,8 @@ class EvalConfig(_Section):
                                              "(mean@k and pass@k per set, platform/tasks/math_eval.py)")
     limit: int | None = Field(None, ge=1, description="suite: first N problems of each set; None = all")
     data_dir: str | None = Field(None, description="suite: folder of its JSONL files; None = "
-                                 "$DIBS_MATH_EVAL_DIR, else ../shared/data/math_eval beside the repository")
+                                 "$DIBS_MATH_EVAL_DIR, else the sets shipped in the package "
+                                 "(platform/tasks/data/math_eval)")
     k: int = Field(8, ge=1, description="samples per problem for eval/mean_at_k")
     temperature: float = Field(1.0, gt=0, description="sampling temperature of eval/mean_at_k")
     max_new_tokens: int = Field(64, ge=1, description="longest evaluation response")
@@ -310,65 +312,10 @@ def format_error(source: str, err: ValidationError) -> str:
     return f"{source}: {key}: {msg}{more}"
 
 
-def _parse_value(text: str, source: str, key: str) -> Any:
-    if text == "":
-        return ""
-    try:
-        return strict_yaml.load(text)
-    except yaml.YAMLError as e:
-        raise ConfigError(f"{source}: {key}: value is not valid YAML{strict_yaml.describe(e)}") from None
-
-
-def apply_overrides(data: dict, overrides: list[str], source: str = "--set") -> dict:
-    """Apply `a.b=value` overrides (values parsed as YAML scalars) to a nested dict copy."""
-    out = {k: (dict(v) if isinstance(v, dict) else v) for k, v in data.items()}
-    for item in overrides:
-        key, sep, value = item.partition("=")
-        if not sep or not key:
-            raise ConfigError(f"{source}: {item!r}: expected key.path=value")
-        if not DOTTED_KEY.fullmatch(key):
-            raise ConfigError(f"{source}: {strict_yaml.shorten(repr(key), 80)}: expected a dotted config key (letters, digits, _)")
-        parts = key.split(".")
-        node = out
-        for part in parts[:-1]:
-            child = node.get(part)
-            if child is None:
-                child = node[part] = {}
-            elif not isinstance(child, dict):
-                raise ConfigError(f"{source}: {key}: {part!r} is not a section")
-            else:
-                child = node[part] = dict(child)
-            node = child
-        node[parts[-1]] = _parse_value(value, source, key)
-    return out
-
-
-def read_yaml_mapping(path: str | Path, expected: str = "a mapping of config keys", kind: str = "file") -> dict:
-    """A YAML file's top-level mapping, read strictly (strict_yaml.py); a missing, unreadable, empty or
-    non-mapping file is a one-line ConfigError. `kind` names the file in the empty-file message."""
-    path = Path(path)
-    if not path.is_file():
-        raise ConfigError(f"{path}: no such file")
-    try:
-        if path.stat().st_size > MAX_FILE_BYTES:
-            raise ConfigError(f"{path}: {path.stat().st_size} bytes; config files are at most {MAX_FILE_BYTES}")
-        data = strict_yaml.load(path.read_text())
-    except yaml.YAMLError as e:
-        raise ConfigError(f"{path}: not valid YAML{strict_yaml.describe(e)}") from None
-    except UnicodeDecodeError:
-        raise ConfigError(f"{path}: not a text file") from None
-    except OSError as e:
-        raise ConfigError(f"{path}: cannot read: {e.strerror or e}") from None
-    if data is None:  # empty, only comments, or `null`: not a run of all defaults
-        raise ConfigError(f"{path}: empty {kind}: expected {expected}")
-    if not isinstance(data, dict):
-        raise ConfigError(f"{path}: <root>: expected {expected}, got {type(data).__name__}")
-    return data
-
-
 def load_config(path: str | Path, overrides: list[str] | None = None) -> ExperimentConfig:
-    """Read, override and validate an experiment YAML; every failure is a one-line ConfigError."""
-    data = apply_overrides(read_yaml_mapping(path, kind="experiment file"), overrides or [])
+    """Read an experiment YAML (with its `base:` chain, config_yaml.py), override and validate it; every
+    failure is a one-line ConfigError. The result is the whole merged config."""
+    data = apply_overrides(read_experiment_mapping(path), overrides or [])
     return validate_dict(data, str(path))
 
 

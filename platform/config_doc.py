@@ -24,6 +24,13 @@ HEADER = """# Configuration reference
 Generated from the field descriptions in `platform/config.py` by
 `python -m dibs.platform.config_doc > docs/config.md`; edit those, not this file. An experiment YAML
 lists only what differs from these defaults; `--set section.key=value` overrides one key.
+
+An experiment file may start from another: `base: common.yaml` (relative to the file that names it) reads
+that file first, then lays this file's keys over it, section by section. A key may be dotted to change
+one leaf and keep the rest of its section (`train.lr: 3.0e-5`). A base may have its own base; files that
+include each other, a missing base file and an unknown key (checked on the merged result) are errors.
+What `dibs run` records, and `dibs validate --print` shows, is the whole merged config, so a run does not
+need its base files to be reproduced. `experiments/gvm/` and `experiments/paper/` are written this way.
 """
 
 # Bounds as pydantic keeps them (metadata objects with a `ge`, `gt`, ... attribute) -> how the type

@@ -41,7 +41,7 @@ def add_eval_parser(sub: argparse._SubParsersAction) -> None:
     ev.add_argument("--device", help="hf engine: torch device (default cuda when available, else cpu)")
     ev.add_argument("--template", choices=sorted(TEMPLATES), default="qwen25-math-cot")
     ev.add_argument("--data-dir", help="folder of the suite's JSONL files (default $DIBS_MATH_EVAL_DIR, else "
-                    "../shared/data/math_eval beside the repository)")
+                    "the sets shipped in the package, platform/tasks/data/math_eval)")
     ev.add_argument("--batch-problems", type=_positive_int, default=64, help="problems per generate call")
     ev.add_argument("--seed", type=seed_arg, default=0, help="0 .. 2^31-1 (default 0)")
     ev.add_argument("--json", action="store_true", help="print the results as JSON instead of a table")

@@ -14,6 +14,7 @@ Every problem is a YAMLError with a mark, so callers report it as one line with 
 from __future__ import annotations
 
 import re
+from typing import Any
 
 import yaml
 from yaml.composer import ComposerError
@@ -44,7 +45,7 @@ def _core_resolvers() -> dict:
 class StrictLoader(yaml.SafeLoader):
     yaml_implicit_resolvers = _core_resolvers()
 
-    def __init__(self, stream) -> None:
+    def __init__(self, stream: str) -> None:
         super().__init__(stream)
         self._depth = 0
 
@@ -80,7 +81,7 @@ def shorten(text: str, limit: int = 60) -> str:
     return text if len(text) <= limit else text[:limit] + "..."
 
 
-def load(text: str):
+def load(text: str) -> Any:
     """Parse one YAML document with StrictLoader; raises yaml.YAMLError (with a mark where known)."""
     loader = StrictLoader(text)
     try:

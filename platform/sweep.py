@@ -30,8 +30,7 @@ from typing import Any
 import yaml
 
 from dibs.platform import metrics as M
-from dibs.platform import strict_yaml
-from dibs.platform.config import ConfigError, ExperimentConfig, apply_overrides
+from dibs.platform.config import ConfigError, ExperimentConfig, apply_overrides, read_experiment_mapping
 from dibs.platform.sweep_config import ROLLOUTS, STEP, TOKENS, SweepConfig, trial_config, yaml_scalar
 
 SPEC_FILE = "sweep.json"  # the sweep, its base experiment and where results go: enough to resume
@@ -219,8 +218,8 @@ def best_row(rows: list[dict], objectives: list[tuple[str, str]]) -> dict | None
 
 def write_best_yaml(base_path: str, params: dict[str, Any], out: Path) -> Path:
     """The base experiment file with the sweep's fixed keys and the best parameters written in: ready
-    for `dibs run`."""
-    data = strict_yaml.load(Path(base_path).read_text()) or {}  # as load_config read it: 1e-5 is a float
+    for `dibs run`, and whole (its own `base:` files merged in), so it runs from any folder."""
+    data = read_experiment_mapping(base_path)  # as load_config read it: 1e-5 is a float
     overrides = [f"{k}={yaml_scalar(v)}" for k, v in params.items()]
     data = apply_overrides(data, overrides, source=str(out))
     header = f"# best configuration of sweep {out.parent.name}; base: {base_path}\n"

@@ -31,16 +31,6 @@ XSS_NAME = "<script>alert(1)</script>"
 SEEDS = (0, 1, 2)
 
 
-def pytest_configure(config: pytest.Config) -> None:
-    """The math evaluation sets: ../shared/data/math_eval beside the repository when it is there, else the
-    copy in tests/fixtures/math_eval (tests/fixtures/math_eval/README.md); an explicit
-    DIBS_MATH_EVAL_DIR wins."""
-    repo = Path(__file__).resolve().parents[1]
-    shared = repo.parent / "shared" / "data" / "math_eval"
-    here = shared if (shared / "math500.jsonl").is_file() else repo / "tests" / "fixtures" / "math_eval"
-    os.environ.setdefault("DIBS_MATH_EVAL_DIR", str(here))
-
-
 @pytest.fixture
 def url(tmp_path: Path) -> str:
     """A SQLite store URL in the test's own directory (the file is made on first open)."""

@@ -1,6 +1,7 @@
-"""experiments/gvm/*.yaml: the eight differ only in algorithm and allocator, and each runs (shrunk to
-smoke size) with its budget accounted: every rollout is probe or training, telemetry rows sum to what was
-generated, and one run's telemetry and budget rows come back through the store and `dibs export`."""
+"""experiments/gvm/*.yaml: the eight (each is base.yaml plus its own lines) differ only in algorithm and
+allocator, and each runs (shrunk to smoke size) with its budget accounted: every rollout is probe or
+training, telemetry rows sum to what was generated, and one run's telemetry and budget rows come back
+through the store and `dibs export`."""
 
 import csv
 import io
@@ -16,7 +17,7 @@ from dibs.platform.loop import MemoryRecorder, NullProgress, train
 
 pytestmark = pytest.mark.integration
 
-EXPERIMENTS = sorted(Path("experiments/gvm").glob("*.yaml"))
+EXPERIMENTS = sorted(p for p in Path("experiments/gvm").glob("*.yaml") if p.stem != "base")  # base: shared part
 M_PROMPTS, N, N_PROBE, STEPS = 4, 4, 2, 3
 
 
