@@ -20,9 +20,9 @@ from pathlib import Path
 
 import torch
 
-from dibs.platform import metrics as M
 from dibs.platform.cli import main as dibs
-from dibs.platform.config import ModelConfig
+from dibs.platform.core import metrics as M
+from dibs.platform.core.config import ModelConfig
 from dibs.platform.model import build_base_model, load, num_parameters
 from dibs.platform.store import open_store
 

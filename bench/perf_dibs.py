@@ -13,10 +13,10 @@ from collections import defaultdict
 import torch
 
 from dibs.algorithms.advantages import grpo_advantages
-from dibs.platform import metrics as M
-from dibs.platform.config import ExperimentConfig
+from dibs.platform.core import metrics as M
+from dibs.platform.core.config import ExperimentConfig
+from dibs.platform.core.flops import FORMULA, matmul_params, training_flops
 from dibs.platform.evaluate import score_groups
-from dibs.platform.flops import FORMULA, matmul_params, training_flops
 from dibs.platform.learner import TorchLearner, length_micro_batches
 from dibs.platform.loop import LocalRuntime, NullProgress, learner_kwargs, sampling_spec, train
 from dibs.platform.rollout import SamplingSpec

@@ -29,9 +29,9 @@ import torch
 sys.path.insert(0, str(Path(__file__).parent))
 import perf_dibs
 
-from dibs.platform.config import load_config
-from dibs.platform.flops import loglog_slope
-from dibs.platform.host import configure_process
+from dibs.platform.core.config import load_config
+from dibs.platform.core.flops import loglog_slope
+from dibs.platform.core.host import configure_process
 from dibs.platform.loop import NullProgress
 from dibs.platform.rollout import HFEngine, SamplingSpec
 from dibs.platform.torch_engine import TorchEngine

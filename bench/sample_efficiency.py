@@ -41,7 +41,7 @@ def experiment(algorithm: str, allocator: str) -> Path:
 
 
 def load(algorithm: str, allocator: str, seed: int, overrides: list[str]):
-    from dibs.platform.config import load_config
+    from dibs.platform.core.config import load_config
 
     swap = [f"allocation.allocator={ORACLE}"] if allocator == ORACLE else []
     return load_config(experiment(algorithm, allocator), [f"seed={seed}", "runtime.checkpoint_every=0",
@@ -81,7 +81,7 @@ def warm_start_seed(args: tuple) -> int:
 
 def run_cell(args: tuple) -> dict:
     algorithm, allocator, seed, overrides, data_dir, threads, settings = args
-    from dibs.platform import metrics as M
+    from dibs.platform.core import metrics as M
     from dibs.platform.loop import MemoryRecorder, NullProgress, train
 
     quiet(threads)

@@ -44,8 +44,8 @@ def streaming_recorder(cell: str, stream: Path):
 def run_cell(args: tuple) -> dict:
     base, name, overrides, data_file, stream = args
 
-    from dibs.platform.config import load_config
-    from dibs.platform.host import configure_process
+    from dibs.platform.core.config import load_config
+    from dibs.platform.core.host import configure_process
     from dibs.platform.loop import NullProgress, train
 
     cfg = load_config(base, [f"{k}={v}" for k, v in overrides.items()] + ["runtime.checkpoint_every=0"])

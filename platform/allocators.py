@@ -27,8 +27,8 @@ import numpy as np
 import torch
 
 from dibs.algorithms.allocation import gvm_allocate, uniform_allocation
-from dibs.platform import metrics as M
-from dibs.platform.config import AllocationConfig
+from dibs.platform.core import metrics as M
+from dibs.platform.core.config import AllocationConfig
 from dibs.platform.estimators import accept_rates, grad_norm_estimates, grad_param_names, is_tied
 from dibs.platform.evaluate import score_groups
 from dibs.platform.rollout import RolloutEngine, Rollouts, SamplingSpec

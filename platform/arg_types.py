@@ -6,7 +6,7 @@ from __future__ import annotations
 import argparse
 import math
 
-from dibs.platform.config import SEED_MAX
+from dibs.platform.core.config import SEED_MAX
 
 
 def finite_float(text: str) -> float:

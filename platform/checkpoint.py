@@ -35,7 +35,7 @@ from typing import Any
 import pydantic
 import torch
 
-from dibs.platform.parallel import DataParallel
+from dibs.platform.core.parallel import DataParallel
 
 CONFIG = "config.json"
 WEIGHTS = "model.safetensors"

@@ -25,7 +25,7 @@ from dibs.platform.checkpoint import (
     loop_state,
     read_json,
 )
-from dibs.platform.config import ConfigError
+from dibs.platform.core.config import ConfigError
 
 # DeepSpeed's ZeRO optimizer files pickle these bookkeeping classes besides tensors (seen with DeepSpeed
 # 0.19); they are plain data holders, allowed by name and nothing else.

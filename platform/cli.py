@@ -10,15 +10,14 @@ from __future__ import annotations
 import argparse
 import json
 import signal
-import subprocess
 import sys
 import time
-from importlib import metadata
 from pathlib import Path
 
 from dibs.dashboards.series import X_AXES
 from dibs.platform.arg_types import finite_float
-from dibs.platform.config import ConfigError, config_to_dict, load_config, missing_paths, validate_dict
+from dibs.platform.core.config import ConfigError, config_to_dict, load_config, missing_paths, validate_dict
+from dibs.platform.core.provenance import git_commit, package_versions
 from dibs.platform.jobs import JobsError
 from dibs.platform.jobs_cli import add_parsers as add_job_parsers
 from dibs.platform.store.sql import display_url
@@ -44,25 +43,6 @@ class _Parser(argparse.ArgumentParser):
 
     def error(self, message: str):
         raise UsageError(f"{self.prog}: {message}")
-
-
-def git_commit() -> str | None:
-    try:
-        out = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5, check=False,
-                             cwd=Path(__file__).resolve().parent)
-        return out.stdout.strip() or None
-    except (OSError, subprocess.SubprocessError):
-        return None
-
-
-def package_versions() -> dict[str, str]:
-    out = {"python": sys.version.split()[0]}
-    for pkg in ("dibs", "torch", "transformers", "ray", "deepspeed", "reasoning-gym", "sqlalchemy"):
-        try:
-            out[pkg] = metadata.version(pkg)
-        except metadata.PackageNotFoundError:
-            out[pkg] = "missing"
-    return out
 
 
 def cmd_validate(args) -> int:

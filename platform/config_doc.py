@@ -1,6 +1,6 @@
 """docs/config.md from the config models: one table per section (key, type, default, description).
 
-The field descriptions in platform/config.py are the one place a key is documented; this module only
+The field descriptions in platform/core/config.py are the one place a key is documented; this module only
 renders them, so the reference cannot drift from the code (a unit test regenerates it and compares).
 
     python -m dibs.platform.config_doc > docs/config.md
@@ -17,11 +17,11 @@ from collections.abc import Iterator
 from pydantic import BaseModel
 from pydantic.fields import FieldInfo
 
-from dibs.platform.config import ExperimentConfig
+from dibs.platform.core.config import ExperimentConfig
 
 HEADER = """# Configuration reference
 
-Generated from the field descriptions in `platform/config.py` by
+Generated from the field descriptions in `platform/core/config.py` by
 `python -m dibs.platform.config_doc > docs/config.md`; edit those, not this file. An experiment YAML
 lists only what differs from these defaults; `--set section.key=value` overrides one key.
 """

@@ -20,9 +20,9 @@ import torch
 
 from dibs.algorithms.advantages import nonzero_groups_mask
 from dibs.algorithms.allocation import uniform_allocation
-from dibs.platform import metrics as M
 from dibs.platform.allocators import Allocation, AllocContext, Stateless
-from dibs.platform.config import AllocationConfig
+from dibs.platform.core import metrics as M
+from dibs.platform.core.config import AllocationConfig
 from dibs.platform.estimators import accepted_counts
 from dibs.platform.evaluate import score_groups
 from dibs.platform.rollout import Rollouts, merge_rollouts

@@ -6,8 +6,8 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from dibs.platform import metrics as M
-from dibs.platform.config import ExperimentConfig
+from dibs.platform.core import metrics as M
+from dibs.platform.core.config import ExperimentConfig
 
 
 class RunDisplay:

@@ -33,12 +33,12 @@ from pathlib import Path
 import torch
 
 from dibs.platform import checkpoint
-from dibs.platform.config import ExperimentConfig
-from dibs.platform.host import configure_process
+from dibs.platform.core.config import ExperimentConfig
+from dibs.platform.core.host import configure_process
+from dibs.platform.core.parallel import DataParallel
 from dibs.platform.learner import TorchLearner
 from dibs.platform.loop import NullProgress, learner_kwargs, train
 from dibs.platform.model import load, resolve_device
-from dibs.platform.parallel import DataParallel
 from dibs.platform.rollout import Rollouts, SamplingSpec, merge_rollouts
 from dibs.platform.task import build_task
 from dibs.platform.torch_engine import local_engine
@@ -202,7 +202,7 @@ def learner_worker(payload: dict) -> None:
 
     # Ray workers log INFO to the driver; alembic announces every plugin it loads at INFO.
     logging.getLogger("alembic").setLevel(logging.WARNING)
-    from dibs.platform.config import validate_dict
+    from dibs.platform.core.config import validate_dict
     from dibs.platform.runner import QueueProgress, StoreRecorder
     from dibs.platform.store import open_store
 

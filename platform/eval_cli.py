@@ -19,7 +19,7 @@ from pathlib import Path
 
 from dibs.platform.arg_types import positive_float
 from dibs.platform.arg_types import seed as seed_arg
-from dibs.platform.config import ConfigError
+from dibs.platform.core.config import ConfigError
 from dibs.platform.store.sql import display_url
 
 _STEP_DIR = re.compile(r"step-(\d+)")
@@ -98,7 +98,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
 def checkpoint_target(store, path: Path, *, seed: int) -> tuple[str, int]:
     """(run id, step) the checkpoint's results belong to: `<run id>/checkpoints/step-N` of a run in the
     store, else a new evaluation-only run at step 0 (a base model, or a copied checkpoint)."""
-    from dibs.platform.cli import git_commit, package_versions
+    from dibs.platform.core.provenance import git_commit, package_versions
     from dibs.platform.store import StoreError
 
     resolved = path.resolve()

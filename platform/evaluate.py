@@ -8,8 +8,8 @@ from collections import defaultdict
 
 import torch
 
-from dibs.platform import metrics as M
-from dibs.platform.config import EvalConfig
+from dibs.platform.core import metrics as M
+from dibs.platform.core.config import EvalConfig
 from dibs.platform.rollout import RolloutEngine, Rollouts, SamplingSpec
 from dibs.platform.task import Problem, score, well_formed
 from dibs.platform.tasks.math import extract_answer

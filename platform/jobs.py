@@ -50,8 +50,9 @@ from urllib.parse import urlsplit
 
 import yaml
 
-from dibs.platform import job_upload, strict_yaml
-from dibs.platform.config import ConfigError, config_to_dict, load_config, read_yaml_mapping
+from dibs.platform import job_upload
+from dibs.platform.core import strict_yaml
+from dibs.platform.core.config import ConfigError, config_to_dict, load_config, read_yaml_mapping
 from dibs.platform.job_entry import entrypoint, retry_entrypoint  # the job's command, built here
 from dibs.platform.store.sql import DB_ENV, display_url, redact  # DB_ENV: never in a runtime_env
 
@@ -273,7 +274,7 @@ def checked_upload(include: list[str]) -> tuple[str, ...]:
 
 
 def _create_run(store, path: str, overrides: list[str]) -> str:
-    from dibs.platform.cli import git_commit, package_versions
+    from dibs.platform.core.provenance import git_commit, package_versions
 
     cfg = load_config(path, overrides)
     run_id = store.create_run(name=cfg.name, experiment=str(path), config=config_to_dict(cfg),

@@ -24,13 +24,13 @@ import torch
 
 from dibs.algorithms.advantages import grpo_advantages, nonzero_groups_mask, raft_advantages
 from dibs.platform import checkpoint
-from dibs.platform import metrics as M
 from dibs.platform.allocators import Allocation, Allocator, AllocContext, build_allocator
-from dibs.platform.config import ExperimentConfig
+from dibs.platform.core import metrics as M
+from dibs.platform.core.config import ExperimentConfig
+from dibs.platform.core.parallel import DataParallel
 from dibs.platform.estimators import accepted_counts
 from dibs.platform.evaluate import evaluate, score_groups
 from dibs.platform.learner import TorchLearner
-from dibs.platform.parallel import DataParallel
 from dibs.platform.rollout import HFEngine, Rollouts, SamplingSpec, module_device
 from dibs.platform.task import Problem, TaskData
 from dibs.platform.torch_engine import local_engine

@@ -15,7 +15,7 @@ import torch
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 from transformers import PreTrainedTokenizerFast, Qwen2Config, Qwen2ForCausalLM
 
-from dibs.platform.config import ConfigError, ModelConfig
+from dibs.platform.core.config import ConfigError, ModelConfig
 from dibs.platform.task import BOXED
 
 SPECIALS = ["<pad>", "<s>", "</s>"]

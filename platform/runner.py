@@ -20,10 +20,10 @@ from pathlib import Path
 
 import transformers
 
-from dibs.platform.config import ExperimentConfig, config_to_dict, validate_dict
-from dibs.platform.host import configure_process
+from dibs.platform.core.config import ExperimentConfig, config_to_dict, validate_dict
+from dibs.platform.core.host import configure_process
+from dibs.platform.core.metrics import PromptStat
 from dibs.platform.loop import train
-from dibs.platform.metrics import PromptStat
 from dibs.platform.store import MetricRow, ResultsStore, open_store
 
 

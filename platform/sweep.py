@@ -29,9 +29,9 @@ from typing import Any
 
 import yaml
 
-from dibs.platform import metrics as M
-from dibs.platform import strict_yaml
-from dibs.platform.config import ConfigError, ExperimentConfig, apply_overrides
+from dibs.platform.core import metrics as M
+from dibs.platform.core import strict_yaml
+from dibs.platform.core.config import ConfigError, ExperimentConfig, apply_overrides
 from dibs.platform.sweep_config import ROLLOUTS, STEP, TOKENS, SweepConfig, trial_config, yaml_scalar
 
 SPEC_FILE = "sweep.json"  # the sweep, its base experiment and where results go: enough to resume
@@ -148,7 +148,7 @@ def _trial_run(store, cfg: ExperimentConfig, spec: dict, trial_id: str, repeat: 
     from ray import tune
 
     from dibs.platform import checkpoint
-    from dibs.platform.cli import git_commit, package_versions
+    from dibs.platform.core.provenance import git_commit, package_versions
     from dibs.platform.runner import run_inline, run_payload, run_ray
 
     run_id = f"{trial_id}-s{repeat}"

@@ -25,8 +25,8 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from dibs.platform import strict_yaml
-from dibs.platform.config import (
+from dibs.platform.core import strict_yaml
+from dibs.platform.core.config import (
     DOTTED_KEY,
     SEED_MAX,
     ConfigError,

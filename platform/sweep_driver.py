@@ -14,7 +14,7 @@ from rich.console import Console
 from rich.live import Live
 from rich.table import Table
 
-from dibs.platform.config import ConfigError, config_to_dict, format_error, validate_dict
+from dibs.platform.core.config import ConfigError, config_to_dict, format_error, validate_dict
 from dibs.platform.runner import cluster_address
 from dibs.platform.store.sql import DB_ENV, MASK, display_url, url_password, without_password
 from dibs.platform.sweep import (

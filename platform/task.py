@@ -12,7 +12,7 @@ import hashlib
 import re
 from dataclasses import dataclass
 
-from dibs.platform.config import TaskConfig
+from dibs.platform.core.config import TaskConfig
 
 BOXED = "\\boxed{"
 _FINAL = re.compile(r";?\\boxed\{(-?\d+)\}$")

@@ -17,7 +17,7 @@ from typing import Protocol
 import torch
 from transformers import PreTrainedTokenizerFast
 
-from dibs.platform.config import ExperimentConfig
+from dibs.platform.core.config import ExperimentConfig
 from dibs.platform.learner import TorchLearner
 from dibs.platform.model import build_base_model, load, resolve_device
 from dibs.platform.rollout import Rollouts

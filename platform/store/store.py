@@ -42,7 +42,7 @@ from .versioning import adopt_legacy_version, migration_context
 if TYPE_CHECKING:
     from typing_extensions import Self  # typing.Self needs Python 3.11
 
-    from dibs.platform.metrics import PromptStat
+    from dibs.platform.core.metrics import PromptStat
 
 DEFAULT_URL = "sqlite:///runs/dibs.db"
 _ALEMBIC_LOCK = threading.Lock()

@@ -17,7 +17,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from dibs.platform.config import TaskConfig
+from dibs.platform.core.config import TaskConfig
 from dibs.platform.task import TaskData
 from dibs.platform.tasks.math import gold_text, last_boxed
 

@@ -11,8 +11,8 @@ import pytest
 import torch
 from transformers import Qwen2ForCausalLM
 
-from dibs.platform import metrics as M
-from dibs.platform.config import ModelConfig, load_config
+from dibs.platform.core import metrics as M
+from dibs.platform.core.config import ModelConfig, load_config
 from dibs.platform.estimators import per_sample_grad_norms
 from dibs.platform.learner import TorchLearner
 from dibs.platform.loop import MemoryRecorder, NullProgress, train

@@ -3,7 +3,7 @@ executor."""
 
 import pytest
 
-from dibs.platform.config import load_config
+from dibs.platform.core.config import load_config
 from dibs.platform.loop import MemoryRecorder, NullProgress, train
 
 pytestmark = pytest.mark.integration

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 from ray_cluster import free_port, new_temp_dir, ours, ray_env, start_node, stop_ours
 
-from dibs.platform import metrics as M
+from dibs.platform.core import metrics as M
 from dibs.platform.store import open_store
 from dibs.platform.store.store import ResultsStore
 

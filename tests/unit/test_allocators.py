@@ -8,9 +8,9 @@ from transformers import Qwen2ForCausalLM
 
 from dibs.algorithms.allocation import gvm_allocate
 from dibs.platform import estimators
-from dibs.platform import metrics as M
 from dibs.platform.allocators import AllocContext, GVMAllocator, UniformAllocator, build_allocator
-from dibs.platform.config import AllocationConfig, ConfigError, ModelConfig, validate_dict
+from dibs.platform.core import metrics as M
+from dibs.platform.core.config import AllocationConfig, ConfigError, ModelConfig, validate_dict
 from dibs.platform.model import qwen2_config, train_tokenizer
 from dibs.platform.rollout import Rollouts, SamplingSpec
 from dibs.platform.task import Problem

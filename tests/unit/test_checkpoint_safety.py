@@ -13,7 +13,7 @@ import torch
 
 from dibs.platform import checkpoint
 from dibs.platform.allocators import build_allocator
-from dibs.platform.config import load_config
+from dibs.platform.core.config import load_config
 from dibs.platform.loop import learner_kwargs
 from dibs.platform.model import build_base_model, load
 

@@ -7,8 +7,8 @@ from typing import Literal
 import pytest
 from pydantic import BaseModel, Field
 
-from dibs.platform.config import ExperimentConfig
 from dibs.platform.config_doc import fields, render, row, type_cell, undocumented
+from dibs.platform.core.config import ExperimentConfig
 
 pytestmark = pytest.mark.unit
 

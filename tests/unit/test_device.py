@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from dibs.platform.cli import main
-from dibs.platform.config import ConfigError, load_config
+from dibs.platform.core.config import ConfigError, load_config
 from dibs.platform.distributed import learner_bundle, physical_gpu, rollout_threads
 from dibs.platform.model import resolve_device
 from dibs.platform.rollout import Rollouts

@@ -9,7 +9,7 @@ import torch
 from transformers import Qwen2ForCausalLM
 
 from dibs.platform import estimators
-from dibs.platform.config import ModelConfig
+from dibs.platform.core.config import ModelConfig
 from dibs.platform.estimators import (
     accept_rates,
     grad_norm_estimates,

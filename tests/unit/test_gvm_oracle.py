@@ -13,9 +13,9 @@ from dibs.algorithms.allocation import gvm_allocate
 from dibs.dashboards import compare
 from dibs.dashboards.efficiency import DAGGER_NOTE, markdown_table, summarize
 from dibs.platform import estimators
-from dibs.platform import metrics as M
 from dibs.platform.allocators import AllocContext, GVMOracleAllocator, build_allocator
-from dibs.platform.config import AllocationConfig, ConfigError, ModelConfig, validate_dict
+from dibs.platform.core import metrics as M
+from dibs.platform.core.config import AllocationConfig, ConfigError, ModelConfig, validate_dict
 from dibs.platform.loop import Budget, account, allocate
 from dibs.platform.model import qwen2_config, train_tokenizer
 from dibs.platform.rollout import Rollouts, SamplingSpec

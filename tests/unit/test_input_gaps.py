@@ -228,7 +228,7 @@ def test_python_tags_are_refused(capsys, cwd):
 
 
 def test_best_yaml_keeps_floats_written_without_a_dot(tmp_path):
-    from dibs.platform.config import load_config
+    from dibs.platform.core.config import load_config
     from dibs.platform.sweep import write_best_yaml
 
     base = tmp_path / "base.yaml"

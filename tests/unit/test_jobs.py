@@ -11,7 +11,7 @@ from ray.job_submission import JobStatus
 
 from dibs.platform import jobs
 from dibs.platform.cli import main
-from dibs.platform.config import ConfigError
+from dibs.platform.core.config import ConfigError
 from dibs.platform.store import StoreError, open_store
 
 pytestmark = pytest.mark.unit

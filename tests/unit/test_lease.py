@@ -15,7 +15,7 @@ import sqlalchemy
 from alembic import command
 
 from dibs.platform import cli
-from dibs.platform.config import config_to_dict, load_config
+from dibs.platform.core.config import config_to_dict, load_config
 from dibs.platform.heartbeat import Heartbeat, Stopped, stop_signals
 from dibs.platform.jobs import retry_entrypoint
 from dibs.platform.store import ResultsStore, StoreError, open_store

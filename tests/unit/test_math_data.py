@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from dibs.platform.config import ConfigError, load_config, missing_paths, validate_dict
+from dibs.platform.core.config import ConfigError, load_config, missing_paths, validate_dict
 from dibs.platform.task import build_task
 from dibs.platform.tasks.math_data import (
     SUITES,

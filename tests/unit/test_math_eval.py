@@ -4,7 +4,7 @@ results are recorded against a checkpoint's run and step."""
 import pytest
 import torch
 
-from dibs.platform import metrics as M
+from dibs.platform.core import metrics as M
 from dibs.platform.eval_cli import checkpoint_target, record_evaluation
 from dibs.platform.rollout import Rollouts
 from dibs.platform.store import open_store

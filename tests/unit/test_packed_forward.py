@@ -9,7 +9,7 @@ import torch
 from transformers import LlamaConfig, LlamaForCausalLM, Qwen2ForCausalLM
 
 from dibs.platform import qwen_forward as Q
-from dibs.platform.config import ModelConfig
+from dibs.platform.core.config import ModelConfig
 from dibs.platform.learner import token_logprobs
 from dibs.platform.model import qwen2_config, train_tokenizer
 from dibs.platform.rollout import HFEngine, Rollouts, SamplingSpec, merge_rollouts, position_ids

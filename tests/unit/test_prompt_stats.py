@@ -12,7 +12,7 @@ from alembic import command
 from sqlalchemy import create_engine, insert, inspect
 
 from dibs.platform.cli import main
-from dibs.platform.metrics import PromptStat
+from dibs.platform.core.metrics import PromptStat
 from dibs.platform.store import ResultsStore, StoreError, open_store
 from dibs.platform.store.export import prompt_stats_to_csv
 from dibs.platform.store.models import Metric, PromptStatRow, Run

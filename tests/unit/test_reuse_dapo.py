@@ -12,7 +12,6 @@ from transformers import Qwen2ForCausalLM
 
 from dibs.algorithms.allocation import gvm_allocate
 from dibs.platform import estimators
-from dibs.platform import metrics as M
 from dibs.platform.allocators import (
     Allocation,
     AllocContext,
@@ -20,7 +19,8 @@ from dibs.platform.allocators import (
     UniformAllocator,
     build_allocator,
 )
-from dibs.platform.config import AllocationConfig, ModelConfig
+from dibs.platform.core import metrics as M
+from dibs.platform.core.config import AllocationConfig, ModelConfig
 from dibs.platform.dapo import DAPOAllocator
 from dibs.platform.learner import token_logprobs
 from dibs.platform.loop import Budget, account, prompt_stats

@@ -6,7 +6,7 @@ import copy
 import pytest
 import torch
 
-from dibs.platform.config import ModelConfig
+from dibs.platform.core.config import ModelConfig
 from dibs.platform.learner import (
     MICRO_BATCH_OVERHEAD,
     TorchLearner,

@@ -6,7 +6,7 @@ import textwrap
 import pytest
 import yaml
 
-from dibs.platform.config import ConfigError, load_config
+from dibs.platform.core.config import ConfigError, load_config
 from dibs.platform.sweep import (
     best_row,
     budget_estimate,

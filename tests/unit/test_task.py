@@ -2,7 +2,7 @@
 
 import pytest
 
-from dibs.platform.config import TaskConfig
+from dibs.platform.core.config import TaskConfig
 from dibs.platform.task import Problem, build_task, score, solution, well_formed
 
 pytestmark = pytest.mark.unit

@@ -11,7 +11,7 @@ vllm = pytest.importorskip("vllm")
 
 from transformers import Qwen2ForCausalLM
 
-from dibs.platform.config import ModelConfig
+from dibs.platform.core.config import ModelConfig
 from dibs.platform.model import qwen2_config, train_tokenizer
 from dibs.platform.rollout import HFEngine, SamplingSpec
 from dibs.platform.vllm_engine import VLLMEngine

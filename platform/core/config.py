@@ -13,7 +13,7 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from dibs.platform import strict_yaml
+from dibs.platform.core import strict_yaml
 
 # Seeds are stored in an Integer column (32-bit on PostgreSQL) and scaled by the loop (seed * 100003 + step,
 # plus a rank offset of 2^40) into torch's 64-bit seeds; below 2^31 both always hold.
@@ -247,7 +247,7 @@ class RuntimeConfig(_Section):
     num_threads: int = Field(2, ge=1, description="torch intra-op threads of the worker")
     keep_freed_memory: bool = Field(True, description="glibc: keep freed memory mapped in each process instead "
                                     "of returning it to the kernel, so that updates do not re-fault their "
-                                    "activations' pages (platform/host.py); memory stays at its peak")
+                                    "activations' pages (platform/core/host.py); memory stays at its peak")
     device: Literal["auto", "cpu", "cuda"] = Field("auto", description="where the policy, the learner and the "
                                                    "transformers engine live; auto: cuda when available")
     checkpoint_every: int = Field(0, ge=0, description="0: only the final checkpoint")
