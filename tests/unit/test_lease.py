@@ -20,7 +20,7 @@ from dibs.platform.heartbeat import Heartbeat, Stopped, stop_signals
 from dibs.platform.jobs import retry_entrypoint
 from dibs.platform.store import ResultsStore, StoreError, open_store
 from dibs.platform.store.lease import LeaseHeld
-from dibs.platform.store.store import alembic_config
+from dibs.platform.store.versioning import alembic_config
 
 pytestmark = pytest.mark.unit
 

@@ -16,8 +16,7 @@ from dibs.platform.core.metrics import PromptStat
 from dibs.platform.store import ResultsStore, StoreError, open_store
 from dibs.platform.store.export import prompt_stats_to_csv
 from dibs.platform.store.models import Metric, PromptStatRow, Run
-from dibs.platform.store.store import alembic_config
-from dibs.platform.store.versioning import LEGACY_VERSION_TABLE
+from dibs.platform.store.versioning import LEGACY_VERSION_TABLE, alembic_config
 
 pytestmark = pytest.mark.unit
 
