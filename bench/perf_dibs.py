@@ -19,7 +19,7 @@ from dibs.platform.core.flops import FORMULA, matmul_params, training_flops
 from dibs.platform.evaluate import score_groups
 from dibs.platform.learner import TorchLearner, length_micro_batches
 from dibs.platform.loop import LocalRuntime, NullProgress, learner_kwargs, sampling_spec, train
-from dibs.platform.rollout import SamplingSpec
+from dibs.platform.rollout.base import SamplingSpec
 from dibs.platform.runner import StoreRecorder
 from dibs.platform.store import open_store
 from dibs.platform.task import TaskData

@@ -33,8 +33,9 @@ from dibs.platform.core.config import load_config
 from dibs.platform.core.flops import loglog_slope
 from dibs.platform.core.host import configure_process
 from dibs.platform.loop import NullProgress
-from dibs.platform.rollout import HFEngine, SamplingSpec
-from dibs.platform.torch_engine import TorchEngine
+from dibs.platform.rollout.base import SamplingSpec
+from dibs.platform.rollout.hf_engine import HFEngine
+from dibs.platform.rollout.torch_engine import TorchEngine
 from dibs.platform.warm_start import prepare
 
 ROOT = Path(__file__).resolve().parent.parent

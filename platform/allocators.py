@@ -31,7 +31,7 @@ from dibs.platform.core import metrics as M
 from dibs.platform.core.config import AllocationConfig
 from dibs.platform.estimators import accept_rates, grad_norm_estimates, grad_param_names, is_tied
 from dibs.platform.evaluate import score_groups
-from dibs.platform.rollout import RolloutEngine, Rollouts, SamplingSpec
+from dibs.platform.rollout.base import RolloutEngine, Rollouts, SamplingSpec
 from dibs.platform.task import Problem
 
 

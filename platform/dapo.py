@@ -25,7 +25,7 @@ from dibs.platform.core import metrics as M
 from dibs.platform.core.config import AllocationConfig
 from dibs.platform.estimators import accepted_counts
 from dibs.platform.evaluate import score_groups
-from dibs.platform.rollout import Rollouts, merge_rollouts
+from dibs.platform.rollout.base import Rollouts, merge_rollouts
 from dibs.platform.task import Problem
 
 

@@ -39,9 +39,9 @@ from dibs.platform.core.parallel import DataParallel
 from dibs.platform.learner import TorchLearner
 from dibs.platform.loop import NullProgress, learner_kwargs, train
 from dibs.platform.model import load, resolve_device
-from dibs.platform.rollout import Rollouts, SamplingSpec, merge_rollouts
+from dibs.platform.rollout.base import Rollouts, SamplingSpec, merge_rollouts
+from dibs.platform.rollout.torch_engine import local_engine
 from dibs.platform.task import build_task
-from dibs.platform.torch_engine import local_engine
 from dibs.platform.warm_start import prepare
 
 WARM_START_DIR = "warm-start"  # under the run's output dir: rank 0's warm start, loaded by the others
@@ -57,7 +57,7 @@ class RolloutWorker:
         if gpu is not None:  # the learner's device (module docstring); CUDA has not started in this process
             os.environ["CUDA_VISIBLE_DEVICES"] = gpu
         if engine == "vllm":
-            from dibs.platform.vllm_engine import VLLMEngine
+            from dibs.platform.rollout.vllm_engine import VLLMEngine
 
             self.engine = VLLMEngine(model_dir, sleep_mode=gpu is not None,
                                      gpu_memory_utilization=gpu_memory_utilization)

@@ -14,7 +14,7 @@ import numpy as np
 import torch
 from torch.func import functional_call, grad, vmap
 
-from dibs.platform.rollout import Rollouts, position_ids
+from dibs.platform.rollout.base import Rollouts, position_ids
 
 GradParams = Literal["embedding", "lm_head", "last_layer", "all"]
 # Per-sample gradient elements held at once by default (2^28 fp32 = 1 GiB): a whole probe batch for the

@@ -134,7 +134,7 @@ def record_evaluation(store, run_id: str, step: int, values: dict[str, float]) -
 def build_engine(kind: str, path: Path, device: str | None, *, max_len: int, seed: int):
     """The rollout engine for an evaluation: transformers on `device`, or vLLM (the gpu extra)."""
     if kind == "vllm":
-        from dibs.platform.vllm_engine import VLLMEngine
+        from dibs.platform.rollout.vllm_engine import VLLMEngine
 
         try:
             return VLLMEngine(path, dtype="auto", gpu_memory_utilization=0.85, max_model_len=max_len + 1024,
@@ -144,7 +144,7 @@ def build_engine(kind: str, path: Path, device: str | None, *, max_len: int, see
     import torch
 
     from dibs.platform.model import load
-    from dibs.platform.rollout import HFEngine
+    from dibs.platform.rollout.hf_engine import HFEngine
 
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")
     model, tokenizer = load(path)

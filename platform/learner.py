@@ -21,10 +21,10 @@ import torch
 
 from dibs.algorithms.batching import padding_partition
 from dibs.algorithms.losses import policy_loss, prompt_mean_weights, raft_loss
-from dibs.platform import qwen_forward as Q
 from dibs.platform.checkpoint import torch_load
 from dibs.platform.core.parallel import DataParallel
-from dibs.platform.rollout import Rollouts, module_device, position_ids
+from dibs.platform.rollout import qwen_forward as Q
+from dibs.platform.rollout.base import Rollouts, module_device, position_ids
 
 TRAINING_STATE = "learner.pt"
 

@@ -31,9 +31,10 @@ from dibs.platform.core.parallel import DataParallel
 from dibs.platform.estimators import accepted_counts
 from dibs.platform.evaluate import evaluate, score_groups
 from dibs.platform.learner import TorchLearner
-from dibs.platform.rollout import HFEngine, Rollouts, SamplingSpec, module_device
+from dibs.platform.rollout.base import Rollouts, SamplingSpec, module_device
+from dibs.platform.rollout.hf_engine import HFEngine
+from dibs.platform.rollout.torch_engine import local_engine
 from dibs.platform.task import Problem, TaskData
-from dibs.platform.torch_engine import local_engine
 from dibs.platform.warm_start import Progress, prepare
 
 # Added to the step's generation seed for the probe, so probe and rollouts never share a sample stream.
@@ -282,7 +283,7 @@ class LocalRuntime:
         if cfg.rollout.engine == "vllm":  # vLLM loads from disk: hand it the current policy in a temp dir
             import tempfile
 
-            from dibs.platform.vllm_engine import VLLMEngine
+            from dibs.platform.rollout.vllm_engine import VLLMEngine
 
             path = tempfile.mkdtemp(prefix="dibs-vllm-")
             policy.save_pretrained(path)

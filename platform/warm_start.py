@@ -20,7 +20,7 @@ from transformers import PreTrainedTokenizerFast
 from dibs.platform.core.config import ExperimentConfig
 from dibs.platform.learner import TorchLearner
 from dibs.platform.model import build_base_model, load, resolve_device
-from dibs.platform.rollout import Rollouts
+from dibs.platform.rollout.base import Rollouts
 from dibs.platform.task import Problem, TaskData, build_task, solution
 
 

@@ -12,7 +12,7 @@ import time
 from dataclasses import asdict, dataclass, field
 
 from dibs.platform.core import metrics as M
-from dibs.platform.rollout import RolloutEngine, SamplingSpec
+from dibs.platform.rollout.base import RolloutEngine, SamplingSpec
 from dibs.platform.tasks.math import ScoreStats, score
 from dibs.platform.tasks.math_data import MathProblem
 

@@ -17,7 +17,8 @@ from dibs.platform.estimators import per_sample_grad_norms
 from dibs.platform.learner import TorchLearner
 from dibs.platform.loop import MemoryRecorder, NullProgress, train
 from dibs.platform.model import qwen2_config, train_tokenizer
-from dibs.platform.rollout import HFEngine, SamplingSpec
+from dibs.platform.rollout.base import SamplingSpec
+from dibs.platform.rollout.hf_engine import HFEngine
 
 pytestmark = [pytest.mark.gpu, pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")]
 

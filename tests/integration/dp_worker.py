@@ -14,7 +14,8 @@ from dibs.platform.core.config import ModelConfig
 from dibs.platform.core.parallel import DataParallel
 from dibs.platform.learner import TorchLearner
 from dibs.platform.model import qwen2_config, train_tokenizer
-from dibs.platform.rollout import HFEngine, SamplingSpec
+from dibs.platform.rollout.base import SamplingSpec
+from dibs.platform.rollout.hf_engine import HFEngine
 
 
 def main(backend: str, rank: int, world: int, out: str, variant: str = "default") -> None:

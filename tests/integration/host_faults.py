@@ -11,7 +11,7 @@ from dibs.platform.core.config import ModelConfig
 from dibs.platform.core.host import configure_process
 from dibs.platform.learner import TorchLearner
 from dibs.platform.model import qwen2_config, train_tokenizer
-from dibs.platform.rollout import Rollouts
+from dibs.platform.rollout.base import Rollouts
 
 
 def main(keep: bool) -> None:

@@ -12,7 +12,7 @@ from dibs.platform.allocators import AllocContext, GVMAllocator, UniformAllocato
 from dibs.platform.core import metrics as M
 from dibs.platform.core.config import AllocationConfig, ConfigError, ModelConfig, validate_dict
 from dibs.platform.model import qwen2_config, train_tokenizer
-from dibs.platform.rollout import Rollouts, SamplingSpec
+from dibs.platform.rollout.base import Rollouts, SamplingSpec
 from dibs.platform.task import Problem
 
 pytestmark = pytest.mark.unit

@@ -19,7 +19,8 @@ from dibs.platform.estimators import (
 )
 from dibs.platform.learner import token_logprobs
 from dibs.platform.model import qwen2_config, train_tokenizer
-from dibs.platform.rollout import HFEngine, SamplingSpec
+from dibs.platform.rollout.base import SamplingSpec
+from dibs.platform.rollout.hf_engine import HFEngine
 
 pytestmark = pytest.mark.unit
 

@@ -14,7 +14,8 @@ from dibs.platform.core.parallel import DataParallel
 from dibs.platform.learner import TorchLearner
 from dibs.platform.loop import Budget, learner_kwargs
 from dibs.platform.model import qwen2_config, train_tokenizer
-from dibs.platform.rollout import HFEngine, SamplingSpec
+from dibs.platform.rollout.base import SamplingSpec
+from dibs.platform.rollout.hf_engine import HFEngine
 
 pytestmark = pytest.mark.unit
 

@@ -25,7 +25,8 @@ from dibs.platform.dapo import DAPOAllocator
 from dibs.platform.learner import token_logprobs
 from dibs.platform.loop import Budget, account, prompt_stats
 from dibs.platform.model import qwen2_config, train_tokenizer
-from dibs.platform.rollout import HFEngine, Rollouts, SamplingSpec, merge_rollouts
+from dibs.platform.rollout.base import Rollouts, SamplingSpec, merge_rollouts
+from dibs.platform.rollout.hf_engine import HFEngine
 from dibs.platform.task import Problem
 
 pytestmark = pytest.mark.unit

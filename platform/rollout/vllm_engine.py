@@ -2,7 +2,7 @@
 
 One request per prompt with `n = counts[i]` samples (`SamplingParams`: temperature, top_p, max_tokens,
 logprobs of the sampled token, a per-request seed); the outputs are laid out exactly as the transformers
-engine lays them out (rollout.py: left-padded prompts, responses up to and including EOS, target-aligned
+engine lays them out (rollout/base.py: left-padded prompts, responses up to and including EOS, target-aligned
 masks and behaviour log-probs), so the learner cannot tell the engines apart. Weights are updated in
 place through the workers' `reload_weights` (no engine restart); on GPU `sleep()`/`wake_up()` free the KV cache
 while the learner updates.
@@ -18,7 +18,7 @@ from pathlib import Path
 
 import torch
 
-from dibs.platform.rollout import Rollouts, SamplingSpec
+from dibs.platform.rollout.base import Rollouts, SamplingSpec
 
 
 class VLLMEngine:

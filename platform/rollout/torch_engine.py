@@ -15,9 +15,8 @@ import torch
 import torch.nn.functional as F
 from transformers import PreTrainedModel, PreTrainedTokenizerFast
 
-from dibs.platform import qwen_forward as Q
-from dibs.platform.rollout import (
-    HFEngine,
+from dibs.platform.rollout import qwen_forward as Q
+from dibs.platform.rollout.base import (
     Rollouts,
     SamplingSpec,
     _concat,
@@ -26,6 +25,7 @@ from dibs.platform.rollout import (
     module_device,
     position_ids,
 )
+from dibs.platform.rollout.hf_engine import HFEngine
 
 # Compact the running batch once this share of its rows has finished: each compaction copies the cache,
 # so compacting at every finished row would cost more than the rows it saves.
