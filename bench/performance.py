@@ -177,7 +177,7 @@ def _rollouts(b: SimpleNamespace, *, vllm: bool) -> dict:
 def _rl_steps(b: SimpleNamespace) -> dict:
     steps_of = {"dibs": lambda: perf_dibs.rl_steps(b.cfg, b.data, b.policy, b.tok, warmup=b.warmup, steps=b.steps)}
     if b.trl:
-        from dibs.platform.evaluate import reward
+        from dibs.platform.tasks.evaluate import reward
 
         t = b.cfg.train
         problems = [(b.tok.bos_token + p.prompt, p.answer) for p in b.data.train[:b.P * (b.warmup + b.steps + 1)]]

@@ -30,9 +30,9 @@ from dibs.algorithms.allocation import gvm_allocate, uniform_allocation
 from dibs.platform.core import metrics as M
 from dibs.platform.core.config import AllocationConfig
 from dibs.platform.estimators import accept_rates, grad_norm_estimates, grad_param_names, is_tied
-from dibs.platform.evaluate import score_groups
 from dibs.platform.rollout.base import RolloutEngine, Rollouts, SamplingSpec
-from dibs.platform.task import Problem
+from dibs.platform.tasks.evaluate import score_groups
+from dibs.platform.tasks.task import Problem
 
 
 @dataclass

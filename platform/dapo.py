@@ -24,9 +24,9 @@ from dibs.platform.allocators import Allocation, AllocContext, Stateless
 from dibs.platform.core import metrics as M
 from dibs.platform.core.config import AllocationConfig
 from dibs.platform.estimators import accepted_counts
-from dibs.platform.evaluate import score_groups
 from dibs.platform.rollout.base import Rollouts, merge_rollouts
-from dibs.platform.task import Problem
+from dibs.platform.tasks.evaluate import score_groups
+from dibs.platform.tasks.task import Problem
 
 
 def group_outcomes(rewards: torch.Tensor, ro: Rollouts, m: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

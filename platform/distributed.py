@@ -41,7 +41,7 @@ from dibs.platform.loop import NullProgress, learner_kwargs, train
 from dibs.platform.model import load, resolve_device
 from dibs.platform.rollout.base import Rollouts, SamplingSpec, merge_rollouts
 from dibs.platform.rollout.torch_engine import local_engine
-from dibs.platform.task import build_task
+from dibs.platform.tasks.task import build_task
 from dibs.platform.warm_start import prepare
 
 WARM_START_DIR = "warm-start"  # under the run's output dir: rank 0's warm start, loaded by the others

@@ -29,12 +29,12 @@ from dibs.platform.core import metrics as M
 from dibs.platform.core.config import ExperimentConfig
 from dibs.platform.core.parallel import DataParallel
 from dibs.platform.estimators import accepted_counts
-from dibs.platform.evaluate import evaluate, score_groups
 from dibs.platform.learner import TorchLearner
 from dibs.platform.rollout.base import Rollouts, SamplingSpec, module_device
 from dibs.platform.rollout.hf_engine import HFEngine
 from dibs.platform.rollout.torch_engine import local_engine
-from dibs.platform.task import Problem, TaskData
+from dibs.platform.tasks.evaluate import evaluate, score_groups
+from dibs.platform.tasks.task import Problem, TaskData
 from dibs.platform.warm_start import Progress, prepare
 
 # Added to the step's generation seed for the probe, so probe and rollouts never share a sample stream.

@@ -16,7 +16,7 @@ from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 from transformers import PreTrainedTokenizerFast, Qwen2Config, Qwen2ForCausalLM
 
 from dibs.platform.core.config import ConfigError, ModelConfig
-from dibs.platform.task import BOXED
+from dibs.platform.tasks.task import BOXED
 
 SPECIALS = ["<pad>", "<s>", "</s>"]
 ALPHABET = list("0123456789+-=;") + [BOXED, "}"]

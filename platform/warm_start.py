@@ -21,7 +21,7 @@ from dibs.platform.core.config import ExperimentConfig
 from dibs.platform.learner import TorchLearner
 from dibs.platform.model import build_base_model, load, resolve_device
 from dibs.platform.rollout.base import Rollouts
-from dibs.platform.task import Problem, TaskData, build_task, solution
+from dibs.platform.tasks.task import Problem, TaskData, build_task, solution
 
 
 class Progress(Protocol):

@@ -13,7 +13,7 @@ from dibs.platform.core import metrics as M
 from dibs.platform.core.config import AllocationConfig, ConfigError, ModelConfig, validate_dict
 from dibs.platform.model import qwen2_config, train_tokenizer
 from dibs.platform.rollout.base import Rollouts, SamplingSpec
-from dibs.platform.task import Problem
+from dibs.platform.tasks.task import Problem
 
 pytestmark = pytest.mark.unit
 

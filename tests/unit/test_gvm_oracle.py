@@ -19,7 +19,7 @@ from dibs.platform.core.config import AllocationConfig, ConfigError, ModelConfig
 from dibs.platform.loop import Budget, account, allocate
 from dibs.platform.model import qwen2_config, train_tokenizer
 from dibs.platform.rollout.base import Rollouts, SamplingSpec
-from dibs.platform.task import Problem
+from dibs.platform.tasks.task import Problem
 
 pytestmark = pytest.mark.unit
 

@@ -7,7 +7,6 @@ from pathlib import Path
 import pytest
 
 from dibs.platform.core.config import ConfigError, load_config, missing_paths, validate_dict
-from dibs.platform.task import build_task
 from dibs.platform.tasks.math_data import (
     SUITES,
     default_data_dir,
@@ -16,6 +15,7 @@ from dibs.platform.tasks.math_data import (
     render,
     split_train_test,
 )
+from dibs.platform.tasks.task import build_task
 
 pytestmark = pytest.mark.unit
 REPO = Path(__file__).resolve().parents[2]

@@ -27,7 +27,7 @@ from dibs.platform.loop import Budget, account, prompt_stats
 from dibs.platform.model import qwen2_config, train_tokenizer
 from dibs.platform.rollout.base import Rollouts, SamplingSpec, merge_rollouts
 from dibs.platform.rollout.hf_engine import HFEngine
-from dibs.platform.task import Problem
+from dibs.platform.tasks.task import Problem
 
 pytestmark = pytest.mark.unit
 

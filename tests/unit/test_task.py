@@ -3,7 +3,7 @@
 import pytest
 
 from dibs.platform.core.config import TaskConfig
-from dibs.platform.task import Problem, build_task, score, solution, well_formed
+from dibs.platform.tasks.task import Problem, build_task, score, solution, well_formed
 
 pytestmark = pytest.mark.unit
 

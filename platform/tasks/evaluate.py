@@ -11,9 +11,9 @@ import torch
 from dibs.platform.core import metrics as M
 from dibs.platform.core.config import EvalConfig
 from dibs.platform.rollout.base import RolloutEngine, Rollouts, SamplingSpec
-from dibs.platform.task import Problem, score, well_formed
 from dibs.platform.tasks.math import extract_answer
 from dibs.platform.tasks.math import score as math_score
+from dibs.platform.tasks.task import Problem, score, well_formed
 
 
 def reward(text: str, answer: int | str, *, stopped: bool) -> float:

@@ -8,37 +8,14 @@ boxed answer equal to the gold one; a truncated or rambling response scores 0.
 
 from __future__ import annotations
 
-import hashlib
 import re
-from dataclasses import dataclass
 
 from dibs.platform.core.config import TaskConfig
+from dibs.platform.tasks.base import Problem, TaskData
 
 BOXED = "\\boxed{"
 _FINAL = re.compile(r";?\\boxed\{(-?\d+)\}$")
 _TERM = re.compile(r"[+-]?\d+")
-
-
-@dataclass(frozen=True)
-class Problem:
-    prompt: str  # "55+98-93+77="
-    answer: int
-    num_terms: int  # the difficulty level reported per eval
-
-
-@dataclass(frozen=True)
-class TaskData:
-    sft: list[Problem]
-    train: list[Problem]
-    test: list[Problem]
-
-    def fingerprint(self) -> str:
-        """A short hash of every prompt, recorded with the run (docs/conventions.md, Code style)."""
-        h = hashlib.sha256()
-        for split in (self.sft, self.train, self.test):
-            h.update("|".join(p.prompt for p in split).encode())
-            h.update(b"#")
-        return h.hexdigest()[:16]
 
 
 def solution(problem: Problem) -> str:
