@@ -23,7 +23,7 @@ import torch
 from dibs.platform.cli import main as dibs
 from dibs.platform.core import metrics as M
 from dibs.platform.core.config import ModelConfig
-from dibs.platform.model import build_base_model, load, num_parameters
+from dibs.platform.learn.model import build_base_model, load, num_parameters
 from dibs.platform.store import open_store
 
 REPO = Path(__file__).resolve().parents[1]

@@ -29,10 +29,10 @@ def prepass(cfg, data, samples: int, *, chunk: int = 64) -> dict:
     """Sample every training prompt `samples` times with the warm start of `cfg`; per prompt: pass rate,
     gradient norm and accepted count."""
     from dibs.platform.estimators import accept_rates, grad_norm_estimates
+    from dibs.platform.learn.warm_start import prepare
     from dibs.platform.loop import NullProgress, sampling_spec
     from dibs.platform.rollout.torch_engine import local_engine
     from dibs.platform.tasks.evaluate import score_groups
-    from dibs.platform.warm_start import prepare
 
     data, policy, tokenizer, _, _ = prepare(cfg, NullProgress(), data)
     engine = local_engine(cfg.rollout.engine, policy, tokenizer)

@@ -16,7 +16,7 @@ from dibs.algorithms.advantages import grpo_advantages
 from dibs.platform.core import metrics as M
 from dibs.platform.core.config import ExperimentConfig
 from dibs.platform.core.flops import FORMULA, matmul_params, training_flops
-from dibs.platform.learner import TorchLearner, length_micro_batches
+from dibs.platform.learn.learner import TorchLearner, length_micro_batches
 from dibs.platform.loop import LocalRuntime, NullProgress, learner_kwargs, sampling_spec, train
 from dibs.platform.rollout.base import SamplingSpec
 from dibs.platform.runner import StoreRecorder

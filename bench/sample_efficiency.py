@@ -71,8 +71,8 @@ def data_fingerprint(seed: int, overrides: list[str], data_dir: str | None) -> s
 
 def warm_start_seed(args: tuple) -> int:
     seed, overrides, data_dir, threads = args
+    from dibs.platform.learn.warm_start import prepare
     from dibs.platform.loop import NullProgress
-    from dibs.platform.warm_start import prepare
 
     quiet(threads)
     prepare(load(ALGORITHMS[0], "uniform", seed, overrides), NullProgress(), task_data(data_dir, seed))

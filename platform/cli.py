@@ -52,7 +52,7 @@ def cmd_validate(args) -> int:
 
 
 def cmd_run(args) -> int:
-    from dibs.platform.model import resolve_device
+    from dibs.platform.learn.model import resolve_device
     from dibs.platform.store import open_store
     from dibs.platform.store.lease import new_owner
 
@@ -80,7 +80,7 @@ def cmd_resume(args) -> int:
 
     A run another process holds (its lease is live) is refused; `--force` takes over one whose lease has
     expired (its driver died without closing it), never a live one."""
-    from dibs.platform import checkpoint
+    from dibs.platform.learn import checkpoint_check
     from dibs.platform.store import open_store
     from dibs.platform.store.lease import new_owner
 
@@ -92,7 +92,7 @@ def cmd_resume(args) -> int:
     cfg = validate_dict(run["config"], f"run {run_id} (stored config)")
     # The newest checkpoint that passes checkpoint_check; each refused one is reported on stderr. Only
     # reads: the lease is taken after it, so nothing can leave the run held if it fails.
-    picked = checkpoint.choose(store.checkpoints(run_id), run_dir=Path(cfg.runtime.output_dir) / run_id,
+    picked = checkpoint_check.choose(store.checkpoints(run_id), run_dir=Path(cfg.runtime.output_dir) / run_id,
                                model=cfg.model)
     resume_from = picked[1] if picked else None
     where = f"step {picked[0]} ({resume_from})" if picked else "the start (no usable checkpoint)"

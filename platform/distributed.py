@@ -32,17 +32,17 @@ from pathlib import Path
 
 import torch
 
-from dibs.platform import checkpoint
 from dibs.platform.core.config import ExperimentConfig
 from dibs.platform.core.host import configure_process
 from dibs.platform.core.parallel import DataParallel
-from dibs.platform.learner import TorchLearner
+from dibs.platform.learn import checkpoint, checkpoint_check
+from dibs.platform.learn.learner import TorchLearner
+from dibs.platform.learn.model import load, resolve_device
+from dibs.platform.learn.warm_start import prepare
 from dibs.platform.loop import NullProgress, learner_kwargs, train
-from dibs.platform.model import load, resolve_device
 from dibs.platform.rollout.base import Rollouts, SamplingSpec, merge_rollouts
 from dibs.platform.rollout.torch_engine import local_engine
 from dibs.platform.tasks.task import build_task
-from dibs.platform.warm_start import prepare
 
 WARM_START_DIR = "warm-start"  # under the run's output dir: rank 0's warm start, loaded by the others
 SUMMARY_FILE = "summary.json"
@@ -162,7 +162,7 @@ class DistributedRuntime:
     def learner(self, cfg: ExperimentConfig, policy: torch.nn.Module, ref) -> TorchLearner:
         kwargs = learner_kwargs(cfg, ref) | {"dp": self.dp}
         if cfg.learner.backend == "deepspeed":
-            from dibs.platform.deepspeed_learner import DeepSpeedLearner
+            from dibs.platform.learn.deepspeed_learner import DeepSpeedLearner
 
             return DeepSpeedLearner(policy, zero_stage=cfg.learner.zero_stage, **kwargs)
         return TorchLearner(policy, **kwargs)
@@ -216,8 +216,8 @@ def learner_worker(payload: dict) -> None:
     out_dir = Path(payload["checkpoint_dir"]).parent
     # A restarted group resumes from the newest usable checkpoint on disk, which includes the one
     # `dibs resume` picked; every rank checks the same files and so picks the same one.
-    picked = checkpoint.choose(checkpoint.on_disk(payload["checkpoint_dir"]), run_dir=out_dir, model=cfg.model,
-                               on_skip=checkpoint.warn if dp.rank == 0 else lambda _: None)
+    picked = checkpoint_check.choose(checkpoint.on_disk(payload["checkpoint_dir"]), run_dir=out_dir,
+                                     model=cfg.model, on_skip=checkpoint.warn if dp.rank == 0 else lambda _: None)
     resume_from = picked[1] if picked else None
     (out_dir / "workers").mkdir(parents=True, exist_ok=True)
     # Where each rank runs, for fault-injection and multi-node tests.

@@ -143,7 +143,7 @@ def build_engine(kind: str, path: Path, device: str | None, *, max_len: int, see
             raise ConfigError(f"--engine vllm: {e}") from None
     import torch
 
-    from dibs.platform.model import load
+    from dibs.platform.learn.model import load
     from dibs.platform.rollout.hf_engine import HFEngine
 
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")

@@ -23,19 +23,19 @@ import numpy as np
 import torch
 
 from dibs.algorithms.advantages import grpo_advantages, nonzero_groups_mask, raft_advantages
-from dibs.platform import checkpoint
 from dibs.platform.allocators import Allocation, Allocator, AllocContext, build_allocator
 from dibs.platform.core import metrics as M
 from dibs.platform.core.config import ExperimentConfig
 from dibs.platform.core.parallel import DataParallel
 from dibs.platform.estimators import accepted_counts
-from dibs.platform.learner import TorchLearner
+from dibs.platform.learn import checkpoint
+from dibs.platform.learn.learner import TorchLearner
+from dibs.platform.learn.warm_start import Progress, prepare
 from dibs.platform.rollout.base import Rollouts, SamplingSpec, module_device
 from dibs.platform.rollout.hf_engine import HFEngine
 from dibs.platform.rollout.torch_engine import local_engine
 from dibs.platform.tasks.evaluate import evaluate, score_groups
 from dibs.platform.tasks.task import Problem, TaskData
-from dibs.platform.warm_start import Progress, prepare
 
 # Added to the step's generation seed for the probe, so probe and rollouts never share a sample stream.
 PROBE_SEED_OFFSET = 2**31

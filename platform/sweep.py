@@ -147,8 +147,8 @@ def _trial_run(store, cfg: ExperimentConfig, spec: dict, trial_id: str, repeat: 
     """One seed of a trial, reported at each evaluation; resumed (not recorded again) after a crash."""
     from ray import tune
 
-    from dibs.platform import checkpoint
     from dibs.platform.core.provenance import git_commit, package_versions
+    from dibs.platform.learn import checkpoint_check
     from dibs.platform.runner import run_inline, run_payload, run_ray
 
     run_id = f"{trial_id}-s{repeat}"
@@ -157,7 +157,7 @@ def _trial_run(store, cfg: ExperimentConfig, spec: dict, trial_id: str, repeat: 
     if run_id in known:
         if known[run_id]["status"] == "finished":
             return store.get_run(run_id)["summary"]
-        picked = checkpoint.choose(store.checkpoints(run_id), run_dir=Path(cfg.runtime.output_dir) / run_id,
+        picked = checkpoint_check.choose(store.checkpoints(run_id), run_dir=Path(cfg.runtime.output_dir) / run_id,
                                    model=cfg.model)
         resume_from = picked[1] if picked else None
         store.resume_run(run_id)

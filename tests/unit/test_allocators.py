@@ -11,7 +11,7 @@ from dibs.platform import estimators
 from dibs.platform.allocators import AllocContext, GVMAllocator, UniformAllocator, build_allocator
 from dibs.platform.core import metrics as M
 from dibs.platform.core.config import AllocationConfig, ConfigError, ModelConfig, validate_dict
-from dibs.platform.model import qwen2_config, train_tokenizer
+from dibs.platform.learn.model import qwen2_config, train_tokenizer
 from dibs.platform.rollout.base import Rollouts, SamplingSpec
 from dibs.platform.tasks.task import Problem
 

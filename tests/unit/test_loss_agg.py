@@ -11,9 +11,9 @@ import torch
 from dibs.algorithms.losses import clipped_policy_loss, policy_loss, prompt_mean_weights, raft_loss
 from dibs.platform.core.config import ConfigError, ExperimentConfig, load_config
 from dibs.platform.core.parallel import DataParallel
-from dibs.platform.learner import TorchLearner
+from dibs.platform.learn.learner import TorchLearner
+from dibs.platform.learn.model import qwen2_config, train_tokenizer
 from dibs.platform.loop import Budget, learner_kwargs
-from dibs.platform.model import qwen2_config, train_tokenizer
 from dibs.platform.rollout.base import SamplingSpec
 from dibs.platform.rollout.hf_engine import HFEngine
 
@@ -129,7 +129,7 @@ def test_learner_matches_the_one_shot_loss_for_any_micro_batching(tiny, loss_agg
     model, ro = tiny
     # The one-shot loss on the whole batch, by the loss function itself.
     ref = copy.deepcopy(model)
-    from dibs.platform.learner import token_logprobs
+    from dibs.platform.learn.learner import token_logprobs
 
     logp = token_logprobs(ref, ro)
     agg = ({"token_count": ro.num_tokens} if loss_agg == "token_mean" else

@@ -9,8 +9,8 @@ import torch
 from transformers import LlamaConfig, LlamaForCausalLM, Qwen2ForCausalLM
 
 from dibs.platform.core.config import ModelConfig
-from dibs.platform.learner import token_logprobs
-from dibs.platform.model import qwen2_config, train_tokenizer
+from dibs.platform.learn.learner import token_logprobs
+from dibs.platform.learn.model import qwen2_config, train_tokenizer
 from dibs.platform.rollout import qwen_forward as Q
 from dibs.platform.rollout.base import Rollouts, SamplingSpec, merge_rollouts, position_ids
 from dibs.platform.rollout.hf_engine import HFEngine

@@ -10,7 +10,7 @@ exactly as the uninterrupted run would have (tested).
 
 Nothing in a checkpoint is trusted: its path comes from the results store, which others may write.
 Nothing is unpickled beyond tensors and plain containers (`torch.load(weights_only=True)`, with DeepSpeed's
-three bookkeeping classes allowed by name), weights load only from safetensors, and `choose` refuses a
+three bookkeeping classes allowed by name), weights load only from safetensors, and `checkpoint_check.choose` refuses a
 checkpoint outside the run's own directory, of another architecture, or one that is incomplete or damaged,
 falling back to the next older one.
 
@@ -27,7 +27,7 @@ import random
 import shutil
 import sys
 import zipfile
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -167,7 +167,7 @@ def on_disk(root: str | Path) -> list[tuple[int, str]]:
 
 
 def latest(root: str | Path) -> str | None:
-    """The newest complete `step-N` under `root`, or None (no content checks: see `choose`)."""
+    """The newest complete `step-N` under `root`, or None (no content checks: see `checkpoint_check.choose`)."""
     done = [path for _, path in on_disk(root) if is_complete(path)]
     return done[-1] if done else None
 
@@ -189,23 +189,6 @@ def _first_line(e: object) -> str:
 
 def warn(msg: str) -> None:
     print(f"dibs: warning: {msg}", file=sys.stderr, flush=True)
-
-
-def choose(recorded: Iterable[tuple[int, str]], *, run_dir: str | Path, model: Any,
-           on_skip: Callable[[str], None] = warn) -> tuple[int, str] | None:
-    """The checkpoint to resume from: the newest of `recorded` (step, path) that `check` accepts, each
-    refused one reported through `on_skip` in one line (step, path, why); None when none is usable.
-    `model` is the run's ModelConfig: the architecture a checkpoint must have."""
-    from dibs.platform.checkpoint_check import check, expected_architecture
-
-    expected = expected_architecture(model)
-    for step, path in sorted(recorded, reverse=True):
-        try:
-            check(path, step=step, run_dir=Path(run_dir), expected=expected)
-            return step, path
-        except CheckpointError as e:
-            on_skip(f"checkpoint of step {step} skipped ({path}): {e}")
-    return None
 
 
 def torch_load(path: str | Path, map_location: Any = None, *, allow: Iterable[Any] = ()) -> Any:

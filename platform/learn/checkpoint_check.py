@@ -4,19 +4,22 @@
 resolved), lacks a file, has JSON that does not parse, an architecture (config.json) other than the run's,
 safetensors that are damaged or of other shapes than that architecture, or a `.pt` file that is damaged or
 would unpickle anything but tensors and plain containers. Loading stays `weights_only` regardless: this check
-is what lets a resume fall back to the previous checkpoint instead of failing the run.
+is what lets a resume fall back to the previous checkpoint instead of failing the run: `choose` picks the
+newest checkpoint that `check` accepts.
 """
 
 from __future__ import annotations
 
 import json
 import zipfile
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from dibs.platform.checkpoint import (
+from dibs.platform.core.config import ConfigError
+from dibs.platform.learn.checkpoint import (
     ARCH_FIELDS,
     CONFIG,
     LOOP_STATE,
@@ -24,8 +27,8 @@ from dibs.platform.checkpoint import (
     CheckpointError,
     loop_state,
     read_json,
+    warn,
 )
-from dibs.platform.core.config import ConfigError
 
 # DeepSpeed's ZeRO optimizer files pickle these bookkeeping classes besides tensors (seen with DeepSpeed
 # 0.19); they are plain data holders, allowed by name and nothing else.
@@ -42,10 +45,25 @@ def expected_architecture(model: Any) -> dict[str, Any]:
         except (OSError, ValueError) as e:
             raise ConfigError(f"model.path: cannot read {Path(model.path) / CONFIG}: {e}") from None
     else:
-        from dibs.platform.model import qwen2_config, train_tokenizer
+        from dibs.platform.learn.model import qwen2_config, train_tokenizer
 
         cfg = qwen2_config(model, train_tokenizer()).to_dict()
     return {k: cfg.get(k) for k in ARCH_FIELDS}
+
+
+def choose(recorded: Iterable[tuple[int, str]], *, run_dir: str | Path, model: Any,
+           on_skip: Callable[[str], None] = warn) -> tuple[int, str] | None:
+    """The checkpoint to resume from: the newest of `recorded` (step, path) that `check` accepts, each
+    refused one reported through `on_skip` in one line (step, path, why); None when none is usable.
+    `model` is the run's ModelConfig: the architecture a checkpoint must have."""
+    expected = expected_architecture(model)
+    for step, path in sorted(recorded, reverse=True):
+        try:
+            check(path, step=step, run_dir=Path(run_dir), expected=expected)
+            return step, path
+        except CheckpointError as e:
+            on_skip(f"checkpoint of step {step} skipped ({path}): {e}")
+    return None
 
 
 def check(path: str | Path, *, step: int, run_dir: Path, expected: dict[str, Any]) -> None:

@@ -14,9 +14,9 @@ from pathlib import Path
 
 import torch
 
-from dibs.platform.checkpoint import CheckpointError, torch_load
-from dibs.platform.checkpoint_check import DEEPSPEED_GLOBALS
-from dibs.platform.learner import TorchLearner
+from dibs.platform.learn.checkpoint import CheckpointError, torch_load
+from dibs.platform.learn.checkpoint_check import DEEPSPEED_GLOBALS
+from dibs.platform.learn.learner import TorchLearner
 
 DS_DIR, DS_TAG = "deepspeed", "state"
 

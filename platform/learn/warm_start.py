@@ -18,8 +18,8 @@ import torch
 from transformers import PreTrainedTokenizerFast
 
 from dibs.platform.core.config import ExperimentConfig
-from dibs.platform.learner import TorchLearner
-from dibs.platform.model import build_base_model, load, resolve_device
+from dibs.platform.learn.learner import TorchLearner
+from dibs.platform.learn.model import build_base_model, load, resolve_device
 from dibs.platform.rollout.base import Rollouts
 from dibs.platform.tasks.task import Problem, TaskData, build_task, solution
 

@@ -7,7 +7,7 @@ share of the prompt groups, divides by the whole mini-batch's token count, and t
 over ranks (DataParallel), so W ranks compute the one-process gradient. With `loss_agg="prompt_mean"`
 per-sample weights (algorithms.losses.prompt_mean_weights) take the token count's place, computed over
 the whole mini-batch before it is sharded and cut, which keeps both exact. `DeepSpeedLearner`
-(platform/deepspeed_learner.py) replaces the backward, the reduction and the optimizer step.
+(platform/learn/deepspeed_learner.py) replaces the backward, the reduction and the optimizer step.
 """
 
 from __future__ import annotations
@@ -21,8 +21,8 @@ import torch
 
 from dibs.algorithms.batching import padding_partition
 from dibs.algorithms.losses import policy_loss, prompt_mean_weights, raft_loss
-from dibs.platform.checkpoint import torch_load
 from dibs.platform.core.parallel import DataParallel
+from dibs.platform.learn.checkpoint import torch_load
 from dibs.platform.rollout import qwen_forward as Q
 from dibs.platform.rollout.base import Rollouts, module_device, position_ids
 
