@@ -23,11 +23,12 @@ import numpy as np
 import torch
 
 from dibs.algorithms.advantages import grpo_advantages, nonzero_groups_mask, raft_advantages
-from dibs.platform.allocators import Allocation, Allocator, AllocContext, build_allocator
+from dibs.platform.allocation.allocators import Allocation, Allocator, AllocContext
+from dibs.platform.allocation.estimators import accepted_counts
+from dibs.platform.allocation.factory import build_allocator
 from dibs.platform.core import metrics as M
 from dibs.platform.core.config import ExperimentConfig
 from dibs.platform.core.parallel import DataParallel
-from dibs.platform.estimators import accepted_counts
 from dibs.platform.learn import checkpoint
 from dibs.platform.learn.learner import TorchLearner
 from dibs.platform.learn.warm_start import Progress, prepare

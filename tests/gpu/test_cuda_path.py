@@ -11,9 +11,9 @@ import pytest
 import torch
 from transformers import Qwen2ForCausalLM
 
+from dibs.platform.allocation.estimators import per_sample_grad_norms
 from dibs.platform.core import metrics as M
 from dibs.platform.core.config import ModelConfig, load_config
-from dibs.platform.estimators import per_sample_grad_norms
 from dibs.platform.learn.learner import TorchLearner
 from dibs.platform.learn.model import qwen2_config, train_tokenizer
 from dibs.platform.loop import MemoryRecorder, NullProgress, train

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from dibs.platform.allocators import build_allocator
+from dibs.platform.allocation.factory import build_allocator
 from dibs.platform.core.config import load_config
 from dibs.platform.learn import checkpoint, checkpoint_check
 from dibs.platform.learn.model import build_base_model, load

@@ -12,8 +12,9 @@ from transformers import Qwen2ForCausalLM
 from dibs.algorithms.allocation import gvm_allocate
 from dibs.dashboards import compare
 from dibs.dashboards.efficiency import DAGGER_NOTE, markdown_table, summarize
-from dibs.platform import estimators
-from dibs.platform.allocators import AllocContext, GVMOracleAllocator, build_allocator
+from dibs.platform.allocation import estimators
+from dibs.platform.allocation.allocators import AllocContext, GVMOracleAllocator
+from dibs.platform.allocation.factory import build_allocator
 from dibs.platform.core import metrics as M
 from dibs.platform.core.config import AllocationConfig, ConfigError, ModelConfig, validate_dict
 from dibs.platform.learn.model import qwen2_config, train_tokenizer

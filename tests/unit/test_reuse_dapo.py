@@ -11,17 +11,12 @@ import torch
 from transformers import Qwen2ForCausalLM
 
 from dibs.algorithms.allocation import gvm_allocate
-from dibs.platform import estimators
-from dibs.platform.allocators import (
-    Allocation,
-    AllocContext,
-    GVMReuseAllocator,
-    UniformAllocator,
-    build_allocator,
-)
+from dibs.platform.allocation import estimators
+from dibs.platform.allocation.allocators import Allocation, AllocContext, GVMReuseAllocator, UniformAllocator
+from dibs.platform.allocation.dapo import DAPOAllocator
+from dibs.platform.allocation.factory import build_allocator
 from dibs.platform.core import metrics as M
 from dibs.platform.core.config import AllocationConfig, ModelConfig
-from dibs.platform.dapo import DAPOAllocator
 from dibs.platform.learn.learner import token_logprobs
 from dibs.platform.learn.model import qwen2_config, train_tokenizer
 from dibs.platform.loop import Budget, account, prompt_stats

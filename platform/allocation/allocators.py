@@ -9,12 +9,13 @@
   probed on its first visit and every `reuse_probe_every`-th visit after, so a step probes about 1/k of
   its prompts once the data has been seen. Between probes p̂ is updated from the prompt's own training
   rollouts (counts pooled with weight `reuse_decay` on the past); Ĝ is the last probe's.
-- `dapo` (platform/dapo.py): DAPO dynamic sampling; it generates the step's rollouts itself.
+- `dapo` (platform/allocation/dapo.py): DAPO dynamic sampling; it generates the step's rollouts itself.
 - `gvm_oracle` (beyond the paper): gvm with a large probe of `n_oracle` samples per prompt and at least one
   rollout per prompt, the probe NOT charged to the budget. Not budget-honest: an upper bound on what
   near-exact estimates could buy, for studies only; `alloc/oracle_rollouts` records what the probe cost.
 
-Every allocator can save and restore its state (`state_dict`), which checkpoints carry.
+Every allocator can save and restore its state (`state_dict`), which checkpoints carry. `build_allocator`
+(factory.py) picks the one a config names.
 """
 
 from __future__ import annotations
@@ -27,9 +28,9 @@ import numpy as np
 import torch
 
 from dibs.algorithms.allocation import gvm_allocate, uniform_allocation
+from dibs.platform.allocation.estimators import accept_rates, grad_norm_estimates, grad_param_names, is_tied
 from dibs.platform.core import metrics as M
 from dibs.platform.core.config import AllocationConfig
-from dibs.platform.estimators import accept_rates, grad_norm_estimates, grad_param_names, is_tied
 from dibs.platform.rollout.base import RolloutEngine, Rollouts, SamplingSpec
 from dibs.platform.tasks.evaluate import score_groups
 from dibs.platform.tasks.task import Problem
@@ -249,21 +250,3 @@ class GVMReuseAllocator:
     def load_state_dict(self, state: dict) -> None:
         self.estimates = {k: PromptEstimate(float(a), float(s), float(g), int(v))
                           for k, (a, s, g, v) in state.get("estimates", {}).items()}
-
-
-def build_allocator(cfg: AllocationConfig) -> Allocator:
-    """The allocator named by `allocation.allocator` (five implementations: a match, not a registry)."""
-    from dibs.platform.dapo import DAPOAllocator  # dapo.py builds on this module's types
-
-    match cfg.allocator:
-        case "uniform":
-            return UniformAllocator(cfg.n_per_prompt)
-        case "gvm":
-            return GVMAllocator(cfg)
-        case "gvm_reuse":
-            return GVMReuseAllocator(cfg)
-        case "gvm_oracle":
-            return GVMOracleAllocator(cfg)
-        case "dapo":
-            return DAPOAllocator(cfg)
-    raise ValueError(f"allocation.allocator: unknown allocator {cfg.allocator!r}")

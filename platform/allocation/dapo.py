@@ -20,10 +20,10 @@ import torch
 
 from dibs.algorithms.advantages import nonzero_groups_mask
 from dibs.algorithms.allocation import uniform_allocation
-from dibs.platform.allocators import Allocation, AllocContext, Stateless
+from dibs.platform.allocation.allocators import Allocation, AllocContext, Stateless
+from dibs.platform.allocation.estimators import accepted_counts
 from dibs.platform.core import metrics as M
 from dibs.platform.core.config import AllocationConfig
-from dibs.platform.estimators import accepted_counts
 from dibs.platform.rollout.base import Rollouts, merge_rollouts
 from dibs.platform.tasks.evaluate import score_groups
 from dibs.platform.tasks.task import Problem
