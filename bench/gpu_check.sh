@@ -14,7 +14,7 @@ timeout "${DEMO_BUDGET:-150}" python3 - <<'PY'
 import pickle, time, torch
 from dibs.platform.core import metrics as M
 from dibs.platform.core.config import load_config
-from dibs.platform.loop import MemoryRecorder, NullProgress, train
+from dibs.platform.runtime.loop import MemoryRecorder, NullProgress, train
 steps = 30
 cfg = load_config("experiments/demo.yaml", ["model.cache_dir=/tmp/demo/models", "runtime.device=cuda",
                   f"train.steps={steps}", f"eval.every={steps}", "eval.k=1"])

@@ -106,7 +106,7 @@ def prompt_rows(rec, index: dict[str, int]) -> list[list]:
 def run_cell(args: tuple) -> tuple[dict, dict]:
     algorithm, arm, seed, overrides, threads, settings = args
     from dibs.platform.core import metrics as M
-    from dibs.platform.loop import MemoryRecorder, NullProgress, train
+    from dibs.platform.runtime.loop import MemoryRecorder, NullProgress, train
     from dibs.platform.tasks.task import build_task
 
     quiet(threads)

@@ -30,8 +30,8 @@ def prepass(cfg, data, samples: int, *, chunk: int = 64) -> dict:
     gradient norm and accepted count."""
     from dibs.platform.allocation.estimators import accept_rates, grad_norm_estimates
     from dibs.platform.learn.warm_start import prepare
-    from dibs.platform.loop import NullProgress, sampling_spec
     from dibs.platform.rollout.torch_engine import local_engine
+    from dibs.platform.runtime.loop import NullProgress, sampling_spec
     from dibs.platform.tasks.evaluate import score_groups
 
     data, policy, tokenizer, _, _ = prepare(cfg, NullProgress(), data)

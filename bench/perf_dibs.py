@@ -17,9 +17,9 @@ from dibs.platform.core import metrics as M
 from dibs.platform.core.config import ExperimentConfig
 from dibs.platform.core.flops import FORMULA, matmul_params, training_flops
 from dibs.platform.learn.learner import TorchLearner, length_micro_batches
-from dibs.platform.loop import LocalRuntime, NullProgress, learner_kwargs, sampling_spec, train
 from dibs.platform.rollout.base import SamplingSpec
-from dibs.platform.runner import StoreRecorder
+from dibs.platform.runtime.loop import LocalRuntime, NullProgress, learner_kwargs, sampling_spec, train
+from dibs.platform.runtime.recording import StoreRecorder
 from dibs.platform.store import open_store
 from dibs.platform.tasks.evaluate import score_groups
 from dibs.platform.tasks.task import TaskData

@@ -33,10 +33,10 @@ from dibs.platform.core.config import load_config
 from dibs.platform.core.flops import loglog_slope
 from dibs.platform.core.host import configure_process
 from dibs.platform.learn.warm_start import prepare
-from dibs.platform.loop import NullProgress
 from dibs.platform.rollout.base import SamplingSpec
 from dibs.platform.rollout.hf_engine import HFEngine
 from dibs.platform.rollout.torch_engine import TorchEngine
+from dibs.platform.runtime.loop import NullProgress
 
 ROOT = Path(__file__).resolve().parent.parent
 SCALING = {"train.prompts_per_step": [8, 16, 32], "allocation.n_per_prompt": [4, 8, 16],

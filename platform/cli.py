@@ -127,8 +127,8 @@ def _execute(cfg, store, run_id: str, owner: str, *, resume_from: str | None) ->
     """Run (or resume) the loop on the configured executor with a live display while renewing ``owner``'s
     lease; close the run's row and release the lease. SIGINT and SIGTERM stop it as Ctrl-C does."""
     from dibs.platform.display import RunDisplay, print_summary
-    from dibs.platform.heartbeat import Heartbeat, stop_signals
-    from dibs.platform.runner import run_inline, run_payload, run_ray
+    from dibs.platform.runtime.heartbeat import Heartbeat, stop_signals
+    from dibs.platform.runtime.runner import run_inline, run_payload, run_ray
 
     payload = run_payload(cfg, store.url, run_id, resume_from)
     execute = run_ray if cfg.runtime.executor == "ray" else run_inline

@@ -98,7 +98,7 @@ def trial_cpus(cfg: ExperimentConfig) -> float:
 
 
 def cpus_per_trial(cfg: ExperimentConfig) -> float:
-    from dibs.platform.distributed import learner_bundle
+    from dibs.platform.runtime.distributed import learner_bundle
 
     return cfg.learner.num_workers * learner_bundle(cfg, gpu=False)["CPU"] if cfg.distributed \
         else cfg.runtime.num_threads
@@ -149,7 +149,7 @@ def _trial_run(store, cfg: ExperimentConfig, spec: dict, trial_id: str, repeat: 
 
     from dibs.platform.core.provenance import git_commit, package_versions
     from dibs.platform.learn import checkpoint_check
-    from dibs.platform.runner import run_inline, run_payload, run_ray
+    from dibs.platform.runtime.runner import run_inline, run_payload, run_ray
 
     run_id = f"{trial_id}-s{repeat}"
     known = {r["id"]: r for r in store.list_runs()}

@@ -15,7 +15,7 @@ from rich.live import Live
 from rich.table import Table
 
 from dibs.platform.core.config import ConfigError, config_to_dict, format_error, validate_dict
-from dibs.platform.runner import cluster_address
+from dibs.platform.runtime.runner import cluster_address
 from dibs.platform.store.sql import DB_ENV, MASK, display_url, url_password, without_password
 from dibs.platform.sweep import (
     BEST_FILE,
@@ -175,7 +175,7 @@ def run_sweep(spec: dict, *, resume: bool, console: Console | None = None) -> di
     if not ray.is_initialized() and (address := cluster_address(base.runtime.address)):
         ray.init(address=address, log_to_driver=False)  # the experiment's cluster, or a Ray job's (`dibs submit`)
     elif not ray.is_initialized():
-        from dibs.platform.runner import start_local_ray
+        from dibs.platform.runtime.runner import start_local_ray
 
         start_local_ray(os.cpu_count() or 1, dashboard=base.distributed, log_to_driver=False)
     trainable = tune.with_resources(tune.with_parameters(trial_main, spec=spec), {"CPU": trial_cpus(base)})

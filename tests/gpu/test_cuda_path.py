@@ -16,9 +16,9 @@ from dibs.platform.core import metrics as M
 from dibs.platform.core.config import ModelConfig, load_config
 from dibs.platform.learn.learner import TorchLearner
 from dibs.platform.learn.model import qwen2_config, train_tokenizer
-from dibs.platform.loop import MemoryRecorder, NullProgress, train
 from dibs.platform.rollout.base import SamplingSpec
 from dibs.platform.rollout.hf_engine import HFEngine
+from dibs.platform.runtime.loop import MemoryRecorder, NullProgress, train
 
 pytestmark = [pytest.mark.gpu, pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")]
 

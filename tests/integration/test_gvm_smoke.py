@@ -5,7 +5,7 @@ import pytest
 
 from dibs.platform.core import metrics as M
 from dibs.platform.core.config import load_config
-from dibs.platform.loop import MemoryRecorder, NullProgress, train
+from dibs.platform.runtime.loop import MemoryRecorder, NullProgress, train
 
 pytestmark = pytest.mark.integration
 

@@ -7,9 +7,9 @@ import torch
 
 from dibs.platform.cli import main
 from dibs.platform.core.config import ConfigError, load_config
-from dibs.platform.distributed import learner_bundle, physical_gpu, rollout_threads
 from dibs.platform.learn.model import resolve_device
 from dibs.platform.rollout.base import Rollouts
+from dibs.platform.runtime.distributed import learner_bundle, physical_gpu, rollout_threads
 
 pytestmark = pytest.mark.unit
 

@@ -18,8 +18,8 @@ from dibs.platform.allocation.factory import build_allocator
 from dibs.platform.core import metrics as M
 from dibs.platform.core.config import AllocationConfig, ConfigError, ModelConfig, validate_dict
 from dibs.platform.learn.model import qwen2_config, train_tokenizer
-from dibs.platform.loop import Budget, account, allocate
 from dibs.platform.rollout.base import Rollouts, SamplingSpec
+from dibs.platform.runtime.loop import Budget, account, allocate
 from dibs.platform.tasks.task import Problem
 
 pytestmark = pytest.mark.unit

@@ -13,9 +13,9 @@ from dibs.platform.core.config import ConfigError, ExperimentConfig, load_config
 from dibs.platform.core.parallel import DataParallel
 from dibs.platform.learn.learner import TorchLearner
 from dibs.platform.learn.model import qwen2_config, train_tokenizer
-from dibs.platform.loop import Budget, learner_kwargs
 from dibs.platform.rollout.base import SamplingSpec
 from dibs.platform.rollout.hf_engine import HFEngine
+from dibs.platform.runtime.loop import Budget, learner_kwargs
 
 pytestmark = pytest.mark.unit
 

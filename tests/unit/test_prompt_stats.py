@@ -13,6 +13,7 @@ from sqlalchemy import create_engine, insert, inspect
 
 from dibs.platform.cli import main
 from dibs.platform.core.metrics import PromptStat
+from dibs.platform.runtime.recording import StoreRecorder
 from dibs.platform.store import ResultsStore, StoreError, open_store
 from dibs.platform.store.export import prompt_stats_to_csv
 from dibs.platform.store.models import Metric, PromptStatRow, Run
@@ -196,8 +197,6 @@ def test_cli_export_prompts(store, url, capsys):
 
 
 def test_store_recorder_records_prompts(store):
-    from dibs.platform.runner import StoreRecorder  # imports torch and transformers: only here
-
     run_id = _new_run(store)
     recorder = StoreRecorder(store, run_id)
     recorder.record_prompts(1, STEP_1)

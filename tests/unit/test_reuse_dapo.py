@@ -19,9 +19,9 @@ from dibs.platform.core import metrics as M
 from dibs.platform.core.config import AllocationConfig, ModelConfig
 from dibs.platform.learn.learner import token_logprobs
 from dibs.platform.learn.model import qwen2_config, train_tokenizer
-from dibs.platform.loop import Budget, account, prompt_stats
 from dibs.platform.rollout.base import Rollouts, SamplingSpec, merge_rollouts
 from dibs.platform.rollout.hf_engine import HFEngine
+from dibs.platform.runtime.loop import Budget, account, prompt_stats
 from dibs.platform.tasks.task import Problem
 
 pytestmark = pytest.mark.unit

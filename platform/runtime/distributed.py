@@ -39,9 +39,9 @@ from dibs.platform.learn import checkpoint, checkpoint_check
 from dibs.platform.learn.learner import TorchLearner
 from dibs.platform.learn.model import load, resolve_device
 from dibs.platform.learn.warm_start import prepare
-from dibs.platform.loop import NullProgress, learner_kwargs, train
 from dibs.platform.rollout.base import Rollouts, SamplingSpec, merge_rollouts
 from dibs.platform.rollout.torch_engine import local_engine
+from dibs.platform.runtime.loop import NullProgress, learner_kwargs, train
 from dibs.platform.tasks.task import build_task
 
 WARM_START_DIR = "warm-start"  # under the run's output dir: rank 0's warm start, loaded by the others
@@ -203,7 +203,7 @@ def learner_worker(payload: dict) -> None:
     # Ray workers log INFO to the driver; alembic announces every plugin it loads at INFO.
     logging.getLogger("alembic").setLevel(logging.WARNING)
     from dibs.platform.core.config import validate_dict
-    from dibs.platform.runner import QueueProgress, StoreRecorder
+    from dibs.platform.runtime.recording import QueueProgress, StoreRecorder
     from dibs.platform.store import open_store
 
     ctx = ray.train.get_context()

@@ -22,43 +22,9 @@ import transformers
 
 from dibs.platform.core.config import ExperimentConfig, config_to_dict, validate_dict
 from dibs.platform.core.host import configure_process
-from dibs.platform.core.metrics import PromptStat
-from dibs.platform.loop import train
-from dibs.platform.store import MetricRow, ResultsStore, open_store
-
-
-class StoreRecorder:
-    """Writes each step's metrics as rows keyed by (run, name, step), idempotently."""
-
-    def __init__(self, store: ResultsStore, run_id: str):
-        self.store, self.run_id = store, run_id
-
-    def record(self, step: int, values: dict[str, float], *, rollouts_consumed: int, tokens_generated: int,
-               wall_seconds: float) -> None:
-        self.store.log_metrics(self.run_id, [
-            MetricRow(step=step, name=k, value=float(v), rollouts_consumed=rollouts_consumed,
-                      tokens_generated=tokens_generated, wall_seconds=wall_seconds)
-            for k, v in values.items()])
-
-    def record_prompts(self, step: int, rows: list[PromptStat]) -> None:
-        """One step's per-prompt rows, keyed by (run, step, prompt) and as idempotent as `record`."""
-        self.store.log_prompt_stats(self.run_id, step, rows)
-
-    def checkpoint(self, step: int, path: str) -> None:
-        self.store.add_checkpoint(self.run_id, step, str(Path(path).resolve()))
-
-
-class QueueProgress:
-    """Progress events pushed into a queue; a full queue drops the event (display is best-effort)."""
-
-    def __init__(self, q):
-        self.q = q
-
-    def update(self, stage: str, done: int, total: int, info: dict[str, float]) -> None:
-        try:
-            self.q.put_nowait((stage, done, total, {k: float(v) for k, v in info.items()}))
-        except Exception:  # noqa: BLE001, S110 - a dropped progress event must never stop training
-            pass
+from dibs.platform.runtime.loop import train
+from dibs.platform.runtime.recording import QueueProgress, StoreRecorder
+from dibs.platform.store import open_store
 
 
 def run_payload(cfg: ExperimentConfig, db_url: str, run_id: str, resume_from: str | None) -> dict:
@@ -101,7 +67,7 @@ def run_ray(cfg: ExperimentConfig, payload: dict, on_progress: Callable[[tuple],
     pump.start()
     try:
         if cfg.distributed:
-            from dibs.platform.distributed import run_ray_train
+            from dibs.platform.runtime.distributed import run_ray_train
 
             return run_ray_train(cfg, payload, q)
         task = ray.remote(num_cpus=cfg.runtime.num_threads, max_retries=0)(worker_main)
@@ -119,7 +85,7 @@ def run_ray(cfg: ExperimentConfig, payload: dict, on_progress: Callable[[tuple],
 def _init_ray(cfg: ExperimentConfig) -> None:
     import ray
 
-    from dibs.platform.distributed import learner_bundle
+    from dibs.platform.runtime.distributed import learner_bundle
 
     if address := cluster_address(cfg.runtime.address):
         ray.init(address=address, log_to_driver=True)

@@ -273,7 +273,7 @@ def learner_kwargs(cfg: ExperimentConfig, ref: torch.nn.Module | None) -> dict:
 
 class LocalRuntime:
     """Where the loop's parts live: here one process, the transformers engine and the torch learner.
-    The distributed runtime (platform/distributed.py) answers the same four questions per rank."""
+    The distributed runtime (platform/runtime/distributed.py) answers the same four questions per rank."""
 
     dp = DataParallel()
 
@@ -302,7 +302,7 @@ def train(cfg: ExperimentConfig, recorder: Recorder, progress: Progress, *, chec
     """Warm start (or a checkpoint), then RL steps up to `train.steps`; returns the summary (step-0 and
     final eval). Resuming from a checkpoint of step N continues with step N+1 exactly as the
     uninterrupted run would (checkpoint.py). With several ranks every rank runs this same loop on the
-    same data; the runtime's engine and learner split the work (platform/distributed.py)."""
+    same data; the runtime's engine and learner split the work (platform/runtime/distributed.py)."""
     runtime = runtime or LocalRuntime()
     budget = Budget()  # wall clock from the start: the warm start is part of the run
     data, policy, tokenizer, sft_seconds, sft_loss = runtime.prepare(cfg, progress, data, resume_from)
