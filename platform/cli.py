@@ -243,7 +243,7 @@ def cmd_db(args) -> int:
 
 def cmd_sweep(args) -> int:
     """Start a sweep from its YAML, or `--resume` one whose driver stopped; ends with the best config."""
-    from dibs.platform.sweep_driver import resume_spec, run_sweep, start_spec
+    from dibs.platform.sweeps.sweep_driver import resume_spec, run_sweep, start_spec
 
     if (args.sweep is None) == (args.resume is None):
         return _fail("dibs sweep: give a sweep YAML, or --resume SWEEP_ID (not both)")

@@ -233,7 +233,7 @@ def submit(path: str, *, address: str | None, db: str | None = None, overrides: 
         raise ConfigError(f"{path}: --set applies to experiments; give a sweep's overrides under `fixed:`")
     cfg = None if sweep else load_config(path, overrides)
     if sweep:  # checked before open_store below may make the store; start_spec reads it again
-        from dibs.platform.sweep_config import load_sweep
+        from dibs.platform.sweeps.sweep_config import load_sweep
 
         load_sweep(path)
     out = Path(output_dir or (cfg.runtime.output_dir if cfg else "runs")).expanduser().resolve()
@@ -247,7 +247,7 @@ def submit(path: str, *, address: str | None, db: str | None = None, overrides: 
     for line in remote_warnings(address, db_url, out):
         (warn or _warn)(line)
     if sweep:
-        from dibs.platform.sweep_driver import start_spec
+        from dibs.platform.sweeps.sweep_driver import start_spec
 
         kind, dibs_id = "sweep", start_spec(path, db_url, str(out))["sweep_id"]
     else:

@@ -14,7 +14,7 @@ import pytest
 
 from dibs.platform.cli import main
 from dibs.platform.store import StoreError
-from dibs.platform.sweep_storage import SweepStorage, store_url_for_restore
+from dibs.platform.sweeps.sweep_storage import SweepStorage, store_url_for_restore
 
 pytestmark = pytest.mark.services
 

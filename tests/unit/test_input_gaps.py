@@ -229,7 +229,7 @@ def test_python_tags_are_refused(capsys, cwd):
 
 def test_best_yaml_keeps_floats_written_without_a_dot(tmp_path):
     from dibs.platform.core.config import load_config
-    from dibs.platform.sweep import write_best_yaml
+    from dibs.platform.sweeps.sweep import write_best_yaml
 
     base = tmp_path / "base.yaml"
     base.write_text("train:\n  lr: 1e-5\n  steps: 2\n")

@@ -159,7 +159,7 @@ def test_a_refused_submission_fails_its_run(tmp_path):
 
 
 def test_submit_sweep_submits_its_resume(tmp_path, monkeypatch):
-    from dibs.platform import sweep_driver
+    from dibs.platform.sweeps import sweep_driver
 
     monkeypatch.setattr(sweep_driver, "start_spec", lambda path, db_url, out: {"sweep_id": "sweep-x"})
     client = FakeClient()

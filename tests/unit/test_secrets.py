@@ -14,7 +14,7 @@ from dibs.platform import job_entry, job_upload, jobs
 from dibs.platform.cli import main
 from dibs.platform.core.config import ConfigError
 from dibs.platform.store.sql import display_url, redact, url_password, without_password
-from dibs.platform.sweep_driver import resume_spec, resume_url, start_spec
+from dibs.platform.sweeps.sweep_driver import resume_spec, resume_url, start_spec
 
 pytestmark = pytest.mark.unit
 

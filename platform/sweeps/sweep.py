@@ -32,7 +32,7 @@ import yaml
 from dibs.platform.core import metrics as M
 from dibs.platform.core import strict_yaml
 from dibs.platform.core.config import ConfigError, ExperimentConfig, apply_overrides
-from dibs.platform.sweep_config import ROLLOUTS, STEP, TOKENS, SweepConfig, trial_config, yaml_scalar
+from dibs.platform.sweeps.sweep_config import ROLLOUTS, STEP, TOKENS, SweepConfig, trial_config, yaml_scalar
 
 SPEC_FILE = "sweep.json"  # the sweep, its base experiment and where results go: enough to resume
 BEST_FILE = "best.yaml"
@@ -64,7 +64,7 @@ def searcher(sweep: SweepConfig, db_url: str, sweep_id: str):
         return BasicVariantGenerator(random_state=s.seed)
     from ray.tune.search.optuna import OptunaSearch
 
-    from dibs.platform.sweep_storage import SweepStorage
+    from dibs.platform.sweeps.sweep_storage import SweepStorage
 
     metrics, modes = zip(*s.objectives)
     storage = SweepStorage(db_url)  # the results database itself (Optuna's own tables)

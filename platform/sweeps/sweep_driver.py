@@ -17,7 +17,7 @@ from rich.table import Table
 from dibs.platform.core.config import ConfigError, config_to_dict, format_error, validate_dict
 from dibs.platform.runtime.runner import cluster_address
 from dibs.platform.store.sql import DB_ENV, MASK, display_url, url_password, without_password
-from dibs.platform.sweep import (
+from dibs.platform.sweeps.sweep import (
     BEST_FILE,
     SPEC_FILE,
     best_row,
@@ -31,7 +31,7 @@ from dibs.platform.sweep import (
     tune_space,
     write_best_yaml,
 )
-from dibs.platform.sweep_config import ROLLOUTS, SweepConfig, load_sweep, trial_config
+from dibs.platform.sweeps.sweep_config import ROLLOUTS, SweepConfig, load_sweep, trial_config
 
 
 def new_sweep_id() -> str:
@@ -167,7 +167,7 @@ def run_sweep(spec: dict, *, resume: bool, console: Console | None = None) -> di
     import ray
     from ray import tune
 
-    from dibs.platform.sweep_storage import store_url_for_restore
+    from dibs.platform.sweeps.sweep_storage import store_url_for_restore
 
     console = console or Console()
     sweep = SweepConfig.model_validate(spec["sweep"])
