@@ -18,8 +18,8 @@ from dibs.dashboards.series import X_AXES
 from dibs.platform.arg_types import finite_float
 from dibs.platform.core.config import ConfigError, config_to_dict, load_config, missing_paths, validate_dict
 from dibs.platform.core.provenance import git_commit, package_versions
-from dibs.platform.jobs import JobsError
-from dibs.platform.jobs_cli import add_parsers as add_job_parsers
+from dibs.platform.jobs.jobs import JobsError
+from dibs.platform.jobs.jobs_cli import add_parsers as add_job_parsers
 from dibs.platform.store.sql import display_url
 
 # The longest error line: enough for a file path, a dotted key and the problem; never a whole input.

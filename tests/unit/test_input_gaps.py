@@ -239,7 +239,7 @@ def test_best_yaml_keeps_floats_written_without_a_dot(tmp_path):
 
 
 def test_runtime_env_file_is_read_strictly(tmp_path):
-    from dibs.platform.jobs import JobsError, read_runtime_env
+    from dibs.platform.jobs.jobs import JobsError, read_runtime_env
 
     env = tmp_path / "env.yaml"
     env.write_text("env_vars: " + "[" * 5000 + "\n")

@@ -1,4 +1,4 @@
-"""`dibs.platform.jobs` without a cluster: address and store URL checks, the runtime env,
+"""`dibs.platform.jobs.jobs` without a cluster: address and store URL checks, the runtime env,
 entrypoints, bad inputs stopped before anything is uploaded, and the retry policy against a fake client."""
 
 from __future__ import annotations
@@ -9,9 +9,9 @@ from pathlib import Path
 import pytest
 from ray.job_submission import JobStatus
 
-from dibs.platform import jobs
 from dibs.platform.cli import main
 from dibs.platform.core.config import ConfigError
+from dibs.platform.jobs import jobs
 from dibs.platform.store import StoreError, open_store
 
 pytestmark = pytest.mark.unit
@@ -123,9 +123,9 @@ def test_runtime_env_merge():
 
 def test_entrypoints():
     assert jobs.entrypoint("run", "run-1", Path("/o"), store="sqlite:////a.db") == \
-        "cd dibs && python -m dibs.platform.job_entry --store sqlite:////a.db -- resume run-1"
+        "cd dibs && python -m dibs.platform.jobs.entrypoint --store sqlite:////a.db -- resume run-1"
     assert jobs.entrypoint("sweep", "sweep-1", Path("/o d"), store="postgresql://u@h/d", db_file="/etc/u") == \
-        ("cd dibs && python -m dibs.platform.job_entry --db-file /etc/u --store postgresql://u@h/d -- "
+        ("cd dibs && python -m dibs.platform.jobs.entrypoint --db-file /etc/u --store postgresql://u@h/d -- "
          "sweep --resume sweep-1 --output-dir '/o d'")
 
 

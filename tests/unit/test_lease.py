@@ -16,7 +16,7 @@ from alembic import command
 
 from dibs.platform import cli
 from dibs.platform.core.config import config_to_dict, load_config
-from dibs.platform.jobs import retry_entrypoint
+from dibs.platform.jobs.jobs import retry_entrypoint
 from dibs.platform.runtime.heartbeat import Heartbeat, Stopped, stop_signals
 from dibs.platform.store import ResultsStore, StoreError, open_store
 from dibs.platform.store.lease import LeaseHeld

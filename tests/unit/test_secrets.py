@@ -10,9 +10,10 @@ from pathlib import Path
 
 import pytest
 
-from dibs.platform import job_entry, job_upload, jobs
 from dibs.platform.cli import main
 from dibs.platform.core.config import ConfigError
+from dibs.platform.jobs import entrypoint as job_entry
+from dibs.platform.jobs import job_upload, jobs
 from dibs.platform.store.sql import display_url, redact, url_password, without_password
 from dibs.platform.sweeps.sweep_driver import resume_spec, resume_url, start_spec
 
@@ -109,7 +110,7 @@ def test_a_job_carries_no_url_with_a_password_and_retries_upload_the_same(tmp_pa
                       include=["tests/fixtures/math_eval"], db_file="/etc/dibs/db_url")
     [call] = client.calls
     assert jobs.DB_ENV not in call["runtime_env"]["env_vars"]
-    assert call["entrypoint"] == ("cd dibs && python -m dibs.platform.job_entry --db-file /etc/dibs/db_url "
+    assert call["entrypoint"] == ("cd dibs && python -m dibs.platform.jobs.entrypoint --db-file /etc/dibs/db_url "
                                   f"--store {url} -- resume {sub.dibs_id}")
     assert client.staged == job_upload.upload_list(jobs.PROJECT_ROOT, ["tests/fixtures/math_eval"])
     assert json.loads(call["metadata"]["dibs_include"]) == ["tests/fixtures/math_eval"]

@@ -9,7 +9,7 @@ taken from, in order:
 3. `--store URL`: the URL given to `dibs submit`, which holds no password (SQLite, or PostgreSQL with
    the password in the nodes' ~/.pgpass or $PGPASSWORD).
 
-    python -m dibs.platform.job_entry [--db-file PATH] [--store URL] -- resume RUN_ID
+    python -m dibs.platform.jobs.entrypoint [--db-file PATH] [--store URL] -- resume RUN_ID
 """
 
 from __future__ import annotations
@@ -26,7 +26,7 @@ from dibs.platform.store.sql import DB_ENV
 def entrypoint(kind: str, dibs_id: str, output_dir: Path, *, store: str, db_file: str | None = None) -> str:
     """The job's shell command: run (or resume) the dibs record by id inside the uploaded project, with
     the store URL found on the cluster (`main`); ``store`` holds no password (jobs.resolve_store_url)."""
-    entry = ["cd dibs && python -m dibs.platform.job_entry", *(["--db-file", db_file] if db_file else []),
+    entry = ["cd dibs && python -m dibs.platform.jobs.entrypoint", *(["--db-file", db_file] if db_file else []),
              "--store", store, "--"]
     dibs = ["resume", dibs_id] if kind == "run" else ["sweep", "--resume", dibs_id, "--output-dir", str(output_dir)]
     return " ".join([entry[0], *map(shlex.quote, entry[1:] + dibs)])

@@ -50,10 +50,10 @@ from urllib.parse import urlsplit
 
 import yaml
 
-from dibs.platform import job_upload
 from dibs.platform.core import strict_yaml
 from dibs.platform.core.config import ConfigError, config_to_dict, load_config, read_yaml_mapping
-from dibs.platform.job_entry import entrypoint, retry_entrypoint  # the job's command, built here
+from dibs.platform.jobs import job_upload
+from dibs.platform.jobs.entrypoint import entrypoint, retry_entrypoint  # the job's command, built here
 from dibs.platform.store.sql import DB_ENV, display_url, redact  # DB_ENV: never in a runtime_env
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent  # the repository root is the `dibs` package

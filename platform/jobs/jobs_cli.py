@@ -1,4 +1,4 @@
-"""`dibs submit` and `dibs jobs list|status|logs|stop|retry`: the command line over `dibs.platform.jobs`
+"""`dibs submit` and `dibs jobs list|status|logs|stop|retry`: the command line over `dibs.platform.jobs.jobs`
 (see its docstring for what a submission uploads, runs and retries)."""
 
 from __future__ import annotations
@@ -7,7 +7,7 @@ import argparse
 import json
 import sys
 
-from dibs.platform import jobs
+from dibs.platform.jobs import jobs
 from dibs.platform.store.sql import display_url
 
 ADDRESS_HELP = "Ray dashboard URL, http://HOST:8265 (default: $RAY_API_SERVER_ADDRESS)"
