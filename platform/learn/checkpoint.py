@@ -10,9 +10,9 @@ exactly as the uninterrupted run would have (tested).
 
 Nothing in a checkpoint is trusted: its path comes from the results store, which others may write.
 Nothing is unpickled beyond tensors and plain containers (`torch.load(weights_only=True)`, with DeepSpeed's
-three bookkeeping classes allowed by name), weights load only from safetensors, and `checkpoint_check.choose` refuses a
-checkpoint outside the run's own directory, of another architecture, or one that is incomplete or damaged,
-falling back to the next older one.
+three bookkeeping classes allowed by name), weights load only from safetensors, and `checkpoint_check.choose`
+refuses a checkpoint outside the run's own directory, of another architecture, or one that is incomplete or
+damaged, falling back to the next older one.
 
 A checkpoint is written into a temporary directory, fsynced, and renamed into place; a step written again
 replaces the old one only once the new one is in place. With several learner ranks every rank calls `save`
@@ -167,7 +167,8 @@ def on_disk(root: str | Path) -> list[tuple[int, str]]:
 
 
 def latest(root: str | Path) -> str | None:
-    """The newest complete `step-N` under `root`, or None (no content checks: see `checkpoint_check.choose`)."""
+    """The newest complete `step-N` under `root`, or None (no content checks: see
+    `checkpoint_check.choose`)."""
     done = [path for _, path in on_disk(root) if is_complete(path)]
     return done[-1] if done else None
 

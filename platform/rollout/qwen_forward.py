@@ -3,7 +3,8 @@
 Shared by the decode loop (platform/rollout/torch_engine.py) and the learner's forward (`causal_logits`), so
 it sits in rollout/, below learn/. The q|k|v and gate|up projections run fused, one matmul each;
 attention is `scaled_dot_product_attention`, causal without a mask where rows are packed to the left (the
-learner), or through a caller's `attend` (the decode loop's KV cache). The math is the transformers implementation's (tests hold the two equal).
+learner), or through a caller's `attend` (the decode loop's KV cache). The math is the transformers
+implementation's (tests hold the two equal).
 """
 
 from __future__ import annotations

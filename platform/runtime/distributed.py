@@ -216,8 +216,9 @@ def learner_worker(payload: dict) -> None:
     out_dir = Path(payload["checkpoint_dir"]).parent
     # A restarted group resumes from the newest usable checkpoint on disk, which includes the one
     # `dibs resume` picked; every rank checks the same files and so picks the same one.
-    picked = checkpoint_check.choose(checkpoint.on_disk(payload["checkpoint_dir"]), run_dir=out_dir,
-                                     model=cfg.model, on_skip=checkpoint.warn if dp.rank == 0 else lambda _: None)
+    on_disk = checkpoint.on_disk(payload["checkpoint_dir"])
+    picked = checkpoint_check.choose(on_disk, run_dir=out_dir, model=cfg.model,
+                                     on_skip=checkpoint.warn if dp.rank == 0 else lambda _: None)
     resume_from = picked[1] if picked else None
     (out_dir / "workers").mkdir(parents=True, exist_ok=True)
     # Where each rank runs, for fault-injection and multi-node tests.

@@ -157,8 +157,8 @@ def _trial_run(store, cfg: ExperimentConfig, spec: dict, trial_id: str, repeat: 
     if run_id in known:
         if known[run_id]["status"] == "finished":
             return store.get_run(run_id)["summary"]
-        picked = checkpoint_check.choose(store.checkpoints(run_id), run_dir=Path(cfg.runtime.output_dir) / run_id,
-                                   model=cfg.model)
+        picked = checkpoint_check.choose(store.checkpoints(run_id),
+                                         run_dir=Path(cfg.runtime.output_dir) / run_id, model=cfg.model)
         resume_from = picked[1] if picked else None
         store.resume_run(run_id)
     else:

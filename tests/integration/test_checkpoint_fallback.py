@@ -6,7 +6,7 @@ import shutil
 
 import pytest
 
-from dibs.platform.cli import main
+from dibs.platform.cli.main import main
 from dibs.platform.core import metrics as M
 from dibs.platform.store import open_store
 

@@ -13,7 +13,7 @@ import pytest
 from alembic import command
 from sqlalchemy import create_engine, insert, select
 
-from dibs.platform.cli import main
+from dibs.platform.cli.main import main
 from dibs.platform.core.metrics import PromptStat
 from dibs.platform.store import MetricRow, ResultsStore, StoreError, open_store
 from dibs.platform.store.models import Checkpoint, Evaluation, Experiment, Metric, PromptStatRow, Run

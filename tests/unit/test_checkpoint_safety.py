@@ -86,7 +86,8 @@ def pick(run_dir: Path, cfg, recorded=None):
     """`checkpoint_check.choose` over the run's checkpoints; returns (picked, skip messages)."""
     skipped: list[str] = []
     recorded = recorded if recorded is not None else checkpoint.on_disk(run_dir / "checkpoints")
-    return checkpoint_check.choose(recorded, run_dir=run_dir, model=cfg.model, on_skip=skipped.append), skipped
+    picked = checkpoint_check.choose(recorded, run_dir=run_dir, model=cfg.model, on_skip=skipped.append)
+    return picked, skipped
 
 
 def step_dir(run_dir: Path, step: int) -> Path:

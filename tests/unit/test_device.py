@@ -5,7 +5,7 @@ placement-group bundle, and the engine sleeping through the update."""
 import pytest
 import torch
 
-from dibs.platform.cli import main
+from dibs.platform.cli.main import main
 from dibs.platform.core.config import ConfigError, load_config
 from dibs.platform.learn.model import resolve_device
 from dibs.platform.rollout.base import Rollouts

@@ -169,7 +169,7 @@ def test_n_oracle_default_and_bounds():
 
 @pytest.mark.parametrize("allocator, warned", [("gvm_oracle", 1), ("gvm", 0)])
 def test_dibs_run_warns_once_that_the_probe_is_not_charged(allocator, warned, tmp_path, monkeypatch, capsys):
-    from dibs.platform import cli
+    from dibs.platform.cli import main as cli
 
     monkeypatch.setattr(cli, "_execute", lambda *a, **k: 0)  # the warning comes before any training
     args = ["run", "experiments/gvm-smoke.yaml", "--set", f"allocation.allocator={allocator}",

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from dibs.platform.cli import ERROR_CAP, _fail, main
+from dibs.platform.cli.main import ERROR_CAP, _fail, main
 
 pytestmark = pytest.mark.unit
 
@@ -259,7 +259,7 @@ def test_sweep_repeats_keep_seeds_in_range(capsys, cwd):
 @pytest.mark.parametrize("name", ["1e3", "42", "true", "a: b"])
 def test_run_name_is_taken_as_text(name, cwd, monkeypatch):
     """`--name` is a string whatever it looks like: the strict reader would read `1e3` as a float."""
-    from dibs.platform import cli
+    from dibs.platform.cli import main as cli
 
     seen = {}
     monkeypatch.setattr(cli, "_execute", lambda cfg, *a, **k: seen.setdefault("name", cfg.name) and 0)

@@ -14,7 +14,7 @@ import pytest
 import sqlalchemy
 from alembic import command
 
-from dibs.platform import cli
+from dibs.platform.cli import main as cli
 from dibs.platform.core.config import config_to_dict, load_config
 from dibs.platform.jobs.jobs import retry_entrypoint
 from dibs.platform.runtime.heartbeat import Heartbeat, Stopped, stop_signals

@@ -137,7 +137,7 @@ def test_there_are_four_paper_recipes():
 
 
 def test_dibs_validate_passes_every_paper_recipe(capsys):
-    from dibs.platform.cli import main
+    from dibs.platform.cli.main import main
 
     for path in sorted((REPO / "experiments" / "paper").glob("*.yaml")):
         assert main(["validate", str(path)]) == 0

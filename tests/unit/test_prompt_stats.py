@@ -11,7 +11,7 @@ import pytest
 from alembic import command
 from sqlalchemy import create_engine, insert, inspect
 
-from dibs.platform.cli import main
+from dibs.platform.cli.main import main
 from dibs.platform.core.metrics import PromptStat
 from dibs.platform.runtime.recording import StoreRecorder
 from dibs.platform.store import ResultsStore, StoreError, open_store

@@ -15,7 +15,7 @@ import time
 from pathlib import Path
 
 from dibs.dashboards.series import X_AXES
-from dibs.platform.arg_types import finite_float
+from dibs.platform.cli.arg_types import finite_float
 from dibs.platform.core.config import ConfigError, config_to_dict, load_config, missing_paths, validate_dict
 from dibs.platform.core.provenance import git_commit, package_versions
 from dibs.platform.jobs.jobs import JobsError
@@ -93,7 +93,7 @@ def cmd_resume(args) -> int:
     # The newest checkpoint that passes checkpoint_check; each refused one is reported on stderr. Only
     # reads: the lease is taken after it, so nothing can leave the run held if it fails.
     picked = checkpoint_check.choose(store.checkpoints(run_id), run_dir=Path(cfg.runtime.output_dir) / run_id,
-                               model=cfg.model)
+                                     model=cfg.model)
     resume_from = picked[1] if picked else None
     where = f"step {picked[0]} ({resume_from})" if picked else "the start (no usable checkpoint)"
     verb = "starting" if run["status"] == "submitted" else "resuming"  # a Ray job's first attempt
@@ -126,7 +126,7 @@ def _take_lease(store, run_id: str, owner: str, *, force: bool, wait: float) -> 
 def _execute(cfg, store, run_id: str, owner: str, *, resume_from: str | None) -> int:
     """Run (or resume) the loop on the configured executor with a live display while renewing ``owner``'s
     lease; close the run's row and release the lease. SIGINT and SIGTERM stop it as Ctrl-C does."""
-    from dibs.platform.display import RunDisplay, print_summary
+    from dibs.platform.cli.display import RunDisplay, print_summary
     from dibs.platform.runtime.heartbeat import Heartbeat, stop_signals
     from dibs.platform.runtime.runner import run_inline, run_payload, run_ray
 
@@ -356,7 +356,7 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("action", choices=["upgrade"])
     d.add_argument("--db")
     d.set_defaults(func=cmd_db)
-    from dibs.platform.eval_cli import add_eval_parser  # `dibs eval CHECKPOINT --suite math5`
+    from dibs.platform.cli.eval_cli import add_eval_parser  # `dibs eval CHECKPOINT --suite math5`
 
     add_eval_parser(sub)
     add_job_parsers(sub)

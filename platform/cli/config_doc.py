@@ -3,7 +3,7 @@
 The field descriptions in platform/core/config.py are the one place a key is documented; this module only
 renders them, so the reference cannot drift from the code (a unit test regenerates it and compares).
 
-    python -m dibs.platform.config_doc > docs/config.md
+    python -m dibs.platform.cli.config_doc > docs/config.md
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ from dibs.platform.core.config import ExperimentConfig
 HEADER = """# Configuration reference
 
 Generated from the field descriptions in `platform/core/config.py` by
-`python -m dibs.platform.config_doc > docs/config.md`; edit those, not this file. An experiment YAML
+`python -m dibs.platform.cli.config_doc > docs/config.md`; edit those, not this file. An experiment YAML
 lists only what differs from these defaults; `--set section.key=value` overrides one key.
 """
 

@@ -17,8 +17,8 @@ import json
 import re
 from pathlib import Path
 
-from dibs.platform.arg_types import positive_float
-from dibs.platform.arg_types import seed as seed_arg
+from dibs.platform.cli.arg_types import positive_float
+from dibs.platform.cli.arg_types import seed as seed_arg
 from dibs.platform.core.config import ConfigError
 from dibs.platform.store.sql import display_url
 
