@@ -56,7 +56,7 @@ from dibs.platform.jobs import job_upload
 from dibs.platform.jobs.entrypoint import entrypoint, retry_entrypoint  # the job's command, built here
 from dibs.platform.store.sql import DB_ENV, display_url, redact  # DB_ENV: never in a runtime_env
 
-PROJECT_ROOT = Path(__file__).resolve().parent.parent  # the repository root is the `dibs` package
+PROJECT_ROOT = Path(__file__).resolve().parents[2]  # the repository root is the `dibs` package
 TERMINAL = ("SUCCEEDED", "FAILED", "STOPPED")
 LOOPBACK_NAMES = ("localhost",)
 
