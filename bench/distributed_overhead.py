@@ -31,7 +31,7 @@ CELLS = {  # name -> overrides on top of the demo
 
 
 def run_cell(name: str, overrides: list[str], work: Path) -> dict:
-    from dibs.platform import metrics as M
+    from dibs.platform.core import metrics as M
     from dibs.platform.store import open_store
 
     url = f"sqlite:///{work}/bench.db"

@@ -2,7 +2,7 @@
 peak memory. Run through bench/gpu_math_check.sh on the device machine (it sets up the packages), or
 directly where dibs is installed: `python bench/gpu_math_check.py --out /tmp/check`.
 
-Both phases run in this process through `dibs.platform.cli.main`, so `torch.cuda.max_memory_allocated`
+Both phases run in this process through `dibs.platform.cli.main.main`, so `torch.cuda.max_memory_allocated`
 covers them. The model is the demo's Qwen2 architecture at a few tens of millions of parameters with the
 local character tokenizer: it cannot write LaTeX, so accuracy is ~0 and only speed and memory mean
 anything. Responses run to `--max-new-tokens` (the model rarely stops), which makes tokens/s a fair
@@ -20,10 +20,10 @@ from pathlib import Path
 
 import torch
 
-from dibs.platform import metrics as M
-from dibs.platform.cli import main as dibs
-from dibs.platform.config import ModelConfig
-from dibs.platform.model import build_base_model, load, num_parameters
+from dibs.platform.cli.main import main as dibs
+from dibs.platform.core import metrics as M
+from dibs.platform.core.config import ModelConfig
+from dibs.platform.learn.model import build_base_model, load, num_parameters
 from dibs.platform.store import open_store
 
 REPO = Path(__file__).resolve().parents[1]

@@ -62,7 +62,7 @@ QUICK = ["train.steps=6", "eval.every=2"]
 
 
 def load(algorithm: str, seed: int, overrides: list[str]):
-    from dibs.platform.config import load_config
+    from dibs.platform.core.config import load_config
 
     return load_config(EXPERIMENTS[algorithm], [f"seed={seed}", *overrides])
 
@@ -105,9 +105,9 @@ def prompt_rows(rec, index: dict[str, int]) -> list[list]:
 
 def run_cell(args: tuple) -> tuple[dict, dict]:
     algorithm, arm, seed, overrides, threads, settings = args
-    from dibs.platform import metrics as M
-    from dibs.platform.loop import MemoryRecorder, NullProgress, train
-    from dibs.platform.task import build_task
+    from dibs.platform.core import metrics as M
+    from dibs.platform.runtime.loop import MemoryRecorder, NullProgress, train
+    from dibs.platform.tasks.task import build_task
 
     quiet(threads)
     cfg = load(algorithm, seed, [*overrides, *ARMS[arm][1]])

@@ -13,16 +13,16 @@ from collections import defaultdict
 import torch
 
 from dibs.algorithms.advantages import grpo_advantages
-from dibs.platform import metrics as M
-from dibs.platform.config import ExperimentConfig
-from dibs.platform.evaluate import score_groups
-from dibs.platform.flops import FORMULA, matmul_params, training_flops
-from dibs.platform.learner import TorchLearner, length_micro_batches
-from dibs.platform.loop import LocalRuntime, NullProgress, learner_kwargs, sampling_spec, train
-from dibs.platform.rollout import SamplingSpec
-from dibs.platform.runner import StoreRecorder
+from dibs.platform.core import metrics as M
+from dibs.platform.core.config import ExperimentConfig
+from dibs.platform.core.flops import FORMULA, matmul_params, training_flops
+from dibs.platform.learn.learner import TorchLearner, length_micro_batches
+from dibs.platform.rollout.base import SamplingSpec
+from dibs.platform.runtime.loop import LocalRuntime, NullProgress, learner_kwargs, sampling_spec, train
+from dibs.platform.runtime.recording import StoreRecorder
 from dibs.platform.store import open_store
-from dibs.platform.task import TaskData
+from dibs.platform.tasks.evaluate import score_groups
+from dibs.platform.tasks.task import TaskData
 
 
 def gemm_peak(sizes: tuple[int, ...] = (512, 1024, 2048), reps: int = 7) -> dict:

@@ -14,7 +14,7 @@ import json
 import time
 from pathlib import Path
 
-from dibs.platform.rollout import SamplingSpec
+from dibs.platform.rollout.base import SamplingSpec
 
 
 def main() -> None:
@@ -29,7 +29,7 @@ def main() -> None:
 
     import vllm
 
-    from dibs.platform.vllm_engine import VLLMEngine
+    from dibs.platform.rollout.vllm_engine import VLLMEngine
 
     prompts = json.loads(Path(args.prompts).read_text())
     engine = VLLMEngine(args.model_dir, max_model_len=128)  # the demo model's max_position_embeddings

@@ -29,13 +29,14 @@ import torch
 sys.path.insert(0, str(Path(__file__).parent))
 import perf_dibs
 
-from dibs.platform.config import load_config
-from dibs.platform.flops import loglog_slope
-from dibs.platform.host import configure_process
-from dibs.platform.loop import NullProgress
-from dibs.platform.rollout import HFEngine, SamplingSpec
-from dibs.platform.torch_engine import TorchEngine
-from dibs.platform.warm_start import prepare
+from dibs.platform.core.config import load_config
+from dibs.platform.core.flops import loglog_slope
+from dibs.platform.core.host import configure_process
+from dibs.platform.learn.warm_start import prepare
+from dibs.platform.rollout.base import SamplingSpec
+from dibs.platform.rollout.hf_engine import HFEngine
+from dibs.platform.rollout.torch_engine import TorchEngine
+from dibs.platform.runtime.loop import NullProgress
 
 ROOT = Path(__file__).resolve().parent.parent
 SCALING = {"train.prompts_per_step": [8, 16, 32], "allocation.n_per_prompt": [4, 8, 16],
@@ -176,7 +177,7 @@ def _rollouts(b: SimpleNamespace, *, vllm: bool) -> dict:
 def _rl_steps(b: SimpleNamespace) -> dict:
     steps_of = {"dibs": lambda: perf_dibs.rl_steps(b.cfg, b.data, b.policy, b.tok, warmup=b.warmup, steps=b.steps)}
     if b.trl:
-        from dibs.platform.evaluate import reward
+        from dibs.platform.tasks.evaluate import reward
 
         t = b.cfg.train
         problems = [(b.tok.bos_token + p.prompt, p.answer) for p in b.data.train[:b.P * (b.warmup + b.steps + 1)]]

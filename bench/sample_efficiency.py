@@ -41,7 +41,7 @@ def experiment(algorithm: str, allocator: str) -> Path:
 
 
 def load(algorithm: str, allocator: str, seed: int, overrides: list[str]):
-    from dibs.platform.config import load_config
+    from dibs.platform.core.config import load_config
 
     swap = [f"allocation.allocator={ORACLE}"] if allocator == ORACLE else []
     return load_config(experiment(algorithm, allocator), [f"seed={seed}", "runtime.checkpoint_every=0",
@@ -63,7 +63,7 @@ def quiet(threads: int) -> None:
 
 
 def data_fingerprint(seed: int, overrides: list[str], data_dir: str | None) -> str:
-    from dibs.platform.task import build_task
+    from dibs.platform.tasks.task import build_task
 
     data = task_data(data_dir, seed) or build_task(load(ALGORITHMS[0], "uniform", seed, overrides).task, seed)
     return data.fingerprint()
@@ -71,8 +71,8 @@ def data_fingerprint(seed: int, overrides: list[str], data_dir: str | None) -> s
 
 def warm_start_seed(args: tuple) -> int:
     seed, overrides, data_dir, threads = args
-    from dibs.platform.loop import NullProgress
-    from dibs.platform.warm_start import prepare
+    from dibs.platform.learn.warm_start import prepare
+    from dibs.platform.runtime.loop import NullProgress
 
     quiet(threads)
     prepare(load(ALGORITHMS[0], "uniform", seed, overrides), NullProgress(), task_data(data_dir, seed))
@@ -81,8 +81,8 @@ def warm_start_seed(args: tuple) -> int:
 
 def run_cell(args: tuple) -> dict:
     algorithm, allocator, seed, overrides, data_dir, threads, settings = args
-    from dibs.platform import metrics as M
-    from dibs.platform.loop import MemoryRecorder, NullProgress, train
+    from dibs.platform.core import metrics as M
+    from dibs.platform.runtime.loop import MemoryRecorder, NullProgress, train
 
     quiet(threads)
     cfg = load(algorithm, allocator, seed, overrides)

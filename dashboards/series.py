@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 
-from dibs.platform import metrics as M
+from dibs.platform.core import metrics as M
 
 UPDATES = "updates"
 X_AXES = ("step", "rollouts_consumed", "tokens_generated", "wall_seconds", UPDATES)

@@ -23,8 +23,8 @@ from pathlib import Path
 import pytest
 from sqlalchemy import create_engine, func, select
 
-from dibs.platform.config import ExperimentConfig, config_to_dict
-from dibs.platform.metrics import PromptStat
+from dibs.platform.core.config import ExperimentConfig, config_to_dict
+from dibs.platform.core.metrics import PromptStat
 from dibs.platform.store import MetricRow, ResultsStore
 
 XSS_NAME = "<script>alert(1)</script>"

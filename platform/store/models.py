@@ -190,7 +190,8 @@ class Checkpoint(Base):
 
 
 class PromptStatRow(Base):
-    """Where one step's rollout budget went for one prompt (a stored ``dibs.platform.metrics.PromptStat``).
+    """Where one step's rollout budget went for one prompt (a stored
+    ``dibs.platform.core.metrics.PromptStat``).
 
     ``p_hat``/``g_hat`` are NULL when the allocator had no estimate (NaN) or a non-finite one, as for
     ``Metric.value``. ``prompt_id`` is the prompt text itself, so rows line up across runs of a task.

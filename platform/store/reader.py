@@ -23,7 +23,7 @@ from .evaluations import read_evaluations
 from .models import Checkpoint, Metric, Run
 from .sql import StoreError, UnknownRun, behind_head, display_url, not_a_store, one_line, run_head
 from .telemetry import read_prompt_stats
-from .versioning import current_heads, store_kind
+from .versioning import alembic_config, current_heads, store_kind
 
 METRIC_FIELDS = ("step", "rollouts_consumed", "tokens_generated", "wall_seconds", "name", "value")
 RUN_FILTERS = ("experiment", "status", "sweep_id")  # columns a run listing filters on in SQL
@@ -74,8 +74,6 @@ def read_run(conn: Connection, run_id: str) -> dict[str, Any]:
 def inspect_store(engine: Engine, url: str) -> tuple[str, set[str], set[str]]:
     """(kind, current revisions, head revisions) of the database behind ``engine``, looked at without
     writing (``versioning.store_kind``); StoreError naming the store when it cannot be read."""
-    from .store import alembic_config  # store.py imports this module for read_run
-
     try:
         script = ScriptDirectory.from_config(alembic_config(url))
         ours = {r.revision for r in script.walk_revisions()}

@@ -19,17 +19,15 @@ from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timezone
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from alembic import command
-from alembic.config import Config
 from alembic.script import ScriptDirectory
 from alembic.util.exc import CommandError
 from sqlalchemy import Connection, insert, select, update
 from sqlalchemy.exc import ArgumentError, SQLAlchemyError
 
-from . import catalog, lease, migrations
+from . import catalog, lease
 from .engine import WRITE_OPTION, make_engine, sqlite_file
 from .evaluations import EVALUATION_KEY, evaluation_values, read_evaluations
 from .lease import LEASE_SECONDS
@@ -37,12 +35,12 @@ from .models import RUN_STATUSES, Checkpoint, Evaluation, Metric, PromptStatRow,
 from .reader import read_run, refuse_non_store, resolve_run
 from .sql import StoreError, behind_head, display_url, insert_ignore, json_safe, one_line, run_head
 from .telemetry import PROMPT_STAT_KEY, prompt_stat_values, read_prompt_stats
-from .versioning import adopt_legacy_version, migration_context
+from .versioning import adopt_legacy_version, alembic_config, migration_context
 
 if TYPE_CHECKING:
     from typing_extensions import Self  # typing.Self needs Python 3.11
 
-    from dibs.platform.metrics import PromptStat
+    from dibs.platform.core.metrics import PromptStat
 
 DEFAULT_URL = "sqlite:///runs/dibs.db"
 _ALEMBIC_LOCK = threading.Lock()
@@ -75,16 +73,6 @@ def open_store(url: str | None, *, upgrade: bool = False, create: bool = True) -
     migrations (``create=False``: it is an error instead); an older one is only upgraded with
     ``upgrade=True`` (`dibs db upgrade`, the only way a schema changes). A database of something else is refused."""
     return ResultsStore(store_url(url), upgrade=upgrade, create=create)
-
-
-def alembic_config(url: str, connection: Connection | None = None) -> Config:
-    """An Alembic config for the store's migrations, with no alembic.ini; ``connection`` is reused."""
-    config = Config()
-    config.set_main_option("script_location", str(Path(migrations.__file__).parent))
-    config.set_main_option("sqlalchemy.url", url.replace("%", "%%"))  # configparser interpolation
-    if connection is not None:
-        config.attributes["connection"] = connection
-    return config
 
 
 class ResultsStore:

@@ -18,8 +18,8 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from dibs.platform.config import ConfigError, TaskConfig
-from dibs.platform.task import TaskData
+from dibs.platform.core.config import ConfigError, TaskConfig
+from dibs.platform.tasks.base import TaskData
 from dibs.platform.tasks.math import gold_text, last_boxed
 
 # docs/method.md §6: Qwen2.5-Math's chain-of-thought prompt, in its ChatML chat format. Rendered as text here

@@ -11,8 +11,8 @@ from __future__ import annotations
 import time
 from dataclasses import asdict, dataclass, field
 
-from dibs.platform import metrics as M
-from dibs.platform.rollout import RolloutEngine, SamplingSpec
+from dibs.platform.core import metrics as M
+from dibs.platform.rollout.base import RolloutEngine, SamplingSpec
 from dibs.platform.tasks.math import ScoreStats, score
 from dibs.platform.tasks.math_data import MathProblem
 

@@ -11,13 +11,14 @@ import pytest
 import torch
 from transformers import Qwen2ForCausalLM
 
-from dibs.platform import metrics as M
-from dibs.platform.config import ModelConfig, load_config
-from dibs.platform.estimators import per_sample_grad_norms
-from dibs.platform.learner import TorchLearner
-from dibs.platform.loop import MemoryRecorder, NullProgress, train
-from dibs.platform.model import qwen2_config, train_tokenizer
-from dibs.platform.rollout import HFEngine, SamplingSpec
+from dibs.platform.allocation.estimators import per_sample_grad_norms
+from dibs.platform.core import metrics as M
+from dibs.platform.core.config import ModelConfig, load_config
+from dibs.platform.learn.learner import TorchLearner
+from dibs.platform.learn.model import qwen2_config, train_tokenizer
+from dibs.platform.rollout.base import SamplingSpec
+from dibs.platform.rollout.hf_engine import HFEngine
+from dibs.platform.runtime.loop import MemoryRecorder, NullProgress, train
 
 pytestmark = [pytest.mark.gpu, pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")]
 
@@ -87,7 +88,7 @@ def test_deepspeed_on_nccl_steps_like_the_torch_learner(tiny, stage, monkeypatch
     if not torch.distributed.is_initialized():
         deepspeed.init_distributed(dist_backend="nccl")
     assert torch.distributed.get_backend() == "nccl"
-    from dibs.platform.deepspeed_learner import DeepSpeedLearner
+    from dibs.platform.learn.deepspeed_learner import DeepSpeedLearner
 
     learner = DeepSpeedLearner(copy.deepcopy(model).cuda(), zero_stage=stage, **kwargs())
     got = learner.update(ro, adv, seed=3)

@@ -10,11 +10,12 @@ import sys
 import torch
 from transformers import Qwen2ForCausalLM
 
-from dibs.platform.config import ModelConfig
-from dibs.platform.learner import TorchLearner
-from dibs.platform.model import qwen2_config, train_tokenizer
-from dibs.platform.parallel import DataParallel
-from dibs.platform.rollout import HFEngine, SamplingSpec
+from dibs.platform.core.config import ModelConfig
+from dibs.platform.core.parallel import DataParallel
+from dibs.platform.learn.learner import TorchLearner
+from dibs.platform.learn.model import qwen2_config, train_tokenizer
+from dibs.platform.rollout.base import SamplingSpec
+from dibs.platform.rollout.hf_engine import HFEngine
 
 
 def main(backend: str, rank: int, world: int, out: str, variant: str = "default") -> None:
@@ -36,7 +37,7 @@ def main(backend: str, rank: int, world: int, out: str, variant: str = "default"
     if variant == "prompt_mean":
         kwargs |= {"minibatches": 1, "mini_batch_samples": 5, "loss_agg": "prompt_mean"}
     if backend.startswith("zero"):  # zero2, zero3: DeepSpeed at that ZeRO stage
-        from dibs.platform.deepspeed_learner import DeepSpeedLearner
+        from dibs.platform.learn.deepspeed_learner import DeepSpeedLearner
 
         learner = DeepSpeedLearner(model, zero_stage=int(backend[-1]), **kwargs)
     else:

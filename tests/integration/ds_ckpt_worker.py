@@ -12,11 +12,11 @@ from pathlib import Path
 import torch
 from transformers import Qwen2ForCausalLM
 
-from dibs.platform.checkpoint import CheckpointError
-from dibs.platform.config import ModelConfig
-from dibs.platform.deepspeed_learner import DeepSpeedLearner
-from dibs.platform.model import qwen2_config, train_tokenizer
-from dibs.platform.parallel import DataParallel
+from dibs.platform.core.config import ModelConfig
+from dibs.platform.core.parallel import DataParallel
+from dibs.platform.learn.checkpoint import CheckpointError
+from dibs.platform.learn.deepspeed_learner import DeepSpeedLearner
+from dibs.platform.learn.model import qwen2_config, train_tokenizer
 
 
 class Payload:

@@ -7,11 +7,11 @@ import sys
 import torch
 from transformers import Qwen2ForCausalLM
 
-from dibs.platform.config import ModelConfig
-from dibs.platform.host import configure_process
-from dibs.platform.learner import TorchLearner
-from dibs.platform.model import qwen2_config, train_tokenizer
-from dibs.platform.rollout import Rollouts
+from dibs.platform.core.config import ModelConfig
+from dibs.platform.core.host import configure_process
+from dibs.platform.learn.learner import TorchLearner
+from dibs.platform.learn.model import qwen2_config, train_tokenizer
+from dibs.platform.rollout.base import Rollouts
 
 
 def main(keep: bool) -> None:

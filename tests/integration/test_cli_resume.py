@@ -11,8 +11,8 @@ import time
 import pytest
 import sqlalchemy
 
-from dibs.platform import metrics as M
-from dibs.platform.cli import main
+from dibs.platform.cli.main import main
+from dibs.platform.core import metrics as M
 from dibs.platform.store import open_store
 
 pytestmark = pytest.mark.integration

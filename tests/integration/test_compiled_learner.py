@@ -7,10 +7,11 @@ import pytest
 import torch
 from transformers import Qwen2ForCausalLM
 
-from dibs.platform.config import ModelConfig
-from dibs.platform.learner import TorchLearner
-from dibs.platform.model import qwen2_config, train_tokenizer
-from dibs.platform.rollout import HFEngine, SamplingSpec, merge_rollouts
+from dibs.platform.core.config import ModelConfig
+from dibs.platform.learn.learner import TorchLearner
+from dibs.platform.learn.model import qwen2_config, train_tokenizer
+from dibs.platform.rollout.base import SamplingSpec, merge_rollouts
+from dibs.platform.rollout.hf_engine import HFEngine
 
 pytestmark = pytest.mark.integration
 

@@ -3,8 +3,8 @@ executor."""
 
 import pytest
 
-from dibs.platform.config import load_config
-from dibs.platform.loop import MemoryRecorder, NullProgress, train
+from dibs.platform.core.config import load_config
+from dibs.platform.runtime.loop import MemoryRecorder, NullProgress, train
 
 pytestmark = pytest.mark.integration
 

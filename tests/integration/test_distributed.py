@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from dibs.platform import metrics as M
+from dibs.platform.core import metrics as M
 from dibs.platform.store import open_store
 
 pytestmark = pytest.mark.integration

@@ -4,8 +4,8 @@ transformers engine). Checked on the order of calls the engine sees."""
 
 import pytest
 
-from dibs.platform.config import load_config
-from dibs.platform.loop import LocalRuntime, MemoryRecorder, NullProgress, train
+from dibs.platform.core.config import load_config
+from dibs.platform.runtime.loop import LocalRuntime, MemoryRecorder, NullProgress, train
 
 pytestmark = pytest.mark.integration
 

@@ -10,10 +10,10 @@ from pathlib import Path
 
 import pytest
 
-from dibs.platform import metrics as M
-from dibs.platform.cli import main
-from dibs.platform.config import load_config
-from dibs.platform.loop import MemoryRecorder, NullProgress, train
+from dibs.platform.cli.main import main
+from dibs.platform.core import metrics as M
+from dibs.platform.core.config import load_config
+from dibs.platform.runtime.loop import MemoryRecorder, NullProgress, train
 
 pytestmark = pytest.mark.integration
 

@@ -3,9 +3,9 @@ stats are recorded every step, and evaluation keeps its schedule (docs/method.md
 
 import pytest
 
-from dibs.platform import metrics as M
-from dibs.platform.config import load_config
-from dibs.platform.loop import MemoryRecorder, NullProgress, train
+from dibs.platform.core import metrics as M
+from dibs.platform.core.config import load_config
+from dibs.platform.runtime.loop import MemoryRecorder, NullProgress, train
 
 pytestmark = pytest.mark.integration
 

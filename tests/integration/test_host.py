@@ -1,4 +1,4 @@
-"""runtime.keep_freed_memory (platform/host.py): with it, a learner update stops re-faulting the pages of
+"""runtime.keep_freed_memory (platform/core/host.py): with it, a learner update stops re-faulting the pages of
 its activations. Each side runs in its own process, since the setting is process-wide."""
 
 import subprocess

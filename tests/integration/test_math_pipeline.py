@@ -10,7 +10,7 @@ from types import SimpleNamespace
 
 import pytest
 
-from dibs.platform.cli import main
+from dibs.platform.cli.main import main
 
 pytestmark = pytest.mark.integration
 

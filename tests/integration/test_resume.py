@@ -4,10 +4,10 @@ optimizer, the prompt sampler, the KL reference and the budget all come back).""
 
 import pytest
 
-from dibs.platform import checkpoint
-from dibs.platform import metrics as M
-from dibs.platform.config import load_config
-from dibs.platform.loop import MemoryRecorder, NullProgress, train
+from dibs.platform.core import metrics as M
+from dibs.platform.core.config import load_config
+from dibs.platform.learn import checkpoint
+from dibs.platform.runtime.loop import MemoryRecorder, NullProgress, train
 
 pytestmark = pytest.mark.integration
 

@@ -10,9 +10,9 @@ import time
 
 import pytest
 
-from dibs.platform import checkpoint
-from dibs.platform import metrics as M
-from dibs.platform.cli import main
+from dibs.platform.cli.main import main
+from dibs.platform.core import metrics as M
+from dibs.platform.learn import checkpoint
 from dibs.platform.store import open_store
 
 pytestmark = pytest.mark.integration

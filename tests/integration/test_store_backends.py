@@ -13,11 +13,11 @@ import pytest
 from alembic import command
 from sqlalchemy import create_engine, insert, select
 
-from dibs.platform.cli import main
-from dibs.platform.metrics import PromptStat
+from dibs.platform.cli.main import main
+from dibs.platform.core.metrics import PromptStat
 from dibs.platform.store import MetricRow, ResultsStore, StoreError, open_store
 from dibs.platform.store.models import Checkpoint, Evaluation, Experiment, Metric, PromptStatRow, Run
-from dibs.platform.store.store import alembic_config
+from dibs.platform.store.versioning import alembic_config
 
 WRITERS, ROWS = 8, 40
 

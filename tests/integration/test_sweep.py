@@ -14,9 +14,9 @@ import time
 import optuna
 import pytest
 
-from dibs.platform import metrics as M
-from dibs.platform.cli import main
-from dibs.platform.config import load_config
+from dibs.platform.cli.main import main
+from dibs.platform.core import metrics as M
+from dibs.platform.core.config import load_config
 from dibs.platform.store import open_store
 
 pytestmark = pytest.mark.integration

@@ -11,7 +11,7 @@ import time
 import pytest
 from ray_cluster import free_port, new_temp_dir, ours, start_node, stop_ours
 
-from dibs.platform import metrics as M
+from dibs.platform.core import metrics as M
 from dibs.platform.store import open_store
 
 pytestmark = pytest.mark.integration

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 from ray_cluster import free_port, new_temp_dir, ours, ray_env, start_node, stop_ours
 
-from dibs.platform import metrics as M
+from dibs.platform.core import metrics as M
 from dibs.platform.store import open_store
 from dibs.platform.store.store import ResultsStore
 
@@ -99,7 +99,8 @@ def test_killed_job_is_retried_from_its_checkpoint(head, tmp_path):
         run_id = _wait_for(lambda: _submitted_id(log), 120)
         _wait_for(lambda: open_store(url).checkpoints(run_id), 400)
         # Kill the job's driver (the first attempt's `dibs resume`): Ray marks the job FAILED.
-        drivers = [p for p in ours(temp_dir) if {"dibs.platform.job_entry", "resume", run_id} <= set(p.cmdline())]
+        entry = {"dibs.platform.cli.job_entry", "resume", run_id}
+        drivers = [p for p in ours(temp_dir) if entry <= set(p.cmdline())]
         assert drivers
         for p in drivers:
             p.send_signal(signal.SIGKILL)

@@ -12,9 +12,9 @@ from pathlib import Path
 
 import pytest
 
-from dibs.platform.cli import main
+from dibs.platform.cli.main import main
 from dibs.platform.store import StoreError
-from dibs.platform.sweep_storage import SweepStorage, store_url_for_restore
+from dibs.platform.sweeps.sweep_storage import SweepStorage, store_url_for_restore
 
 pytestmark = pytest.mark.services
 

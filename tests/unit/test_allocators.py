@@ -7,13 +7,14 @@ import torch
 from transformers import Qwen2ForCausalLM
 
 from dibs.algorithms.allocation import gvm_allocate
-from dibs.platform import estimators
-from dibs.platform import metrics as M
-from dibs.platform.allocators import AllocContext, GVMAllocator, UniformAllocator, build_allocator
-from dibs.platform.config import AllocationConfig, ConfigError, ModelConfig, validate_dict
-from dibs.platform.model import qwen2_config, train_tokenizer
-from dibs.platform.rollout import Rollouts, SamplingSpec
-from dibs.platform.task import Problem
+from dibs.platform.allocation import estimators
+from dibs.platform.allocation.allocators import AllocContext, GVMAllocator, UniformAllocator
+from dibs.platform.allocation.factory import build_allocator
+from dibs.platform.core import metrics as M
+from dibs.platform.core.config import AllocationConfig, ConfigError, ModelConfig, validate_dict
+from dibs.platform.learn.model import qwen2_config, train_tokenizer
+from dibs.platform.rollout.base import Rollouts, SamplingSpec
+from dibs.platform.tasks.task import Problem
 
 pytestmark = pytest.mark.unit
 

@@ -11,11 +11,11 @@ from pathlib import Path
 import pytest
 import torch
 
-from dibs.platform import checkpoint
-from dibs.platform.allocators import build_allocator
-from dibs.platform.config import load_config
-from dibs.platform.loop import learner_kwargs
-from dibs.platform.model import build_base_model, load
+from dibs.platform.allocation.factory import build_allocator
+from dibs.platform.core.config import load_config
+from dibs.platform.learn import checkpoint, checkpoint_check
+from dibs.platform.learn.model import build_base_model, load
+from dibs.platform.runtime.loop import learner_kwargs
 
 pytestmark = pytest.mark.unit
 
@@ -45,7 +45,7 @@ def parts(cfg):
 
 
 def checkpoint_learner(cfg, policy, ref):
-    from dibs.platform.learner import TorchLearner
+    from dibs.platform.learn.learner import TorchLearner
 
     learner = TorchLearner(policy, **learner_kwargs(cfg, ref))
     for p in policy.parameters():  # one optimizer step, so AdamW has moments to save
@@ -83,10 +83,11 @@ def run(saved, tmp_path):
 
 
 def pick(run_dir: Path, cfg, recorded=None):
-    """`checkpoint.choose` over the run's checkpoints; returns (picked, skip messages)."""
+    """`checkpoint_check.choose` over the run's checkpoints; returns (picked, skip messages)."""
     skipped: list[str] = []
     recorded = recorded if recorded is not None else checkpoint.on_disk(run_dir / "checkpoints")
-    return checkpoint.choose(recorded, run_dir=run_dir, model=cfg.model, on_skip=skipped.append), skipped
+    picked = checkpoint_check.choose(recorded, run_dir=run_dir, model=cfg.model, on_skip=skipped.append)
+    return picked, skipped
 
 
 def step_dir(run_dir: Path, step: int) -> Path:

@@ -1,4 +1,4 @@
-"""Experiment files layered on a `base:` file (platform/config_yaml.py): deep merge, dotted keys, chains,
+"""Experiment files layered on a `base:` file (platform/core/config_yaml.py): deep merge, dotted keys, chains,
 and one-line errors for a cycle, a missing base and an unknown key (by its dotted path, after merging)."""
 
 import json
@@ -8,7 +8,7 @@ import yaml
 
 from dibs.platform.cli import main
 from dibs.platform.config import ConfigError, apply_overrides, load_config
-from dibs.platform.config_yaml import read_experiment_mapping, set_dotted
+from dibs.platform.core.config_yaml import read_experiment_mapping, set_dotted
 
 pytestmark = pytest.mark.unit
 

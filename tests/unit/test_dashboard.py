@@ -15,7 +15,7 @@ from fastapi.testclient import TestClient
 from dibs.dashboards import compare
 from dibs.dashboards.app import create_app
 from dibs.dashboards.sweeps import param_importance
-from dibs.platform.cli import main
+from dibs.platform.cli.main import main
 from dibs.platform.store import MetricRow, ResultsStore
 
 pytestmark = pytest.mark.unit

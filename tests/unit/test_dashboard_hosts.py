@@ -12,7 +12,7 @@ from fastapi.testclient import TestClient
 from dibs.dashboards import app as dashboard_app
 from dibs.dashboards.app import create_app
 from dibs.dashboards.hosts import exposure_warning, host_policy
-from dibs.platform.cli import main
+from dibs.platform.cli.main import main
 from dibs.platform.store import StoreError
 
 pytestmark = pytest.mark.unit

@@ -5,11 +5,11 @@ placement-group bundle, and the engine sleeping through the update."""
 import pytest
 import torch
 
-from dibs.platform.cli import main
-from dibs.platform.config import ConfigError, load_config
-from dibs.platform.distributed import learner_bundle, physical_gpu, rollout_threads
-from dibs.platform.model import resolve_device
-from dibs.platform.rollout import Rollouts
+from dibs.platform.cli.main import main
+from dibs.platform.core.config import ConfigError, load_config
+from dibs.platform.learn.model import resolve_device
+from dibs.platform.rollout.base import Rollouts
+from dibs.platform.runtime.distributed import learner_bundle, physical_gpu, rollout_threads
 
 pytestmark = pytest.mark.unit
 

@@ -8,18 +8,19 @@ import pytest
 import torch
 from transformers import Qwen2ForCausalLM
 
-from dibs.platform import estimators
-from dibs.platform.config import ModelConfig
-from dibs.platform.estimators import (
+from dibs.platform.allocation import estimators
+from dibs.platform.allocation.estimators import (
     accept_rates,
     grad_norm_estimates,
     grad_param_names,
     is_tied,
     per_sample_grad_norms,
 )
-from dibs.platform.learner import token_logprobs
-from dibs.platform.model import qwen2_config, train_tokenizer
-from dibs.platform.rollout import HFEngine, SamplingSpec
+from dibs.platform.core.config import ModelConfig
+from dibs.platform.learn.learner import token_logprobs
+from dibs.platform.learn.model import qwen2_config, train_tokenizer
+from dibs.platform.rollout.base import SamplingSpec
+from dibs.platform.rollout.hf_engine import HFEngine
 
 pytestmark = pytest.mark.unit
 

@@ -3,9 +3,9 @@
 import pytest
 from transformers import Qwen2ForCausalLM
 
-from dibs.platform.config import ModelConfig
-from dibs.platform.flops import loglog_slope, matmul_params, training_flops
-from dibs.platform.model import qwen2_config, train_tokenizer
+from dibs.platform.core.config import ModelConfig
+from dibs.platform.core.flops import loglog_slope, matmul_params, training_flops
+from dibs.platform.learn.model import qwen2_config, train_tokenizer
 
 pytestmark = pytest.mark.unit
 

@@ -12,14 +12,15 @@ from transformers import Qwen2ForCausalLM
 from dibs.algorithms.allocation import gvm_allocate
 from dibs.dashboards import compare
 from dibs.dashboards.efficiency import DAGGER_NOTE, markdown_table, summarize
-from dibs.platform import estimators
-from dibs.platform import metrics as M
-from dibs.platform.allocators import AllocContext, GVMOracleAllocator, build_allocator
-from dibs.platform.config import AllocationConfig, ConfigError, ModelConfig, validate_dict
-from dibs.platform.loop import Budget, account, allocate
-from dibs.platform.model import qwen2_config, train_tokenizer
-from dibs.platform.rollout import Rollouts, SamplingSpec
-from dibs.platform.task import Problem
+from dibs.platform.allocation import estimators
+from dibs.platform.allocation.allocators import AllocContext, GVMOracleAllocator
+from dibs.platform.allocation.factory import build_allocator
+from dibs.platform.core import metrics as M
+from dibs.platform.core.config import AllocationConfig, ConfigError, ModelConfig, validate_dict
+from dibs.platform.learn.model import qwen2_config, train_tokenizer
+from dibs.platform.rollout.base import Rollouts, SamplingSpec
+from dibs.platform.runtime.loop import Budget, account, allocate
+from dibs.platform.tasks.task import Problem
 
 pytestmark = pytest.mark.unit
 
@@ -168,7 +169,7 @@ def test_n_oracle_default_and_bounds():
 
 @pytest.mark.parametrize("allocator, warned", [("gvm_oracle", 1), ("gvm", 0)])
 def test_dibs_run_warns_once_that_the_probe_is_not_charged(allocator, warned, tmp_path, monkeypatch, capsys):
-    from dibs.platform import cli
+    from dibs.platform.cli import main as cli
 
     monkeypatch.setattr(cli, "_execute", lambda *a, **k: 0)  # the warning comes before any training
     args = ["run", "experiments/gvm-smoke.yaml", "--set", f"allocation.allocator={allocator}",

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from dibs.platform.cli import ERROR_CAP, _fail, main
+from dibs.platform.cli.main import ERROR_CAP, _fail, main
 
 pytestmark = pytest.mark.unit
 
@@ -228,8 +228,8 @@ def test_python_tags_are_refused(capsys, cwd):
 
 
 def test_best_yaml_keeps_floats_written_without_a_dot(tmp_path):
-    from dibs.platform.config import load_config
-    from dibs.platform.sweep import write_best_yaml
+    from dibs.platform.core.config import load_config
+    from dibs.platform.sweeps.sweep import write_best_yaml
 
     base = tmp_path / "base.yaml"
     base.write_text("train:\n  lr: 1e-5\n  steps: 2\n")
@@ -239,7 +239,7 @@ def test_best_yaml_keeps_floats_written_without_a_dot(tmp_path):
 
 
 def test_runtime_env_file_is_read_strictly(tmp_path):
-    from dibs.platform.jobs import JobsError, read_runtime_env
+    from dibs.platform.jobs.jobs import JobsError, read_runtime_env
 
     env = tmp_path / "env.yaml"
     env.write_text("env_vars: " + "[" * 5000 + "\n")
@@ -259,7 +259,7 @@ def test_sweep_repeats_keep_seeds_in_range(capsys, cwd):
 @pytest.mark.parametrize("name", ["1e3", "42", "true", "a: b"])
 def test_run_name_is_taken_as_text(name, cwd, monkeypatch):
     """`--name` is a string whatever it looks like: the strict reader would read `1e3` as a float."""
-    from dibs.platform import cli
+    from dibs.platform.cli import main as cli
 
     seen = {}
     monkeypatch.setattr(cli, "_execute", lambda cfg, *a, **k: seen.setdefault("name", cfg.name) and 0)

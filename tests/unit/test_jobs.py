@@ -1,4 +1,4 @@
-"""`dibs.platform.jobs` without a cluster: address and store URL checks, the runtime env,
+"""`dibs.platform.jobs.jobs` without a cluster: address and store URL checks, the runtime env,
 entrypoints, bad inputs stopped before anything is uploaded, and the retry policy against a fake client."""
 
 from __future__ import annotations
@@ -9,9 +9,9 @@ from pathlib import Path
 import pytest
 from ray.job_submission import JobStatus
 
-from dibs.platform import jobs
-from dibs.platform.cli import main
-from dibs.platform.config import ConfigError
+from dibs.platform.cli.main import main
+from dibs.platform.core.config import ConfigError
+from dibs.platform.jobs import jobs
 from dibs.platform.store import StoreError, open_store
 
 pytestmark = pytest.mark.unit
@@ -29,7 +29,8 @@ class FakeClient:
 
     def submit_job(self, **kw) -> str:
         staged = Path(kw["runtime_env"]["working_dir"]) / "dibs"
-        assert not staged.is_symlink() and (staged / "platform" / "cli.py").is_file()  # a copy of tracked files
+        # a copy of the tracked files
+        assert not staged.is_symlink() and (staged / "platform" / "cli" / "main.py").is_file()
         self.submitted.append(kw)
         return kw["submission_id"]
 
@@ -123,9 +124,9 @@ def test_runtime_env_merge():
 
 def test_entrypoints():
     assert jobs.entrypoint("run", "run-1", Path("/o"), store="sqlite:////a.db") == \
-        "cd dibs && python -m dibs.platform.job_entry --store sqlite:////a.db -- resume run-1"
+        "cd dibs && python -m dibs.platform.cli.job_entry --store sqlite:////a.db -- resume run-1"
     assert jobs.entrypoint("sweep", "sweep-1", Path("/o d"), store="postgresql://u@h/d", db_file="/etc/u") == \
-        ("cd dibs && python -m dibs.platform.job_entry --db-file /etc/u --store postgresql://u@h/d -- "
+        ("cd dibs && python -m dibs.platform.cli.job_entry --db-file /etc/u --store postgresql://u@h/d -- "
          "sweep --resume sweep-1 --output-dir '/o d'")
 
 
@@ -159,7 +160,7 @@ def test_a_refused_submission_fails_its_run(tmp_path):
 
 
 def test_submit_sweep_submits_its_resume(tmp_path, monkeypatch):
-    from dibs.platform import sweep_driver
+    from dibs.platform.sweeps import sweep_driver
 
     monkeypatch.setattr(sweep_driver, "start_spec", lambda path, db_url, out: {"sweep_id": "sweep-x"})
     client = FakeClient()

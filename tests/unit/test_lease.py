@@ -14,13 +14,13 @@ import pytest
 import sqlalchemy
 from alembic import command
 
-from dibs.platform import cli
-from dibs.platform.config import config_to_dict, load_config
-from dibs.platform.heartbeat import Heartbeat, Stopped, stop_signals
-from dibs.platform.jobs import retry_entrypoint
+from dibs.platform.cli import main as cli
+from dibs.platform.core.config import config_to_dict, load_config
+from dibs.platform.jobs.jobs import retry_entrypoint
+from dibs.platform.runtime.heartbeat import Heartbeat, Stopped, stop_signals
 from dibs.platform.store import ResultsStore, StoreError, open_store
 from dibs.platform.store.lease import LeaseHeld
-from dibs.platform.store.store import alembic_config
+from dibs.platform.store.versioning import alembic_config
 
 pytestmark = pytest.mark.unit
 
@@ -151,7 +151,7 @@ def test_heartbeat_renews_and_stops_a_driver_whose_lease_was_taken(url):
 
 @pytest.mark.parametrize(("signum", "code"), [(signal.SIGTERM, 143), (signal.SIGINT, 130)])
 def test_a_signal_stops_the_loop_and_releases_the_run(url, tmp_path, capsys, monkeypatch, signum, code):
-    from dibs.platform import runner
+    from dibs.platform.runtime import runner
 
     def loop(cfg, payload, on_progress):  # the inline executor, signalled while it trains
         os.kill(os.getpid(), signum)

@@ -9,12 +9,13 @@ import pytest
 import torch
 
 from dibs.algorithms.losses import clipped_policy_loss, policy_loss, prompt_mean_weights, raft_loss
-from dibs.platform.config import ConfigError, ExperimentConfig, load_config
-from dibs.platform.learner import TorchLearner
-from dibs.platform.loop import Budget, learner_kwargs
-from dibs.platform.model import qwen2_config, train_tokenizer
-from dibs.platform.parallel import DataParallel
-from dibs.platform.rollout import HFEngine, SamplingSpec
+from dibs.platform.core.config import ConfigError, ExperimentConfig, load_config
+from dibs.platform.core.parallel import DataParallel
+from dibs.platform.learn.learner import TorchLearner
+from dibs.platform.learn.model import qwen2_config, train_tokenizer
+from dibs.platform.rollout.base import SamplingSpec
+from dibs.platform.rollout.hf_engine import HFEngine
+from dibs.platform.runtime.loop import Budget, learner_kwargs
 
 pytestmark = pytest.mark.unit
 
@@ -96,7 +97,7 @@ def test_prompt_mean_micro_batches_sum_to_the_one_shot_loss():
 def tiny():
     from transformers import Qwen2ForCausalLM
 
-    from dibs.platform.config import ModelConfig
+    from dibs.platform.core.config import ModelConfig
 
     tok = train_tokenizer()
     cfg = ModelConfig(hidden_size=32, num_layers=1, num_heads=2, num_kv_heads=1, intermediate_size=64)
@@ -128,7 +129,7 @@ def test_learner_matches_the_one_shot_loss_for_any_micro_batching(tiny, loss_agg
     model, ro = tiny
     # The one-shot loss on the whole batch, by the loss function itself.
     ref = copy.deepcopy(model)
-    from dibs.platform.learner import token_logprobs
+    from dibs.platform.learn.learner import token_logprobs
 
     logp = token_logprobs(ref, ro)
     agg = ({"token_count": ro.num_tokens} if loss_agg == "token_mean" else

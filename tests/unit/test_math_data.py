@@ -6,8 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from dibs.platform.config import ConfigError, load_config, missing_paths, validate_dict
-from dibs.platform.task import build_task
+from dibs.platform.core.config import ConfigError, load_config, missing_paths, validate_dict
 from dibs.platform.tasks.math_data import (
     DATA_DIR_ENV,
     SUITES,
@@ -18,6 +17,7 @@ from dibs.platform.tasks.math_data import (
     render,
     split_train_test,
 )
+from dibs.platform.tasks.task import build_task
 
 pytestmark = pytest.mark.unit
 REPO = Path(__file__).resolve().parents[2]
@@ -172,7 +172,7 @@ def test_there_are_four_paper_recipes():
 
 
 def test_dibs_validate_passes_every_paper_recipe(capsys):
-    from dibs.platform.cli import main
+    from dibs.platform.cli.main import main
 
     for path in sorted((REPO / "experiments" / "paper").glob("*-*.yaml")):
         assert main(["validate", str(path)]) == 0

@@ -4,9 +4,9 @@ results are recorded against a checkpoint's run and step."""
 import pytest
 import torch
 
-from dibs.platform import metrics as M
-from dibs.platform.eval_cli import checkpoint_target, record_evaluation
-from dibs.platform.rollout import Rollouts
+from dibs.platform.cli.eval_cli import checkpoint_target, record_evaluation
+from dibs.platform.core import metrics as M
+from dibs.platform.rollout.base import Rollouts
 from dibs.platform.store import open_store
 from dibs.platform.tasks.math_data import MathProblem
 from dibs.platform.tasks.math_eval import evaluate_suite, format_table, suite_metrics

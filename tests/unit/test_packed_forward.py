@@ -1,6 +1,6 @@
 """The learner's forward (rows packed to the left, fused projections, maskless causal attention; see
-learner._packed_logprobs and platform/qwen_forward.py) against transformers' own forward with the batch's
-real tokens alone: same log-probs, same gradients, on Qwen2 (GQA, q/k/v biases) and Llama."""
+learner._packed_logprobs and platform/rollout/qwen_forward.py) against transformers' own forward with the
+batch's real tokens alone: same log-probs, same gradients, on Qwen2 (GQA, q/k/v biases) and Llama."""
 
 import copy
 
@@ -8,11 +8,12 @@ import pytest
 import torch
 from transformers import LlamaConfig, LlamaForCausalLM, Qwen2ForCausalLM
 
-from dibs.platform import qwen_forward as Q
-from dibs.platform.config import ModelConfig
-from dibs.platform.learner import token_logprobs
-from dibs.platform.model import qwen2_config, train_tokenizer
-from dibs.platform.rollout import HFEngine, Rollouts, SamplingSpec, merge_rollouts, position_ids
+from dibs.platform.core.config import ModelConfig
+from dibs.platform.learn.learner import token_logprobs
+from dibs.platform.learn.model import qwen2_config, train_tokenizer
+from dibs.platform.rollout import qwen_forward as Q
+from dibs.platform.rollout.base import Rollouts, SamplingSpec, merge_rollouts, position_ids
+from dibs.platform.rollout.hf_engine import HFEngine
 
 pytestmark = pytest.mark.unit
 

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from dibs.dashboards.app import create_app
-from dibs.platform.cli import main
+from dibs.platform.cli.main import main
 from dibs.platform.store import ResultsStore, StoreError, open_store
 
 pytestmark = pytest.mark.unit

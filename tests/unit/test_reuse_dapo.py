@@ -11,22 +11,18 @@ import torch
 from transformers import Qwen2ForCausalLM
 
 from dibs.algorithms.allocation import gvm_allocate
-from dibs.platform import estimators
-from dibs.platform import metrics as M
-from dibs.platform.allocators import (
-    Allocation,
-    AllocContext,
-    GVMReuseAllocator,
-    UniformAllocator,
-    build_allocator,
-)
-from dibs.platform.config import AllocationConfig, ModelConfig
-from dibs.platform.dapo import DAPOAllocator
-from dibs.platform.learner import token_logprobs
-from dibs.platform.loop import Budget, account, prompt_stats
-from dibs.platform.model import qwen2_config, train_tokenizer
-from dibs.platform.rollout import HFEngine, Rollouts, SamplingSpec, merge_rollouts
-from dibs.platform.task import Problem
+from dibs.platform.allocation import estimators
+from dibs.platform.allocation.allocators import Allocation, AllocContext, GVMReuseAllocator, UniformAllocator
+from dibs.platform.allocation.dapo import DAPOAllocator
+from dibs.platform.allocation.factory import build_allocator
+from dibs.platform.core import metrics as M
+from dibs.platform.core.config import AllocationConfig, ModelConfig
+from dibs.platform.learn.learner import token_logprobs
+from dibs.platform.learn.model import qwen2_config, train_tokenizer
+from dibs.platform.rollout.base import Rollouts, SamplingSpec, merge_rollouts
+from dibs.platform.rollout.hf_engine import HFEngine
+from dibs.platform.runtime.loop import Budget, account, prompt_stats
+from dibs.platform.tasks.task import Problem
 
 pytestmark = pytest.mark.unit
 

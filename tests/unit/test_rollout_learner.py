@@ -6,16 +6,17 @@ import copy
 import pytest
 import torch
 
-from dibs.platform.config import ModelConfig
-from dibs.platform.learner import (
+from dibs.platform.core.config import ModelConfig
+from dibs.platform.learn.learner import (
     MICRO_BATCH_OVERHEAD,
     TorchLearner,
     length_micro_batches,
     lr_lambda,
     token_logprobs,
 )
-from dibs.platform.model import qwen2_config, train_tokenizer
-from dibs.platform.rollout import HFEngine, SamplingSpec
+from dibs.platform.learn.model import qwen2_config, train_tokenizer
+from dibs.platform.rollout.base import SamplingSpec
+from dibs.platform.rollout.hf_engine import HFEngine
 
 pytestmark = pytest.mark.unit
 

@@ -10,11 +10,12 @@ from pathlib import Path
 
 import pytest
 
-from dibs.platform import job_entry, job_upload, jobs
-from dibs.platform.cli import main
-from dibs.platform.config import ConfigError
+from dibs.platform.cli import job_entry
+from dibs.platform.cli.main import main
+from dibs.platform.core.config import ConfigError
+from dibs.platform.jobs import job_upload, jobs
 from dibs.platform.store.sql import display_url, redact, url_password, without_password
-from dibs.platform.sweep_driver import resume_spec, resume_url, start_spec
+from dibs.platform.sweeps.sweep_driver import resume_spec, resume_url, start_spec
 
 pytestmark = pytest.mark.unit
 
@@ -109,8 +110,8 @@ def test_a_job_carries_no_url_with_a_password_and_retries_upload_the_same(tmp_pa
                       include=["tests/fixtures/math_eval"], db_file="/etc/dibs/db_url")
     [call] = client.calls
     assert jobs.DB_ENV not in call["runtime_env"]["env_vars"]
-    assert call["entrypoint"] == ("cd dibs && python -m dibs.platform.job_entry --db-file /etc/dibs/db_url "
-                                  f"--store {url} -- resume {sub.dibs_id}")
+    assert call["entrypoint"] == ("cd dibs && python -m dibs.platform.cli.job_entry "
+                                  f"--db-file /etc/dibs/db_url --store {url} -- resume {sub.dibs_id}")
     assert client.staged == job_upload.upload_list(jobs.PROJECT_ROOT, ["tests/fixtures/math_eval"])
     assert json.loads(call["metadata"]["dibs_include"]) == ["tests/fixtures/math_eval"]
     jobs.submit_attempt(client, sub.next_attempt())  # what `supervise` and `dibs jobs retry` submit
@@ -162,7 +163,7 @@ def git(repo: Path, *args: str) -> None:
 
 def test_staging_holds_exactly_the_tracked_files_and_includes(tmp_path):
     repo = tmp_path / "project"
-    tracked = ["platform/cli.py", "experiments/smoke.yaml", ".ci/run", "README.md"]
+    tracked = ["platform/cli/main.py", "experiments/smoke.yaml", ".ci/run", "README.md"]
     planted = [".env", "key.pem", "experiments/private/x.yaml", "a.sqlite", ".ci/foo", "data/big/y.bin"]
     for rel in [*tracked, ".gitignore", *planted, "data/keep.txt"]:
         (repo / rel).parent.mkdir(parents=True, exist_ok=True)
@@ -173,7 +174,7 @@ def test_staging_holds_exactly_the_tracked_files_and_includes(tmp_path):
     with job_upload.staged_project(repo, job_upload.project_paths(repo, [str(repo / "data")])) as stage:
         root = Path(stage) / "dibs"
         got = sorted(p.relative_to(root).as_posix() for p in root.rglob("*") if p.is_file() or p.is_symlink())
-        assert (root / "platform/cli.py").read_text() == "platform/cli.py"
+        assert (root / "platform/cli/main.py").read_text() == "platform/cli/main.py"
     assert got == sorted([*tracked, "data/big/y.bin", "data/keep.txt"])  # .gitignore stays: Ray would apply it
     assert not Path(stage).exists()
 

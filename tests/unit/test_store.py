@@ -15,8 +15,7 @@ from sqlalchemy import create_engine
 from dibs.platform.store import MetricRow, ResultsStore, StoreError, open_store
 from dibs.platform.store.export import run_to_csv, run_to_json
 from dibs.platform.store.models import Base, Metric
-from dibs.platform.store.store import alembic_config
-from dibs.platform.store.versioning import migration_context
+from dibs.platform.store.versioning import alembic_config, migration_context
 
 pytestmark = pytest.mark.unit
 

@@ -9,8 +9,7 @@ import sqlalchemy
 from alembic import command
 
 from dibs.platform.store import open_store
-from dibs.platform.store.store import alembic_config
-from dibs.platform.store.versioning import LEGACY_VERSION_TABLE, VERSION_TABLE
+from dibs.platform.store.versioning import LEGACY_VERSION_TABLE, VERSION_TABLE, alembic_config
 
 pytestmark = pytest.mark.unit
 

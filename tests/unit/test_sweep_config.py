@@ -6,8 +6,8 @@ import textwrap
 import pytest
 import yaml
 
-from dibs.platform.config import ConfigError, load_config
-from dibs.platform.sweep import (
+from dibs.platform.core.config import ConfigError, load_config
+from dibs.platform.sweeps.sweep import (
     best_row,
     budget_estimate,
     max_concurrent,
@@ -16,7 +16,7 @@ from dibs.platform.sweep import (
     tune_space,
     write_best_yaml,
 )
-from dibs.platform.sweep_config import load_sweep, trial_config, yaml_scalar
+from dibs.platform.sweeps.sweep_config import load_sweep, trial_config, yaml_scalar
 
 pytestmark = pytest.mark.unit
 
@@ -147,7 +147,7 @@ def test_store_status_closes_trials_tune_ended(tmp_path):
     from types import SimpleNamespace
 
     from dibs.platform.store import open_store
-    from dibs.platform.sweep_driver import StoreStatus
+    from dibs.platform.sweeps.sweep_driver import StoreStatus
 
     url = f"sqlite:///{tmp_path}/s.db"
     store = open_store(url)

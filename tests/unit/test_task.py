@@ -2,8 +2,8 @@
 
 import pytest
 
-from dibs.platform.config import TaskConfig
-from dibs.platform.task import Problem, build_task, score, solution, well_formed
+from dibs.platform.core.config import TaskConfig
+from dibs.platform.tasks.task import Problem, build_task, score, solution, well_formed
 
 pytestmark = pytest.mark.unit
 

@@ -1,4 +1,4 @@
-"""The decode-loop engine (platform/torch_engine.py) against transformers `generate` on tiny random
+"""The decode-loop engine (platform/rollout/torch_engine.py) against transformers `generate` on tiny random
 Qwen2 and Llama models: same greedy tokens and log-probs, the same Rollouts layout, behaviour log-probs
 equal to the learner's, and rows dropped from the running batch as they finish without changing anyone's
 tokens."""
@@ -9,11 +9,12 @@ import pytest
 import torch
 from transformers import LlamaConfig, LlamaForCausalLM, Qwen2ForCausalLM
 
-from dibs.platform.config import ModelConfig
-from dibs.platform.learner import token_logprobs
-from dibs.platform.model import qwen2_config, train_tokenizer
-from dibs.platform.rollout import HFEngine, SamplingSpec
-from dibs.platform.torch_engine import TorchEngine, local_engine
+from dibs.platform.core.config import ModelConfig
+from dibs.platform.learn.learner import token_logprobs
+from dibs.platform.learn.model import qwen2_config, train_tokenizer
+from dibs.platform.rollout.base import SamplingSpec
+from dibs.platform.rollout.hf_engine import HFEngine
+from dibs.platform.rollout.torch_engine import TorchEngine, local_engine
 
 pytestmark = pytest.mark.unit
 
@@ -89,7 +90,7 @@ def test_sampled_logprobs_equal_the_learners_and_rows_end_at_eos(qwen, tok):
 
 
 def test_same_seed_same_rollouts_and_compaction_changes_nothing(qwen, tok, monkeypatch):
-    from dibs.platform import torch_engine
+    from dibs.platform.rollout import torch_engine
 
     model = _eos_biased(qwen, tok, 3.0)
     spec = SamplingSpec(max_new_tokens=10)

@@ -11,10 +11,11 @@ vllm = pytest.importorskip("vllm")
 
 from transformers import Qwen2ForCausalLM
 
-from dibs.platform.config import ModelConfig
-from dibs.platform.model import qwen2_config, train_tokenizer
-from dibs.platform.rollout import HFEngine, SamplingSpec
-from dibs.platform.vllm_engine import VLLMEngine
+from dibs.platform.core.config import ModelConfig
+from dibs.platform.learn.model import qwen2_config, train_tokenizer
+from dibs.platform.rollout.base import SamplingSpec
+from dibs.platform.rollout.hf_engine import HFEngine
+from dibs.platform.rollout.vllm_engine import VLLMEngine
 
 pytestmark = pytest.mark.services
 

@@ -1,0 +1,277 @@
+"""The learner: torch AdamW, gradient clipping, mini-batches and micro-batches with accumulation.
+
+Micro-batching is exact: every micro-batch's loss is divided by the token count of its whole
+mini-batch (`token_count`), so the accumulated gradient equals the one-shot gradient. Data parallelism
+is exact the same way: every rank holds the whole batch (the sharded engine gathers it), trains on its
+share of the prompt groups, divides by the whole mini-batch's token count, and the gradients are summed
+over ranks (DataParallel), so W ranks compute the one-process gradient. With `loss_agg="prompt_mean"`
+per-sample weights (algorithms.losses.prompt_mean_weights) take the token count's place, computed over
+the whole mini-batch before it is sharded and cut, which keeps both exact. `DeepSpeedLearner`
+(platform/learn/deepspeed_learner.py) replaces the backward, the reduction and the optimizer step.
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+from pathlib import Path
+from typing import Protocol
+
+import torch
+
+from dibs.algorithms.batching import padding_partition
+from dibs.algorithms.losses import policy_loss, prompt_mean_weights, raft_loss
+from dibs.platform.core.parallel import DataParallel
+from dibs.platform.learn.checkpoint import torch_load
+from dibs.platform.rollout import qwen_forward as Q
+from dibs.platform.rollout.base import Rollouts, module_device, position_ids
+
+TRAINING_STATE = "learner.pt"
+
+
+class Learner(Protocol):
+    def update(self, rollouts: Rollouts, advantages: torch.Tensor, *, seed: int) -> dict[str, float]: ...
+
+    def state_dict(self) -> dict[str, torch.Tensor]: ...
+
+
+def lr_lambda(step: int, *, warmup: int, total: int, schedule: str) -> float:
+    """Multiplier of the base lr at optimizer step `step` (0-based): linear warm-up, then constant
+    or cosine decay to 10% at `total`."""
+    if warmup and step < warmup:
+        return (step + 1) / warmup
+    if schedule == "cosine" and total > warmup:
+        frac = min(1.0, (step - warmup) / (total - warmup))
+        return 0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * frac))
+    return 1.0
+
+
+def token_logprobs(model: torch.nn.Module, rollouts: Rollouts, *, temperature: float = 1.0,
+                   logits_fn=None) -> torch.Tensor:
+    """log pi(token_{t+1} | tokens_<=t) for every target position: [B, L-1], on the model's device.
+    `logits_fn` replaces `qwen_forward.causal_logits` (the learner's, with a compiled decoder)."""
+    rollouts = rollouts.to(module_device(model))
+    if Q.supported(model):
+        packed = _packed_logprobs(model, rollouts, temperature, logits_fn or Q.causal_logits)
+        if packed is not None:
+            return packed
+    logits = model(input_ids=rollouts.sequences, attention_mask=rollouts.attention_mask,
+                   position_ids=position_ids(rollouts.attention_mask)).logits[:, :-1].float()
+    if temperature != 1.0:
+        logits = logits / temperature
+    return torch.log_softmax(logits, -1).gather(-1, rollouts.sequences[:, 1:].unsqueeze(-1)).squeeze(-1)
+
+
+def _packed_logprobs(model: torch.nn.Module, ro: Rollouts, temperature: float, logits_fn) -> torch.Tensor | None:
+    """`token_logprobs` with every row's real tokens moved to column 0 and the width cut to the longest
+    row: causal attention then needs no mask (the fast fused kernel) and no column is pure padding.
+    Results go back to the batch's own layout. None when a row's real tokens are not one contiguous run
+    (every engine's layout is: left-padded prompt, response, right padding)."""
+    mask = ro.attention_mask.bool()
+    B, L = mask.shape
+    lengths = mask.sum(1)
+    start = mask.long().argmax(1)
+    if not bool((mask.long().cumsum(1).gather(1, (start + lengths - 1).clamp(min=0)[:, None]).squeeze(1)
+                 == lengths).all()):
+        return None
+    W = int(lengths.max())
+    j = torch.arange(W, device=mask.device)[None]
+    valid = j < lengths[:, None]
+    ids = ro.sequences.gather(1, (start[:, None] + j).clamp(max=L - 1)).masked_fill(~valid, 0)
+    logits = logits_fn(model, ids)[:, :-1].float()
+    if temperature != 1.0:
+        logits = logits / temperature
+    lp = torch.log_softmax(logits, -1).gather(-1, ids[:, 1:, None]).squeeze(-1)  # [B, W-1]
+    # Packed target j sits at column start + j of the batch; invalid ones go to a spare column L-1.
+    target = torch.where(valid[:, 1:], start[:, None] + j[:, :-1], L - 1)
+    return lp.new_zeros(B, L).scatter(1, target, lp * valid[:, 1:])[:, :-1]
+
+
+# policy_loss's stats: "pg_loss"/"kl" are token-means over the whole mini-batch's token count (or weighted
+# sums with weights of the whole mini-batch, prompt_mean), so they add up over micro-batches and ranks;
+# "clip_frac"/"ratio_mean" are means over one call's tokens, weighted.
+SUMMED, WEIGHTED = ("pg_loss", "kl"), ("clip_frac", "ratio_mean")
+
+
+def micro_batches(n: int, size: int) -> list[torch.Tensor]:
+    return [torch.arange(i, min(n, i + size)) for i in range(0, n, size)]
+
+
+# One micro-batch's fixed cost in token-slots: on the demo model a compiled micro-batch costs ~6-12 ms
+# beyond ~0.05 ms a token (guards, launches, packing, the loss), so ~120-240 tokens of padding are worth
+# one more call. Measured on the 2-core CPU; 100-300 give the same partition of the demo batch, and an
+# A/B of 128 against 256 (with a cap of 64 or 128) showed no difference beyond noise.
+MICRO_BATCH_OVERHEAD = 128
+
+
+def length_micro_batches(attention_mask: torch.Tensor, size: int) -> list[torch.Tensor]:
+    """Micro-batches of at most `size` samples of similar length, chosen to minimise padding plus a
+    fixed cost per call (each is cut to its longest row); the accumulated gradient does not depend on
+    how samples are grouped. On the demo's batches: 5 micro-batches and 7,344 padded tokens for 7,089
+    real ones, against 4 and 7,744 for fixed chunks of the length-sorted batch. No micro-batch holds a
+    single sample where two can be had: the compiled decoder specialises a batch of one and would
+    compile a second graph (20-60 s) the first time one turned up."""
+    return padding_partition(attention_mask.sum(1), size, MICRO_BATCH_OVERHEAD, min_size=min(2, size))
+
+
+class TorchLearner:
+    """Owns the trainable policy and its optimizer; `update` runs the clipped epochs of one RL step."""
+
+    def __init__(self, model: torch.nn.Module, *, lr: float, weight_decay: float, grad_clip: float,
+                 micro_batch_size: int, total_steps: int, warmup_steps: int = 0, adam_eps: float = 1e-8,
+                 schedule: str = "constant", algorithm: str = "grpo", clip_eps: float = 0.2,
+                 kl_coef: float = 0.0, epochs: int = 1, minibatches: int = 1,
+                 temperature: float = 1.0, ref_model: torch.nn.Module | None = None,
+                 dp: DataParallel | None = None, compile: bool = False, loss_agg: str = "token_mean",
+                 mini_batch_samples: int | None = None):
+        if loss_agg not in ("token_mean", "prompt_mean"):
+            raise ValueError(f"loss_agg must be 'token_mean' or 'prompt_mean', got {loss_agg!r}")
+        if mini_batch_samples is not None and (mini_batch_samples < 1 or minibatches != 1):
+            raise ValueError(f"mini_batch_samples ({mini_batch_samples}) must be >= 1 and replaces "
+                             f"minibatches (got {minibatches}, need 1)")
+        self.model = model.train()
+        self.dp = dp or DataParallel()
+        self.opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=weight_decay, eps=adam_eps)
+        self.sched = torch.optim.lr_scheduler.LambdaLR(
+            self.opt, lambda s: lr_lambda(s, warmup=warmup_steps, total=total_steps, schedule=schedule))
+        self.grad_clip = grad_clip
+        self.micro = micro_batch_size
+        self.algorithm, self.clip_eps, self.kl_coef = algorithm, clip_eps, kl_coef
+        self.epochs, self.minibatches, self.temperature = epochs, minibatches, temperature
+        self.loss_agg, self.mini_batch_samples = loss_agg, mini_batch_samples
+        self.ref_model = ref_model.eval() if ref_model is not None else None
+        # Compiled once per learner with symbolic shapes: micro-batches differ in size and width.
+        self.logits_fn = (functools.partial(Q.causal_logits, decoder=torch.compile(Q.decoder_logits, dynamic=True))
+                          if compile else None)
+
+    def state_dict(self) -> dict[str, torch.Tensor]:
+        return {k: v.detach().clone() for k, v in self.model.state_dict().items()}
+
+    def save_training_state(self, directory: Path) -> None:
+        """Optimizer and scheduler state into `directory` (the weights are saved with the model). Every
+        rank calls it; ranks hold identical states here, so rank 0 writes."""
+        if self.dp.rank == 0:
+            torch.save({"optimizer": self.opt.state_dict(), "scheduler": self.sched.state_dict()},
+                       directory / TRAINING_STATE)
+
+    def load_training_state(self, directory: Path) -> None:
+        state = torch_load(directory / TRAINING_STATE)  # tensors and plain containers only
+        self.opt.load_state_dict(state["optimizer"])
+        self.sched.load_state_dict(state["scheduler"])
+
+    @property
+    def forward_module(self) -> torch.nn.Module:
+        return self.model
+
+    @property
+    def device(self) -> torch.device:
+        """Where the policy lives; batches arrive on the CPU and move here micro-batch by micro-batch."""
+        return module_device(self.model)
+
+    def _zero_grad(self) -> None:
+        self.opt.zero_grad(set_to_none=True)
+
+    def _backward(self, loss: torch.Tensor, *, last: bool) -> None:
+        loss.backward()
+
+    def _empty_backward(self, *, last: bool) -> None:
+        """A rank out of samples: nothing to do here, `_apply` fills zero gradients before the reduction."""
+
+    def _apply(self) -> float:
+        """Sum gradients over ranks (a rank without samples contributes zeros), clip, step."""
+        if self.dp.active:
+            params = [p for p in self.model.parameters() if p.requires_grad]
+            for p in params:
+                if p.grad is None:
+                    p.grad = torch.zeros_like(p)
+            self.dp.all_reduce_sum_([p.grad for p in params])
+        grad_norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.grad_clip)
+        self.opt.step()
+        self.sched.step()
+        return float(grad_norm)
+
+    def _step(self, batch: Rollouts, advantages: torch.Tensor, ref_logp: torch.Tensor | None) -> dict:
+        """One optimizer step over `batch` (this rank's share of it), accumulated over micro-batches."""
+        self._zero_grad()
+        token_count = max(batch.num_tokens, 1)  # the whole mini-batch's, on every rank
+        # prompt_mean: the whole mini-batch's weights, before sharding and micro-batching (both slice them).
+        weights = (prompt_mean_weights(batch.group_ids, advantages, batch.response_mask.sum(1))
+                   if self.loss_agg == "prompt_mean" else None)
+        mine = self.dp.shard(batch.group_ids)
+        batch, advantages = batch.select(mine), advantages[mine]
+        ref_logp = None if ref_logp is None else ref_logp[mine]
+        weights = None if weights is None else weights[mine]
+        totals: dict[str, float] = {}
+        chunks = length_micro_batches(batch.attention_mask, self.micro)
+        # Ranks hold ragged shares; DeepSpeed's backward is collective, so every rank runs as many
+        # backward passes as the busiest one (zero-loss passes where it has no micro-batch left).
+        passes = self.dp.max_int(len(chunks))
+        for j in range(passes):
+            if j >= len(chunks):
+                self._empty_backward(last=j == passes - 1)
+                continue
+            idx = chunks[j]
+            mb = batch.select(idx).to(self.device)
+            logp = token_logprobs(self.forward_module, mb, temperature=self.temperature, logits_fn=self.logits_fn)
+            agg = ({"token_count": token_count} if weights is None
+                   else {"weights": weights[idx].to(self.device)})
+            loss, stats = policy_loss(
+                self.algorithm, logp, mb.old_logp, advantages[idx].to(self.device), mb.response_mask,
+                clip_eps=self.clip_eps, kl_coef=self.kl_coef,
+                ref_logp=None if ref_logp is None else ref_logp[idx].to(self.device), **agg)
+            self._backward(loss, last=j == passes - 1)
+            w = mb.num_tokens / token_count
+            for k, v in stats.items():
+                totals[k] = totals.get(k, 0.0) + (float(v) if k in SUMMED else w * float(v))
+        keys = ("pg_loss",) if self.algorithm == "raft" else SUMMED + WEIGHTED
+        totals = self.dp.sum_stats({k: totals.get(k, 0.0) for k in keys})
+        totals["grad_norm"] = self._apply()
+        return totals
+
+    def mini_batches(self, group_ids: torch.Tensor, gen: torch.Generator) -> list[torch.Tensor]:
+        """One epoch's optimizer steps, as sample indices: the prompt groups shuffled and split into
+        `minibatches` chunks, or with `mini_batch_samples` = S the samples shuffled and cut into
+        ceil(B / S) runs of S (the last one shorter; a group may straddle two, which is fine since its
+        advantages were computed before)."""
+        if self.mini_batch_samples is not None:
+            perm = torch.randperm(len(group_ids), generator=gen)
+            return [chunk.sort().values for chunk in perm.split(self.mini_batch_samples)]
+        groups = torch.unique(group_ids)
+        order = groups[torch.randperm(len(groups), generator=gen)]
+        out = [torch.nonzero(torch.isin(group_ids, chunk)).squeeze(-1)
+               for chunk in order.chunk(self.minibatches)]
+        return [idx for idx in out if len(idx)]
+
+    def update(self, rollouts: Rollouts, advantages: torch.Tensor, *, seed: int) -> dict[str, float]:
+        """`epochs` passes over the batch, each cut into optimizer steps by `mini_batches`."""
+        ref_logp = None
+        if self.kl_coef > 0 and self.ref_model is not None:
+            with torch.no_grad():
+                ref_logp = token_logprobs(self.ref_model, rollouts, temperature=self.temperature).cpu()
+        gen = torch.Generator().manual_seed(seed)
+        history: list[dict] = []
+        for _ in range(self.epochs):
+            for idx in self.mini_batches(rollouts.group_ids, gen):
+                history.append(self._step(rollouts.select(idx), advantages[idx],
+                                          None if ref_logp is None else ref_logp[idx]))
+        out = {k: sum(h[k] for h in history) / len(history) for k in history[0]} if history else {}
+        out["lr"] = self.sched.get_last_lr()[0]
+        out["optimizer_steps"] = float(len(history))
+        return out
+
+    def sft_step(self, batch: Rollouts) -> float:
+        """One supervised step: token-mean NLL of the response (= RAFT with every advantage 1)."""
+        self.opt.zero_grad(set_to_none=True)
+        token_count = max(batch.num_tokens, 1)
+        total = 0.0
+        for idx in micro_batches(len(batch.texts), self.micro):
+            mb = batch.select(idx).to(self.device)
+            logp = token_logprobs(self.model, mb)
+            loss, _ = raft_loss(logp, torch.ones(len(idx), device=self.device), mb.response_mask,
+                                token_count=token_count)
+            loss.backward()
+            total += float(loss.detach())
+        torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.grad_clip)
+        self.opt.step()
+        self.sched.step()
+        return total

@@ -1,0 +1,383 @@
+"""The RL loop as named stages (docs/conventions.md, Code style):
+
+    sample_prompts -> allocate -> generate -> score -> advantages -> update -> sync_weights
+    -> evaluate -> record
+
+`allocate` may probe the policy first (GVM); the probe's rollouts are charged to the budget before the
+step's own rollouts, so `rollouts_consumed` counts them (docs/method.md §3, docs/conventions.md).
+
+Each stage is a small function over typed values; `train` strings them together. Where the loop
+executes (a Ray worker or the driver itself) is the executor's business (runner.py), not the loop's.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+import random
+import time
+from dataclasses import dataclass, field, fields
+from typing import Protocol
+
+import numpy as np
+import torch
+
+from dibs.algorithms.advantages import grpo_advantages, nonzero_groups_mask, raft_advantages
+from dibs.platform.allocation.allocators import Allocation, Allocator, AllocContext
+from dibs.platform.allocation.estimators import accepted_counts
+from dibs.platform.allocation.factory import build_allocator
+from dibs.platform.core import metrics as M
+from dibs.platform.core.config import ExperimentConfig
+from dibs.platform.core.parallel import DataParallel
+from dibs.platform.learn import checkpoint
+from dibs.platform.learn.learner import TorchLearner
+from dibs.platform.learn.warm_start import Progress, prepare
+from dibs.platform.rollout.base import Rollouts, SamplingSpec, module_device
+from dibs.platform.rollout.hf_engine import HFEngine
+from dibs.platform.rollout.torch_engine import local_engine
+from dibs.platform.tasks.evaluate import evaluate, score_groups
+from dibs.platform.tasks.task import Problem, TaskData
+
+# Added to the step's generation seed for the probe, so probe and rollouts never share a sample stream.
+PROBE_SEED_OFFSET = 2**31
+
+
+class Recorder(Protocol):
+    def record(self, step: int, values: dict[str, float], *, rollouts_consumed: int, tokens_generated: int,
+               wall_seconds: float) -> None: ...
+
+    def checkpoint(self, step: int, path: str) -> None: ...
+
+    def record_prompts(self, step: int, rows: list[M.PromptStat]) -> None: ...
+
+
+class NullProgress:
+    def update(self, stage: str, done: int, total: int, info: dict[str, float]) -> None:
+        pass
+
+
+class MemoryRecorder:
+    """Keeps rows in memory, {(step, name): (value, rollouts_consumed, tokens_generated)}: for tests and
+    for tools that run the loop without a results store."""
+
+    def __init__(self):
+        self.rows: dict[tuple[int, str], tuple[float, int, int]] = {}
+        self.checkpoints: list[tuple[int, str]] = []
+        self.prompts: dict[int, list[M.PromptStat]] = {}
+
+    def record(self, step: int, values: dict[str, float], *, rollouts_consumed: int, tokens_generated: int,
+               wall_seconds: float) -> None:
+        for name, value in values.items():
+            self.rows[(step, name)] = (value, rollouts_consumed, tokens_generated)
+
+    def checkpoint(self, step: int, path: str) -> None:
+        self.checkpoints.append((step, path))
+
+    def record_prompts(self, step: int, rows: list[M.PromptStat]) -> None:
+        self.prompts[step] = list(rows)
+
+    def at(self, step: int, name: str) -> tuple[float, int, int]:
+        return self.rows[(step, name)]
+
+
+@dataclass
+class Budget:
+    """What the run has spent so far; every metric row carries it (docs/conventions.md)."""
+
+    rollouts: int = 0  # probe rollouts included
+    tokens: int = 0
+    probe_rollouts: int = 0  # the probe's share of `rollouts`
+    train_rollouts: int = 0  # the rest: generated for training, kept or dropped (dapo)
+    accepted: int = 0  # training rollouts with reward 1
+    wasted: int = 0  # training rollouts that moved no gradient: zero advantage, filtered or dropped
+    updates: int = 0  # optimizer steps of the learner
+    started: float = field(default_factory=time.perf_counter)
+
+    @property
+    def wall(self) -> float:
+        return time.perf_counter() - self.started
+
+    def snapshot(self) -> dict[str, float]:
+        """The counters and the wall seconds so far, for a checkpoint."""
+        counters = {f.name: getattr(self, f.name) for f in fields(self) if f.name != "started"}
+        return counters | {"wall": self.wall}
+
+    def restore(self, snap: dict[str, float]) -> None:
+        """Continue from a snapshot: counters as they were, the wall clock running on from its seconds."""
+        for f in fields(self):
+            if f.name != "started":  # `updates` came later: an older checkpoint resumes its count from 0
+                setattr(self, f.name, int(snap.get(f.name, 0) if f.name == "updates" else snap[f.name]))
+        self.started = time.perf_counter() - float(snap["wall"])
+
+
+# --- stages ---------------------------------------------------------------------------------------
+
+def sample_prompts(train: list[Problem], batch: int, rng: random.Random, cursor: list[int]) -> list[Problem]:
+    """Epochs over a seeded shuffle of the training prompts; `cursor` holds the rest of the epoch."""
+    if len(cursor) < batch:
+        fresh = list(range(len(train)))
+        rng.shuffle(fresh)
+        cursor.extend(fresh)
+    take, cursor[:] = cursor[:batch], cursor[batch:]
+    return [train[i] for i in take]
+
+
+def allocate(allocator: Allocator, prompts: list[Problem], ctx: AllocContext, budget: Budget) -> Allocation:
+    """Rollouts per prompt. A probing allocator's rollouts are spent first, so they are charged to the
+    budget here, before the step's own rollouts (docs/method.md §3: budget accounting counts the probe)."""
+    alloc = allocator.allocate(prompts, ctx)
+    budget.rollouts += alloc.probe_rollouts
+    budget.probe_rollouts += alloc.probe_rollouts
+    budget.tokens += alloc.probe_tokens
+    return alloc
+
+
+def sampling_spec(cfg: ExperimentConfig) -> SamplingSpec:
+    """How the step's rollouts are sampled; the GVM probe uses the same spec (docs/method.md §3)."""
+    return SamplingSpec(temperature=cfg.rollout.temperature, top_p=cfg.rollout.top_p,
+                        max_new_tokens=cfg.rollout.max_new_tokens)
+
+
+def generate(engine: HFEngine, cfg: ExperimentConfig, prompts: list[Problem], alloc: Allocation,
+             *, seed: int) -> tuple[list[Problem], Rollouts]:
+    """counts[i] samples of prompts[i]; a prompt with count 0 has no rows, and group ids stay indices
+    into the returned prompts (so `score` and GRPO groups need no remapping). An allocator that
+    generated the batch itself (dapo) hands over its prompts and rollouts instead."""
+    if alloc.prompts is not None:
+        return alloc.prompts, alloc.rollouts
+    return prompts, engine.generate([p.prompt for p in prompts], alloc.counts.tolist(), sampling_spec(cfg),
+                                    seed=seed)
+
+
+def score(rollouts: Rollouts, prompts: list[Problem]) -> torch.Tensor:
+    return score_groups(rollouts, [p.answer for p in prompts])
+
+
+def advantages(cfg: ExperimentConfig, rewards: torch.Tensor, group_ids: torch.Tensor):
+    """Per-sample advantages and the samples the update keeps (all, or DAPO-style non-equal groups)."""
+    if cfg.algorithm == "grpo":
+        adv, stats = grpo_advantages(rewards, group_ids)
+    else:
+        adv, stats = raft_advantages(rewards)
+    keep = nonzero_groups_mask(rewards, group_ids) if cfg.train.drop_equal_groups else \
+        torch.ones_like(rewards, dtype=torch.bool)
+    return adv, keep, stats
+
+
+def update(learner: TorchLearner, rollouts: Rollouts, adv: torch.Tensor, keep: torch.Tensor, *,
+           seed: int) -> dict[str, float]:
+    idx = torch.nonzero(keep).squeeze(-1)
+    if len(idx) == 0:  # nothing to learn from this batch: record it, skip the optimizer step
+        return {"samples_used": 0.0}
+    stats = learner.update(rollouts.select(idx), adv[idx], seed=seed)
+    return stats | {"samples_used": float(len(idx))}
+
+
+def sync_weights(learner: TorchLearner, engine: HFEngine) -> float:
+    """Learner -> rollout engine weight transfer, timed (a copy here; a broadcast across actors). The
+    engine slept through the update (vLLM on a shared GPU) and wakes before the weights arrive."""
+    t = time.perf_counter()
+    engine.wake_up()
+    engine.load_weights(learner.state_dict())
+    return time.perf_counter() - t
+
+
+def account(budget: Budget, alloc: Allocation, rollouts: Rollouts, rewards: torch.Tensor, adv: torch.Tensor,
+            keep: torch.Tensor) -> dict[str, float]:
+    """Charge the step's training rollouts (the probe was charged in `allocate`); this step's and the
+    cumulative budget metrics (docs/conventions.md, Budget accounting)."""
+    generated = len(rollouts.texts) + alloc.discarded_rollouts
+    accepted = int((rewards == 1).sum()) + alloc.discarded_accepted
+    wasted = int(((adv == 0) | ~keep).sum()) + alloc.discarded_rollouts
+    budget.rollouts += generated
+    budget.train_rollouts += generated
+    budget.tokens += rollouts.num_tokens + alloc.discarded_tokens
+    budget.accepted += accepted
+    budget.wasted += wasted
+    return {M.BUDGET_ROLLOUTS: budget.rollouts, M.BUDGET_TOKENS: budget.tokens,
+            M.BUDGET_UPDATES: budget.updates,
+            M.BUDGET_PROBE_ROLLOUTS: budget.probe_rollouts, M.BUDGET_TRAIN_ROLLOUTS: budget.train_rollouts,
+            M.BUDGET_ACCEPTED: budget.accepted, M.BUDGET_WASTED: budget.wasted,
+            M.STEP_ROLLOUTS: generated + alloc.probe_rollouts, M.STEP_PROBE_ROLLOUTS: alloc.probe_rollouts,
+            M.STEP_ACCEPTED: accepted, M.STEP_WASTED: wasted}
+
+
+def prompt_stats(prompts: list[Problem], alloc: Allocation, rollouts: Rollouts,
+                 rewards: torch.Tensor) -> list[M.PromptStat]:
+    """Where the step's budget went, one row per prompt (dapo's dropped groups included). An allocator
+    without estimates gets p̂ measured on the prompt's own rollouts (NaN with none) and Ĝ = NaN."""
+    m = len(prompts)
+    accepted, counts = accepted_counts(rewards, rollouts.group_ids, m)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        p_own = np.where(counts > 0, accepted / counts, np.nan)
+    p_hat = alloc.p_hat if alloc.p_hat is not None else p_own
+    g_hat = alloc.g_hat if alloc.g_hat is not None else np.full(m, np.nan)
+    probed = alloc.probed if alloc.probed is not None else np.zeros(m, dtype=bool)
+    rows = [M.PromptStat(p.prompt, float(p_hat[i]), float(g_hat[i]), int(counts[i]), int(accepted[i]),
+                         bool(probed[i])) for i, p in enumerate(prompts)]
+    return rows + alloc.discarded
+
+
+def step_metrics(rewards: torch.Tensor, rollouts: Rollouts, adv_stats: dict, upd: dict, times: dict,
+                 spent: dict[str, float], alloc: Allocation) -> dict[str, float]:
+    n = len(rollouts.texts)  # 0 when dapo kept no group: the step trains on nothing and says so
+    out = {
+        M.ROLLOUT_REWARD: float(rewards.mean()) if n else float("nan"),
+        M.ROLLOUT_RESPONSE_LEN: rollouts.num_tokens / n if n else float("nan"),
+        M.ROLLOUT_STOP_RATE: float(rollouts.stopped.float().mean()) if n else float("nan"),
+        M.ROLLOUT_EQUAL_GROUP_FRAC: float(adv_stats.get("equal_group_frac", 0.0)),
+        M.TRAIN_SAMPLES: upd.get("samples_used", 0.0),
+        M.TRAIN_UPDATES: upd.get("optimizer_steps", 0.0),
+    }
+    names = {"loss": M.TRAIN_LOSS, "pg_loss": M.TRAIN_PG_LOSS, "kl": M.TRAIN_KL, "clip_frac": M.TRAIN_CLIP_FRAC,
+             "ratio_mean": M.TRAIN_RATIO, "grad_norm": M.TRAIN_GRAD_NORM, "lr": M.TRAIN_LR}
+    out |= {name: float(upd[k]) for k, name in names.items() if k in upd}
+    return out | {k: float(v) for k, v in spent.items()} | alloc.stats | times
+
+
+# --- the loop -------------------------------------------------------------------------------------
+
+def load_eval_suite(cfg: ExperimentConfig) -> dict | None:
+    """The benchmark sets of `eval.suite` (None: none), loaded once per run."""
+    if cfg.eval.suite == "none":
+        return None
+    from dibs.platform.tasks.math_data import load_suite
+
+    return load_suite(cfg.eval.suite, cfg.eval.data_dir, template=cfg.task.template, limit=cfg.eval.limit)
+
+
+def evaluate_suite_metrics(engine: HFEngine, cfg: ExperimentConfig, sets: dict, *, seed: int) -> dict[str, float]:
+    """mean@k / pass@k of the suite at eval.k and eval.temperature, as `dibs eval` records them."""
+    from dibs.platform.tasks.math_eval import evaluate_suite, suite_metrics
+
+    e = cfg.eval
+    return suite_metrics(evaluate_suite(engine, e.suite, sets, k=e.k, temperature=e.temperature,
+                                        max_new_tokens=e.max_new_tokens, seed=seed))
+
+
+def learner_kwargs(cfg: ExperimentConfig, ref: torch.nn.Module | None) -> dict:
+    """The RL learner's settings from the config, whichever backend trains."""
+    t = cfg.train
+    # Optimizer steps of the run; with mini_batch_samples an estimate from the nominal batch (GVM and
+    # dapo batches are about that size, drop_equal_groups makes them smaller).
+    per_epoch = (t.minibatches if t.mini_batch_samples is None else
+                 math.ceil(t.prompts_per_step * cfg.allocation.n_per_prompt / t.mini_batch_samples))
+    steps = t.steps * t.epochs_per_batch * per_epoch
+    return {"lr": t.lr, "weight_decay": t.weight_decay, "grad_clip": t.grad_clip,
+            "micro_batch_size": t.micro_batch_size, "total_steps": steps, "warmup_steps": t.warmup_steps,
+            "adam_eps": t.adam_eps, "schedule": t.lr_schedule, "algorithm": cfg.algorithm,
+            "clip_eps": t.clip_eps, "kl_coef": t.kl_coef, "epochs": t.epochs_per_batch,
+            "minibatches": t.minibatches, "temperature": cfg.rollout.temperature, "ref_model": ref,
+            "compile": t.compile, "loss_agg": t.loss_agg, "mini_batch_samples": t.mini_batch_samples}
+
+
+class LocalRuntime:
+    """Where the loop's parts live: here one process, the transformers engine and the torch learner.
+    The distributed runtime (platform/runtime/distributed.py) answers the same four questions per rank."""
+
+    dp = DataParallel()
+
+    def prepare(self, cfg: ExperimentConfig, progress: Progress, data: TaskData | None, resume_from: str | None):
+        return prepare(cfg, progress, data, resume_from=resume_from)
+
+    def engine(self, cfg: ExperimentConfig, policy: torch.nn.Module, tokenizer):
+        if cfg.rollout.engine == "vllm":  # vLLM loads from disk: hand it the current policy in a temp dir
+            import tempfile
+
+            from dibs.platform.rollout.vllm_engine import VLLMEngine
+
+            path = tempfile.mkdtemp(prefix="dibs-vllm-")
+            policy.save_pretrained(path)
+            tokenizer.save_pretrained(path)
+            on_gpu = module_device(policy).type == "cuda"
+            return VLLMEngine(path, sleep_mode=on_gpu, gpu_memory_utilization=cfg.rollout.gpu_memory_utilization)
+        return local_engine(cfg.rollout.engine, copy.deepcopy(policy), tokenizer)
+
+    def learner(self, cfg: ExperimentConfig, policy: torch.nn.Module, ref: torch.nn.Module | None) -> TorchLearner:
+        return TorchLearner(policy, **learner_kwargs(cfg, ref))
+
+
+def train(cfg: ExperimentConfig, recorder: Recorder, progress: Progress, *, checkpoint_dir: str,
+          data: TaskData | None = None, resume_from: str | None = None, runtime=None) -> dict:
+    """Warm start (or a checkpoint), then RL steps up to `train.steps`; returns the summary (step-0 and
+    final eval). Resuming from a checkpoint of step N continues with step N+1 exactly as the
+    uninterrupted run would (checkpoint.py). With several ranks every rank runs this same loop on the
+    same data; the runtime's engine and learner split the work (platform/runtime/distributed.py)."""
+    runtime = runtime or LocalRuntime()
+    budget = Budget()  # wall clock from the start: the warm start is part of the run
+    data, policy, tokenizer, sft_seconds, sft_loss = runtime.prepare(cfg, progress, data, resume_from)
+    ref = copy.deepcopy(policy).requires_grad_(False) if cfg.train.kl_coef > 0 else None
+    engine = runtime.engine(cfg, policy, tokenizer)
+    learner = runtime.learner(cfg, policy, ref)
+    allocator, spec = build_allocator(cfg.allocation), sampling_spec(cfg)
+
+    suite = load_eval_suite(cfg)
+
+    def run_eval(step: int) -> dict[str, float]:
+        t = time.perf_counter()
+        values = evaluate(engine, data.test, cfg.eval, seed=cfg.seed * 7919 + step)
+        if suite is not None:
+            values |= evaluate_suite_metrics(engine, cfg, suite, seed=cfg.seed * 7919 + step)
+        values[M.TIME_EVAL] = time.perf_counter() - t
+        recorder.record(step, values, rollouts_consumed=budget.rollouts, tokens_generated=budget.tokens,
+                        wall_seconds=budget.wall)
+        # The budget rides along: a sweep trial reports it with the evaluation (ASHA's time attribute).
+        progress.update("eval", step, cfg.train.steps, values | {M.BUDGET_ROLLOUTS: budget.rollouts,
+                                                                 M.BUDGET_TOKENS: budget.tokens})
+        return values
+
+    if resume_from is not None:
+        state = checkpoint.load(resume_from, learner=learner, allocator=allocator, ref_model=ref)
+        rng, cursor, start = checkpoint.restore_rng(state), state.cursor, state.step + 1
+        budget.restore(state.budget)
+        first, last = state.first_eval, state.last_eval or state.first_eval
+    else:
+        rng, cursor, start = random.Random(cfg.seed), [], 1
+        first = run_eval(0) | {M.WARM_START_LOSS: sft_loss, M.WARM_START_SECONDS: sft_seconds}
+        recorder.record(0, {M.WARM_START_LOSS: sft_loss, M.WARM_START_SECONDS: sft_seconds},
+                        rollouts_consumed=0, tokens_generated=0, wall_seconds=budget.wall)
+        last = first
+
+    def save(step: int) -> None:
+        state = checkpoint.LoopState(step, rng.getstate(), list(cursor), budget.snapshot(), first, last)
+        path = checkpoint.save(checkpoint_dir, step, policy=policy, tokenizer=tokenizer, learner=learner,
+                               allocator=allocator, state=state, ref_model=ref, dp=runtime.dp)
+        recorder.checkpoint(step, path)
+
+    for step in range(start, cfg.train.steps + 1):
+        t0 = time.perf_counter()
+        prompts = sample_prompts(data.train, cfg.train.prompts_per_step, rng, cursor)
+        gen_seed = cfg.seed * 100003 + step
+        ctx = AllocContext(engine, policy, spec, gen_seed + PROBE_SEED_OFFSET, step,
+                           draw=lambda k: sample_prompts(data.train, k, rng, cursor))
+        alloc = allocate(allocator, prompts, ctx, budget)
+        t_alloc = time.perf_counter() - t0
+        prompts, rollouts = generate(engine, cfg, prompts, alloc, seed=gen_seed)
+        t_gen = time.perf_counter() - t0 - t_alloc
+        rewards = score(rollouts, prompts)
+        adv, keep, adv_stats = advantages(cfg, rewards, rollouts.group_ids)
+        t1 = time.perf_counter()
+        engine.sleep()  # the learner gets the device memory generation held (vLLM on GPU)
+        upd = update(learner, rollouts, adv, keep, seed=cfg.seed * 31 + step)
+        budget.updates += int(upd.get("optimizer_steps", 0))
+        t_upd = time.perf_counter() - t1
+        t_sync = sync_weights(learner, engine)
+        spent = account(budget, alloc, rollouts, rewards, adv, keep)
+        telemetry = prompt_stats(prompts, alloc, rollouts, rewards)
+        allocator.observe(prompts, alloc.counts, np.array([r.accepted for r in telemetry[:len(prompts)]]))
+        times = {M.TIME_GENERATE: t_gen, M.TIME_UPDATE: t_upd, M.TIME_SYNC: t_sync,
+                 M.TIME_STEP: time.perf_counter() - t0}
+        if alloc.probe_rollouts or alloc.prompts is not None:  # an allocator that generated something
+            times[M.TIME_ALLOCATE] = t_alloc
+        values = step_metrics(rewards, rollouts, adv_stats, upd, times, spent, alloc)
+        recorder.record(step, values, rollouts_consumed=budget.rollouts, tokens_generated=budget.tokens,
+                        wall_seconds=budget.wall)
+        recorder.record_prompts(step, telemetry)
+        progress.update("rl", step, cfg.train.steps, {"reward": values[M.ROLLOUT_REWARD]})
+        if step % cfg.eval.every == 0 or step == cfg.train.steps:
+            last = run_eval(step)
+        if step == cfg.train.steps or (cfg.runtime.checkpoint_every and step % cfg.runtime.checkpoint_every == 0):
+            save(step)
+    return {"step0": first, "final": last, "rollouts_consumed": budget.rollouts,
+            "tokens_generated": budget.tokens, "wall_seconds": budget.wall,
+            "data_fingerprint": data.fingerprint()}

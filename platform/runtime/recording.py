@@ -1,0 +1,44 @@
+"""Where a worker's loop sends what it produces: metric rows and checkpoints to the results store, progress
+events to the driver's display through a queue. Used by the single-worker executor (runner.py) and by rank 0
+of the distributed runtime (distributed.py), so it sits below both."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from dibs.platform.core.metrics import PromptStat
+from dibs.platform.store import MetricRow, ResultsStore
+
+
+class StoreRecorder:
+    """Writes each step's metrics as rows keyed by (run, name, step), idempotently."""
+
+    def __init__(self, store: ResultsStore, run_id: str):
+        self.store, self.run_id = store, run_id
+
+    def record(self, step: int, values: dict[str, float], *, rollouts_consumed: int, tokens_generated: int,
+               wall_seconds: float) -> None:
+        self.store.log_metrics(self.run_id, [
+            MetricRow(step=step, name=k, value=float(v), rollouts_consumed=rollouts_consumed,
+                      tokens_generated=tokens_generated, wall_seconds=wall_seconds)
+            for k, v in values.items()])
+
+    def record_prompts(self, step: int, rows: list[PromptStat]) -> None:
+        """One step's per-prompt rows, keyed by (run, step, prompt) and as idempotent as `record`."""
+        self.store.log_prompt_stats(self.run_id, step, rows)
+
+    def checkpoint(self, step: int, path: str) -> None:
+        self.store.add_checkpoint(self.run_id, step, str(Path(path).resolve()))
+
+
+class QueueProgress:
+    """Progress events pushed into a queue; a full queue drops the event (display is best-effort)."""
+
+    def __init__(self, q):
+        self.q = q
+
+    def update(self, stage: str, done: int, total: int, info: dict[str, float]) -> None:
+        try:
+            self.q.put_nowait((stage, done, total, {k: float(v) for k, v in info.items()}))
+        except Exception:  # noqa: BLE001, S110 - a dropped progress event must never stop training
+            pass
