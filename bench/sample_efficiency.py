@@ -106,7 +106,7 @@ def settings_key(overrides: list[str]) -> str:
     """Cells run with other overrides or other experiment configs are not mixed into one table. The
     configs enter as loaded (their `base:` file merged, only the values that differ from the defaults),
     so a comment or a file's layout does not count, and a new config field with a default neither."""
-    from dibs.platform.config import load_config
+    from dibs.platform.core.config import load_config
 
     configs = [load_config(experiment(algorithm, allocator)).model_dump(mode="json", exclude_defaults=True)
                for algorithm in ALGORITHMS for allocator in ALLOCATORS]

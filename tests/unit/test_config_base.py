@@ -6,8 +6,8 @@ import json
 import pytest
 import yaml
 
-from dibs.platform.cli import main
-from dibs.platform.config import ConfigError, apply_overrides, load_config
+from dibs.platform.cli.main import main
+from dibs.platform.core.config import ConfigError, apply_overrides, load_config
 from dibs.platform.core.config_yaml import read_experiment_mapping, set_dotted
 
 pytestmark = pytest.mark.unit
@@ -136,7 +136,7 @@ def test_validate_prints_the_merged_config(tmp_path, capsys):
 
 def test_run_records_the_merged_config(tmp_path, monkeypatch):
     """The stored config is the whole merged one: the run needs no base file to be reproduced."""
-    from dibs.platform import cli
+    from dibs.platform.cli import main as cli
     from dibs.platform.store import ResultsStore
 
     write(tmp_path / "base.yaml", BASE + "runtime:\n  executor: inline\n")
@@ -154,8 +154,8 @@ def test_run_records_the_merged_config(tmp_path, monkeypatch):
 def test_a_sweep_over_a_layered_experiment_writes_a_whole_best_yaml(tmp_path):
     """A sweep's base may itself have a base; its best.yaml has everything merged in, so it runs from
     a folder without the base files."""
-    from dibs.platform.sweep import write_best_yaml
-    from dibs.platform.sweep_config import load_sweep
+    from dibs.platform.sweeps.sweep import write_best_yaml
+    from dibs.platform.sweeps.sweep_config import load_sweep
 
     write(tmp_path / "exp" / "common.yaml", BASE)
     write(tmp_path / "exp" / "gvm.yaml", "base: common.yaml\ntrain.steps: 6\n")

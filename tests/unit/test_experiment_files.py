@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from dibs.platform.config import load_config
+from dibs.platform.core.config import load_config
 
 pytestmark = pytest.mark.unit
 
