@@ -25,6 +25,7 @@ from dibs.platform.core import metrics as M
 from dibs.platform.core.config import ModelConfig
 from dibs.platform.learn.model import build_base_model, load, num_parameters
 from dibs.platform.store import open_store
+from dibs.platform.tasks.math_task import MathTask
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -105,7 +106,7 @@ def main() -> None:
     db = f"sqlite:///{out}/gpu-check.db"
     cfg = ModelConfig(hidden_size=512, num_layers=8, num_heads=8, num_kv_heads=4, intermediate_size=1536,
                       max_position=2048, cache_dir=str(out / "models"))
-    model = build_base_model(cfg, seed=0)
+    model = build_base_model(cfg, seed=0, alphabet=MathTask.alphabet)
     params = num_parameters(load(model)[0])
     report = {"gpu": torch.cuda.get_device_name() if torch.cuda.is_available() else "none",
               "torch": torch.__version__, "model_parameters": params,

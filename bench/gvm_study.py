@@ -107,7 +107,7 @@ def run_cell(args: tuple) -> tuple[dict, dict]:
     algorithm, arm, seed, overrides, threads, settings = args
     from dibs.platform.core import metrics as M
     from dibs.platform.runtime.loop import MemoryRecorder, NullProgress, train
-    from dibs.platform.tasks.task import build_task
+    from dibs.platform.tasks.registry import build_task
 
     quiet(threads)
     cfg = load(algorithm, seed, [*overrides, *ARMS[arm][1]])

@@ -33,15 +33,17 @@ def prepass(cfg, data, samples: int, *, chunk: int = 64) -> dict:
     from dibs.platform.rollout.torch_engine import local_engine
     from dibs.platform.runtime.loop import NullProgress, sampling_spec
     from dibs.platform.tasks.evaluate import score_groups
+    from dibs.platform.tasks.registry import make_task
 
     data, policy, tokenizer, _, _ = prepare(cfg, NullProgress(), data)
+    task = make_task(cfg.task)
     engine = local_engine(cfg.rollout.engine, policy, tokenizer)
     spec = sampling_spec(cfg)
     prompts, p, g = [], [], []
     for start in range(0, len(data.train), chunk):
         batch = data.train[start:start + chunk]
         ro = engine.generate([q.prompt for q in batch], [samples] * len(batch), spec, seed=cfg.seed * 7 + start)
-        rewards = score_groups(ro, [q.answer for q in batch])
+        rewards = score_groups(task, ro, batch)
         p.extend(accept_rates(rewards, ro.group_ids, len(batch)).tolist())
         g.extend(grad_norm_estimates(policy, ro, rewards, len(batch), params=cfg.allocation.grad_params,
                                      temperature=spec.temperature).tolist())

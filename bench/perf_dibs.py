@@ -21,8 +21,9 @@ from dibs.platform.rollout.base import SamplingSpec
 from dibs.platform.runtime.loop import LocalRuntime, NullProgress, learner_kwargs, sampling_spec, train
 from dibs.platform.runtime.recording import StoreRecorder
 from dibs.platform.store import open_store
+from dibs.platform.tasks.base import Problem, TaskData
 from dibs.platform.tasks.evaluate import score_groups
-from dibs.platform.tasks.task import TaskData
+from dibs.platform.tasks.registry import make_task
 
 
 def gemm_peak(sizes: tuple[int, ...] = (512, 1024, 2048), reps: int = 7) -> dict:
@@ -67,7 +68,8 @@ def learner_efficiency(cfgs: dict[str, ExperimentConfig], policy, engine, prompt
     best size's total FLOPs over its total time; each learner's rate is its total FLOPs over its time."""
     cfg = next(iter(cfgs.values()))  # every setting samples the same batch
     batch = engine.generate(prompts, [cfg.allocation.n_per_prompt] * len(prompts), sampling_spec(cfg), seed=0)
-    adv, _ = grpo_advantages(score_groups(batch, answers), batch.group_ids)
+    problems = [Problem(p, a) for p, a in zip(prompts, answers)]
+    adv, _ = grpo_advantages(score_groups(make_task(cfg.task), batch, problems), batch.group_ids)
     learners, first = {}, {}
     for name, cfg in cfgs.items():
         learners[name] = TorchLearner(copy.deepcopy(policy), **learner_kwargs(cfg, None))

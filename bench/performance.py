@@ -177,7 +177,13 @@ def _rollouts(b: SimpleNamespace, *, vllm: bool) -> dict:
 def _rl_steps(b: SimpleNamespace) -> dict:
     steps_of = {"dibs": lambda: perf_dibs.rl_steps(b.cfg, b.data, b.policy, b.tok, warmup=b.warmup, steps=b.steps)}
     if b.trl:
-        from dibs.platform.tasks.evaluate import reward
+        from dibs.platform.tasks.base import Problem
+        from dibs.platform.tasks.registry import make_task
+
+        task = make_task(b.cfg.task)
+
+        def reward(text: str, answer: int, *, stopped: bool) -> float:  # the TRL side's (text, answer) rows
+            return task.reward(text, Problem("", answer), stopped=stopped)
 
         t = b.cfg.train
         problems = [(b.tok.bos_token + p.prompt, p.answer) for p in b.data.train[:b.P * (b.warmup + b.steps + 1)]]

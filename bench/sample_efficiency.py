@@ -63,7 +63,7 @@ def quiet(threads: int) -> None:
 
 
 def data_fingerprint(seed: int, overrides: list[str], data_dir: str | None) -> str:
-    from dibs.platform.tasks.task import build_task
+    from dibs.platform.tasks.registry import build_task
 
     data = task_data(data_dir, seed) or build_task(load(ALGORITHMS[0], "uniform", seed, overrides).task, seed)
     return data.fingerprint()

@@ -32,8 +32,7 @@ from dibs.platform.allocation.estimators import accept_rates, grad_norm_estimate
 from dibs.platform.core import metrics as M
 from dibs.platform.core.config import AllocationConfig
 from dibs.platform.rollout.base import RolloutEngine, Rollouts, SamplingSpec
-from dibs.platform.tasks.evaluate import score_groups
-from dibs.platform.tasks.task import Problem
+from dibs.platform.tasks.base import Problem
 
 
 @dataclass
@@ -57,11 +56,17 @@ class Allocation:
     discarded: list[M.PromptStat] = field(default_factory=list)
 
 
+def _unscored(rollouts: Rollouts, prompts: list[Problem]) -> torch.Tensor:
+    raise ValueError("AllocContext.score is not set: an allocator that generates rollouts scores them with "
+                     "the run's task (functools.partial(tasks.evaluate.score_groups, task))")
+
+
 @dataclass(frozen=True)
 class AllocContext:
     """What an allocator may use at a step: the engine to probe with, the policy whose gradients define
     G_i, the rollout sampling spec (the probe samples exactly as the step's rollouts), a seed, the step,
-    and `draw(k)`, which takes k more prompts from the run's epoch stream (dapo refills)."""
+    `draw(k)`, which takes k more prompts from the run's epoch stream (dapo refills), and `score`, the
+    run's task's rewards of a grouped batch (tasks/evaluate.py, `score_groups` bound to the task)."""
 
     engine: RolloutEngine
     policy: torch.nn.Module
@@ -69,6 +74,7 @@ class AllocContext:
     seed: int
     step: int = 1
     draw: Callable[[int], list[Problem]] | None = None
+    score: Callable[[Rollouts, list[Problem]], torch.Tensor] = _unscored
 
 
 class Allocator(Protocol):
@@ -118,7 +124,7 @@ def probe(prompts: list[Problem], ctx: AllocContext, cfg: AllocationConfig,
     m = len(prompts)
     n = cfg.n_probe if n is None else n
     ro = ctx.engine.generate([p.prompt for p in prompts], [n] * m, ctx.spec, seed=ctx.seed)
-    rewards = score_groups(ro, [p.answer for p in prompts])
+    rewards = ctx.score(ro, prompts)
     p_hat = accept_rates(rewards, ro.group_ids, m)
     g_hat = grad_norm_estimates(ctx.policy, ro, rewards, m, params=cfg.grad_params,
                                 temperature=ctx.spec.temperature)

@@ -25,8 +25,7 @@ from dibs.platform.allocation.estimators import accepted_counts
 from dibs.platform.core import metrics as M
 from dibs.platform.core.config import AllocationConfig
 from dibs.platform.rollout.base import Rollouts, merge_rollouts
-from dibs.platform.tasks.evaluate import score_groups
-from dibs.platform.tasks.task import Problem
+from dibs.platform.tasks.base import Problem
 
 
 def group_outcomes(rewards: torch.Tensor, ro: Rollouts, m: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -49,7 +48,7 @@ class DAPOAllocator(Stateless):
         while True:
             ro = ctx.engine.generate([p.prompt for p in batch], [n] * len(batch), ctx.spec, seed=ctx.seed + rounds)
             rounds, drawn = rounds + 1, drawn + len(batch)
-            rewards = score_groups(ro, [p.answer for p in batch])
+            rewards = ctx.score(ro, batch)
             accepted, tokens, mixed = group_outcomes(rewards, ro, len(batch))
             take = [i for i in np.flatnonzero(mixed)][: m - len(kept)]
             for i in sorted(set(range(len(batch))) - set(take)):

@@ -21,6 +21,7 @@ from dibs.platform.core.provenance import git_commit, package_versions
 from dibs.platform.jobs.jobs import JobsError
 from dibs.platform.jobs.jobs_cli import add_parsers as add_job_parsers
 from dibs.platform.store.sql import display_url
+from dibs.platform.tasks.registry import check_task_kind, make_task
 
 # The longest error line: enough for a file path, a dotted key and the problem; never a whole input.
 ERROR_CAP = 300
@@ -47,6 +48,7 @@ class _Parser(argparse.ArgumentParser):
 
 def cmd_validate(args) -> int:
     cfg = load_config(args.experiment, args.set)
+    check_task_kind(cfg.task, str(args.experiment))
     print(f"{args.experiment}: ok ({cfg.algorithm}, {cfg.allocation.allocator}, {cfg.train.steps} steps)")
     if args.print:  # the whole config a run records: `base:` files merged, defaults filled in
         print(json.dumps(config_to_dict(cfg), indent=2))
@@ -61,6 +63,7 @@ def cmd_run(args) -> int:
     overrides = list(args.set) + ([f"name={json.dumps(args.name)}"] if args.name else []) + \
         ([f"runtime.executor={args.executor}"] if args.executor else [])
     cfg = load_config(args.experiment, overrides)
+    check_task_kind(cfg.task, str(args.experiment))
     resolve_device(cfg.runtime.device)  # a machine that cannot run it fails here, before a run is recorded
     for key, path in missing_paths(cfg):  # before anything is recorded (docs/conventions.md, Recipes and paths)
         return _fail(f"{args.experiment}: {key}: no such file or directory: {path}")
@@ -95,7 +98,7 @@ def cmd_resume(args) -> int:
     # The newest checkpoint that passes checkpoint_check; each refused one is reported on stderr. Only
     # reads: the lease is taken after it, so nothing can leave the run held if it fails.
     picked = checkpoint_check.choose(store.checkpoints(run_id), run_dir=Path(cfg.runtime.output_dir) / run_id,
-                                     model=cfg.model)
+                                     model=cfg.model, alphabet=make_task(cfg.task).alphabet)
     resume_from = picked[1] if picked else None
     where = f"step {picked[0]} ({resume_from})" if picked else "the start (no usable checkpoint)"
     verb = "starting" if run["status"] == "submitted" else "resuming"  # a Ray job's first attempt

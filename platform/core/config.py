@@ -27,6 +27,9 @@ from dibs.platform.core.config_yaml import (  # noqa: F401
 # Seeds are stored in an Integer column (32-bit on PostgreSQL) and scaled by the loop (seed * 100003 + step,
 # plus a rank offset of 2^40) into torch's 64-bit seeds; below 2^31 both always hold.
 SEED_MAX = 2**31 - 1
+# The shape of a `task.kind`. Which kinds exist is the task registry's business (platform/tasks/registry.py,
+# a layer above this one), which checks it before a run starts.
+TASK_KIND_PATTERN = r"^[a-z][a-z0-9_]*$"
 
 
 class _Section(BaseModel):
@@ -36,12 +39,15 @@ class _Section(BaseModel):
 
 
 class TaskConfig(_Section):
-    """What the policy is trained on. `reasoning_gym` (the demo): procedural `chain_sum` problems, `a+b-c=`
-    with a worked solution, from the fields below. `math` (the paper's setting): problems with gold
+    """What the policy is trained on, by `kind`. `reasoning_gym` (the demo): procedural `chain_sum` problems,
+    `a+b-c=` with a worked solution, from the fields below. `math` (the paper's setting): problems with gold
     answers from `train_file`, prompted with `template`, rewarded by Math-Verify (platform/tasks); the
-    first `test_size` of a seeded shuffle are held out for the in-loop evaluation, the rest train."""
+    first `test_size` of a seeded shuffle are held out for the in-loop evaluation, the rest train. A task
+    added with `register_task` reads whichever of these fields it needs."""
 
-    kind: Literal["reasoning_gym", "math"] = Field("reasoning_gym", description="reasoning_gym | math")
+    kind: str = Field("reasoning_gym", pattern=TASK_KIND_PATTERN,
+                      description="the task, by its registered kind: reasoning_gym (chain sums) | math | one "
+                      "added with register_task (platform/tasks/registry.py, which checks the name)")
     train_file: str | None = Field(None, description="math: local JSONL or Parquet with problem, solution and "
                                    "answer columns (MATH / NuminaMath style); checked by `dibs run`, not validate")
     template: Literal["qwen25-math-cot", "plain"] = Field(

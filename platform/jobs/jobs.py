@@ -55,6 +55,7 @@ from dibs.platform.core.config import ConfigError, config_to_dict, load_config, 
 from dibs.platform.jobs import job_upload
 from dibs.platform.jobs.entrypoint import entrypoint, retry_entrypoint  # the job's command, built here
 from dibs.platform.store.sql import DB_ENV, display_url, redact  # DB_ENV: never in a runtime_env
+from dibs.platform.tasks.registry import check_task_kind
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]  # the repository root is the `dibs` package
 TERMINAL = ("SUCCEEDED", "FAILED", "STOPPED")
@@ -232,6 +233,8 @@ def submit(path: str, *, address: str | None, db: str | None = None, overrides: 
     if sweep and overrides:
         raise ConfigError(f"{path}: --set applies to experiments; give a sweep's overrides under `fixed:`")
     cfg = None if sweep else load_config(path, overrides)
+    if cfg is not None:  # an unknown task fails here, before anything is recorded or submitted
+        check_task_kind(cfg.task, str(path))
     if sweep:  # checked before open_store below may make the store; start_spec reads it again
         from dibs.platform.sweeps.sweep_config import load_sweep
 

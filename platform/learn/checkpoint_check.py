@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import json
 import zipfile
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -37,8 +37,9 @@ DEEPSPEED_GLOBALS = ("deepspeed.runtime.fp16.loss_scaler.LossScaler",
                      "deepspeed.runtime.zero.config.ZeroStageEnum")
 
 
-def expected_architecture(model: Any) -> dict[str, Any]:
-    """The run's architecture fields: its `model.path`'s config.json, else the tiny model it builds."""
+def expected_architecture(model: Any, alphabet: Sequence[str]) -> dict[str, Any]:
+    """The run's architecture fields: its `model.path`'s config.json, else the tiny model it builds over
+    its task's `alphabet` (the vocabulary size depends on it)."""
     if model.path:
         try:
             cfg = json.loads((Path(model.path) / CONFIG).read_text())
@@ -47,16 +48,17 @@ def expected_architecture(model: Any) -> dict[str, Any]:
     else:
         from dibs.platform.learn.model import qwen2_config, train_tokenizer
 
-        cfg = qwen2_config(model, train_tokenizer()).to_dict()
+        cfg = qwen2_config(model, train_tokenizer(alphabet)).to_dict()
     return {k: cfg.get(k) for k in ARCH_FIELDS}
 
 
-def choose(recorded: Iterable[tuple[int, str]], *, run_dir: str | Path, model: Any,
+def choose(recorded: Iterable[tuple[int, str]], *, run_dir: str | Path, model: Any, alphabet: Sequence[str],
            on_skip: Callable[[str], None] = warn) -> tuple[int, str] | None:
     """The checkpoint to resume from: the newest of `recorded` (step, path) that `check` accepts, each
     refused one reported through `on_skip` in one line (step, path, why); None when none is usable.
-    `model` is the run's ModelConfig: the architecture a checkpoint must have."""
-    expected = expected_architecture(model)
+    `model` is the run's ModelConfig: the architecture a checkpoint must have (`alphabet`: its task's,
+    tasks/base.py)."""
+    expected = expected_architecture(model, alphabet)
     for step, path in sorted(recorded, reverse=True):
         try:
             check(path, step=step, run_dir=Path(run_dir), expected=expected)

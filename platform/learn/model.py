@@ -9,6 +9,8 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
+from collections.abc import Sequence
 from pathlib import Path
 
 import torch
@@ -16,22 +18,27 @@ from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 from transformers import PreTrainedTokenizerFast, Qwen2Config, Qwen2ForCausalLM
 
 from dibs.platform.core.config import ConfigError, ModelConfig
-from dibs.platform.tasks.task import BOXED
 
 SPECIALS = ["<pad>", "<s>", "</s>"]
-ALPHABET = list("0123456789+-=;") + [BOXED, "}"]
 
 
-def train_tokenizer() -> PreTrainedTokenizerFast:
-    """Character-level BPE with no merges, plus `\\boxed{` as one token (shorter responses)."""
+def train_tokenizer(alphabet: Sequence[str]) -> PreTrainedTokenizerFast:
+    """Character-level BPE with no merges over a task's alphabet (tasks/base.py, `Task.alphabet`): its
+    single characters, and each longer entry (chain sums: `\\boxed{`) as one token (shorter responses)."""
+    chars = [c for c in alphabet if len(c) == 1]
+    whole = [t for t in alphabet if len(t) > 1]
+    if not chars:
+        raise ValueError(f"a task's alphabet needs at least one single character, got {list(alphabet)[:5]}")
     tok = Tokenizer(models.BPE(unk_token=None, fuse_unk=False))
-    tok.pre_tokenizer = pre_tokenizers.Split(pattern=r"\\boxed\{", behavior="isolated")
+    if whole:
+        tok.pre_tokenizer = pre_tokenizers.Split(pattern="|".join(re.escape(t) for t in whole),
+                                                 behavior="isolated")
     tok.decoder = decoders.Fuse()
-    chars = [c for c in ALPHABET if len(c) == 1]
     trainer = trainers.BpeTrainer(vocab_size=len(SPECIALS) + len(chars), special_tokens=SPECIALS,
                                   initial_alphabet=chars, show_progress=False)
     tok.train_from_iterator(["".join(chars)], trainer=trainer)
-    tok.add_tokens([BOXED])
+    if whole:
+        tok.add_tokens(whole)
     return PreTrainedTokenizerFast(tokenizer_object=tok, pad_token="<pad>", bos_token="<s>",
                                    eos_token="</s>", padding_side="left")
 
@@ -54,18 +61,19 @@ def qwen2_config(cfg: ModelConfig, tokenizer: PreTrainedTokenizerFast) -> Qwen2C
     )
 
 
-def _arch_key(cfg: ModelConfig, seed: int) -> str:
+def _arch_key(cfg: ModelConfig, seed: int, alphabet: Sequence[str]) -> str:
     # Architecture only: where models are cached or loaded from (model.path) names no new weights.
-    spec = cfg.model_dump(exclude={"cache_dir", "path"}) | {"seed": seed, "alphabet": ALPHABET}
+    spec = cfg.model_dump(exclude={"cache_dir", "path"}) | {"seed": seed, "alphabet": list(alphabet)}
     return hashlib.sha256(json.dumps(spec, sort_keys=True).encode()).hexdigest()[:12]
 
 
-def build_base_model(cfg: ModelConfig, seed: int) -> Path:
-    """Build (or reuse) the randomly initialised model + tokenizer; returns its HF directory."""
-    out = Path(cfg.cache_dir) / f"qwen2-tiny-{_arch_key(cfg, seed)}"
+def build_base_model(cfg: ModelConfig, seed: int, alphabet: Sequence[str]) -> Path:
+    """Build (or reuse) the randomly initialised model + tokenizer over a task's `alphabet`; returns its
+    HF directory."""
+    out = Path(cfg.cache_dir) / f"qwen2-tiny-{_arch_key(cfg, seed, alphabet)}"
     if (out / "config.json").is_file() and (out / "tokenizer.json").is_file():
         return out
-    tokenizer = train_tokenizer()
+    tokenizer = train_tokenizer(alphabet)
     torch.manual_seed(seed)
     model = Qwen2ForCausalLM(qwen2_config(cfg, tokenizer))
     tmp = out.with_name(out.name + f".tmp{os.getpid()}")

@@ -21,7 +21,8 @@ from dibs.platform.core.config import ExperimentConfig
 from dibs.platform.learn.learner import TorchLearner
 from dibs.platform.learn.model import build_base_model, load, resolve_device
 from dibs.platform.rollout.base import Rollouts
-from dibs.platform.tasks.task import Problem, TaskData, build_task, solution
+from dibs.platform.tasks.base import Problem, Task, TaskData
+from dibs.platform.tasks.registry import make_task
 
 
 class Progress(Protocol):
@@ -30,12 +31,14 @@ class Progress(Protocol):
     def update(self, stage: str, done: int, total: int, info: dict[str, float]) -> None: ...
 
 
-def encode_solutions(tokenizer: PreTrainedTokenizerFast, problems: list[Problem]) -> list[tuple[list[int], int]]:
-    """Token ids of BOS + prompt + solution + EOS, and the number of response tokens (solution + EOS)."""
+def encode_solutions(tokenizer: PreTrainedTokenizerFast, task: Task,
+                     problems: list[Problem]) -> list[tuple[list[int], int]]:
+    """Token ids of BOS + prompt + the task's worked solution + EOS, and the number of response tokens
+    (solution + EOS)."""
     out = []
     for p in problems:
         prompt = tokenizer.encode(tokenizer.bos_token + p.prompt, add_special_tokens=False)
-        resp = tokenizer.encode(solution(p), add_special_tokens=False) + [tokenizer.eos_token_id]
+        resp = tokenizer.encode(task.solution(p), add_special_tokens=False) + [tokenizer.eos_token_id]
         out.append((prompt + resp, len(resp)))
     return out
 
@@ -55,10 +58,11 @@ def collate(examples: list[tuple[list[int], int]], pad_id: int) -> Rollouts:
                     torch.ones(B, dtype=torch.bool))
 
 
-def warm_start(learner, tokenizer: PreTrainedTokenizerFast, problems: list[Problem], *, steps: int,
+def warm_start(learner, tokenizer: PreTrainedTokenizerFast, task: Task, problems: list[Problem], *, steps: int,
                batch_size: int, seed: int, on_step: Callable[[int, float], None] | None = None) -> float:
-    """Run `steps` SFT steps on shuffled epochs of `problems`; returns the final loss."""
-    data = encode_solutions(tokenizer, problems)
+    """Run `steps` SFT steps on shuffled epochs of `problems` (the task's worked solutions); returns the
+    final loss."""
+    data = encode_solutions(tokenizer, task, problems)
     rng = random.Random(seed)
     order: list[int] = []
     loss = float("nan")
@@ -85,11 +89,12 @@ def prepare(cfg: ExperimentConfig, progress: Progress, data: TaskData | None = N
     `resume_from` (a checkpoint) replaces the warm start by the checkpoint's policy."""
     torch.manual_seed(cfg.seed)
     device = device or resolve_device(cfg.runtime.device)
-    data = data if data is not None else build_task(cfg.task, cfg.seed)
+    task = make_task(cfg.task)
+    data = data if data is not None else task.splits(cfg.seed)
     if resume_from is not None:
         policy, tokenizer = load(Path(resume_from))
         return data, policy.to(device), tokenizer, 0.0, float("nan")
-    base = Path(cfg.model.path) if cfg.model.path else build_base_model(cfg.model, cfg.seed)
+    base = Path(cfg.model.path) if cfg.model.path else build_base_model(cfg.model, cfg.seed, task.alphabet)
     w = cfg.warm_start
     cached = warm_start_cache(cfg, base, data)
     if w.reuse and (cached / "config.json").is_file():
@@ -101,7 +106,7 @@ def prepare(cfg: ExperimentConfig, progress: Progress, data: TaskData | None = N
     sft = TorchLearner(policy, lr=w.lr, weight_decay=0.0, grad_clip=1.0, micro_batch_size=w.batch_size,
                        total_steps=w.steps, warmup_steps=w.warmup_steps, schedule=w.lr_schedule)
     t0 = time.perf_counter()
-    loss = warm_start(sft, tokenizer, data.sft, steps=w.steps, batch_size=w.batch_size, seed=cfg.seed,
+    loss = warm_start(sft, tokenizer, task, data.sft, steps=w.steps, batch_size=w.batch_size, seed=cfg.seed,
                       on_step=lambda s, lv: progress.update("warm start", s, w.steps, {"loss": lv}))
     seconds = time.perf_counter() - t0
     if w.reuse:

@@ -42,7 +42,7 @@ from dibs.platform.learn.warm_start import prepare
 from dibs.platform.rollout.base import Rollouts, SamplingSpec, merge_rollouts
 from dibs.platform.rollout.torch_engine import local_engine
 from dibs.platform.runtime.loop import NullProgress, learner_kwargs, train
-from dibs.platform.tasks.task import build_task
+from dibs.platform.tasks.registry import build_task, make_task
 
 WARM_START_DIR = "warm-start"  # under the run's output dir: rank 0's warm start, loaded by the others
 SUMMARY_FILE = "summary.json"
@@ -218,6 +218,7 @@ def learner_worker(payload: dict) -> None:
     # `dibs resume` picked; every rank checks the same files and so picks the same one.
     on_disk = checkpoint.on_disk(payload["checkpoint_dir"])
     picked = checkpoint_check.choose(on_disk, run_dir=out_dir, model=cfg.model,
+                                     alphabet=make_task(cfg.task).alphabet,
                                      on_skip=checkpoint.warn if dp.rank == 0 else lambda _: None)
     resume_from = picked[1] if picked else None
     (out_dir / "workers").mkdir(parents=True, exist_ok=True)

@@ -13,6 +13,7 @@ executes (a Ray worker or the driver itself) is the executor's business (runner.
 from __future__ import annotations
 
 import copy
+import functools
 import math
 import random
 import time
@@ -35,8 +36,9 @@ from dibs.platform.learn.warm_start import Progress, prepare
 from dibs.platform.rollout.base import Rollouts, SamplingSpec, module_device
 from dibs.platform.rollout.hf_engine import HFEngine
 from dibs.platform.rollout.torch_engine import local_engine
-from dibs.platform.tasks.evaluate import evaluate, score_groups
-from dibs.platform.tasks.task import Problem, TaskData
+from dibs.platform.tasks.base import Problem, Task, TaskData
+from dibs.platform.tasks.evaluate import Evaluation, score_groups
+from dibs.platform.tasks.registry import make_task
 
 # Added to the step's generation seed for the probe, so probe and rollouts never share a sample stream.
 PROBE_SEED_OFFSET = 2**31
@@ -149,8 +151,8 @@ def generate(engine: HFEngine, cfg: ExperimentConfig, prompts: list[Problem], al
                                     seed=seed)
 
 
-def score(rollouts: Rollouts, prompts: list[Problem]) -> torch.Tensor:
-    return score_groups(rollouts, [p.answer for p in prompts])
+def score(task: Task, rollouts: Rollouts, prompts: list[Problem]) -> torch.Tensor:
+    return score_groups(task, rollouts, prompts)
 
 
 def advantages(cfg: ExperimentConfig, rewards: torch.Tensor, group_ids: torch.Tensor):
@@ -237,24 +239,6 @@ def step_metrics(rewards: torch.Tensor, rollouts: Rollouts, adv_stats: dict, upd
 
 # --- the loop -------------------------------------------------------------------------------------
 
-def load_eval_suite(cfg: ExperimentConfig) -> dict | None:
-    """The benchmark sets of `eval.suite` (None: none), loaded once per run."""
-    if cfg.eval.suite == "none":
-        return None
-    from dibs.platform.tasks.math_data import load_suite
-
-    return load_suite(cfg.eval.suite, cfg.eval.data_dir, template=cfg.task.template, limit=cfg.eval.limit)
-
-
-def evaluate_suite_metrics(engine: HFEngine, cfg: ExperimentConfig, sets: dict, *, seed: int) -> dict[str, float]:
-    """mean@k / pass@k of the suite at eval.k and eval.temperature, as `dibs eval` records them."""
-    from dibs.platform.tasks.math_eval import evaluate_suite, suite_metrics
-
-    e = cfg.eval
-    return suite_metrics(evaluate_suite(engine, e.suite, sets, k=e.k, temperature=e.temperature,
-                                        max_new_tokens=e.max_new_tokens, seed=seed))
-
-
 def learner_kwargs(cfg: ExperimentConfig, ref: torch.nn.Module | None) -> dict:
     """The RL learner's settings from the config, whichever backend trains."""
     t = cfg.train
@@ -304,6 +288,7 @@ def train(cfg: ExperimentConfig, recorder: Recorder, progress: Progress, *, chec
     uninterrupted run would (checkpoint.py). With several ranks every rank runs this same loop on the
     same data; the runtime's engine and learner split the work (platform/runtime/distributed.py)."""
     runtime = runtime or LocalRuntime()
+    task = make_task(cfg.task)
     budget = Budget()  # wall clock from the start: the warm start is part of the run
     data, policy, tokenizer, sft_seconds, sft_loss = runtime.prepare(cfg, progress, data, resume_from)
     ref = copy.deepcopy(policy).requires_grad_(False) if cfg.train.kl_coef > 0 else None
@@ -311,13 +296,11 @@ def train(cfg: ExperimentConfig, recorder: Recorder, progress: Progress, *, chec
     learner = runtime.learner(cfg, policy, ref)
     allocator, spec = build_allocator(cfg.allocation), sampling_spec(cfg)
 
-    suite = load_eval_suite(cfg)
+    evaluation = Evaluation(task, data.test, cfg)  # eval.suite's sets are loaded here, once
 
     def run_eval(step: int) -> dict[str, float]:
         t = time.perf_counter()
-        values = evaluate(engine, data.test, cfg.eval, seed=cfg.seed * 7919 + step)
-        if suite is not None:
-            values |= evaluate_suite_metrics(engine, cfg, suite, seed=cfg.seed * 7919 + step)
+        values = evaluation(engine, seed=cfg.seed * 7919 + step)
         values[M.TIME_EVAL] = time.perf_counter() - t
         recorder.record(step, values, rollouts_consumed=budget.rollouts, tokens_generated=budget.tokens,
                         wall_seconds=budget.wall)
@@ -349,12 +332,13 @@ def train(cfg: ExperimentConfig, recorder: Recorder, progress: Progress, *, chec
         prompts = sample_prompts(data.train, cfg.train.prompts_per_step, rng, cursor)
         gen_seed = cfg.seed * 100003 + step
         ctx = AllocContext(engine, policy, spec, gen_seed + PROBE_SEED_OFFSET, step,
-                           draw=lambda k: sample_prompts(data.train, k, rng, cursor))
+                           draw=lambda k: sample_prompts(data.train, k, rng, cursor),
+                           score=functools.partial(score_groups, task))
         alloc = allocate(allocator, prompts, ctx, budget)
         t_alloc = time.perf_counter() - t0
         prompts, rollouts = generate(engine, cfg, prompts, alloc, seed=gen_seed)
         t_gen = time.perf_counter() - t0 - t_alloc
-        rewards = score(rollouts, prompts)
+        rewards = score(task, rollouts, prompts)
         adv, keep, adv_stats = advantages(cfg, rewards, rollouts.group_ids)
         t1 = time.perf_counter()
         engine.sleep()  # the learner gets the device memory generation held (vLLM on GPU)

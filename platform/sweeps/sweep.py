@@ -149,6 +149,7 @@ def _trial_run(store, cfg: ExperimentConfig, spec: dict, trial_id: str, repeat: 
     from dibs.platform.core.provenance import git_commit, package_versions
     from dibs.platform.learn import checkpoint_check
     from dibs.platform.runtime.runner import run_inline, run_payload, run_ray
+    from dibs.platform.tasks.registry import make_task
 
     run_id = f"{trial_id}-s{repeat}"
     known = {r["id"]: r for r in store.list_runs()}
@@ -157,7 +158,8 @@ def _trial_run(store, cfg: ExperimentConfig, spec: dict, trial_id: str, repeat: 
         if known[run_id]["status"] == "finished":
             return store.get_run(run_id)["summary"]
         picked = checkpoint_check.choose(store.checkpoints(run_id),
-                                         run_dir=Path(cfg.runtime.output_dir) / run_id, model=cfg.model)
+                                         run_dir=Path(cfg.runtime.output_dir) / run_id, model=cfg.model,
+                                         alphabet=make_task(cfg.task).alphabet)
         resume_from = picked[1] if picked else None
         store.resume_run(run_id)
     else:

@@ -37,6 +37,7 @@ from dibs.platform.core.config import (
     read_yaml_mapping,
     validate_dict,
 )
+from dibs.platform.tasks.registry import check_task_kind
 
 # What a trial reports at each evaluation besides the eval/ metrics: the budget spent so far (ASHA's
 # time attribute, so trials are compared at equal rollouts) and the step.
@@ -172,6 +173,7 @@ def load_sweep(path: str | Path) -> tuple[SweepConfig, ExperimentConfig, Path]:
     if not base_path.is_file():
         raise ConfigError(f"{path}: base: no such experiment file {sweep.base!r} (relative to the sweep file)")
     base = load_config(base_path, [f"{k}={yaml_scalar(v)}" for k, v in sweep.fixed.items()])
+    check_task_kind(base.task, str(base_path))
     if base.seed + sweep.repeats - 1 > SEED_MAX:  # repeats run seeds seed, seed+1, ...: the last must fit too
         raise ConfigError(f"{path}: repeats: {sweep.repeats} seeds from the base's {base.seed} pass {SEED_MAX}")
     check_space(sweep, base, str(path))

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from dibs.platform.core.config import ConfigError, TaskConfig
-from dibs.platform.tasks.base import TaskData
+from dibs.platform.tasks.base import Problem, TaskData
 from dibs.platform.tasks.math import gold_text, last_boxed
 
 # docs/method.md §6: Qwen2.5-Math's chain-of-thought prompt, in its ChatML chat format. Rendered as text here
@@ -35,12 +35,13 @@ DATA_DIR_ENV = "DIBS_MATH_EVAL_DIR"
 
 
 @dataclass(frozen=True)
-class MathProblem:
-    """One problem: `prompt` is what the policy sees (template applied), `answer` the gold answer text."""
+class MathProblem(Problem):
+    """One problem: `prompt` is what the policy sees (template applied), `answer` the gold answer text,
+    `problem` the text before the template, `solution` the file's worked solution ("" when it has none).
+    No levels: `level` stays None."""
 
-    prompt: str
     answer: str
-    problem: str
+    problem: str = ""
     solution: str = ""
 
 
@@ -93,7 +94,7 @@ def train_problem(row: dict, template: str) -> MathProblem | None:
         answer = last_boxed(solution) if isinstance(solution, str) else None
     if not isinstance(problem, str) or answer is None:
         return None
-    return MathProblem(render(problem, template), gold_text(answer), problem, solution)
+    return MathProblem(render(problem, template), gold_text(answer), problem=problem, solution=solution)
 
 
 def load_train_file(path: str | Path, template: str = "qwen25-math-cot") -> list[MathProblem]:
@@ -141,7 +142,8 @@ def load_eval_set(name: str, data_dir: str | Path | None = None, *, template: st
             if limit is not None and len(out) >= limit:
                 break
             problem, answer = _eval_row(name, row, f"{path}: row {n}")
-            out.append(MathProblem(render(problem, template), answer, problem, row.get("solution") or ""))
+            out.append(MathProblem(render(problem, template), answer, problem=problem,
+                                   solution=row.get("solution") or ""))
     except (OSError, UnicodeDecodeError, ValueError) as e:  # unreadable, not UTF-8, not JSON
         raise ConfigError(str(e) if str(e).startswith(str(path)) else f"{path}: cannot read: {e}") from None
     if not out:

@@ -12,9 +12,10 @@ import time
 from dataclasses import asdict, dataclass, field
 
 from dibs.platform.core import metrics as M
+from dibs.platform.core.config import EvalConfig
 from dibs.platform.rollout.base import RolloutEngine, SamplingSpec
 from dibs.platform.tasks.math import ScoreStats, score
-from dibs.platform.tasks.math_data import MathProblem
+from dibs.platform.tasks.math_data import MathProblem, load_suite
 
 
 @dataclass(frozen=True)
@@ -81,6 +82,20 @@ def evaluate_suite(engine: RolloutEngine, suite: str, sets: dict[str, list[MathP
         if on_set is not None:
             on_set(res)
     return result
+
+
+class SuiteEvaluation:
+    """`eval.suite` inside a training run (tasks/evaluate.py, `Evaluation`): the sets loaded once, then
+    mean@k / pass@k at eval.k and eval.temperature at every evaluation, as `dibs eval` records them."""
+
+    def __init__(self, cfg: EvalConfig, *, template: str):
+        self.cfg = cfg
+        self.sets = load_suite(cfg.suite, cfg.data_dir, template=template, limit=cfg.limit)
+
+    def __call__(self, engine: RolloutEngine, *, seed: int) -> dict[str, float]:
+        e = self.cfg
+        return suite_metrics(evaluate_suite(engine, e.suite, self.sets, k=e.k, temperature=e.temperature,
+                                            max_new_tokens=e.max_new_tokens, seed=seed))
 
 
 def suite_metrics(result: SuiteResult) -> dict[str, float]:

@@ -19,6 +19,7 @@ from dibs.platform.learn.model import qwen2_config, train_tokenizer
 from dibs.platform.rollout.base import SamplingSpec
 from dibs.platform.rollout.hf_engine import HFEngine
 from dibs.platform.runtime.loop import MemoryRecorder, NullProgress, train
+from dibs.platform.tasks.chain_sum import ALPHABET
 
 pytestmark = [pytest.mark.gpu, pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")]
 
@@ -29,7 +30,7 @@ PROMPTS, COUNTS = ["1+2=", "34-5+6=", "7+7=", "12-3="], [3, 2, 4, 1]
 def tiny():
     torch.backends.cuda.matmul.allow_tf32 = False  # fp32 parity: no TF32 matmuls on the GPU
     torch.backends.cudnn.allow_tf32 = False
-    tok = train_tokenizer()
+    tok = train_tokenizer(ALPHABET)
     torch.manual_seed(0)
     cfg = ModelConfig(hidden_size=64, num_layers=2, num_heads=4, num_kv_heads=2, intermediate_size=128)
     return Qwen2ForCausalLM(qwen2_config(cfg, tok)).eval(), tok

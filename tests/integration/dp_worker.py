@@ -16,11 +16,12 @@ from dibs.platform.learn.learner import TorchLearner
 from dibs.platform.learn.model import qwen2_config, train_tokenizer
 from dibs.platform.rollout.base import SamplingSpec
 from dibs.platform.rollout.hf_engine import HFEngine
+from dibs.platform.tasks.chain_sum import ALPHABET
 
 
 def main(backend: str, rank: int, world: int, out: str, variant: str = "default") -> None:
     torch.set_num_threads(1)
-    tok = train_tokenizer()
+    tok = train_tokenizer(ALPHABET)
     torch.manual_seed(0)
     cfg = ModelConfig(hidden_size=32, num_layers=1, num_heads=2, num_kv_heads=1, intermediate_size=64)
     model = Qwen2ForCausalLM(qwen2_config(cfg, tok))

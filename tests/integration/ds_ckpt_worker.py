@@ -17,6 +17,7 @@ from dibs.platform.core.parallel import DataParallel
 from dibs.platform.learn.checkpoint import CheckpointError
 from dibs.platform.learn.deepspeed_learner import DeepSpeedLearner
 from dibs.platform.learn.model import qwen2_config, train_tokenizer
+from dibs.platform.tasks.chain_sum import ALPHABET
 
 
 class Payload:
@@ -30,7 +31,7 @@ class Payload:
 def learner(stage: int, seed: int) -> DeepSpeedLearner:
     torch.manual_seed(seed)
     cfg = ModelConfig(hidden_size=32, num_layers=1, num_heads=2, num_kv_heads=1, intermediate_size=64)
-    return DeepSpeedLearner(Qwen2ForCausalLM(qwen2_config(cfg, train_tokenizer())), zero_stage=stage, lr=1e-2,
+    return DeepSpeedLearner(Qwen2ForCausalLM(qwen2_config(cfg, train_tokenizer(ALPHABET))), zero_stage=stage, lr=1e-2,
                             weight_decay=0.0, grad_clip=1.0, micro_batch_size=2, total_steps=4, dp=DataParallel(0, 1))
 
 

@@ -12,11 +12,12 @@ from dibs.platform.core.host import configure_process
 from dibs.platform.learn.learner import TorchLearner
 from dibs.platform.learn.model import qwen2_config, train_tokenizer
 from dibs.platform.rollout.base import Rollouts
+from dibs.platform.tasks.chain_sum import ALPHABET
 
 
 def main(keep: bool) -> None:
     assert configure_process(2, keep) == keep
-    tok = train_tokenizer()
+    tok = train_tokenizer(ALPHABET)
     torch.manual_seed(0)
     model = Qwen2ForCausalLM(qwen2_config(ModelConfig(num_layers=2), tok))  # the demo's widths
     B, L = 96, 40

@@ -1,6 +1,8 @@
 """Allocators behind the Protocol (docs/method.md §2-4): uniform counts, GVM on a stub engine whose probe
 rewards and gradient norms the test controls, and validation of the allocation config."""
 
+import functools
+
 import numpy as np
 import pytest
 import torch
@@ -11,12 +13,17 @@ from dibs.platform.allocation import estimators
 from dibs.platform.allocation.allocators import AllocContext, GVMAllocator, UniformAllocator
 from dibs.platform.allocation.factory import build_allocator
 from dibs.platform.core import metrics as M
-from dibs.platform.core.config import AllocationConfig, ConfigError, ModelConfig, validate_dict
+from dibs.platform.core.config import AllocationConfig, ConfigError, ModelConfig, TaskConfig, validate_dict
 from dibs.platform.learn.model import qwen2_config, train_tokenizer
 from dibs.platform.rollout.base import Rollouts, SamplingSpec
-from dibs.platform.tasks.task import Problem
+from dibs.platform.tasks.base import Problem
+from dibs.platform.tasks.chain_sum import ALPHABET, ChainSumTask
+from dibs.platform.tasks.evaluate import score_groups
 
 pytestmark = pytest.mark.unit
+
+# The chain-sum task's rewards, as the loop hands them to allocators.
+SCORE = functools.partial(score_groups, ChainSumTask(TaskConfig()))
 
 PROMPTS = [Problem("1+2=", 3, 2), Problem("5-9=", -4, 2), Problem("7+7=", 14, 2), Problem("2-1=", 1, 2)]
 # Probe outcome per prompt (4 samples each): accepted?, and the gradient norm each accepted sample has.
@@ -46,7 +53,7 @@ class StubEngine:
 
 @pytest.fixture(scope="module")
 def policy():
-    tok = train_tokenizer()
+    tok = train_tokenizer(ALPHABET)
     cfg = ModelConfig(hidden_size=16, num_layers=1, num_heads=2, num_kv_heads=1, intermediate_size=32)
     return Qwen2ForCausalLM(qwen2_config(cfg, tok))
 
@@ -66,7 +73,7 @@ def scripted_norms(monkeypatch):
 
 
 def ctx(engine, policy, seed=7):
-    return AllocContext(engine, policy, SamplingSpec(temperature=0.9, max_new_tokens=5), seed)
+    return AllocContext(engine, policy, SamplingSpec(temperature=0.9, max_new_tokens=5), seed, score=SCORE)
 
 
 def test_uniform_gives_n_each_and_never_probes():

@@ -16,6 +16,7 @@ from dibs.platform.core.config import load_config
 from dibs.platform.learn import checkpoint, checkpoint_check
 from dibs.platform.learn.model import build_base_model, load
 from dibs.platform.runtime.loop import learner_kwargs
+from dibs.platform.tasks.chain_sum import ALPHABET
 
 pytestmark = pytest.mark.unit
 
@@ -38,8 +39,8 @@ def config(tmp: Path, *extra: str):
 
 
 def parts(cfg):
-    policy, tokenizer = load(build_base_model(cfg.model, cfg.seed))
-    ref = load(build_base_model(cfg.model, cfg.seed))[0].requires_grad_(False)
+    policy, tokenizer = load(build_base_model(cfg.model, cfg.seed, ALPHABET))
+    ref = load(build_base_model(cfg.model, cfg.seed, ALPHABET))[0].requires_grad_(False)
     learner = checkpoint_learner(cfg, policy, ref)
     return policy, tokenizer, ref, learner, build_allocator(cfg.allocation)
 
@@ -86,7 +87,8 @@ def pick(run_dir: Path, cfg, recorded=None):
     """`checkpoint_check.choose` over the run's checkpoints; returns (picked, skip messages)."""
     skipped: list[str] = []
     recorded = recorded if recorded is not None else checkpoint.on_disk(run_dir / "checkpoints")
-    picked = checkpoint_check.choose(recorded, run_dir=run_dir, model=cfg.model, on_skip=skipped.append)
+    picked = checkpoint_check.choose(recorded, run_dir=run_dir, model=cfg.model, alphabet=ALPHABET,
+                                     on_skip=skipped.append)
     return picked, skipped
 
 

@@ -21,6 +21,7 @@ from dibs.platform.learn.learner import token_logprobs
 from dibs.platform.learn.model import qwen2_config, train_tokenizer
 from dibs.platform.rollout.base import SamplingSpec
 from dibs.platform.rollout.hf_engine import HFEngine
+from dibs.platform.tasks.chain_sum import ALPHABET
 
 pytestmark = pytest.mark.unit
 
@@ -37,7 +38,7 @@ def tiny_model(tok, *, tied: bool = True) -> Qwen2ForCausalLM:
 
 @pytest.fixture(scope="module")
 def tok():
-    return train_tokenizer()
+    return train_tokenizer(ALPHABET)
 
 
 @pytest.fixture(scope="module")

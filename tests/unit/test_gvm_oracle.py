@@ -2,6 +2,7 @@
 split with a floor of one, its recorded cost, config validation, the loop's accounting, the `dibs run`
 warning and the dashboards' not budget-honest mark."""
 
+import functools
 import runpy
 
 import numpy as np
@@ -16,13 +17,18 @@ from dibs.platform.allocation import estimators
 from dibs.platform.allocation.allocators import AllocContext, GVMOracleAllocator
 from dibs.platform.allocation.factory import build_allocator
 from dibs.platform.core import metrics as M
-from dibs.platform.core.config import AllocationConfig, ConfigError, ModelConfig, validate_dict
+from dibs.platform.core.config import AllocationConfig, ConfigError, ModelConfig, TaskConfig, validate_dict
 from dibs.platform.learn.model import qwen2_config, train_tokenizer
 from dibs.platform.rollout.base import Rollouts, SamplingSpec
 from dibs.platform.runtime.loop import Budget, account, allocate
-from dibs.platform.tasks.task import Problem
+from dibs.platform.tasks.base import Problem
+from dibs.platform.tasks.chain_sum import ALPHABET, ChainSumTask
+from dibs.platform.tasks.evaluate import score_groups
 
 pytestmark = pytest.mark.unit
+
+# The chain-sum task's rewards, as the loop hands them to allocators.
+SCORE = functools.partial(score_groups, ChainSumTask(TaskConfig()))
 
 # prompt: (answer, accept pattern cycled over the probe's samples, gradient norm of each of its samples)
 SCRIPT = {
@@ -62,7 +68,7 @@ class ScriptEngine:
 @pytest.fixture(scope="module")
 def policy():
     cfg = ModelConfig(hidden_size=16, num_layers=1, num_heads=2, num_kv_heads=1, intermediate_size=32)
-    return Qwen2ForCausalLM(qwen2_config(cfg, train_tokenizer()))
+    return Qwen2ForCausalLM(qwen2_config(cfg, train_tokenizer(ALPHABET)))
 
 
 @pytest.fixture(autouse=True)
@@ -73,7 +79,7 @@ def scripted_norms(monkeypatch):
 
 
 def ctx(engine, policy, seed=11):
-    return AllocContext(engine, policy, SPEC, seed)
+    return AllocContext(engine, policy, SPEC, seed, score=SCORE)
 
 
 ORACLE = AllocationConfig(allocator="gvm_oracle", n_per_prompt=4, n_oracle=8, n_probe=2)

@@ -16,6 +16,7 @@ from dibs.platform.learn.model import qwen2_config, train_tokenizer
 from dibs.platform.rollout.base import SamplingSpec
 from dibs.platform.rollout.hf_engine import HFEngine
 from dibs.platform.runtime.loop import Budget, learner_kwargs
+from dibs.platform.tasks.chain_sum import ALPHABET
 
 pytestmark = pytest.mark.unit
 
@@ -99,7 +100,7 @@ def tiny():
 
     from dibs.platform.core.config import ModelConfig
 
-    tok = train_tokenizer()
+    tok = train_tokenizer(ALPHABET)
     cfg = ModelConfig(hidden_size=32, num_layers=1, num_heads=2, num_kv_heads=1, intermediate_size=64)
     torch.manual_seed(0)
     model = Qwen2ForCausalLM(qwen2_config(cfg, tok))

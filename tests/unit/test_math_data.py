@@ -17,7 +17,7 @@ from dibs.platform.tasks.math_data import (
     render,
     split_train_test,
 )
-from dibs.platform.tasks.task import build_task
+from dibs.platform.tasks.registry import build_task
 
 pytestmark = pytest.mark.unit
 REPO = Path(__file__).resolve().parents[2]
@@ -138,7 +138,7 @@ def test_math_task_config_and_build():
 @pytest.mark.parametrize("data, message", [
     ({"task": {"kind": "math"}, "warm_start": {"steps": 0}}, "task: Value error, kind: math needs train_file"),
     ({"task": {"kind": "math", "train_file": "x.jsonl"}}, "warm_start.steps must be 0 (got 450)"),
-    ({"task": {"kind": "maths"}}, "task.kind"),
+    ({"task": {"kind": "Math!"}}, "task.kind: String should match pattern"),  # which kinds exist: the registry
     ({"eval": {"suite": "math6"}}, "eval.suite"),
 ])
 def test_math_config_errors_are_one_line(data, message):

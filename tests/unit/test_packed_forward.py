@@ -14,6 +14,7 @@ from dibs.platform.learn.model import qwen2_config, train_tokenizer
 from dibs.platform.rollout import qwen_forward as Q
 from dibs.platform.rollout.base import Rollouts, SamplingSpec, merge_rollouts, position_ids
 from dibs.platform.rollout.hf_engine import HFEngine
+from dibs.platform.tasks.chain_sum import ALPHABET
 
 pytestmark = pytest.mark.unit
 
@@ -57,7 +58,7 @@ def _padded_reference(model, ro: Rollouts) -> torch.Tensor:
 def test_packed_logprobs_and_gradients_equal_transformers(arch, attention, monkeypatch):
     if attention == "sdpa":  # the fused kernel, which rows longer than Q.SHORT take
         monkeypatch.setattr(Q, "SHORT", 0)
-    tok = train_tokenizer()
+    tok = train_tokenizer(ALPHABET)
     model = _models(tok)[arch]
     engine = HFEngine(copy.deepcopy(model), tok)
     spec = SamplingSpec(max_new_tokens=9)
@@ -86,7 +87,7 @@ def test_packed_logprobs_and_gradients_equal_transformers(arch, attention, monke
 
 
 def test_a_non_contiguous_row_falls_back_to_transformers():
-    tok = train_tokenizer()
+    tok = train_tokenizer(ALPHABET)
     model = _models(tok)["qwen"]
     ro = HFEngine(copy.deepcopy(model), tok).generate(["1+2=", "34-5+6="], [1, 1], SamplingSpec(max_new_tokens=4),
                                                       seed=0)

@@ -2,6 +2,7 @@
 dropped), merging batches of different widths, and the loop's budget accounting and telemetry rows."""
 
 import copy
+import functools
 import json
 import math
 
@@ -16,15 +17,20 @@ from dibs.platform.allocation.allocators import Allocation, AllocContext, GVMReu
 from dibs.platform.allocation.dapo import DAPOAllocator
 from dibs.platform.allocation.factory import build_allocator
 from dibs.platform.core import metrics as M
-from dibs.platform.core.config import AllocationConfig, ModelConfig
+from dibs.platform.core.config import AllocationConfig, ModelConfig, TaskConfig
 from dibs.platform.learn.learner import token_logprobs
 from dibs.platform.learn.model import qwen2_config, train_tokenizer
 from dibs.platform.rollout.base import Rollouts, SamplingSpec, merge_rollouts
 from dibs.platform.rollout.hf_engine import HFEngine
 from dibs.platform.runtime.loop import Budget, account, prompt_stats
-from dibs.platform.tasks.task import Problem
+from dibs.platform.tasks.base import Problem
+from dibs.platform.tasks.chain_sum import ALPHABET, ChainSumTask
+from dibs.platform.tasks.evaluate import score_groups
 
 pytestmark = pytest.mark.unit
+
+# The chain-sum task's rewards, as the loop hands them to allocators.
+SCORE = functools.partial(score_groups, ChainSumTask(TaskConfig()))
 
 # Each prompt's samples are accepted by this cycling pattern; NORM is the gradient norm of its samples.
 SCRIPT = {  # prompt: (answer, accept pattern, norm)
@@ -67,7 +73,7 @@ class ScriptEngine:
 @pytest.fixture(scope="module")
 def policy():
     cfg = ModelConfig(hidden_size=16, num_layers=1, num_heads=2, num_kv_heads=1, intermediate_size=32)
-    return Qwen2ForCausalLM(qwen2_config(cfg, train_tokenizer()))
+    return Qwen2ForCausalLM(qwen2_config(cfg, train_tokenizer(ALPHABET)))
 
 
 @pytest.fixture(autouse=True)
@@ -77,7 +83,7 @@ def scripted_norms(monkeypatch):
 
 
 def ctx(engine, policy, draw=None):
-    return AllocContext(engine, policy, SamplingSpec(max_new_tokens=3), seed=5, step=1, draw=draw)
+    return AllocContext(engine, policy, SamplingSpec(max_new_tokens=3), seed=5, step=1, draw=draw, score=SCORE)
 
 
 REUSE = AllocationConfig(allocator="gvm_reuse", n_per_prompt=4, n_probe=4, reuse_probe_every=2, reuse_decay=0.5)
@@ -181,7 +187,7 @@ def test_dapo_with_no_mixed_group_returns_an_empty_batch(policy):
 
 def test_merge_keeps_every_log_prob():
     """Left-padding a batch to a wider one changes no log-prob: positions come from the attention mask."""
-    tok = train_tokenizer()
+    tok = train_tokenizer(ALPHABET)
     torch.manual_seed(0)
     cfg = ModelConfig(hidden_size=32, num_layers=1, num_heads=2, num_kv_heads=1, intermediate_size=64)
     model = Qwen2ForCausalLM(qwen2_config(cfg, tok))

@@ -15,6 +15,7 @@ from dibs.platform.learn.model import qwen2_config, train_tokenizer
 from dibs.platform.rollout.base import SamplingSpec
 from dibs.platform.rollout.hf_engine import HFEngine
 from dibs.platform.rollout.torch_engine import TorchEngine, local_engine
+from dibs.platform.tasks.chain_sum import ALPHABET
 
 pytestmark = pytest.mark.unit
 
@@ -23,7 +24,7 @@ PROMPTS = ["1+2=", "34-5+6=", "7=", "12+34-56+7="]  # 2 to 11 characters: ragged
 
 @pytest.fixture(scope="module")
 def tok():
-    return train_tokenizer()
+    return train_tokenizer(ALPHABET)
 
 
 @pytest.fixture(scope="module")

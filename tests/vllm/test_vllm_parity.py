@@ -16,6 +16,7 @@ from dibs.platform.learn.model import qwen2_config, train_tokenizer
 from dibs.platform.rollout.base import SamplingSpec
 from dibs.platform.rollout.hf_engine import HFEngine
 from dibs.platform.rollout.vllm_engine import VLLMEngine
+from dibs.platform.tasks.chain_sum import ALPHABET
 
 pytestmark = pytest.mark.services
 
@@ -31,7 +32,7 @@ def responses(ro):
 @pytest.fixture(scope="module")
 def engines(tmp_path_factory):
     torch.manual_seed(0)
-    tok = train_tokenizer()
+    tok = train_tokenizer(ALPHABET)
     model = Qwen2ForCausalLM(qwen2_config(ModelConfig(), tok)).eval()  # the demo architecture, head dim 32
     path = tmp_path_factory.mktemp("model")
     model.save_pretrained(path)

@@ -1,9 +1,10 @@
-"""The reasoning task: reasoning-gym `chain_sum` problems with a chain-of-thought ending in \\boxed{}.
+"""The demo's task: reasoning-gym `chain_sum` problems with a chain-of-thought ending in \\boxed{}.
 
 A prompt is the bare expression, `55+98-93+77=`; the worked solution adds one term at a time and
 ends with the boxed answer: `55+98=153;153-93=60;60+77=137;\\boxed{137}` then EOS.
 The reward is strict (docs/decisions.md): 1 only when the response stopped with EOS right after a final
-boxed answer equal to the gold one; a truncated or rambling response scores 0.
+boxed answer equal to the gold one; a truncated or rambling response scores 0. A problem's level is its
+number of terms. Registered as `task.kind: reasoning_gym` (tasks/registry.py).
 """
 
 from __future__ import annotations
@@ -14,33 +15,48 @@ from dibs.platform.core.config import TaskConfig
 from dibs.platform.tasks.base import Problem, TaskData
 
 BOXED = "\\boxed{"
+# The tiny model's vocabulary, in this order: it is part of the model cache key (learn/model.py).
+ALPHABET = (*"0123456789+-=;", BOXED, "}")
 _FINAL = re.compile(r";?\\boxed\{(-?\d+)\}$")
 _TERM = re.compile(r"[+-]?\d+")
 
 
-def solution(problem: Problem) -> str:
-    """The worked chain of thought for `problem`, without EOS."""
-    terms = _TERM.findall(problem.prompt[:-1])  # ["55", "+98", "-93", "+77"]: signs kept as written
-    total, steps = int(terms[0]), []
-    for t in terms[1:]:
-        new = total + int(t)
-        steps.append(f"{total}{t}={new}")
-        total = new
-    assert total == problem.answer, (problem, total)
-    return ";".join(steps) + f";{BOXED}{total}}}"
+class ChainSumTask:
+    """`task.kind: reasoning_gym`: chain sums from the config's term and digit ranges (tasks/base.py)."""
 
+    kind = "reasoning_gym"
+    alphabet = ALPHABET
 
-def score(response: str, answer: int, *, stopped: bool) -> float:
-    """1.0 iff the response ended with EOS right after a final boxed answer equal to `answer`."""
-    if not stopped:
-        return 0.0
-    m = _FINAL.search(response)
-    return 1.0 if m is not None and int(m.group(1)) == answer else 0.0
+    def __init__(self, cfg: TaskConfig):
+        self.cfg = cfg
 
+    def splits(self, seed: int) -> TaskData:
+        return build_splits(self.cfg, seed)
 
-def well_formed(response: str, *, stopped: bool) -> bool:
-    """Format only (eval/format_rate): stopped with EOS right after a boxed integer."""
-    return stopped and _FINAL.search(response) is not None
+    def reward(self, response: str, problem: Problem, *, stopped: bool) -> float:
+        """1.0 iff the response ended with EOS right after a final boxed answer equal to the gold one."""
+        if not stopped:
+            return 0.0
+        m = _FINAL.search(response)
+        return 1.0 if m is not None and int(m.group(1)) == problem.answer else 0.0
+
+    def well_formed(self, response: str, problem: Problem, *, stopped: bool) -> bool:
+        """Stopped with EOS right after a boxed integer."""
+        return stopped and _FINAL.search(response) is not None
+
+    def level(self, problem: Problem) -> int | None:
+        return problem.level
+
+    def solution(self, problem: Problem) -> str:
+        """The worked chain of thought, without EOS."""
+        terms = _TERM.findall(problem.prompt[:-1])  # ["55", "+98", "-93", "+77"]: signs kept as written
+        total, steps = int(terms[0]), []
+        for t in terms[1:]:
+            new = total + int(t)
+            steps.append(f"{total}{t}={new}")
+            total = new
+        assert total == problem.answer, (problem, total)
+        return ";".join(steps) + f";{BOXED}{total}}}"
 
 
 def _generate(cfg: TaskConfig, *, seed: int, size: int) -> list[Problem]:
@@ -107,19 +123,14 @@ def _sft_mix(cfg: TaskConfig, seed: int, held: set[str]) -> list[Problem]:
     return out
 
 
-def build_task(cfg: TaskConfig, seed: int) -> TaskData:
+def build_splits(cfg: TaskConfig, seed: int) -> TaskData:
     """Seeded, disjoint SFT / RL-train / held-out splits from the same generator.
 
     The held-out set is drawn first, then the RL prompts, then the SFT set; no split repeats an
     expression of an earlier one (short chains have few distinct expressions, so duplicates are
     filtered, not just differently seeded).
     The warm start only sees chains up to `sft_max_terms` terms, so RL has longer chains to improve on.
-    `kind: math` reads its problems from `train_file` instead (platform/tasks/math_data.py).
     """
-    if cfg.kind == "math":
-        from dibs.platform.tasks.math_data import build_math_task
-
-        return build_math_task(cfg, seed)
     # Draw more than needed so that filtering duplicates still leaves `size` problems.
     test = _disjoint(_generate(cfg, seed=_split_seed(seed, 1), size=3 * cfg.test_size),
                      set(), cfg.test_size)
