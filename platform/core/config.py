@@ -199,12 +199,12 @@ class TrainConfig(_Section):
     micro_batch_size: int = Field(64, ge=1, description="at most this many samples per forward/backward "
                                   "(accumulated; grouped by length to minimise padding, each cut to its longest "
                                   "row; on the demo 64 beat 128 and 256 with fixed chunks, and the three are "
-                                  "within noise under the length partition, README)")
+                                  "within noise under the length partition, docs/results.md)")
     clip_eps: float = Field(0.2, gt=0, lt=1, description="RAFT++/GRPO: the ratio is clipped to 1 +- clip_eps")
     kl_coef: float = Field(0.0, ge=0, description="low-variance KL to the warm-start policy")
     drop_equal_groups: bool = Field(False, description="DAPO-style: skip groups whose rewards are equal")
     compile: bool = Field(False, description="torch.compile the learner's forward (dynamic shapes): about a "
-                          "minute of compiling per process on this CPU, then faster updates (README, Performance)")
+                          "minute of compiling per process on this CPU, then faster updates (docs/results.md, Performance)")
 
     @model_validator(mode="after")
     def _one_split(self) -> TrainConfig:

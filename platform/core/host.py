@@ -4,7 +4,7 @@ Why the memory setting: every micro-batch allocates its activations afresh (tens
 malloc hands large freed blocks back to the kernel (mmap'd blocks on free, the heap's top past its trim
 threshold), so the next micro-batch faults the same pages in again, each one zeroed by the kernel. On
 the demo's update that was ~17,000 page faults and ~0.1 s of kernel time eager, ~9,000 compiled
-(README, Performance). Serving allocations up to 32 MiB from the heap and never trimming it keeps the
+(docs/results.md, Performance). Serving allocations up to 32 MiB from the heap and never trimming it keeps the
 pages mapped: the process's resident memory stays at its peak instead, as with PyTorch's CUDA caching
 allocator or jemalloc/tcmalloc, which PyTorch's CPU tuning guide recommends for the same reason.
 """

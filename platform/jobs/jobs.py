@@ -130,7 +130,7 @@ def resolve_store_url(db: str | None) -> str:
     except (ArgumentError, ValueError) as exc:
         raise JobsError(f"--db {display_url(url)!r}: not a database URL ({redact(str(exc), url)})") from exc
     if parsed.password is not None:
-        # Short: error lines are capped. The README's "Ray Jobs" section has the longer story.
+        # Short: error lines are capped. docs/guide.md, "Ray Jobs", has the longer story.
         raise JobsError(f"--db {display_url(url)}: a job must not carry the store password (the Ray dashboard "
                         f"shows it); drop it from --db and give it on the cluster: ${DB_ENV} where `ray start` "
                         "ran, --db-file PATH, or ~/.pgpass")
