@@ -9,18 +9,18 @@
   probed on its first visit and every `reuse_probe_every`-th visit after, so a step probes about 1/k of
   its prompts once the data has been seen. Between probes p̂ is updated from the prompt's own training
   rollouts (counts pooled with weight `reuse_decay` on the past); Ĝ is the last probe's.
-- `dapo` (platform/allocation/dapo.py): DAPO dynamic sampling; it generates the step's rollouts itself.
+- `dapo`: uniform counts; its dynamic sampling (drop all-equal groups, refill) is a generation stage of
+  its own (platform/allocation/dapo.py).
 - `gvm_oracle` (beyond the paper): gvm with a large probe of `n_oracle` samples per prompt and at least one
   rollout per prompt, the probe NOT charged to the budget. Not budget-honest: an upper bound on what
   near-exact estimates could buy, for studies only; `alloc/oracle_rollouts` records what the probe cost.
 
 Every allocator can save and restore its state (`state_dict`), which checkpoints carry. `build_allocator`
-(factory.py) picks the one a config names.
+(factory.py) picks the one a config names, from the built-in ones and those added with `register_allocator`.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -31,14 +31,14 @@ from dibs.algorithms.allocation import gvm_allocate, uniform_allocation
 from dibs.platform.allocation.estimators import accept_rates, grad_norm_estimates, grad_param_names, is_tied
 from dibs.platform.core import metrics as M
 from dibs.platform.core.config import AllocationConfig
-from dibs.platform.rollout.base import RolloutEngine, Rollouts, SamplingSpec
+from dibs.platform.rollout.base import RolloutEngine, SamplingSpec
 from dibs.platform.tasks.evaluate import score_groups
 from dibs.platform.tasks.task import Problem
 
 
 @dataclass
 class Allocation:
-    """One step's allocation and what deciding it cost."""
+    """One step's allocation and what deciding it cost; every allocator reports the same fields."""
 
     counts: np.ndarray  # [m] int64 rollouts per prompt; 0 = prompt skipped
     p_hat: np.ndarray | None = None  # [m] the estimates the split used; None: the allocator has none
@@ -47,37 +47,31 @@ class Allocation:
     probe_rollouts: int = 0  # rollouts generated to decide `counts` (charged to the budget, not trained)
     probe_tokens: int = 0  # response tokens of those rollouts
     stats: dict[str, float] = field(default_factory=dict)  # metric name -> value, recorded with the step
-    # Set by allocators that generate the step's training rollouts themselves (dapo): the prompts the
-    # batch answers (replacing the sampled ones), the batch, and the rollouts generated but not kept.
-    prompts: list[Problem] | None = None
-    rollouts: Rollouts | None = None
-    discarded_rollouts: int = 0
-    discarded_tokens: int = 0
-    discarded_accepted: int = 0
-    discarded: list[M.PromptStat] = field(default_factory=list)
 
 
 @dataclass(frozen=True)
 class AllocContext:
     """What an allocator may use at a step: the engine to probe with, the policy whose gradients define
-    G_i, the rollout sampling spec (the probe samples exactly as the step's rollouts), a seed, the step,
-    and `draw(k)`, which takes k more prompts from the run's epoch stream (dapo refills)."""
+    G_i, the rollout sampling spec (the probe samples exactly as the step's rollouts), a seed and the step."""
 
     engine: RolloutEngine
     policy: torch.nn.Module
     spec: SamplingSpec
     seed: int
     step: int = 1
-    draw: Callable[[int], list[Problem]] | None = None
 
 
 class Allocator(Protocol):
+    """How many rollouts each prompt of a step gets; the loop calls `allocate` before generating and
+    `observe` after scoring, and checkpoints carry `state_dict`."""
+
     def allocate(self, prompts: list[Problem], ctx: AllocContext) -> Allocation:
         """Rollout counts for `prompts` (counts[i] for prompts[i])."""
         ...
 
     def observe(self, prompts: list[Problem], counts: np.ndarray, accepted: np.ndarray) -> None:
-        """The step's own outcome: counts[i] training rollouts of prompts[i], accepted[i] of them accepted."""
+        """The step's own outcome: counts[i] training rollouts of prompts[i], accepted[i] of them accepted
+        (`prompts` are the batch's: with dapo's dynamic sampling, the groups it kept)."""
         ...
 
     def state_dict(self) -> dict:

@@ -15,7 +15,7 @@ from dibs.platform.allocation.factory import build_allocator
 from dibs.platform.core.config import load_config
 from dibs.platform.learn import checkpoint, checkpoint_check
 from dibs.platform.learn.model import build_base_model, load
-from dibs.platform.runtime.loop import learner_kwargs
+from dibs.platform.runtime.local import learner_kwargs
 
 pytestmark = pytest.mark.unit
 
