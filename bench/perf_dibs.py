@@ -18,7 +18,8 @@ from dibs.platform.core.config import ExperimentConfig
 from dibs.platform.core.flops import FORMULA, matmul_params, training_flops
 from dibs.platform.learn.learner import TorchLearner, length_micro_batches
 from dibs.platform.rollout.base import SamplingSpec
-from dibs.platform.runtime.loop import LocalRuntime, NullProgress, learner_kwargs, sampling_spec, train
+from dibs.platform.runtime.local import LocalRuntime, learner_kwargs
+from dibs.platform.runtime.loop import NullProgress, sampling_spec, train
 from dibs.platform.runtime.recording import StoreRecorder
 from dibs.platform.store import open_store
 from dibs.platform.tasks.base import Problem, TaskData

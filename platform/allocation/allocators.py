@@ -9,13 +9,14 @@
   probed on its first visit and every `reuse_probe_every`-th visit after, so a step probes about 1/k of
   its prompts once the data has been seen. Between probes p̂ is updated from the prompt's own training
   rollouts (counts pooled with weight `reuse_decay` on the past); Ĝ is the last probe's.
-- `dapo` (platform/allocation/dapo.py): DAPO dynamic sampling; it generates the step's rollouts itself.
+- `dapo`: uniform counts; its dynamic sampling (drop all-equal groups, refill) is a generation stage of
+  its own (platform/allocation/dapo.py).
 - `gvm_oracle` (beyond the paper): gvm with a large probe of `n_oracle` samples per prompt and at least one
   rollout per prompt, the probe NOT charged to the budget. Not budget-honest: an upper bound on what
   near-exact estimates could buy, for studies only; `alloc/oracle_rollouts` records what the probe cost.
 
 Every allocator can save and restore its state (`state_dict`), which checkpoints carry. `build_allocator`
-(factory.py) picks the one a config names.
+(factory.py) picks the one a config names, from the built-in ones and those added with `register_allocator`.
 """
 
 from __future__ import annotations
@@ -37,7 +38,7 @@ from dibs.platform.tasks.base import Problem
 
 @dataclass
 class Allocation:
-    """One step's allocation and what deciding it cost."""
+    """One step's allocation and what deciding it cost; every allocator reports the same fields."""
 
     counts: np.ndarray  # [m] int64 rollouts per prompt; 0 = prompt skipped
     p_hat: np.ndarray | None = None  # [m] the estimates the split used; None: the allocator has none
@@ -46,14 +47,6 @@ class Allocation:
     probe_rollouts: int = 0  # rollouts generated to decide `counts` (charged to the budget, not trained)
     probe_tokens: int = 0  # response tokens of those rollouts
     stats: dict[str, float] = field(default_factory=dict)  # metric name -> value, recorded with the step
-    # Set by allocators that generate the step's training rollouts themselves (dapo): the prompts the
-    # batch answers (replacing the sampled ones), the batch, and the rollouts generated but not kept.
-    prompts: list[Problem] | None = None
-    rollouts: Rollouts | None = None
-    discarded_rollouts: int = 0
-    discarded_tokens: int = 0
-    discarded_accepted: int = 0
-    discarded: list[M.PromptStat] = field(default_factory=list)
 
 
 def _unscored(rollouts: Rollouts, prompts: list[Problem]) -> torch.Tensor:
@@ -65,25 +58,28 @@ def _unscored(rollouts: Rollouts, prompts: list[Problem]) -> torch.Tensor:
 class AllocContext:
     """What an allocator may use at a step: the engine to probe with, the policy whose gradients define
     G_i, the rollout sampling spec (the probe samples exactly as the step's rollouts), a seed, the step,
-    `draw(k)`, which takes k more prompts from the run's epoch stream (dapo refills), and `score`, the
-    run's task's rewards of a grouped batch (tasks/evaluate.py, `score_groups` bound to the task)."""
+    and `score`, the run's task's rewards of a grouped batch (tasks/evaluate.py, `score_groups` bound to the
+    task)."""
 
     engine: RolloutEngine
     policy: torch.nn.Module
     spec: SamplingSpec
     seed: int
     step: int = 1
-    draw: Callable[[int], list[Problem]] | None = None
     score: Callable[[Rollouts, list[Problem]], torch.Tensor] = _unscored
 
 
 class Allocator(Protocol):
+    """How many rollouts each prompt of a step gets; the loop calls `allocate` before generating and
+    `observe` after scoring, and checkpoints carry `state_dict`."""
+
     def allocate(self, prompts: list[Problem], ctx: AllocContext) -> Allocation:
         """Rollout counts for `prompts` (counts[i] for prompts[i])."""
         ...
 
     def observe(self, prompts: list[Problem], counts: np.ndarray, accepted: np.ndarray) -> None:
-        """The step's own outcome: counts[i] training rollouts of prompts[i], accepted[i] of them accepted."""
+        """The step's own outcome: counts[i] training rollouts of prompts[i], accepted[i] of them accepted
+        (`prompts` are the batch's: with dapo's dynamic sampling, the groups it kept)."""
         ...
 
     def state_dict(self) -> dict:

@@ -9,7 +9,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic_core import PydanticCustomError
 
 from dibs.platform.core import strict_yaml
 
@@ -23,6 +24,7 @@ from dibs.platform.core.config_yaml import (  # noqa: F401
     read_experiment_mapping,
     read_yaml_mapping,
 )
+from dibs.platform.core.registry import ALLOCATORS
 
 # Seeds are stored in an Integer column (32-bit on PostgreSQL) and scaled by the loop (seed * 100003 + step,
 # plus a rank offset of 2^40) into torch's 64-bit seeds; below 2^31 both always hold.
@@ -135,11 +137,13 @@ class AllocationConfig(_Section):
       prompts, at most `max_gen_batches` generation rounds per step (then it trains on what it has);
     - `gvm_oracle`: as gvm, but the probe takes `n_oracle` samples per prompt, is NOT charged to the rollout
       budget (recorded as alloc/oracle_rollouts instead) and every prompt gets at least one rollout.
-      Not budget-honest: an upper bound, for studies only.
+      Not budget-honest: an upper bound, for studies only;
+    - a name registered with `register_allocator` (README, Adding an allocator): its own rule.
     """
 
-    allocator: Literal["uniform", "gvm", "gvm_reuse", "dapo", "gvm_oracle"] = Field(
-        "uniform", description="uniform | gvm | gvm_reuse | dapo | gvm_oracle (see the class docstring)")
+    allocator: str = Field("uniform", description="uniform | gvm | gvm_reuse | dapo | gvm_oracle (see the class "
+                           "docstring), or a name registered with register_allocator "
+                           "(platform/allocation/factory.py)")
     n_per_prompt: int = Field(8, ge=1, description="budget per prompt; a step spends prompts x n (+ the probe)")
     n_probe: int = Field(8, ge=1, description="probe samples per prompt to estimate p_i and G_i, charged to "
                          "the rollout budget and not trained on (as the paper)")
@@ -163,6 +167,14 @@ class AllocationConfig(_Section):
     grad_params: Literal["embedding", "lm_head", "last_layer", "all"] = Field(
         "embedding", description="parameters whose per-sample gradient norm estimates G_i (reference: "
         "embedding; with tied embeddings, embedding and lm_head are the same tensor)")
+
+    @field_validator("allocator")
+    @classmethod
+    def _known_allocator(cls, name: str) -> str:
+        if name not in ALLOCATORS:  # the built-in ones and those registered in this process
+            raise PydanticCustomError("unknown_allocator", "unknown allocator; known: {known}",
+                                      {"known": ", ".join(ALLOCATORS.names())})
+        return name
 
     @model_validator(mode="after")
     def _bounds(self) -> AllocationConfig:

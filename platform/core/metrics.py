@@ -106,8 +106,8 @@ STEP_ACCEPTED = "budget/step_accepted"
 STEP_WASTED = "budget/step_wasted"
 
 # time/ — seconds spent in each stage of one step
-TIME_GENERATE = "time/generate_s"
-TIME_ALLOCATE = "time/allocate_s"  # the allocator: probe (gvm), or dapo's generation rounds
+TIME_GENERATE = "time/generate_s"  # the step's rollouts (dapo: all its rounds)
+TIME_ALLOCATE = "time/allocate_s"  # the allocator's probe (gvm); recorded only when it generated
 TIME_UPDATE = "time/update_s"
 TIME_SYNC = "time/sync_s"
 TIME_EVAL = "time/eval_s"

@@ -30,12 +30,13 @@ import zipfile
 from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import pydantic
 import torch
 
 from dibs.platform.core.parallel import DataParallel
+from dibs.platform.learn.base import Learner
 
 CONFIG = "config.json"
 WEIGHTS = "model.safetensors"
@@ -46,6 +47,14 @@ REQUIRED = (CONFIG, WEIGHTS, ALLOCATOR_STATE, LOOP_STATE)
 # Hugging Face config fields that fix the weights' shapes: a checkpoint must match the run's in all of them.
 ARCH_FIELDS = ("model_type", "vocab_size", "hidden_size", "intermediate_size", "num_hidden_layers",
                "num_attention_heads", "num_key_value_heads", "max_position_embeddings", "tie_word_embeddings")
+
+
+class Stateful(Protocol):
+    """What a checkpoint keeps of an allocator: its JSON-serialisable state."""
+
+    def state_dict(self) -> dict: ...
+
+    def load_state_dict(self, state: dict) -> None: ...
 
 
 class CheckpointError(Exception):
@@ -64,8 +73,8 @@ class LoopState:
     last_eval: dict[str, float] = field(default_factory=dict)
 
 
-def save(root: str | Path, step: int, *, policy: torch.nn.Module, tokenizer: Any, learner: Any, allocator: Any,
-         state: LoopState, ref_model: torch.nn.Module | None = None, dp: DataParallel | None = None) -> str:
+def save(root: str | Path, step: int, *, policy: torch.nn.Module, tokenizer: Any, learner: Learner,
+         allocator: Stateful, state: LoopState, ref_model: torch.nn.Module | None = None, dp: DataParallel | None = None) -> str:
     """Write `root/step-<step>` atomically and durably; returns its path. Collective when `dp` has several
     ranks."""
     from safetensors.torch import save_model
@@ -123,7 +132,8 @@ def _fsync(path: Path) -> None:
         os.close(fd)
 
 
-def load(path: str | Path, *, learner: Any, allocator: Any, ref_model: torch.nn.Module | None = None) -> LoopState:
+def load(path: str | Path, *, learner: Learner, allocator: Stateful,
+         ref_model: torch.nn.Module | None = None) -> LoopState:
     """Restore optimizer, scheduler, allocator (and reference model) from `path`; the policy weights are
     loaded by whoever built the model from it (`model.load`, safetensors only). Returns the loop state."""
     from safetensors.torch import load_model

@@ -1,5 +1,6 @@
-"""The DeepSpeed learner: the torch learner's loop with a DeepSpeed engine doing the backward, the
-gradient reduction over ranks, clipping and the optimizer step (ZeRO stage 0-3; gloo on CPU, NCCL on GPU).
+"""The DeepSpeed learner: the torch learner's RL update (`PolicyUpdate`) over a DeepSpeed engine doing the
+backward, the gradient reduction over ranks, clipping and the optimizer step (ZeRO stage 0-3; gloo on CPU,
+NCCL on GPU).
 
 The optimizer is torch AdamW handed to DeepSpeed (its fused CPU Adam needs a compiled op, and the torch
 one keeps the single-process and DeepSpeed runs comparable). DeepSpeed averages gradients over ranks,
@@ -16,7 +17,8 @@ import torch
 
 from dibs.platform.learn.checkpoint import CheckpointError, torch_load
 from dibs.platform.learn.checkpoint_check import DEEPSPEED_GLOBALS
-from dibs.platform.learn.learner import TorchLearner
+from dibs.platform.learn.learner import TorchBackend, learner_parts
+from dibs.platform.rollout.base import Rollouts, module_device
 
 DS_DIR, DS_TAG = "deepspeed", "state"
 
@@ -41,39 +43,48 @@ def deepspeed_globals() -> list[type]:
     return out
 
 
-class DeepSpeedLearner(TorchLearner):
-    def __init__(self, model: torch.nn.Module, *, zero_stage: int, **kwargs):
-        super().__init__(model, **kwargs)
+class DeepSpeedBackend:
+    """The `LearnerBackend` (learner.py) on a DeepSpeed engine built around a `TorchBackend`'s policy, AdamW
+    and schedule: the engine does the backward, the reduction over ranks, clipping and the step."""
+
+    def __init__(self, base: TorchBackend, zero_stage: int):
         import deepspeed
 
-        self.zero_stage = zero_stage
+        self.zero_stage, self.dp, self.model = zero_stage, base.dp, base.model
         self.engine, self.opt, _, self.sched = deepspeed.initialize(
-            model=model, optimizer=self.opt, lr_scheduler=self.sched,
-            config=deepspeed_config(zero_stage, self.grad_clip))
+            model=base.model, optimizer=base.opt, lr_scheduler=base.sched,
+            config=deepspeed_config(zero_stage, base.grad_clip))
 
     @property
     def forward_module(self) -> torch.nn.Module:
         return self.engine
 
-    def _zero_grad(self) -> None:
+    @property
+    def device(self) -> torch.device:
+        return module_device(self.model)
+
+    def zero_grad(self) -> None:
         """DeepSpeed clears gradients itself after each optimizer step."""
 
-    def _backward(self, loss: torch.Tensor, *, last: bool) -> None:
+    def backward(self, loss: torch.Tensor, *, last: bool) -> None:
         self.engine.set_gradient_accumulation_boundary(last)  # reduce and step only after the last one
         self.engine.backward(loss * self.dp.world)
 
-    def _empty_backward(self, *, last: bool) -> None:
+    def empty_backward(self, *, last: bool) -> None:
         """No samples left on this rank: a zero loss through the engine still joins the collectives of a
         backward pass (gradient reduction; under ZeRO-3 also the parameter gathers)."""
         ids = torch.zeros(1, 1, dtype=torch.long, device=self.device)
-        self._backward(self.engine(input_ids=ids).logits.sum() * 0.0, last=last)
+        self.backward(self.engine(input_ids=ids).logits.sum() * 0.0, last=last)
 
-    def _apply(self) -> float:
+    def step(self) -> float:
         self.engine.step()  # clip, reduce-scatter/all-reduce, AdamW, lr schedule
         norm = self.engine.get_global_grad_norm()
         return float(norm) if norm is not None else float("nan")
 
-    def state_dict(self) -> dict[str, torch.Tensor]:
+    def lr(self) -> float:
+        return self.sched.get_last_lr()[0]
+
+    def weights(self) -> dict[str, torch.Tensor]:
         """Full weights on every rank (a collective under ZeRO-3, where each rank holds a partition)."""
         module = self.engine.module
         if self.zero_stage < 3:
@@ -83,7 +94,7 @@ class DeepSpeedLearner(TorchLearner):
         with deepspeed.zero.GatheredParameters(list(module.parameters())):
             return {k: v.detach().clone() for k, v in module.state_dict().items()}
 
-    def save_training_state(self, directory: Path) -> None:
+    def save(self, directory: Path) -> None:
         """Every rank writes its partition of the optimizer state (a shared filesystem across nodes).
         DeepSpeed also copies its conversion scripts in; a checkpoint holds no code, so they go."""
         self.engine.save_checkpoint(str(directory / DS_DIR), tag=DS_TAG, save_latest=False)
@@ -91,7 +102,7 @@ class DeepSpeedLearner(TorchLearner):
             for script in (directory / DS_DIR).glob("*.py"):
                 script.unlink(missing_ok=True)
 
-    def load_training_state(self, directory: Path) -> None:
+    def load(self, directory: Path) -> None:
         """DeepSpeed reads its files through the engine's checkpoint engine, whose own `torch.load` would
         unpickle anything: that engine's `load` is replaced by a weights-only one for this call."""
         from deepspeed.runtime.checkpoint_engine import TorchCheckpointEngine
@@ -106,3 +117,24 @@ class DeepSpeedLearner(TorchLearner):
                                         load_lr_scheduler_states=True)
         finally:
             del engine.load  # the class's own again
+
+
+class DeepSpeedLearner:
+    """The `Learner` (learn/base.py) on DeepSpeed: the torch learner's `PolicyUpdate` over a
+    `DeepSpeedBackend`. Keywords: `learner.learner_parts`, plus the ZeRO stage."""
+
+    def __init__(self, model: torch.nn.Module, *, zero_stage: int, **settings):
+        base, self.rl = learner_parts(model, **settings)
+        self.backend = DeepSpeedBackend(base, zero_stage)
+
+    def update(self, rollouts: Rollouts, advantages: torch.Tensor, *, seed: int) -> dict[str, float]:
+        return self.rl.update(self.backend, rollouts, advantages, seed=seed)
+
+    def state_dict(self) -> dict[str, torch.Tensor]:
+        return self.backend.weights()
+
+    def save_training_state(self, directory: Path) -> None:
+        self.backend.save(directory)
+
+    def load_training_state(self, directory: Path) -> None:
+        self.backend.load(directory)

@@ -6,8 +6,11 @@ is exact the same way: every rank holds the whole batch (the sharded engine gath
 share of the prompt groups, divides by the whole mini-batch's token count, and the gradients are summed
 over ranks (DataParallel), so W ranks compute the one-process gradient. With `loss_agg="prompt_mean"`
 per-sample weights (algorithms.losses.prompt_mean_weights) take the token count's place, computed over
-the whole mini-batch before it is sharded and cut, which keeps both exact. `DeepSpeedLearner`
-(platform/learn/deepspeed_learner.py) replaces the backward, the reduction and the optimizer step.
+the whole mini-batch before it is sharded and cut, which keeps both exact.
+
+A learner is composed of two parts: `PolicyUpdate` (the RL update above: epochs, mini- and micro-batches,
+the loss) and a `LearnerBackend` (backward, reduction over ranks, optimizer step). `TorchLearner` pairs it
+with `TorchBackend`; `DeepSpeedLearner` (platform/learn/deepspeed_learner.py) with a DeepSpeed engine.
 """
 
 from __future__ import annotations
@@ -27,12 +30,6 @@ from dibs.platform.rollout import qwen_forward as Q
 from dibs.platform.rollout.base import Rollouts, module_device, position_ids
 
 TRAINING_STATE = "learner.pt"
-
-
-class Learner(Protocol):
-    def update(self, rollouts: Rollouts, advantages: torch.Tensor, *, seed: int) -> dict[str, float]: ...
-
-    def state_dict(self) -> dict[str, torch.Tensor]: ...
 
 
 def lr_lambda(step: int, *, warmup: int, total: int, schedule: str) -> float:
@@ -114,50 +111,53 @@ def length_micro_batches(attention_mask: torch.Tensor, size: int) -> list[torch.
     return padding_partition(attention_mask.sum(1), size, MICRO_BATCH_OVERHEAD, min_size=min(2, size))
 
 
-class TorchLearner:
-    """Owns the trainable policy and its optimizer; `update` runs the clipped epochs of one RL step."""
+class LearnerBackend(Protocol):
+    """The optimizer side of a learner: where the loss's backward runs, how gradients are reduced over
+    ranks, and the optimizer step. `TorchBackend` here, `DeepSpeedBackend` in deepspeed_learner.py;
+    `PolicyUpdate` drives either."""
+
+    @property
+    def forward_module(self) -> torch.nn.Module:
+        """What the update's forward passes call (the policy, or the engine wrapping it)."""
+        ...
+
+    @property
+    def device(self) -> torch.device: ...
+
+    def zero_grad(self) -> None: ...
+
+    def backward(self, loss: torch.Tensor, *, last: bool) -> None:
+        """Accumulate one micro-batch's gradient; `last`: the optimizer step's final one."""
+        ...
+
+    def empty_backward(self, *, last: bool) -> None:
+        """A rank out of micro-batches joins the backward passes of the busiest rank."""
+        ...
+
+    def step(self) -> float:
+        """Reduce gradients over ranks, clip, step optimizer and schedule; the gradient norm."""
+        ...
+
+    def lr(self) -> float: ...
+
+    def weights(self) -> dict[str, torch.Tensor]: ...
+
+    def save(self, directory: Path) -> None: ...
+
+    def load(self, directory: Path) -> None: ...
+
+
+class TorchBackend:
+    """torch AdamW with its learning-rate schedule, gradient clipping, and the gradients summed over ranks."""
 
     def __init__(self, model: torch.nn.Module, *, lr: float, weight_decay: float, grad_clip: float,
-                 micro_batch_size: int, total_steps: int, warmup_steps: int = 0, adam_eps: float = 1e-8,
-                 schedule: str = "constant", algorithm: str = "grpo", clip_eps: float = 0.2,
-                 kl_coef: float = 0.0, epochs: int = 1, minibatches: int = 1,
-                 temperature: float = 1.0, ref_model: torch.nn.Module | None = None,
-                 dp: DataParallel | None = None, compile: bool = False, loss_agg: str = "token_mean",
-                 mini_batch_samples: int | None = None):
-        if loss_agg not in ("token_mean", "prompt_mean"):
-            raise ValueError(f"loss_agg must be 'token_mean' or 'prompt_mean', got {loss_agg!r}")
-        if mini_batch_samples is not None and (mini_batch_samples < 1 or minibatches != 1):
-            raise ValueError(f"mini_batch_samples ({mini_batch_samples}) must be >= 1 and replaces "
-                             f"minibatches (got {minibatches}, need 1)")
+                 total_steps: int, warmup_steps: int, adam_eps: float, schedule: str, dp: DataParallel):
         self.model = model.train()
-        self.dp = dp or DataParallel()
+        self.dp = dp
         self.opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=weight_decay, eps=adam_eps)
         self.sched = torch.optim.lr_scheduler.LambdaLR(
             self.opt, lambda s: lr_lambda(s, warmup=warmup_steps, total=total_steps, schedule=schedule))
         self.grad_clip = grad_clip
-        self.micro = micro_batch_size
-        self.algorithm, self.clip_eps, self.kl_coef = algorithm, clip_eps, kl_coef
-        self.epochs, self.minibatches, self.temperature = epochs, minibatches, temperature
-        self.loss_agg, self.mini_batch_samples = loss_agg, mini_batch_samples
-        self.ref_model = ref_model.eval() if ref_model is not None else None
-        # Compiled once per learner with symbolic shapes: micro-batches differ in size and width.
-        self.logits_fn = (functools.partial(Q.causal_logits, decoder=torch.compile(Q.decoder_logits, dynamic=True))
-                          if compile else None)
-
-    def state_dict(self) -> dict[str, torch.Tensor]:
-        return {k: v.detach().clone() for k, v in self.model.state_dict().items()}
-
-    def save_training_state(self, directory: Path) -> None:
-        """Optimizer and scheduler state into `directory` (the weights are saved with the model). Every
-        rank calls it; ranks hold identical states here, so rank 0 writes."""
-        if self.dp.rank == 0:
-            torch.save({"optimizer": self.opt.state_dict(), "scheduler": self.sched.state_dict()},
-                       directory / TRAINING_STATE)
-
-    def load_training_state(self, directory: Path) -> None:
-        state = torch_load(directory / TRAINING_STATE)  # tensors and plain containers only
-        self.opt.load_state_dict(state["optimizer"])
-        self.sched.load_state_dict(state["scheduler"])
 
     @property
     def forward_module(self) -> torch.nn.Module:
@@ -168,16 +168,16 @@ class TorchLearner:
         """Where the policy lives; batches arrive on the CPU and move here micro-batch by micro-batch."""
         return module_device(self.model)
 
-    def _zero_grad(self) -> None:
+    def zero_grad(self) -> None:
         self.opt.zero_grad(set_to_none=True)
 
-    def _backward(self, loss: torch.Tensor, *, last: bool) -> None:
+    def backward(self, loss: torch.Tensor, *, last: bool) -> None:
         loss.backward()
 
-    def _empty_backward(self, *, last: bool) -> None:
-        """A rank out of samples: nothing to do here, `_apply` fills zero gradients before the reduction."""
+    def empty_backward(self, *, last: bool) -> None:
+        """Nothing to do here: `step` fills zero gradients before the reduction."""
 
-    def _apply(self) -> float:
+    def step(self) -> float:
         """Sum gradients over ranks (a rank without samples contributes zeros), clip, step."""
         if self.dp.active:
             params = [p for p in self.model.parameters() if p.requires_grad]
@@ -190,9 +190,50 @@ class TorchLearner:
         self.sched.step()
         return float(grad_norm)
 
-    def _step(self, batch: Rollouts, advantages: torch.Tensor, ref_logp: torch.Tensor | None) -> dict:
+    def lr(self) -> float:
+        return self.sched.get_last_lr()[0]
+
+    def weights(self) -> dict[str, torch.Tensor]:
+        return {k: v.detach().clone() for k, v in self.model.state_dict().items()}
+
+    def save(self, directory: Path) -> None:
+        """Optimizer and scheduler state into `directory` (the weights are saved with the model). Every
+        rank calls it; ranks hold identical states here, so rank 0 writes."""
+        if self.dp.rank == 0:
+            torch.save({"optimizer": self.opt.state_dict(), "scheduler": self.sched.state_dict()},
+                       directory / TRAINING_STATE)
+
+    def load(self, directory: Path) -> None:
+        state = torch_load(directory / TRAINING_STATE)  # tensors and plain containers only
+        self.opt.load_state_dict(state["optimizer"])
+        self.sched.load_state_dict(state["scheduler"])
+
+
+class PolicyUpdate:
+    """The RL update of one step on any `LearnerBackend`: `epochs` passes over the batch, each cut into
+    optimizer steps (`mini_batches`), each accumulated over length-grouped micro-batches."""
+
+    def __init__(self, *, micro_batch_size: int, algorithm: str, clip_eps: float, kl_coef: float, epochs: int,
+                 minibatches: int, temperature: float, ref_model: torch.nn.Module | None, dp: DataParallel,
+                 compile: bool, loss_agg: str, mini_batch_samples: int | None):
+        if loss_agg not in ("token_mean", "prompt_mean"):
+            raise ValueError(f"loss_agg must be 'token_mean' or 'prompt_mean', got {loss_agg!r}")
+        if mini_batch_samples is not None and (mini_batch_samples < 1 or minibatches != 1):
+            raise ValueError(f"mini_batch_samples ({mini_batch_samples}) must be >= 1 and replaces "
+                             f"minibatches (got {minibatches}, need 1)")
+        self.micro, self.dp = micro_batch_size, dp
+        self.algorithm, self.clip_eps, self.kl_coef = algorithm, clip_eps, kl_coef
+        self.epochs, self.minibatches, self.temperature = epochs, minibatches, temperature
+        self.loss_agg, self.mini_batch_samples = loss_agg, mini_batch_samples
+        self.ref_model = ref_model.eval() if ref_model is not None else None
+        # Compiled once per learner with symbolic shapes: micro-batches differ in size and width.
+        self.logits_fn = (functools.partial(Q.causal_logits, decoder=torch.compile(Q.decoder_logits, dynamic=True))
+                          if compile else None)
+
+    def _step(self, backend: LearnerBackend, batch: Rollouts, advantages: torch.Tensor,
+              ref_logp: torch.Tensor | None) -> dict:
         """One optimizer step over `batch` (this rank's share of it), accumulated over micro-batches."""
-        self._zero_grad()
+        backend.zero_grad()
         token_count = max(batch.num_tokens, 1)  # the whole mini-batch's, on every rank
         # prompt_mean: the whole mini-batch's weights, before sharding and micro-batching (both slice them).
         weights = (prompt_mean_weights(batch.group_ids, advantages, batch.response_mask.sum(1))
@@ -208,24 +249,24 @@ class TorchLearner:
         passes = self.dp.max_int(len(chunks))
         for j in range(passes):
             if j >= len(chunks):
-                self._empty_backward(last=j == passes - 1)
+                backend.empty_backward(last=j == passes - 1)
                 continue
             idx = chunks[j]
-            mb = batch.select(idx).to(self.device)
-            logp = token_logprobs(self.forward_module, mb, temperature=self.temperature, logits_fn=self.logits_fn)
+            mb = batch.select(idx).to(backend.device)
+            logp = token_logprobs(backend.forward_module, mb, temperature=self.temperature, logits_fn=self.logits_fn)
             agg = ({"token_count": token_count} if weights is None
-                   else {"weights": weights[idx].to(self.device)})
+                   else {"weights": weights[idx].to(backend.device)})
             loss, stats = policy_loss(
-                self.algorithm, logp, mb.old_logp, advantages[idx].to(self.device), mb.response_mask,
+                self.algorithm, logp, mb.old_logp, advantages[idx].to(backend.device), mb.response_mask,
                 clip_eps=self.clip_eps, kl_coef=self.kl_coef,
-                ref_logp=None if ref_logp is None else ref_logp[idx].to(self.device), **agg)
-            self._backward(loss, last=j == passes - 1)
+                ref_logp=None if ref_logp is None else ref_logp[idx].to(backend.device), **agg)
+            backend.backward(loss, last=j == passes - 1)
             w = mb.num_tokens / token_count
             for k, v in stats.items():
                 totals[k] = totals.get(k, 0.0) + (float(v) if k in SUMMED else w * float(v))
         keys = ("pg_loss",) if self.algorithm == "raft" else SUMMED + WEIGHTED
         totals = self.dp.sum_stats({k: totals.get(k, 0.0) for k in keys})
-        totals["grad_norm"] = self._apply()
+        totals["grad_norm"] = backend.step()
         return totals
 
     def mini_batches(self, group_ids: torch.Tensor, gen: torch.Generator) -> list[torch.Tensor]:
@@ -242,7 +283,8 @@ class TorchLearner:
                for chunk in order.chunk(self.minibatches)]
         return [idx for idx in out if len(idx)]
 
-    def update(self, rollouts: Rollouts, advantages: torch.Tensor, *, seed: int) -> dict[str, float]:
+    def update(self, backend: LearnerBackend, rollouts: Rollouts, advantages: torch.Tensor, *,
+               seed: int) -> dict[str, float]:
         """`epochs` passes over the batch, each cut into optimizer steps by `mini_batches`."""
         ref_logp = None
         if self.kl_coef > 0 and self.ref_model is not None:
@@ -252,26 +294,66 @@ class TorchLearner:
         history: list[dict] = []
         for _ in range(self.epochs):
             for idx in self.mini_batches(rollouts.group_ids, gen):
-                history.append(self._step(rollouts.select(idx), advantages[idx],
+                history.append(self._step(backend, rollouts.select(idx), advantages[idx],
                                           None if ref_logp is None else ref_logp[idx]))
         out = {k: sum(h[k] for h in history) / len(history) for k in history[0]} if history else {}
-        out["lr"] = self.sched.get_last_lr()[0]
+        out["lr"] = backend.lr()
         out["optimizer_steps"] = float(len(history))
         return out
 
+
+def learner_parts(model: torch.nn.Module, *, lr: float, weight_decay: float, grad_clip: float,
+                  micro_batch_size: int, total_steps: int, warmup_steps: int = 0, adam_eps: float = 1e-8,
+                  schedule: str = "constant", algorithm: str = "grpo", clip_eps: float = 0.2,
+                  kl_coef: float = 0.0, epochs: int = 1, minibatches: int = 1, temperature: float = 1.0,
+                  ref_model: torch.nn.Module | None = None, dp: DataParallel | None = None,
+                  compile: bool = False, loss_agg: str = "token_mean",
+                  mini_batch_samples: int | None = None) -> tuple[TorchBackend, PolicyUpdate]:
+    """A learner's two parts from its settings (the keywords of `TorchLearner` and `DeepSpeedLearner`,
+    `loop.learner_kwargs` builds them from a config): the torch optimizer side and the RL update."""
+    dp = dp or DataParallel()
+    update = PolicyUpdate(micro_batch_size=micro_batch_size, algorithm=algorithm, clip_eps=clip_eps,
+                          kl_coef=kl_coef, epochs=epochs, minibatches=minibatches, temperature=temperature,
+                          ref_model=ref_model, dp=dp, compile=compile, loss_agg=loss_agg,
+                          mini_batch_samples=mini_batch_samples)
+    backend = TorchBackend(model, lr=lr, weight_decay=weight_decay, grad_clip=grad_clip, total_steps=total_steps,
+                           warmup_steps=warmup_steps, adam_eps=adam_eps, schedule=schedule, dp=dp)
+    return backend, update
+
+
+class TorchLearner:
+    """The `Learner` (learn/base.py) on torch: `PolicyUpdate` over a `TorchBackend`, and `sft_step` for the
+    warm start. Keywords: `learner_parts`."""
+
+    def __init__(self, model: torch.nn.Module, **settings):
+        self.backend, self.rl = learner_parts(model, **settings)
+
+    def update(self, rollouts: Rollouts, advantages: torch.Tensor, *, seed: int) -> dict[str, float]:
+        return self.rl.update(self.backend, rollouts, advantages, seed=seed)
+
+    def state_dict(self) -> dict[str, torch.Tensor]:
+        return self.backend.weights()
+
+    def save_training_state(self, directory: Path) -> None:
+        self.backend.save(directory)
+
+    def load_training_state(self, directory: Path) -> None:
+        self.backend.load(directory)
+
     def sft_step(self, batch: Rollouts) -> float:
         """One supervised step: token-mean NLL of the response (= RAFT with every advantage 1)."""
-        self.opt.zero_grad(set_to_none=True)
+        b = self.backend
+        b.opt.zero_grad(set_to_none=True)
         token_count = max(batch.num_tokens, 1)
         total = 0.0
-        for idx in micro_batches(len(batch.texts), self.micro):
-            mb = batch.select(idx).to(self.device)
-            logp = token_logprobs(self.model, mb)
-            loss, _ = raft_loss(logp, torch.ones(len(idx), device=self.device), mb.response_mask,
+        for idx in micro_batches(len(batch.texts), self.rl.micro):
+            mb = batch.select(idx).to(b.device)
+            logp = token_logprobs(b.model, mb)
+            loss, _ = raft_loss(logp, torch.ones(len(idx), device=b.device), mb.response_mask,
                                 token_count=token_count)
             loss.backward()
             total += float(loss.detach())
-        torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.grad_clip)
-        self.opt.step()
-        self.sched.step()
+        torch.nn.utils.clip_grad_norm_(b.model.parameters(), b.grad_clip)
+        b.opt.step()
+        b.sched.step()
         return total

@@ -17,6 +17,7 @@ from transformers import PreTrainedModel, PreTrainedTokenizerFast
 
 from dibs.platform.rollout import qwen_forward as Q
 from dibs.platform.rollout.base import (
+    RolloutEngine,
     Rollouts,
     SamplingSpec,
     _concat,
@@ -25,7 +26,7 @@ from dibs.platform.rollout.base import (
     module_device,
     position_ids,
 )
-from dibs.platform.rollout.hf_engine import HFEngine
+from dibs.platform.rollout.hf_engine import HFEngine  # local_engine's `hf`
 
 # Compact the running batch once this share of its rows has finished: each compaction copies the cache,
 # so compacting at every finished row would cost more than the rows it saves.
@@ -98,17 +99,25 @@ def _sample(logits: torch.Tensor, spec: SamplingSpec, gen: torch.Generator) -> t
     return tok, logp_all.gather(-1, tok[:, None]).squeeze(-1)
 
 
-class TorchEngine(HFEngine):
-    """`RolloutEngine` over the decode loop above; keeps its own copy of the policy (like `HFEngine`, whose
-    set-up and sleep/wake it shares)."""
+class TorchEngine:
+    """`RolloutEngine` over the decode loop above; keeps its own copy of the policy, on that copy's device,
+    as `HFEngine` does (the two share the batch layout through rollout/base.py, not a base class)."""
 
     def __init__(self, model: PreTrainedModel, tokenizer: PreTrainedTokenizerFast, *, chunk_size: int = 512):
-        super().__init__(model, tokenizer, chunk_size=chunk_size)
+        self.model = model.eval()
+        self.tok = tokenizer
+        self.chunk_size = chunk_size
         self.w = _Weights(self.model)
 
     def load_weights(self, state_dict: dict[str, torch.Tensor]) -> None:
-        super().load_weights(state_dict)
-        self.w = _Weights(self.model)
+        self.model.load_state_dict(state_dict)
+        self.w = _Weights(self.model)  # the fused projections are copies: rebuilt from the new weights
+
+    def sleep(self) -> None:
+        """Nothing to free: the KV cache lives only during `generate`."""
+
+    def wake_up(self) -> None:
+        pass
 
     @torch.no_grad()
     def generate(self, prompts: list[str], counts: list[int], spec: SamplingSpec, *, seed: int) -> Rollouts:
@@ -173,7 +182,7 @@ class TorchEngine(HFEngine):
         return chunk_rollouts(self.tok, input_ids, attention_mask, resp, resp_mask, logp, stopped)
 
 
-def local_engine(kind: str, model: PreTrainedModel, tokenizer: PreTrainedTokenizerFast):
+def local_engine(kind: str, model: PreTrainedModel, tokenizer: PreTrainedTokenizerFast) -> RolloutEngine:
     """The in-process engine named by `rollout.engine` (vLLM is built from a saved model, elsewhere)."""
     if kind == "torch":
         return TorchEngine(model, tokenizer)

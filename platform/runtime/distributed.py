@@ -36,12 +36,16 @@ from dibs.platform.core.config import ExperimentConfig
 from dibs.platform.core.host import configure_process
 from dibs.platform.core.parallel import DataParallel
 from dibs.platform.learn import checkpoint, checkpoint_check
+from dibs.platform.learn.base import Learner
 from dibs.platform.learn.learner import TorchLearner
 from dibs.platform.learn.model import load, resolve_device
-from dibs.platform.learn.warm_start import prepare
+from dibs.platform.learn.warm_start import Progress, prepare
 from dibs.platform.rollout.base import Rollouts, SamplingSpec, merge_rollouts
 from dibs.platform.rollout.torch_engine import local_engine
-from dibs.platform.runtime.loop import NullProgress, learner_kwargs, train
+from dibs.platform.runtime.base import Prepared, ProgressQueue, RunPayload
+from dibs.platform.runtime.local import learner_kwargs
+from dibs.platform.runtime.loop import NullProgress, train
+from dibs.platform.tasks.base import TaskData
 from dibs.platform.tasks.registry import build_task, make_task
 
 WARM_START_DIR = "warm-start"  # under the run's output dir: rank 0's warm start, loaded by the others
@@ -122,12 +126,14 @@ class ShardedEngine:
 
 
 class DistributedRuntime:
-    """The loop's parts on one learner rank."""
+    """The `Runtime` (runtime/base.py) of one learner rank: its engine is sharded over the ranks' rollout
+    actors, its learner reduces gradients over the ranks."""
 
     def __init__(self, dp: DataParallel, out_dir: Path, device: torch.device):
         self.dp, self.out_dir, self.model_dir, self.device = dp, out_dir, "", device
 
-    def prepare(self, cfg: ExperimentConfig, progress, data, resume_from: str | None):
+    def prepare(self, cfg: ExperimentConfig, progress: Progress, data: TaskData | None,
+                resume_from: str | None) -> Prepared:
         """Rank 0 warm-starts and saves the policy; the others load it (no rank repeats the SFT)."""
         if resume_from is not None or self.dp.rank == 0:
             threads = torch.get_num_threads()
@@ -159,7 +165,7 @@ class DistributedRuntime:
                              keep_freed_memory=cfg.runtime.keep_freed_memory)
         return ShardedEngine(actor, self.dp, tokenizer)
 
-    def learner(self, cfg: ExperimentConfig, policy: torch.nn.Module, ref) -> TorchLearner:
+    def learner(self, cfg: ExperimentConfig, policy: torch.nn.Module, ref: torch.nn.Module | None) -> Learner:
         kwargs = learner_kwargs(cfg, ref) | {"dp": self.dp}
         if cfg.learner.backend == "deepspeed":
             from dibs.platform.learn.deepspeed_learner import DeepSpeedLearner
@@ -191,9 +197,10 @@ class NullRecorder:
         pass
 
 
-def learner_worker(payload: dict) -> None:
-    """One Ray Train worker: a rank of the loop. Restarted after a failure, it resumes from the newest
-    complete checkpoint of the run (or the one `dibs resume` named)."""
+def learner_worker(loop_config: dict) -> None:
+    """One Ray Train worker: a rank of the loop (`loop_config["payload"]`: the run's `RunPayload`).
+    Restarted after a failure, it resumes from the newest complete checkpoint of the run (or the one
+    `dibs resume` named)."""
     import logging
 
     import ray
@@ -202,21 +209,21 @@ def learner_worker(payload: dict) -> None:
 
     # Ray workers log INFO to the driver; alembic announces every plugin it loads at INFO.
     logging.getLogger("alembic").setLevel(logging.WARNING)
-    from dibs.platform.core.config import validate_dict
     from dibs.platform.runtime.recording import QueueProgress, StoreRecorder
     from dibs.platform.store import open_store
 
     ctx = ray.train.get_context()
     dp = DataParallel(ctx.get_world_rank(), ctx.get_world_size())
-    cfg = validate_dict(payload["config"])
-    if os.path.isdir(payload.get("cwd", "")):
-        os.chdir(payload["cwd"])
+    payload: RunPayload = loop_config["payload"]
+    cfg = payload.config
+    if os.path.isdir(payload.cwd):
+        os.chdir(payload.cwd)
     transformers.utils.logging.disable_progress_bar()
     configure_process(cfg.runtime.num_threads, cfg.runtime.keep_freed_memory)
-    out_dir = Path(payload["checkpoint_dir"]).parent
+    out_dir = Path(payload.checkpoint_dir).parent
     # A restarted group resumes from the newest usable checkpoint on disk, which includes the one
     # `dibs resume` picked; every rank checks the same files and so picks the same one.
-    on_disk = checkpoint.on_disk(payload["checkpoint_dir"])
+    on_disk = checkpoint.on_disk(payload.checkpoint_dir)
     picked = checkpoint_check.choose(on_disk, run_dir=out_dir, model=cfg.model,
                                      alphabet=make_task(cfg.task).alphabet,
                                      on_skip=checkpoint.warn if dp.rank == 0 else lambda _: None)
@@ -226,7 +233,8 @@ def learner_worker(payload: dict) -> None:
     (out_dir / "workers" / f"rank{dp.rank}.pid").write_text(str(os.getpid()))
     (out_dir / "workers" / f"rank{dp.rank}.node").write_text(ray.get_runtime_context().get_node_id())
     if dp.rank == 0:
-        recorder, progress = StoreRecorder(open_store(payload["db_url"]), payload["run_id"]), QueueProgress(payload["queue"])
+        recorder = StoreRecorder(open_store(payload.db_url), payload.run_id)
+        progress = QueueProgress(payload.queue) if payload.queue is not None else NullProgress()
     else:
         recorder, progress = NullRecorder(), NullProgress()
     device = torch.device("cpu")
@@ -234,7 +242,7 @@ def learner_worker(payload: dict) -> None:
         import ray.train.torch
 
         device = ray.train.torch.get_device()  # this worker's GPU (by local rank)
-    summary = train(cfg, recorder, progress, checkpoint_dir=payload["checkpoint_dir"], resume_from=resume_from,
+    summary = train(cfg, recorder, progress, checkpoint_dir=payload.checkpoint_dir, resume_from=resume_from,
                     runtime=DistributedRuntime(dp, out_dir, device))
     if dp.rank == 0:
         (out_dir / SUMMARY_FILE).write_text(json.dumps(summary))
@@ -251,20 +259,20 @@ def learner_bundle(cfg: ExperimentConfig, gpu: bool) -> dict[str, float]:
     return cpus | {"GPU": 1} if gpu else cpus
 
 
-def run_ray_train(cfg: ExperimentConfig, payload: dict, queue) -> dict:
+def run_ray_train(cfg: ExperimentConfig, payload: RunPayload, queue: ProgressQueue) -> dict:
     """Fit a TorchTrainer of `learner.num_workers` ranks; the summary comes back through rank 0's file."""
     from ray.train import FailureConfig, RunConfig, ScalingConfig
     from ray.train.torch import TorchConfig, TorchTrainer
 
-    out_dir = Path(payload["checkpoint_dir"]).parent
+    out_dir = Path(payload.checkpoint_dir).parent
     (out_dir / SUMMARY_FILE).unlink(missing_ok=True)
     gpu = resolve_device(cfg.runtime.device).type == "cuda"
     trainer = TorchTrainer(
-        learner_worker, train_loop_config=payload | {"queue": queue},
+        learner_worker, train_loop_config={"payload": payload.with_queue(queue)},  # Ray Train wants a dict
         scaling_config=ScalingConfig(num_workers=cfg.learner.num_workers, use_gpu=gpu,
                                      resources_per_worker=learner_bundle(cfg, gpu)),
         torch_config=TorchConfig(backend="nccl" if gpu else "gloo"),
-        run_config=RunConfig(name=payload["run_id"], storage_path=str((out_dir / "ray").resolve()),
+        run_config=RunConfig(name=payload.run_id, storage_path=str((out_dir / "ray").resolve()),
                              failure_config=FailureConfig(max_failures=cfg.runtime.max_failures)))
     result = trainer.fit()
     if getattr(result, "error", None) is not None:

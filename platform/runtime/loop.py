@@ -1,20 +1,23 @@
 """The RL loop as named stages (docs/conventions.md, Code style):
 
-    sample_prompts -> allocate -> generate -> score -> advantages -> update -> sync_weights
-    -> evaluate -> record
+    sample_prompts -> allocate -> generate (or dapo's refill) -> score -> advantages -> update
+    -> sync_weights -> evaluate -> record
 
 `allocate` may probe the policy first (GVM); the probe's rollouts are charged to the budget before the
-step's own rollouts, so `rollouts_consumed` counts them (docs/method.md §3, docs/conventions.md).
+step's own rollouts, so `rollouts_consumed` counts them (docs/method.md §3, docs/conventions.md). With
+`dapo` the generation stage is its dynamic sampling (allocation/dapo.py): it drops all-equal groups and
+refills them with fresh prompts; the dropped rollouts are charged too.
 
-Each stage is a small function over typed values; `train` strings them together. Where the loop
-executes (a Ray worker or the driver itself) is the executor's business (runner.py), not the loop's.
+Each stage is a small function over typed values; `train` strings them together. The loop sees its
+parts only through Protocols: `Runtime` (runtime/base.py) builds a `RolloutEngine` (rollout/base.py), a
+`Learner` (learn/base.py) and an `Allocator` (allocation/allocators.py). Where the loop executes (a Ray
+worker or the driver itself) is the executor's business (runner.py), not the loop's.
 """
 
 from __future__ import annotations
 
 import copy
 import functools
-import math
 import random
 import time
 from dataclasses import dataclass, field, fields
@@ -25,17 +28,18 @@ import torch
 
 from dibs.algorithms.advantages import grpo_advantages, nonzero_groups_mask, raft_advantages
 from dibs.platform.allocation.allocators import Allocation, Allocator, AllocContext
+from dibs.platform.allocation.batch import Batch, Dropped
+from dibs.platform.allocation.dapo import Refill
 from dibs.platform.allocation.estimators import accepted_counts
-from dibs.platform.allocation.factory import build_allocator
+from dibs.platform.allocation.factory import build_allocator, build_refill
 from dibs.platform.core import metrics as M
 from dibs.platform.core.config import ExperimentConfig
-from dibs.platform.core.parallel import DataParallel
 from dibs.platform.learn import checkpoint
-from dibs.platform.learn.learner import TorchLearner
-from dibs.platform.learn.warm_start import Progress, prepare
-from dibs.platform.rollout.base import Rollouts, SamplingSpec, module_device
-from dibs.platform.rollout.hf_engine import HFEngine
-from dibs.platform.rollout.torch_engine import local_engine
+from dibs.platform.learn.base import Learner
+from dibs.platform.learn.warm_start import Progress
+from dibs.platform.rollout.base import RolloutEngine, Rollouts, SamplingSpec
+from dibs.platform.runtime.base import Runtime
+from dibs.platform.runtime.local import LocalRuntime
 from dibs.platform.tasks.base import Problem, Task, TaskData
 from dibs.platform.tasks.evaluate import Evaluation, score_groups
 from dibs.platform.tasks.registry import make_task
@@ -140,15 +144,12 @@ def sampling_spec(cfg: ExperimentConfig) -> SamplingSpec:
                         max_new_tokens=cfg.rollout.max_new_tokens)
 
 
-def generate(engine: HFEngine, cfg: ExperimentConfig, prompts: list[Problem], alloc: Allocation,
-             *, seed: int) -> tuple[list[Problem], Rollouts]:
+def generate(engine: RolloutEngine, cfg: ExperimentConfig, prompts: list[Problem], alloc: Allocation,
+             *, seed: int) -> Batch:
     """counts[i] samples of prompts[i]; a prompt with count 0 has no rows, and group ids stay indices
-    into the returned prompts (so `score` and GRPO groups need no remapping). An allocator that
-    generated the batch itself (dapo) hands over its prompts and rollouts instead."""
-    if alloc.prompts is not None:
-        return alloc.prompts, alloc.rollouts
-    return prompts, engine.generate([p.prompt for p in prompts], alloc.counts.tolist(), sampling_spec(cfg),
-                                    seed=seed)
+    into the prompts (so `score` and GRPO groups need no remapping)."""
+    return Batch(prompts, engine.generate([p.prompt for p in prompts], alloc.counts.tolist(), sampling_spec(cfg),
+                                          seed=seed))
 
 
 def score(task: Task, rollouts: Rollouts, prompts: list[Problem]) -> torch.Tensor:
@@ -166,7 +167,7 @@ def advantages(cfg: ExperimentConfig, rewards: torch.Tensor, group_ids: torch.Te
     return adv, keep, stats
 
 
-def update(learner: TorchLearner, rollouts: Rollouts, adv: torch.Tensor, keep: torch.Tensor, *,
+def update(learner: Learner, rollouts: Rollouts, adv: torch.Tensor, keep: torch.Tensor, *,
            seed: int) -> dict[str, float]:
     idx = torch.nonzero(keep).squeeze(-1)
     if len(idx) == 0:  # nothing to learn from this batch: record it, skip the optimizer step
@@ -175,7 +176,7 @@ def update(learner: TorchLearner, rollouts: Rollouts, adv: torch.Tensor, keep: t
     return stats | {"samples_used": float(len(idx))}
 
 
-def sync_weights(learner: TorchLearner, engine: HFEngine) -> float:
+def sync_weights(learner: Learner, engine: RolloutEngine) -> float:
     """Learner -> rollout engine weight transfer, timed (a copy here; a broadcast across actors). The
     engine slept through the update (vLLM on a shared GPU) and wakes before the weights arrive."""
     t = time.perf_counter()
@@ -185,15 +186,16 @@ def sync_weights(learner: TorchLearner, engine: HFEngine) -> float:
 
 
 def account(budget: Budget, alloc: Allocation, rollouts: Rollouts, rewards: torch.Tensor, adv: torch.Tensor,
-            keep: torch.Tensor) -> dict[str, float]:
-    """Charge the step's training rollouts (the probe was charged in `allocate`); this step's and the
-    cumulative budget metrics (docs/conventions.md, Budget accounting)."""
-    generated = len(rollouts.texts) + alloc.discarded_rollouts
-    accepted = int((rewards == 1).sum()) + alloc.discarded_accepted
-    wasted = int(((adv == 0) | ~keep).sum()) + alloc.discarded_rollouts
+            keep: torch.Tensor, dropped: Dropped | None = None) -> dict[str, float]:
+    """Charge the step's training rollouts, those trained on and those `dropped` (the probe was charged in
+    `allocate`); this step's and the cumulative budget metrics (docs/conventions.md, Budget accounting)."""
+    dropped = dropped or Dropped()
+    generated = len(rollouts.texts) + dropped.rollouts
+    accepted = int((rewards == 1).sum()) + dropped.accepted
+    wasted = int(((adv == 0) | ~keep).sum()) + dropped.rollouts
     budget.rollouts += generated
     budget.train_rollouts += generated
-    budget.tokens += rollouts.num_tokens + alloc.discarded_tokens
+    budget.tokens += rollouts.num_tokens + dropped.tokens
     budget.accepted += accepted
     budget.wasted += wasted
     return {M.BUDGET_ROLLOUTS: budget.rollouts, M.BUDGET_TOKENS: budget.tokens,
@@ -204,9 +206,9 @@ def account(budget: Budget, alloc: Allocation, rollouts: Rollouts, rewards: torc
             M.STEP_ACCEPTED: accepted, M.STEP_WASTED: wasted}
 
 
-def prompt_stats(prompts: list[Problem], alloc: Allocation, rollouts: Rollouts,
-                 rewards: torch.Tensor) -> list[M.PromptStat]:
-    """Where the step's budget went, one row per prompt (dapo's dropped groups included). An allocator
+def prompt_stats(prompts: list[Problem], alloc: Allocation, rollouts: Rollouts, rewards: torch.Tensor,
+                 dropped: Dropped | None = None) -> list[M.PromptStat]:
+    """Where the step's budget went, one row per prompt, then one per dropped group (dapo). An allocator
     without estimates gets p̂ measured on the prompt's own rollouts (NaN with none) and Ĝ = NaN."""
     m = len(prompts)
     accepted, counts = accepted_counts(rewards, rollouts.group_ids, m)
@@ -217,11 +219,12 @@ def prompt_stats(prompts: list[Problem], alloc: Allocation, rollouts: Rollouts,
     probed = alloc.probed if alloc.probed is not None else np.zeros(m, dtype=bool)
     rows = [M.PromptStat(p.prompt, float(p_hat[i]), float(g_hat[i]), int(counts[i]), int(accepted[i]),
                          bool(probed[i])) for i, p in enumerate(prompts)]
-    return rows + alloc.discarded
+    return rows + (dropped.rows if dropped is not None else [])
 
 
 def step_metrics(rewards: torch.Tensor, rollouts: Rollouts, adv_stats: dict, upd: dict, times: dict,
-                 spent: dict[str, float], alloc: Allocation) -> dict[str, float]:
+                 spent: dict[str, float], stats: dict[str, float]) -> dict[str, float]:
+    """The step's metric rows; `stats`: what the allocator and the generation stage report."""
     n = len(rollouts.texts)  # 0 when dapo kept no group: the step trains on nothing and says so
     out = {
         M.ROLLOUT_REWARD: float(rewards.mean()) if n else float("nan"),
@@ -234,55 +237,67 @@ def step_metrics(rewards: torch.Tensor, rollouts: Rollouts, adv_stats: dict, upd
     names = {"loss": M.TRAIN_LOSS, "pg_loss": M.TRAIN_PG_LOSS, "kl": M.TRAIN_KL, "clip_frac": M.TRAIN_CLIP_FRAC,
              "ratio_mean": M.TRAIN_RATIO, "grad_norm": M.TRAIN_GRAD_NORM, "lr": M.TRAIN_LR}
     out |= {name: float(upd[k]) for k, name in names.items() if k in upd}
-    return out | {k: float(v) for k, v in spent.items()} | alloc.stats | times
+    return out | {k: float(v) for k, v in spent.items()} | stats | times
 
 
 # --- the loop -------------------------------------------------------------------------------------
 
-def learner_kwargs(cfg: ExperimentConfig, ref: torch.nn.Module | None) -> dict:
-    """The RL learner's settings from the config, whichever backend trains."""
-    t = cfg.train
-    # Optimizer steps of the run; with mini_batch_samples an estimate from the nominal batch (GVM and
-    # dapo batches are about that size, drop_equal_groups makes them smaller).
-    per_epoch = (t.minibatches if t.mini_batch_samples is None else
-                 math.ceil(t.prompts_per_step * cfg.allocation.n_per_prompt / t.mini_batch_samples))
-    steps = t.steps * t.epochs_per_batch * per_epoch
-    return {"lr": t.lr, "weight_decay": t.weight_decay, "grad_clip": t.grad_clip,
-            "micro_batch_size": t.micro_batch_size, "total_steps": steps, "warmup_steps": t.warmup_steps,
-            "adam_eps": t.adam_eps, "schedule": t.lr_schedule, "algorithm": cfg.algorithm,
-            "clip_eps": t.clip_eps, "kl_coef": t.kl_coef, "epochs": t.epochs_per_batch,
-            "minibatches": t.minibatches, "temperature": cfg.rollout.temperature, "ref_model": ref,
-            "compile": t.compile, "loss_agg": t.loss_agg, "mini_batch_samples": t.mini_batch_samples}
+@dataclass
+class Parts:
+    """What every step works with, built once per run: the task (rewards), the policy (the probe
+    differentiates it), the engine, the learner, the allocator and, for dapo, its refill stage."""
+
+    task: Task
+    policy: torch.nn.Module
+    engine: RolloutEngine
+    learner: Learner
+    allocator: Allocator
+    refill: Refill | None
+    spec: SamplingSpec
 
 
-class LocalRuntime:
-    """Where the loop's parts live: here one process, the transformers engine and the torch learner.
-    The distributed runtime (platform/runtime/distributed.py) answers the same four questions per rank."""
+def rl_step(cfg: ExperimentConfig, parts: Parts, train_set: list[Problem], step: int, rng: random.Random,
+            cursor: list[int], budget: Budget) -> tuple[dict[str, float], list[M.PromptStat]]:
+    """One RL step through the stages: its metric rows and its per-prompt rows."""
 
-    dp = DataParallel()
+    def draw(k: int) -> list[Problem]:  # the next k prompts of the run's epoch stream
+        return sample_prompts(train_set, k, rng, cursor)
 
-    def prepare(self, cfg: ExperimentConfig, progress: Progress, data: TaskData | None, resume_from: str | None):
-        return prepare(cfg, progress, data, resume_from=resume_from)
-
-    def engine(self, cfg: ExperimentConfig, policy: torch.nn.Module, tokenizer):
-        if cfg.rollout.engine == "vllm":  # vLLM loads from disk: hand it the current policy in a temp dir
-            import tempfile
-
-            from dibs.platform.rollout.vllm_engine import VLLMEngine
-
-            path = tempfile.mkdtemp(prefix="dibs-vllm-")
-            policy.save_pretrained(path)
-            tokenizer.save_pretrained(path)
-            on_gpu = module_device(policy).type == "cuda"
-            return VLLMEngine(path, sleep_mode=on_gpu, gpu_memory_utilization=cfg.rollout.gpu_memory_utilization)
-        return local_engine(cfg.rollout.engine, copy.deepcopy(policy), tokenizer)
-
-    def learner(self, cfg: ExperimentConfig, policy: torch.nn.Module, ref: torch.nn.Module | None) -> TorchLearner:
-        return TorchLearner(policy, **learner_kwargs(cfg, ref))
+    t0 = time.perf_counter()
+    prompts = draw(cfg.train.prompts_per_step)
+    gen_seed = cfg.seed * 100003 + step
+    ctx = AllocContext(parts.engine, parts.policy, parts.spec, gen_seed + PROBE_SEED_OFFSET, step,
+                       score=functools.partial(score_groups, parts.task))
+    alloc = allocate(parts.allocator, prompts, ctx, budget)
+    t_alloc = time.perf_counter() - t0
+    if parts.refill is None:
+        batch = generate(parts.engine, cfg, prompts, alloc, seed=gen_seed)
+    else:  # dapo: its rounds sample on the allocation seeds (ctx), as when dapo was an allocator
+        batch = parts.refill.sample(prompts, ctx, draw)
+    t_gen = time.perf_counter() - t0 - t_alloc
+    rewards = score(parts.task, batch.rollouts, batch.prompts)
+    adv, keep, adv_stats = advantages(cfg, rewards, batch.rollouts.group_ids)
+    t1 = time.perf_counter()
+    parts.engine.sleep()  # the learner gets the device memory generation held (vLLM on GPU)
+    upd = update(parts.learner, batch.rollouts, adv, keep, seed=cfg.seed * 31 + step)
+    budget.updates += int(upd.get("optimizer_steps", 0))
+    t_upd = time.perf_counter() - t1
+    t_sync = sync_weights(parts.learner, parts.engine)
+    spent = account(budget, alloc, batch.rollouts, rewards, adv, keep, batch.dropped)
+    telemetry = prompt_stats(batch.prompts, alloc, batch.rollouts, rewards, batch.dropped)
+    trained = telemetry[:len(batch.prompts)]
+    parts.allocator.observe(batch.prompts, np.array([r.n_alloc for r in trained], dtype=np.int64),
+                            np.array([r.accepted for r in trained], dtype=np.int64))
+    times = {M.TIME_GENERATE: t_gen, M.TIME_UPDATE: t_upd, M.TIME_SYNC: t_sync,
+             M.TIME_STEP: time.perf_counter() - t0}
+    if alloc.probe_rollouts:  # an allocator that generated (a probe)
+        times[M.TIME_ALLOCATE] = t_alloc
+    values = step_metrics(rewards, batch.rollouts, adv_stats, upd, times, spent, alloc.stats | batch.stats)
+    return values, telemetry
 
 
 def train(cfg: ExperimentConfig, recorder: Recorder, progress: Progress, *, checkpoint_dir: str,
-          data: TaskData | None = None, resume_from: str | None = None, runtime=None) -> dict:
+          data: TaskData | None = None, resume_from: str | None = None, runtime: Runtime | None = None) -> dict:
     """Warm start (or a checkpoint), then RL steps up to `train.steps`; returns the summary (step-0 and
     final eval). Resuming from a checkpoint of step N continues with step N+1 exactly as the
     uninterrupted run would (checkpoint.py). With several ranks every rank runs this same loop on the
@@ -293,9 +308,8 @@ def train(cfg: ExperimentConfig, recorder: Recorder, progress: Progress, *, chec
     data, policy, tokenizer, sft_seconds, sft_loss = runtime.prepare(cfg, progress, data, resume_from)
     ref = copy.deepcopy(policy).requires_grad_(False) if cfg.train.kl_coef > 0 else None
     engine = runtime.engine(cfg, policy, tokenizer)
-    learner = runtime.learner(cfg, policy, ref)
-    allocator, spec = build_allocator(cfg.allocation), sampling_spec(cfg)
-
+    parts = Parts(task, policy, engine, runtime.learner(cfg, policy, ref), build_allocator(cfg.allocation),
+                  build_refill(cfg.allocation), sampling_spec(cfg))
     evaluation = Evaluation(task, data.test, cfg)  # eval.suite's sets are loaded here, once
 
     def run_eval(step: int) -> dict[str, float]:
@@ -310,7 +324,7 @@ def train(cfg: ExperimentConfig, recorder: Recorder, progress: Progress, *, chec
         return values
 
     if resume_from is not None:
-        state = checkpoint.load(resume_from, learner=learner, allocator=allocator, ref_model=ref)
+        state = checkpoint.load(resume_from, learner=parts.learner, allocator=parts.allocator, ref_model=ref)
         rng, cursor, start = checkpoint.restore_rng(state), state.cursor, state.step + 1
         budget.restore(state.budget)
         first, last = state.first_eval, state.last_eval or state.first_eval
@@ -323,37 +337,12 @@ def train(cfg: ExperimentConfig, recorder: Recorder, progress: Progress, *, chec
 
     def save(step: int) -> None:
         state = checkpoint.LoopState(step, rng.getstate(), list(cursor), budget.snapshot(), first, last)
-        path = checkpoint.save(checkpoint_dir, step, policy=policy, tokenizer=tokenizer, learner=learner,
-                               allocator=allocator, state=state, ref_model=ref, dp=runtime.dp)
+        path = checkpoint.save(checkpoint_dir, step, policy=policy, tokenizer=tokenizer, learner=parts.learner,
+                               allocator=parts.allocator, state=state, ref_model=ref, dp=runtime.dp)
         recorder.checkpoint(step, path)
 
     for step in range(start, cfg.train.steps + 1):
-        t0 = time.perf_counter()
-        prompts = sample_prompts(data.train, cfg.train.prompts_per_step, rng, cursor)
-        gen_seed = cfg.seed * 100003 + step
-        ctx = AllocContext(engine, policy, spec, gen_seed + PROBE_SEED_OFFSET, step,
-                           draw=lambda k: sample_prompts(data.train, k, rng, cursor),
-                           score=functools.partial(score_groups, task))
-        alloc = allocate(allocator, prompts, ctx, budget)
-        t_alloc = time.perf_counter() - t0
-        prompts, rollouts = generate(engine, cfg, prompts, alloc, seed=gen_seed)
-        t_gen = time.perf_counter() - t0 - t_alloc
-        rewards = score(task, rollouts, prompts)
-        adv, keep, adv_stats = advantages(cfg, rewards, rollouts.group_ids)
-        t1 = time.perf_counter()
-        engine.sleep()  # the learner gets the device memory generation held (vLLM on GPU)
-        upd = update(learner, rollouts, adv, keep, seed=cfg.seed * 31 + step)
-        budget.updates += int(upd.get("optimizer_steps", 0))
-        t_upd = time.perf_counter() - t1
-        t_sync = sync_weights(learner, engine)
-        spent = account(budget, alloc, rollouts, rewards, adv, keep)
-        telemetry = prompt_stats(prompts, alloc, rollouts, rewards)
-        allocator.observe(prompts, alloc.counts, np.array([r.accepted for r in telemetry[:len(prompts)]]))
-        times = {M.TIME_GENERATE: t_gen, M.TIME_UPDATE: t_upd, M.TIME_SYNC: t_sync,
-                 M.TIME_STEP: time.perf_counter() - t0}
-        if alloc.probe_rollouts or alloc.prompts is not None:  # an allocator that generated something
-            times[M.TIME_ALLOCATE] = t_alloc
-        values = step_metrics(rewards, rollouts, adv_stats, upd, times, spent, alloc)
+        values, telemetry = rl_step(cfg, parts, data.train, step, rng, cursor, budget)
         recorder.record(step, values, rollouts_consumed=budget.rollouts, tokens_generated=budget.tokens,
                         wall_seconds=budget.wall)
         recorder.record_prompts(step, telemetry)

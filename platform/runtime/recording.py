@@ -5,9 +5,13 @@ of the distributed runtime (distributed.py), so it sits below both."""
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from dibs.platform.core.metrics import PromptStat
 from dibs.platform.store import MetricRow, ResultsStore
+
+if TYPE_CHECKING:  # base.py imports torch and transformers; recording stays light
+    from dibs.platform.runtime.base import ProgressQueue
 
 
 class StoreRecorder:
@@ -34,7 +38,7 @@ class StoreRecorder:
 class QueueProgress:
     """Progress events pushed into a queue; a full queue drops the event (display is best-effort)."""
 
-    def __init__(self, q):
+    def __init__(self, q: ProgressQueue):
         self.q = q
 
     def update(self, stage: str, done: int, total: int, info: dict[str, float]) -> None:

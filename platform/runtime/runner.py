@@ -20,31 +20,32 @@ from pathlib import Path
 
 import transformers
 
-from dibs.platform.core.config import ExperimentConfig, config_to_dict, validate_dict
+from dibs.platform.core.config import ExperimentConfig
 from dibs.platform.core.host import configure_process
-from dibs.platform.runtime.loop import train
+from dibs.platform.runtime.base import RunPayload
+from dibs.platform.runtime.loop import NullProgress, train
 from dibs.platform.runtime.recording import QueueProgress, StoreRecorder
 from dibs.platform.store import open_store
 
 
-def run_payload(cfg: ExperimentConfig, db_url: str, run_id: str, resume_from: str | None) -> dict:
+def run_payload(cfg: ExperimentConfig, db_url: str, run_id: str, resume_from: str | None) -> RunPayload:
     """What an executor needs to run (or resume) one run: its config, where to record and checkpoint."""
     out_dir = Path(cfg.runtime.output_dir) / run_id
-    return {"config": config_to_dict(cfg), "cwd": str(Path.cwd()), "db_url": db_url, "run_id": run_id,
-            "checkpoint_dir": str((out_dir / "checkpoints").resolve()), "resume_from": resume_from}
+    return RunPayload(cfg, cwd=str(Path.cwd()), db_url=db_url, run_id=run_id,
+                      checkpoint_dir=str((out_dir / "checkpoints").resolve()), resume_from=resume_from)
 
 
-def worker_main(payload: dict) -> dict:
-    """The loop on one worker: payload = {config, db_url, run_id, checkpoint_dir, queue, resume_from}."""
-    cfg = validate_dict(payload["config"])
-    if os.path.isdir(payload.get("cwd", "")):  # relative paths in the config mean the driver's cwd
-        os.chdir(payload["cwd"])
+def worker_main(payload: RunPayload) -> dict:
+    """The loop on one worker, recording into the store and reporting progress to `payload.queue`."""
+    cfg = payload.config
+    if os.path.isdir(payload.cwd):  # relative paths in the config mean the driver's cwd
+        os.chdir(payload.cwd)
     transformers.utils.logging.disable_progress_bar()
     configure_process(cfg.runtime.num_threads, cfg.runtime.keep_freed_memory)
-    store = open_store(payload["db_url"])
-    recorder = StoreRecorder(store, payload["run_id"])
-    return train(cfg, recorder, QueueProgress(payload["queue"]), checkpoint_dir=payload["checkpoint_dir"],
-                 resume_from=payload.get("resume_from"))
+    store = open_store(payload.db_url)
+    recorder = StoreRecorder(store, payload.run_id)
+    progress = QueueProgress(payload.queue) if payload.queue is not None else NullProgress()
+    return train(cfg, recorder, progress, checkpoint_dir=payload.checkpoint_dir, resume_from=payload.resume_from)
 
 
 def cluster_address(configured: str | None) -> str | None:
@@ -53,7 +54,7 @@ def cluster_address(configured: str | None) -> str | None:
     return configured or os.environ.get("RAY_ADDRESS") or None
 
 
-def run_ray(cfg: ExperimentConfig, payload: dict, on_progress: Callable[[tuple], None]) -> dict:
+def run_ray(cfg: ExperimentConfig, payload: RunPayload, on_progress: Callable[[tuple], None]) -> dict:
     """The loop as one Ray task holding `num_threads` CPUs; progress flows back through a Ray queue."""
     import ray
     from ray.util.queue import Queue
@@ -71,7 +72,7 @@ def run_ray(cfg: ExperimentConfig, payload: dict, on_progress: Callable[[tuple],
 
             return run_ray_train(cfg, payload, q)
         task = ray.remote(num_cpus=cfg.runtime.num_threads, max_retries=0)(worker_main)
-        ref = task.remote(payload | {"queue": q})
+        ref = task.remote(payload.with_queue(q))
         try:
             return ray.get(ref)
         except KeyboardInterrupt:  # Ctrl-C or SIGTERM in the driver: the worker must stop writing the run too
@@ -132,8 +133,11 @@ class _Direct:
     """Queue-shaped adapter: the inline executor hands progress events straight to the display."""
 
     def __init__(self, on_progress: Callable[[tuple], None]):
-        self.put_nowait = on_progress
+        self.on_progress = on_progress
+
+    def put_nowait(self, item: tuple) -> None:
+        self.on_progress(item)
 
 
-def run_inline(cfg: ExperimentConfig, payload: dict, on_progress: Callable[[tuple], None]) -> dict:
-    return worker_main(payload | {"queue": _Direct(on_progress)})
+def run_inline(cfg: ExperimentConfig, payload: RunPayload, on_progress: Callable[[tuple], None]) -> dict:
+    return worker_main(payload.with_queue(_Direct(on_progress)))

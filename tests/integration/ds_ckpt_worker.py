@@ -39,8 +39,9 @@ def main(stage: int, out: Path) -> None:
     os.environ.update(RANK="0", WORLD_SIZE="1", LOCAL_RANK="0")
     torch.distributed.init_process_group("gloo", rank=0, world_size=1)
     a = learner(stage, 0)
-    a._backward(a.engine(input_ids=torch.randint(0, 10, (2, 6))).logits.float().pow(2).mean(), last=True)
-    a._apply()
+    engine = a.backend.engine
+    a.backend.backward(engine(input_ids=torch.randint(0, 10, (2, 6))).logits.float().pow(2).mean(), last=True)
+    a.backend.step()
     saved = out / "saved"
     saved.mkdir(parents=True)
     a.save_training_state(saved)

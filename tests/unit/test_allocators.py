@@ -1,5 +1,6 @@
 """Allocators behind the Protocol (docs/method.md §2-4): uniform counts, GVM on a stub engine whose probe
-rewards and gradient norms the test controls, and validation of the allocation config."""
+rewards and gradient norms the test controls, the registry of allocators, and validation of the
+allocation config."""
 
 import functools
 
@@ -11,9 +12,15 @@ from transformers import Qwen2ForCausalLM
 from dibs.algorithms.allocation import gvm_allocate
 from dibs.platform.allocation import estimators
 from dibs.platform.allocation.allocators import AllocContext, GVMAllocator, UniformAllocator
-from dibs.platform.allocation.factory import build_allocator
+from dibs.platform.allocation.factory import (
+    BUILTIN,
+    build_allocator,
+    register_allocator,
+    unregister_allocator,
+)
 from dibs.platform.core import metrics as M
 from dibs.platform.core.config import AllocationConfig, ConfigError, ModelConfig, TaskConfig, validate_dict
+from dibs.platform.core.registry import ALLOCATORS, BUILTIN_ALLOCATORS
 from dibs.platform.learn.model import qwen2_config, train_tokenizer
 from dibs.platform.rollout.base import Rollouts, SamplingSpec
 from dibs.platform.tasks.base import Problem
@@ -85,6 +92,42 @@ def test_uniform_gives_n_each_and_never_probes():
 def test_build_allocator_matches_the_name():
     assert isinstance(build_allocator(AllocationConfig()), UniformAllocator)
     assert isinstance(build_allocator(AllocationConfig(allocator="gvm")), GVMAllocator)
+    assert sorted(BUILTIN) == sorted(BUILTIN_ALLOCATORS)  # every name the config accepts builds something
+
+
+def test_a_registered_allocator_validates_and_builds_then_goes():
+    made = []
+
+    def factory(cfg):
+        made.append(cfg.n_per_prompt)
+        return UniformAllocator(cfg.n_per_prompt)
+
+    register_allocator("fixed_for_test", factory)
+    try:
+        cfg = validate_dict({"allocation": {"allocator": "fixed_for_test", "n_per_prompt": 3}}).allocation
+        assert build_allocator(cfg).allocate(PROMPTS, ctx(None, None)).counts.tolist() == [3] * 4
+        assert made == [3] and ALLOCATORS.names() == (*BUILTIN_ALLOCATORS, "fixed_for_test")
+    finally:
+        unregister_allocator("fixed_for_test")
+    with pytest.raises(ConfigError, match="allocation.allocator: unknown allocator; known: uniform, gvm, gvm_reuse, "
+                                          "dapo, gvm_oracle \\(got 'fixed_for_test'\\)"):
+        validate_dict({"allocation": {"allocator": "fixed_for_test"}})
+    # A config validated where the name was registered, built where it is not (another process).
+    with pytest.raises(ValueError, match="unknown allocator 'fixed_for_test'; known: uniform, gvm, gvm_reuse, dapo, "
+                                         "gvm_oracle .*runtime.executor: inline"):
+        build_allocator(cfg)
+
+
+def test_register_allocator_refuses_bad_entries():
+    with pytest.raises(ValueError, match="register allocator: 'gvm' is built in; pick another name"):
+        register_allocator("gvm", lambda cfg: UniformAllocator(1))
+    with pytest.raises(ValueError, match="the name must be an identifier, got 'two words'"):
+        register_allocator("two words", lambda cfg: UniformAllocator(1))
+    with pytest.raises(TypeError, match="register allocator 'x': the factory must be callable, got int"):
+        register_allocator("x", 3)
+    with pytest.raises(KeyError, match="'x' is not registered"):
+        unregister_allocator("x")
+    assert ALLOCATORS.names() == BUILTIN_ALLOCATORS  # nothing was registered on the way
 
 
 def test_gvm_probes_then_allocates_by_hand(policy, scripted_norms):
@@ -142,7 +185,8 @@ def test_allocation_defaults():
 
 
 @pytest.mark.parametrize("key, value, message", [
-    ("allocator", "best", "allocation.allocator: Input should be 'uniform', 'gvm', 'gvm_reuse', 'dapo' or 'gvm_oracle' (got 'best')"),
+    ("allocator", "best",
+     "allocation.allocator: unknown allocator; known: uniform, gvm, gvm_reuse, dapo, gvm_oracle (got 'best')"),
     ("n_probe", 0, "allocation.n_probe: Input should be greater than or equal to 1 (got 0)"),
     ("alpha", 0, "allocation.alpha: Input should be greater than 0 (got 0)"),
     ("beta", float("inf"), "allocation.beta: Input should be a finite number (got inf)"),

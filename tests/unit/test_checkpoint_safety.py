@@ -15,7 +15,7 @@ from dibs.platform.allocation.factory import build_allocator
 from dibs.platform.core.config import load_config
 from dibs.platform.learn import checkpoint, checkpoint_check
 from dibs.platform.learn.model import build_base_model, load
-from dibs.platform.runtime.loop import learner_kwargs
+from dibs.platform.runtime.local import learner_kwargs
 from dibs.platform.tasks.chain_sum import ALPHABET
 
 pytestmark = pytest.mark.unit
@@ -51,8 +51,8 @@ def checkpoint_learner(cfg, policy, ref):
     learner = TorchLearner(policy, **learner_kwargs(cfg, ref))
     for p in policy.parameters():  # one optimizer step, so AdamW has moments to save
         p.grad = torch.full_like(p, 0.01)
-    learner.opt.step()
-    learner.sched.step()
+    learner.backend.opt.step()
+    learner.backend.sched.step()
     return learner
 
 
@@ -109,13 +109,13 @@ def test_a_checkpoint_is_safetensors_json_and_weights_only_pt(run):
 def test_load_restores_loop_state_optimizer_and_reference(run):
     run_dir, _cfg = run
     _policy, _, ref, learner, allocator = parts(config(run_dir.parent.parent))
-    saved_opt = learner.opt.state_dict()
+    saved_opt = learner.backend.opt.state_dict()
     state = checkpoint.load(step_dir(run_dir, 2), learner=learner, allocator=allocator, ref_model=ref)
     assert state.step == 2 and state.cursor == [3, 1, 2] and state.budget == {"rollouts": 64.0}
     assert checkpoint.restore_rng(state).random() == random.Random(2).random()
-    exp_avg = learner.opt.state_dict()["state"][0]["exp_avg"]
+    exp_avg = learner.backend.opt.state_dict()["state"][0]["exp_avg"]
     torch.testing.assert_close(exp_avg, saved_opt["state"][0]["exp_avg"])
-    assert learner.sched.state_dict()["last_epoch"] == 1
+    assert learner.backend.sched.state_dict()["last_epoch"] == 1
 
 
 @pytest.mark.parametrize("form", ["pickle", "torch.save"])

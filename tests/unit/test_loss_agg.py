@@ -15,7 +15,8 @@ from dibs.platform.learn.learner import TorchLearner
 from dibs.platform.learn.model import qwen2_config, train_tokenizer
 from dibs.platform.rollout.base import SamplingSpec
 from dibs.platform.rollout.hf_engine import HFEngine
-from dibs.platform.runtime.loop import Budget, learner_kwargs
+from dibs.platform.runtime.local import learner_kwargs
+from dibs.platform.runtime.loop import Budget
 from dibs.platform.tasks.chain_sum import ALPHABET
 
 pytestmark = pytest.mark.unit
@@ -117,7 +118,7 @@ ADV13 = torch.tensor([1.0, -0.5, -0.5, 0.0, 1.5, -0.5, -0.5, -0.5, 0.0, 0.0, 0.7
 def _learner(model, **kwargs):
     learner = TorchLearner(model, lr=1e-2, weight_decay=0.0, grad_clip=1e6, total_steps=1, algorithm="grpo",
                            **({"micro_batch_size": 13} | kwargs))
-    learner.opt.step = lambda: None  # keep the accumulated gradient to compare
+    learner.backend.opt.step = lambda: None  # keep the accumulated gradient to compare
     return learner
 
 
@@ -172,7 +173,7 @@ def test_mini_batch_samples_sets_the_update_count(tiny, samples, epochs, updates
     model, ro = tiny
     learner = _learner(copy.deepcopy(model), mini_batch_samples=samples, epochs=epochs)
     assert learner.update(ro, ADV13, seed=0)["optimizer_steps"] == updates
-    cuts = learner.mini_batches(ro.group_ids, torch.Generator().manual_seed(0))
+    cuts = learner.rl.mini_batches(ro.group_ids, torch.Generator().manual_seed(0))
     assert sorted(len(c) for c in cuts) == sorted([samples] * (13 // samples) + [13 % samples] * (13 % samples > 0))
     assert sorted(torch.cat(cuts).tolist()) == list(range(13))  # every sample once per epoch
 
@@ -185,7 +186,7 @@ def test_minibatches_split_by_group_as_before(tiny):
     groups = torch.unique(ro.group_ids)
     order = groups[torch.randperm(len(groups), generator=gen)]
     before = [torch.nonzero(torch.isin(ro.group_ids, c)).squeeze(-1) for c in order.chunk(2)]
-    now = learner.mini_batches(ro.group_ids, torch.Generator().manual_seed(5))
+    now = learner.rl.mini_batches(ro.group_ids, torch.Generator().manual_seed(5))
     assert [c.tolist() for c in now] == [c.tolist() for c in before]
     assert learner.update(ro, ADV13, seed=0)["optimizer_steps"] == 2
 

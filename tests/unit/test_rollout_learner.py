@@ -78,7 +78,7 @@ def test_update_is_independent_of_micro_batch_size(tiny, algorithm):
         m = copy.deepcopy(model)
         learner = TorchLearner(m, lr=1e-2, weight_decay=0.0, grad_clip=100.0, micro_batch_size=micro,
                                total_steps=1, algorithm=algorithm)
-        learner.opt.step = lambda: None  # keep the accumulated gradient to compare (Adam would amplify
+        learner.backend.opt.step = lambda: None  # keep the accumulated gradient to compare (Adam would amplify
         # float noise in near-zero elements, g / sqrt(v) ~ sign(g))
         stats.append(learner.update(ro, adv, seed=0))
         grads.append(torch.cat([p.grad.flatten() for p in m.parameters()]))
