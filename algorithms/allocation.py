@@ -43,8 +43,9 @@ def _validated(grad_norms: ArrayLike, accept_rates: ArrayLike) -> tuple[np.ndarr
     return g, p
 
 
-def gvm_weights(grad_norms: ArrayLike, accept_rates: ArrayLike, *, alpha: float = 1e-3,
-                beta: float = 2.0) -> np.ndarray:
+def gvm_weights(
+    grad_norms: ArrayLike, accept_rates: ArrayLike, *, alpha: float = 1e-3, beta: float = 2.0
+) -> np.ndarray:
     """GVM weight w_i = G_i / sqrt(p_i + alpha / p_i^(beta - 1)) (docs/method.md §2).
 
     The alpha term regularises the variance-optimal G/sqrt(p) so the weight vanishes as p -> 0;

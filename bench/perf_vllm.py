@@ -42,8 +42,17 @@ def main() -> None:
         ro = engine.generate(prompts, counts, spec, seed=rep)
         seconds += time.perf_counter() - t
         tokens += ro.num_tokens
-    print(json.dumps({"tokens": tokens, "seconds": seconds, "tokens_per_s": tokens / seconds,
-                      "calls": args.reps, "version": vllm.__version__}))
+    print(
+        json.dumps(
+            {
+                "tokens": tokens,
+                "seconds": seconds,
+                "tokens_per_s": tokens / seconds,
+                "calls": args.reps,
+                "version": vllm.__version__,
+            }
+        )
+    )
 
 
 if __name__ == "__main__":  # vLLM's engine must only start under __main__ (it may spawn processes)

@@ -40,13 +40,16 @@ from .series import X_AXES, X_METRICS
 HERE = Path(__file__).resolve().parent
 PLOTLY_JS = Path(plotly.__file__).resolve().parent / "package_data" / "plotly.min.js"
 RUN_FILTERS = ("experiment", "algorithm", "allocator", "sweep", "status")
-CSP = ("default-src 'self'; script-src 'self'; style-src 'self' 'unsafe-inline'; img-src 'self' data: blob:; "
-       "object-src 'none'; base-uri 'none'; form-action 'self'; frame-ancestors 'none'")
+CSP = (
+    "default-src 'self'; script-src 'self'; style-src 'self' 'unsafe-inline'; img-src 'self' data: blob:; "
+    "object-src 'none'; base-uri 'none'; form-action 'self'; frame-ancestors 'none'"
+)
 Runs = Annotated[list[str] | None, Query()]  # ?run=a&run=b; None: no run given
 
 
-def create_app(url: str, *, host: str = "127.0.0.1", port: int | None = None,
-               allowed_hosts: Sequence[str] = ()) -> FastAPI:
+def create_app(
+    url: str, *, host: str = "127.0.0.1", port: int | None = None, allowed_hosts: Sequence[str] = ()
+) -> FastAPI:
     """The dashboard over the store at ``url`` (raises StoreError when it cannot be read), answering only
     requests whose Host header names ``host``:``port`` as ``hosts.host_policy`` reads them (``port``
     None: any port)."""
@@ -181,7 +184,9 @@ def _api(app: FastAPI, reader: StoreReader) -> None:
     @app.get("/api/sweep/{sweep_id}/importance")
     def importance(sweep_id: str) -> Response:
         sweep = _sweep(reader, sweep_id)
-        return _figure(figures.importance_figure(sweeps.param_importance(_read(reader.trials, sweep_id), sweep["mode"])))
+        return _figure(
+            figures.importance_figure(sweeps.param_importance(_read(reader.trials, sweep_id), sweep["mode"]))
+        )
 
 
 def _read(method: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:

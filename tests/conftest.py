@@ -186,7 +186,9 @@ def _seed_sweep(store: ResultsStore) -> list[str]:
     trials = []
     for i, (lr, allocator) in enumerate([(1e-5, "uniform"), (3e-5, "gvm"), (1e-4, "uniform"), (3e-4, "gvm")]):
         trial = store.create_trial(sweep, {"train.lr": lr, "allocation.allocator": allocator})
-        store.update_trial(trial, status="finished", objective=0.3 + 0.1 * i + (0.05 if allocator == "gvm" else 0))
+        store.update_trial(
+            trial, status="finished", objective=0.3 + 0.1 * i + (0.05 if allocator == "gvm" else 0)
+        )
         trials.append(trial)
     for trial in trials[:2]:
         run_id = store.create_run(name=f"trial {trial}", experiment="experiments/gvm/grpo.yaml",

@@ -50,8 +50,10 @@ class Allocation:
 
 
 def _unscored(rollouts: Rollouts, prompts: list[Problem]) -> torch.Tensor:
-    raise ValueError("AllocContext.score is not set: an allocator that generates rollouts scores them with "
-                     "the run's task (functools.partial(tasks.evaluate.score_groups, task))")
+    raise ValueError(
+        "AllocContext.score is not set: an allocator that generates rollouts scores them with "
+        "the run's task (functools.partial(tasks.evaluate.score_groups, task))"
+    )
 
 
 @dataclass(frozen=True)
@@ -113,8 +115,9 @@ class UniformAllocator(Stateless):
         return Allocation(uniform_allocation(len(prompts), self.n))
 
 
-def probe(prompts: list[Problem], ctx: AllocContext, cfg: AllocationConfig,
-          n: int | None = None) -> tuple[np.ndarray, np.ndarray, int, int]:
+def probe(
+    prompts: list[Problem], ctx: AllocContext, cfg: AllocationConfig, n: int | None = None
+) -> tuple[np.ndarray, np.ndarray, int, int]:
     """n samples (default n_probe) per prompt with the current policy -> (p̂, Ĝ, rollouts, tokens)
     (docs/method.md §3)."""
     m = len(prompts)
@@ -122,23 +125,39 @@ def probe(prompts: list[Problem], ctx: AllocContext, cfg: AllocationConfig,
     ro = ctx.engine.generate([p.prompt for p in prompts], [n] * m, ctx.spec, seed=ctx.seed)
     rewards = ctx.score(ro, prompts)
     p_hat = accept_rates(rewards, ro.group_ids, m)
-    g_hat = grad_norm_estimates(ctx.policy, ro, rewards, m, params=cfg.grad_params,
-                                temperature=ctx.spec.temperature)
+    g_hat = grad_norm_estimates(
+        ctx.policy, ro, rewards, m, params=cfg.grad_params, temperature=ctx.spec.temperature
+    )
     return p_hat, g_hat, len(ro.texts), ro.num_tokens
 
 
-def split_budget(p_hat: np.ndarray, g_hat: np.ndarray, cfg: AllocationConfig,
-                 min_per_prompt: int | None = None) -> np.ndarray:
+def split_budget(
+    p_hat: np.ndarray, g_hat: np.ndarray, cfg: AllocationConfig, min_per_prompt: int | None = None
+) -> np.ndarray:
     """N = m x n_per_prompt split by the GVM rule with the config's filters and bounds (docs/method.md §2);
     `min_per_prompt` overrides the config's floor."""
     floor = cfg.min_per_prompt if min_per_prompt is None else min_per_prompt
-    return gvm_allocate(g_hat, p_hat, len(p_hat) * cfg.n_per_prompt, alpha=cfg.alpha, beta=cfg.beta,
-                        filter_threshold=cfg.filter_threshold, filter_insufficient=cfg.filter_insufficient,
-                        min_per_prompt=floor, max_per_prompt=cfg.max_per_prompt)
+    return gvm_allocate(
+        g_hat,
+        p_hat,
+        len(p_hat) * cfg.n_per_prompt,
+        alpha=cfg.alpha,
+        beta=cfg.beta,
+        filter_threshold=cfg.filter_threshold,
+        filter_insufficient=cfg.filter_insufficient,
+        min_per_prompt=floor,
+        max_per_prompt=cfg.max_per_prompt,
+    )
 
 
-def gvm_stats(cfg: AllocationConfig, counts: np.ndarray, p_hat: np.ndarray, g_hat: np.ndarray,
-              probed: np.ndarray, policy: torch.nn.Module) -> dict[str, float]:
+def gvm_stats(
+    cfg: AllocationConfig,
+    counts: np.ndarray,
+    p_hat: np.ndarray,
+    g_hat: np.ndarray,
+    probed: np.ndarray,
+    policy: torch.nn.Module,
+) -> dict[str, float]:
     seen = p_hat > 0
     # A tied embedding's gradient mixes its input and output roles (docs/method.md §3): record it.
     names = grad_param_names(policy, cfg.grad_params)
@@ -168,8 +187,15 @@ class GVMAllocator(Stateless):
         p_hat, g_hat, rollouts, tokens = probe(prompts, ctx, self.cfg)
         counts = split_budget(p_hat, g_hat, self.cfg)
         probed = np.ones(len(prompts), dtype=bool)
-        return Allocation(counts, p_hat, g_hat, probed, rollouts, tokens,
-                          gvm_stats(self.cfg, counts, p_hat, g_hat, probed, ctx.policy))
+        return Allocation(
+            counts,
+            p_hat,
+            g_hat,
+            probed,
+            rollouts,
+            tokens,
+            gvm_stats(self.cfg, counts, p_hat, g_hat, probed, ctx.policy),
+        )
 
 
 class GVMOracleAllocator(Stateless):
@@ -229,15 +255,23 @@ class GVMReuseAllocator:
             for p, pv, gv in zip(fresh, p_new, g_new):
                 # The policy has moved since the last probe: a fresh probe replaces the pooled counts.
                 old = self.estimates.get(p.prompt)
-                self.estimates[p.prompt] = PromptEstimate(float(pv) * self.cfg.n_probe, float(self.cfg.n_probe),
-                                                          float(gv), old.visits if old else 0)
+                self.estimates[p.prompt] = PromptEstimate(
+                    float(pv) * self.cfg.n_probe, float(self.cfg.n_probe), float(gv), old.visits if old else 0
+                )
         for p in dict.fromkeys(q.prompt for q in prompts):  # a prompt twice in one batch is one visit
             self.estimates[p].visits += 1
         p_hat = np.array([self.estimates[p.prompt].p for p in prompts])
         g_hat = np.array([self.estimates[p.prompt].g for p in prompts])
         counts = split_budget(p_hat, g_hat, self.cfg)
-        return Allocation(counts, p_hat, g_hat, probed, rollouts, tokens,
-                          gvm_stats(self.cfg, counts, p_hat, g_hat, probed, ctx.policy))
+        return Allocation(
+            counts,
+            p_hat,
+            g_hat,
+            probed,
+            rollouts,
+            tokens,
+            gvm_stats(self.cfg, counts, p_hat, g_hat, probed, ctx.policy),
+        )
 
     def observe(self, prompts: list[Problem], counts: np.ndarray, accepted: np.ndarray) -> None:
         d = self.cfg.reuse_decay
@@ -250,5 +284,7 @@ class GVMReuseAllocator:
         return {"estimates": {k: [e.accepted, e.samples, e.g, e.visits] for k, e in self.estimates.items()}}
 
     def load_state_dict(self, state: dict) -> None:
-        self.estimates = {k: PromptEstimate(float(a), float(s), float(g), int(v))
-                          for k, (a, s, g, v) in state.get("estimates", {}).items()}
+        self.estimates = {
+            k: PromptEstimate(float(a), float(s), float(g), int(v))
+            for k, (a, s, g, v) in state.get("estimates", {}).items()
+        }

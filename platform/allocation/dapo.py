@@ -35,8 +35,13 @@ def group_outcomes(rewards: torch.Tensor, ro: Rollouts, m: int) -> tuple[np.ndar
     """Per prompt: accepted count, response tokens, and whether its rewards are mixed (not all equal)."""
     accepted, _ = accepted_counts(rewards, ro.group_ids, m)
     gids = ro.group_ids.numpy()
-    tokens = np.bincount(gids, weights=ro.response_mask.sum(-1).double().numpy(), minlength=m).astype(np.int64)
-    mixed = np.bincount(gids, weights=nonzero_groups_mask(rewards, ro.group_ids).double().numpy(), minlength=m) > 0
+    tokens = np.bincount(gids, weights=ro.response_mask.sum(-1).double().numpy(), minlength=m).astype(
+        np.int64
+    )
+    mixed = (
+        np.bincount(gids, weights=nonzero_groups_mask(rewards, ro.group_ids).double().numpy(), minlength=m)
+        > 0
+    )
     return accepted, tokens, mixed
 
 
@@ -47,20 +52,24 @@ class Refill:
     def __init__(self, cfg: AllocationConfig):
         self.cfg = cfg
 
-    def sample(self, prompts: list[Problem], ctx: AllocContext,
-               draw: Callable[[int], list[Problem]] | None) -> Batch:
+    def sample(
+        self, prompts: list[Problem], ctx: AllocContext, draw: Callable[[int], list[Problem]] | None
+    ) -> Batch:
         n, m = self.cfg.n_per_prompt, len(prompts)
         kept_parts, kept, dropped = [], [], Dropped()
         batch, drawn, rounds = prompts, 0, 0
         while True:
-            ro = ctx.engine.generate([p.prompt for p in batch], [n] * len(batch), ctx.spec, seed=ctx.seed + rounds)
+            ro = ctx.engine.generate(
+                [p.prompt for p in batch], [n] * len(batch), ctx.spec, seed=ctx.seed + rounds
+            )
             rounds, drawn = rounds + 1, drawn + len(batch)
             rewards = ctx.score(ro, batch)
             accepted, tokens, mixed = group_outcomes(rewards, ro, len(batch))
             take = [i for i in np.flatnonzero(mixed)][: m - len(kept)]
             for i in sorted(set(range(len(batch))) - set(take)):
-                dropped.rows.append(M.PromptStat(batch[i].prompt, accepted[i] / n, math.nan, n,
-                                                 int(accepted[i]), False))
+                dropped.rows.append(
+                    M.PromptStat(batch[i].prompt, accepted[i] / n, math.nan, n, int(accepted[i]), False)
+                )
                 dropped.rollouts += n
                 dropped.tokens += int(tokens[i])
                 dropped.accepted += int(accepted[i])
@@ -80,6 +89,9 @@ class Refill:
             kept_parts.append((ro.select(torch.zeros(0, dtype=torch.long)), torch.zeros(0, dtype=torch.long)))
         # Pad id 0: padded positions have attention and response masks 0, so the token is never read.
         merged = merge_rollouts([r for r, _ in kept_parts], torch.cat([g for _, g in kept_parts]), pad_id=0)
-        stats = {M.ALLOC_GEN_BATCHES: float(rounds), M.ALLOC_SHORT_PROMPTS: float(m - len(kept)),
-                 M.ALLOC_DISCARDED_ROLLOUTS: float(dropped.rollouts)}
+        stats = {
+            M.ALLOC_GEN_BATCHES: float(rounds),
+            M.ALLOC_SHORT_PROMPTS: float(m - len(kept)),
+            M.ALLOC_DISCARDED_ROLLOUTS: float(dropped.rollouts),
+        }
         return Batch(kept, merged, dropped, stats)

@@ -35,7 +35,9 @@ def accept_rates(rewards: torch.Tensor, group_ids: torch.Tensor, num_prompts: in
     return accepted / np.maximum(samples, 1)
 
 
-def accepted_counts(rewards: torch.Tensor, group_ids: torch.Tensor, num_prompts: int) -> tuple[np.ndarray, np.ndarray]:
+def accepted_counts(
+    rewards: torch.Tensor, group_ids: torch.Tensor, num_prompts: int
+) -> tuple[np.ndarray, np.ndarray]:
     """Per prompt: how many of its samples were accepted (reward 1) and how many it had, both [num_prompts]
     int64 (0 for a prompt without samples)."""
     gids = _checked_ids(group_ids, num_prompts)
@@ -43,8 +45,15 @@ def accepted_counts(rewards: torch.Tensor, group_ids: torch.Tensor, num_prompts:
     return accepted.astype(np.int64), np.bincount(gids, minlength=num_prompts)
 
 
-def grad_norm_estimates(model: torch.nn.Module, rollouts: Rollouts, rewards: torch.Tensor, num_prompts: int,
-                        *, params: GradParams, temperature: float = 1.0) -> np.ndarray:
+def grad_norm_estimates(
+    model: torch.nn.Module,
+    rollouts: Rollouts,
+    rewards: torch.Tensor,
+    num_prompts: int,
+    *,
+    params: GradParams,
+    temperature: float = 1.0,
+) -> np.ndarray:
     """Ĝ_i = mean of ‖∇ L‖₂ over the accepted (reward 1) samples of prompt i (docs/method.md §3).
 
     Only accepted samples are differentiated: G_i is conditioned on acceptance, so the others would be
@@ -63,8 +72,14 @@ def grad_norm_estimates(model: torch.nn.Module, rollouts: Rollouts, rewards: tor
     return sums / np.maximum(counts, 1)
 
 
-def per_sample_grad_norms(model: torch.nn.Module, rollouts: Rollouts, *, params: GradParams,
-                          temperature: float = 1.0, chunk_size: int | None = None) -> torch.Tensor:
+def per_sample_grad_norms(
+    model: torch.nn.Module,
+    rollouts: Rollouts,
+    *,
+    params: GradParams,
+    temperature: float = 1.0,
+    chunk_size: int | None = None,
+) -> torch.Tensor:
     """‖∇_θ L_b‖₂ for every sample b, L_b = −Σ_t log π(y_t | x, y_<t) over its response tokens.
 
     The loss is summed, not length-normalised, as the reference (docs/method.md §3); θ is the subset named by
@@ -88,8 +103,9 @@ def per_sample_grad_norms(model: torch.nn.Module, rollouts: Rollouts, *, params:
     if chunk_size is None:
         chunk_size = max(1, GRAD_ELEMENTS // sum(t.numel() for t in theta.values()))
 
-    def summed_nll(theta: dict, seq: torch.Tensor, mask4d: torch.Tensor, pos: torch.Tensor,
-                   resp: torch.Tensor) -> torch.Tensor:
+    def summed_nll(
+        theta: dict, seq: torch.Tensor, mask4d: torch.Tensor, pos: torch.Tensor, resp: torch.Tensor
+    ) -> torch.Tensor:
         # One unbatched sample [L]; the model sees a batch of 1.
         inputs = {"input_ids": seq[None], "attention_mask": mask4d[None], "position_ids": pos[None]}
         logits = functional_call(model, theta, args=(), kwargs=inputs).logits[0, :-1].float()
@@ -137,6 +153,7 @@ def is_tied(model: torch.nn.Module) -> bool:
 
 # --- helpers --------------------------------------------------------------------------------------
 
+
 def _checked_ids(group_ids: torch.Tensor, num_prompts: int) -> np.ndarray:
     gids = group_ids.cpu().numpy().astype(np.int64)
     if gids.size and (gids.min() < 0 or gids.max() >= num_prompts):
@@ -149,8 +166,15 @@ def _trim_padding(ro: Rollouts) -> Rollouts:
     batch is as wide as its longest (often truncated) failure. Padding is masked, so norms are unchanged."""
     real = torch.nonzero(ro.attention_mask.any(0)).squeeze(-1)
     lo, hi = int(real[0]), int(real[-1]) + 1
-    return Rollouts(ro.sequences[:, lo:hi], ro.attention_mask[:, lo:hi], ro.response_mask[:, lo:hi - 1],
-                    ro.old_logp[:, lo:hi - 1], ro.group_ids, ro.texts, ro.stopped)
+    return Rollouts(
+        ro.sequences[:, lo:hi],
+        ro.attention_mask[:, lo:hi],
+        ro.response_mask[:, lo : hi - 1],
+        ro.old_logp[:, lo : hi - 1],
+        ro.group_ids,
+        ro.texts,
+        ro.stopped,
+    )
 
 
 def _additive_causal_mask(attention_mask: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
@@ -164,7 +188,8 @@ def _additive_causal_mask(attention_mask: torch.Tensor, dtype: torch.dtype) -> t
     causal = torch.ones(L, L, dtype=torch.bool, device=attention_mask.device).tril()
     allowed = causal[None] & attention_mask[:, None, :].bool()  # [B, L(query), L(key)]
     blocked = torch.zeros(allowed.shape, dtype=dtype, device=allowed.device).masked_fill(
-        ~allowed, torch.finfo(dtype).min)
+        ~allowed, torch.finfo(dtype).min
+    )
     return blocked[:, None]
 
 

@@ -30,9 +30,15 @@ def _uniform(cfg: AllocationConfig) -> Allocator:
 
 
 # dapo's counts are uniform; what makes it dapo is its generation stage (`build_refill`).
-BUILTIN: Mapping[str, AllocatorFactory] = MappingProxyType({
-    "uniform": _uniform, "gvm": GVMAllocator, "gvm_reuse": GVMReuseAllocator, "dapo": _uniform,
-    "gvm_oracle": GVMOracleAllocator})
+BUILTIN: Mapping[str, AllocatorFactory] = MappingProxyType(
+    {
+        "uniform": _uniform,
+        "gvm": GVMAllocator,
+        "gvm_reuse": GVMReuseAllocator,
+        "dapo": _uniform,
+        "gvm_oracle": GVMOracleAllocator,
+    }
+)
 
 
 def register_allocator(name: str, factory: AllocatorFactory) -> None:
@@ -49,8 +55,10 @@ def build_allocator(cfg: AllocationConfig) -> Allocator:
     """The allocator named by `allocation.allocator`."""
     factory = BUILTIN.get(cfg.allocator) or ALLOCATORS.factory(cfg.allocator)
     if factory is None:  # a config validated in another process, where the name was registered
-        raise ValueError(f"allocation.allocator: {ALLOCATORS.unknown(cfg.allocator)} (a registered allocator "
-                         "exists only in the process that registered it: run it with runtime.executor: inline)")
+        raise ValueError(
+            f"allocation.allocator: {ALLOCATORS.unknown(cfg.allocator)} (a registered allocator "
+            "exists only in the process that registered it: run it with runtime.executor: inline)"
+        )
     return factory(cfg)
 
 

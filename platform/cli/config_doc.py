@@ -70,8 +70,12 @@ def type_name(annotation: object) -> str:
 
 def type_cell(info: FieldInfo) -> str:
     """The type with its bounds, e.g. `int >= 1, <= 8`."""
-    bounds = [f"{sign} {getattr(m, attr)}" for m in info.metadata
-              for attr, sign in _BOUNDS if getattr(m, attr, None) is not None]
+    bounds = [
+        f"{sign} {getattr(m, attr)}"
+        for m in info.metadata
+        for attr, sign in _BOUNDS
+        if getattr(m, attr, None) is not None
+    ]
     return type_name(info.annotation) + (" " + ", ".join(bounds) if bounds else "")
 
 
@@ -87,8 +91,9 @@ def row(key: str, info: FieldInfo) -> str:
 
 def _table(model: type[BaseModel], prefix: str) -> list[str]:
     lines = ["| key | type | default | description |", "|---|---|---|---|"]
-    return lines + [row(key, info) for key, info in fields(model, prefix)
-                    if "." not in key.removeprefix(prefix)]
+    return lines + [
+        row(key, info) for key, info in fields(model, prefix) if "." not in key.removeprefix(prefix)
+    ]
 
 
 def render(model: type[BaseModel] = ExperimentConfig) -> str:

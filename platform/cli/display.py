@@ -16,9 +16,15 @@ class RunDisplay:
     def __init__(self, cfg: ExperimentConfig, console: Console | None = None):
         self.cfg = cfg
         self.console = console or Console(stderr=True)
-        self.progress = Progress(TextColumn("{task.description:<11}"), BarColumn(), MofNCompleteColumn(),
-                                 TimeElapsedColumn(), TextColumn("{task.fields[info]}"),
-                                 console=self.console, transient=False)
+        self.progress = Progress(
+            TextColumn("{task.description:<11}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TimeElapsedColumn(),
+            TextColumn("{task.fields[info]}"),
+            console=self.console,
+            transient=False,
+        )
         self.tasks: dict[str, int] = {}
         self.last_eval = ""
 
@@ -37,21 +43,28 @@ class RunDisplay:
     def on_event(self, event: tuple) -> None:
         stage, done, total, info = event
         if stage == "eval":  # an eval refreshes the RL bar's text, not its position
-            self.last_eval = (f"acc {info.get(M.EVAL_ACCURACY, 0):.1%}  mean@{self.cfg.eval.k} "
-                              f"{info.get(M.EVAL_MEAN_AT_K, 0):.1%}  fmt {info.get(M.EVAL_FORMAT_RATE, 0):.0%}")
+            self.last_eval = (
+                f"acc {info.get(M.EVAL_ACCURACY, 0):.1%}  mean@{self.cfg.eval.k} "
+                f"{info.get(M.EVAL_MEAN_AT_K, 0):.1%}  fmt {info.get(M.EVAL_FORMAT_RATE, 0):.0%}"
+            )
             self.console.log(f"eval @ step {done}: {self.last_eval}")
             self.progress.update(self._task("rl", total), info=f"| last eval: {self.last_eval}")
             return
-        text = (f"loss {info.get('loss', 0):.3f}" if stage == "warm start" else
-                f"reward {info.get('reward', 0):.3f}  | last eval: {self.last_eval}")
+        text = (
+            f"loss {info.get('loss', 0):.3f}"
+            if stage == "warm start"
+            else f"reward {info.get('reward', 0):.3f}  | last eval: {self.last_eval}"
+        )
         self.progress.update(self._task(stage, total), completed=done, info=text)
 
 
 def print_summary(run_id: str, cfg: ExperimentConfig, summary: dict, console: Console | None = None) -> None:
     console = console or Console()
     before, after = summary["step0"], summary["final"]
-    table = Table(title=f"run {run_id}: held-out evaluation before and after RL "
-                        f"({cfg.train.steps} steps, {summary['rollouts_consumed']:,} rollouts)")
+    table = Table(
+        title=f"run {run_id}: held-out evaluation before and after RL "
+        f"({cfg.train.steps} steps, {summary['rollouts_consumed']:,} rollouts)"
+    )
     table.add_column("metric")
     table.add_column("step 0 (warm start)", justify="right")
     table.add_column(f"step {cfg.train.steps}", justify="right")
@@ -64,5 +77,7 @@ def print_summary(run_id: str, cfg: ExperimentConfig, summary: dict, console: Co
         label = f"{name} (k={cfg.eval.k}, T={cfg.eval.temperature})" if name == M.EVAL_MEAN_AT_K else name
         table.add_row(label, f"{b:.1%}", f"{a:.1%}", f"{100 * (a - b):+.1f} pts")
     console.print(table)
-    console.print(f"wall time {summary['wall_seconds']:.0f} s (warm start "
-                  f"{before.get(M.WARM_START_SECONDS, 0):.0f} s); export: dibs export {run_id}")
+    console.print(
+        f"wall time {summary['wall_seconds']:.0f} s (warm start "
+        f"{before.get(M.WARM_START_SECONDS, 0):.0f} s); export: dibs export {run_id}"
+    )

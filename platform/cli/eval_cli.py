@@ -29,19 +29,34 @@ def add_eval_parser(sub: argparse._SubParsersAction) -> None:
     """Register `dibs eval` on the top-level parser's subcommands."""
     from dibs.platform.tasks.math_data import SUITES, TEMPLATES
 
-    ev = sub.add_parser("eval", help="evaluate a checkpoint on a benchmark suite (math5: the paper's five sets)")
-    ev.add_argument("checkpoint", help="a run's checkpoints/step-N directory, or any Hugging Face model directory")
+    ev = sub.add_parser(
+        "eval", help="evaluate a checkpoint on a benchmark suite (math5: the paper's five sets)"
+    )
+    ev.add_argument(
+        "checkpoint", help="a run's checkpoints/step-N directory, or any Hugging Face model directory"
+    )
     ev.add_argument("--suite", choices=sorted(SUITES), default="math5")
-    ev.add_argument("--k", type=_positive_int, default=8, help="samples per problem (default 8, as the paper)")
+    ev.add_argument(
+        "--k", type=_positive_int, default=8, help="samples per problem (default 8, as the paper)"
+    )
     ev.add_argument("--temperature", type=positive_float, default=1.0)
-    ev.add_argument("--max-new-tokens", type=_positive_int, default=3072,
-                    help="response length limit (default 3072, the paper's)")
-    ev.add_argument("--limit", type=_positive_int, help="only the first N problems of each set (quick checks)")
+    ev.add_argument(
+        "--max-new-tokens",
+        type=_positive_int,
+        default=3072,
+        help="response length limit (default 3072, the paper's)",
+    )
+    ev.add_argument(
+        "--limit", type=_positive_int, help="only the first N problems of each set (quick checks)"
+    )
     ev.add_argument("--engine", choices=["hf", "vllm"], default="hf")
     ev.add_argument("--device", help="hf engine: torch device (default cuda when available, else cpu)")
     ev.add_argument("--template", choices=sorted(TEMPLATES), default="qwen25-math-cot")
-    ev.add_argument("--data-dir", help="folder of the suite's JSONL files (default $DIBS_MATH_EVAL_DIR, else "
-                    "the sets shipped in the package, platform/tasks/data/math_eval)")
+    ev.add_argument(
+        "--data-dir",
+        help="folder of the suite's JSONL files (default $DIBS_MATH_EVAL_DIR, else "
+        "the sets shipped in the package, platform/tasks/data/math_eval)",
+    )
     ev.add_argument("--batch-problems", type=_positive_int, default=64, help="problems per generate call")
     ev.add_argument("--seed", type=seed_arg, default=0, help="0 .. 2^31-1 (default 0)")
     ev.add_argument("--json", action="store_true", help="print the results as JSON instead of a table")
@@ -75,19 +90,37 @@ def cmd_eval(args: argparse.Namespace) -> int:
     run_id, step = checkpoint_target(store, path, seed=args.seed)
     engine = build_engine(args.engine, path, args.device, max_len=args.max_new_tokens, seed=args.seed)
     if not args.json:
-        print(f"dibs eval: {path} -> run {run_id}, step {step}; {args.suite} with {args.engine}; "
-              f"store {display_url(store.url)}", flush=True)
-    on_set = None if args.json else (lambda s: print(f"  {s.name}: {s.problems} problems in {s.seconds:.1f} s",
-                                                     flush=True))
-    result = evaluate_suite(engine, args.suite, sets, k=args.k, temperature=args.temperature,
-                            max_new_tokens=args.max_new_tokens, seed=args.seed,
-                            batch_problems=args.batch_problems, on_set=on_set)
+        print(
+            f"dibs eval: {path} -> run {run_id}, step {step}; {args.suite} with {args.engine}; "
+            f"store {display_url(store.url)}",
+            flush=True,
+        )
+    on_set = (
+        None
+        if args.json
+        else (lambda s: print(f"  {s.name}: {s.problems} problems in {s.seconds:.1f} s", flush=True))
+    )
+    result = evaluate_suite(
+        engine,
+        args.suite,
+        sets,
+        k=args.k,
+        temperature=args.temperature,
+        max_new_tokens=args.max_new_tokens,
+        seed=args.seed,
+        batch_problems=args.batch_problems,
+        on_set=on_set,
+    )
     values = suite_metrics(result)
     new = record_evaluation(store, run_id, step, values)
     kept = len(values) - new
     if args.json:
-        print(json.dumps(result.to_json() | {"run_id": run_id, "step": step, "rows_new": new,
-                                             "rows_kept": kept}, indent=2))
+        print(
+            json.dumps(
+                result.to_json() | {"run_id": run_id, "step": step, "rows_new": new, "rows_kept": kept},
+                indent=2,
+            )
+        )
     else:
         print(format_table(result))
         note = f"; {kept} rows were already there and were left as they are" if kept else ""
@@ -108,12 +141,19 @@ def checkpoint_target(store, path: Path, *, seed: int) -> tuple[str, int]:
         try:
             return store.resolve_run_id(run_id), int(m.group(1))
         except StoreError:
-            raise ConfigError(f"{path}: a checkpoint of run {run_id}, which is not in store "
-                              f"{display_url(store.url)} "
-                              "(pass the run's --db)") from None
-    run_id = store.create_run(name=f"eval-{resolved.name}", experiment=str(resolved),
-                              config={"model": {"path": str(resolved)}}, git_commit=git_commit(),
-                              versions=package_versions(), seed=seed)
+            raise ConfigError(
+                f"{path}: a checkpoint of run {run_id}, which is not in store "
+                f"{display_url(store.url)} "
+                "(pass the run's --db)"
+            ) from None
+    run_id = store.create_run(
+        name=f"eval-{resolved.name}",
+        experiment=str(resolved),
+        config={"model": {"path": str(resolved)}},
+        git_commit=git_commit(),
+        versions=package_versions(),
+        seed=seed,
+    )
     store.finish_run(run_id, "finished")
     return run_id, 0
 
@@ -124,10 +164,22 @@ def record_evaluation(store, run_id: str, step: int, values: dict[str, float]) -
     from dibs.platform.store import MetricRow
 
     spent = [m for m in store.get_run(run_id)["metrics"] if m["step"] == step]
-    rollouts, tokens, wall = (spent[0]["rollouts_consumed"], spent[0]["tokens_generated"],
-                              spent[0]["wall_seconds"]) if spent else (0, 0, 0.0)
-    rows = [MetricRow(step=step, name=k, value=float(v), rollouts_consumed=rollouts, tokens_generated=tokens,
-                      wall_seconds=wall) for k, v in values.items()]
+    rollouts, tokens, wall = (
+        (spent[0]["rollouts_consumed"], spent[0]["tokens_generated"], spent[0]["wall_seconds"])
+        if spent
+        else (0, 0, 0.0)
+    )
+    rows = [
+        MetricRow(
+            step=step,
+            name=k,
+            value=float(v),
+            rollouts_consumed=rollouts,
+            tokens_generated=tokens,
+            wall_seconds=wall,
+        )
+        for k, v in values.items()
+    ]
     return store.log_metrics(run_id, rows)
 
 
@@ -137,8 +189,9 @@ def build_engine(kind: str, path: Path, device: str | None, *, max_len: int, see
         from dibs.platform.rollout.vllm_engine import VLLMEngine
 
         try:
-            return VLLMEngine(path, dtype="auto", gpu_memory_utilization=0.85, max_model_len=max_len + 1024,
-                              seed=seed)
+            return VLLMEngine(
+                path, dtype="auto", gpu_memory_utilization=0.85, max_model_len=max_len + 1024, seed=seed
+            )
         except RuntimeError as e:
             raise ConfigError(f"--engine vllm: {e}") from None
     import torch
@@ -149,4 +202,3 @@ def build_engine(kind: str, path: Path, device: str | None, *, max_len: int, see
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")
     model, tokenizer = load(path)
     return HFEngine(model.to(device), tokenizer, chunk_size=1024)
-

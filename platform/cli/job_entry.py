@@ -30,7 +30,9 @@ def cluster_store_url(db_file: str | None, store: str | None, environ=os.environ
         try:
             lines = Path(db_file).read_text().strip().splitlines()
         except OSError as exc:
-            raise ValueError(f"--db-file {db_file}: cannot read it on this node ({exc.strerror or exc})") from None
+            raise ValueError(
+                f"--db-file {db_file}: cannot read it on this node ({exc.strerror or exc})"
+            ) from None
         if not lines or not lines[0].strip():
             raise ValueError(f"--db-file {db_file}: empty; expected the store URL on its first line")
         return lines[0].strip()
@@ -43,7 +45,9 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="dibs-job", description="run a submitted dibs command on the cluster")
     p.add_argument("--db-file", help="file on the cluster holding the store URL")
     p.add_argument("--store", help="the store URL without a password (used when the cluster holds none)")
-    p.add_argument("command", nargs=argparse.REMAINDER, help="-- then the dibs command (resume ID, sweep ...)")
+    p.add_argument(
+        "command", nargs=argparse.REMAINDER, help="-- then the dibs command (resume ID, sweep ...)"
+    )
     args = p.parse_args(argv)
     command = args.command[1:] if args.command[:1] == ["--"] else args.command
     try:

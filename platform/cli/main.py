@@ -30,7 +30,7 @@ ERROR_CAP = 300
 def _fail(msg: str, code: int = 2) -> int:
     line = " ".join(f"dibs: error: {msg}".split())  # one line, whatever the message holds
     if len(line) > ERROR_CAP:
-        line = line[:ERROR_CAP - 3] + "..."
+        line = line[: ERROR_CAP - 3] + "..."
     print(line, file=sys.stderr)
     return code
 
@@ -60,22 +60,40 @@ def cmd_run(args) -> int:
     from dibs.platform.store import open_store
     from dibs.platform.store.lease import new_owner
 
-    overrides = list(args.set) + ([f"name={json.dumps(args.name)}"] if args.name else []) + \
-        ([f"runtime.executor={args.executor}"] if args.executor else [])
+    overrides = (
+        list(args.set)
+        + ([f"name={json.dumps(args.name)}"] if args.name else [])
+        + ([f"runtime.executor={args.executor}"] if args.executor else [])
+    )
     cfg = load_config(args.experiment, overrides)
     check_task_kind(cfg.task, str(args.experiment))
     resolve_device(cfg.runtime.device)  # a machine that cannot run it fails here, before a run is recorded
-    for key, path in missing_paths(cfg):  # before anything is recorded (docs/conventions.md, Recipes and paths)
+    for key, path in missing_paths(
+        cfg
+    ):  # before anything is recorded (docs/conventions.md, Recipes and paths)
         return _fail(f"{args.experiment}: {key}: no such file or directory: {path}")
     store = open_store(args.db)
     owner = new_owner()  # this process holds the run's lease from its first row on
-    run_id = store.create_run(name=cfg.name, experiment=str(args.experiment), config=config_to_dict(cfg),
-                              git_commit=git_commit(), versions=package_versions(), seed=cfg.seed, owner=owner)
-    print(f"run {run_id}: {cfg.name} ({cfg.algorithm}, {cfg.allocation.allocator}) on {cfg.runtime.executor}; "
-          f"store {display_url(store.url)}")
+    run_id = store.create_run(
+        name=cfg.name,
+        experiment=str(args.experiment),
+        config=config_to_dict(cfg),
+        git_commit=git_commit(),
+        versions=package_versions(),
+        seed=cfg.seed,
+        owner=owner,
+    )
+    print(
+        f"run {run_id}: {cfg.name} ({cfg.algorithm}, {cfg.allocation.allocator}) on {cfg.runtime.executor}; "
+        f"store {display_url(store.url)}"
+    )
     if cfg.allocation.allocator == "gvm_oracle":  # else its rollouts_consumed reads as budget-honest
-        print("dibs: warning: gvm_oracle's probe is not charged to the rollout budget (alloc/oracle_rollouts "
-              "has it): an upper bound, for studies only", file=sys.stderr, flush=True)
+        print(
+            "dibs: warning: gvm_oracle's probe is not charged to the rollout budget (alloc/oracle_rollouts "
+            "has it): an upper bound, for studies only",
+            file=sys.stderr,
+            flush=True,
+        )
     return _execute(cfg, store, run_id, owner, resume_from=None)
 
 
@@ -97,8 +115,12 @@ def cmd_resume(args) -> int:
     cfg = validate_dict(run["config"], f"run {run_id} (stored config)")
     # The newest checkpoint that passes checkpoint_check; each refused one is reported on stderr. Only
     # reads: the lease is taken after it, so nothing can leave the run held if it fails.
-    picked = checkpoint_check.choose(store.checkpoints(run_id), run_dir=Path(cfg.runtime.output_dir) / run_id,
-                                     model=cfg.model, alphabet=make_task(cfg.task).alphabet)
+    picked = checkpoint_check.choose(
+        store.checkpoints(run_id),
+        run_dir=Path(cfg.runtime.output_dir) / run_id,
+        model=cfg.model,
+        alphabet=make_task(cfg.task).alphabet,
+    )
     resume_from = picked[1] if picked else None
     where = f"step {picked[0]} ({resume_from})" if picked else "the start (no usable checkpoint)"
     verb = "starting" if run["status"] == "submitted" else "resuming"  # a Ray job's first attempt
@@ -123,8 +145,10 @@ def _take_lease(store, run_id: str, owner: str, *, force: bool, wait: float) -> 
             expires_in = held.until.timestamp() - time.time() if held.until else 0.0
             if left <= 0 or expires_in <= 0:  # out of time, or expired and not forced: waiting cannot help
                 raise
-            print(f"run {run_id}: held by another owner for {expires_in:.0f} s more; waiting (--wait-lease)",
-                  flush=True)
+            print(
+                f"run {run_id}: held by another owner for {expires_in:.0f} s more; waiting (--wait-lease)",
+                flush=True,
+            )
             time.sleep(min(left, expires_in + 0.5))
 
 
@@ -147,8 +171,11 @@ def _execute(cfg, store, run_id: str, owner: str, *, resume_from: str | None) ->
             code = 128 + signum
             if beat.lost or not store.release_run(run_id, owner, "stopped"):
                 return _fail(f"run {run_id}: another process took over its lease; this one stopped", code)
-            return _fail(f"run {run_id} stopped ({signal.Signals(signum).name}); its rows and checkpoints so far "
-                         f"are in the store (dibs resume {run_id})", code)
+            return _fail(
+                f"run {run_id} stopped ({signal.Signals(signum).name}); its rows and checkpoints so far "
+                f"are in the store (dibs resume {run_id})",
+                code,
+            )
         except BaseException:
             store.release_run(run_id, owner, "failed")
             raise
@@ -189,7 +216,9 @@ def cmd_export(args) -> int:
     if args.table in ("compare", "targets"):
         text = _comparison(args, runs)
     elif len(runs) > 1:
-        text = runs_to_csv(runs, args.table) if args.format == "csv" else to_json(_json_rows(runs, args.table))
+        text = (
+            runs_to_csv(runs, args.table) if args.format == "csv" else to_json(_json_rows(runs, args.table))
+        )
     elif args.format == "csv":
         text = prompt_stats_to_csv(runs[0]) if args.table == "prompts" else run_to_csv(runs[0])
     else:  # the whole run, metric and per-prompt rows included, or its per-prompt rows alone
@@ -232,8 +261,10 @@ def cmd_dashboard(args) -> int:
     warning = exposure_warning(args.host, args.port)
     if warning:
         print(warning, file=sys.stderr, flush=True)
-    print(f"dibs dashboard: {display_url(url)} (read-only) at http://{args.host}:{args.port}/  (Ctrl-C stops it)",
-          flush=True)
+    print(
+        f"dibs dashboard: {display_url(url)} (read-only) at http://{args.host}:{args.port}/  (Ctrl-C stops it)",
+        flush=True,
+    )
     serve(app, host=args.host, port=args.port)
     return 0
 
@@ -253,19 +284,27 @@ def cmd_sweep(args) -> int:
     if (args.sweep is None) == (args.resume is None):
         return _fail("dibs sweep: give a sweep YAML, or --resume SWEEP_ID (not both)")
     if args.resume:
-        spec = resume_spec(args.resume, args.output_dir, args.db)  # the store's password: --db or $DIBS_DB_URL
-        print(f"sweep {spec['sweep_id']}: resuming {spec['name']} ({spec['sweep_path']}); "
-              f"store {display_url(spec['db_url'])}")
+        spec = resume_spec(
+            args.resume, args.output_dir, args.db
+        )  # the store's password: --db or $DIBS_DB_URL
+        print(
+            f"sweep {spec['sweep_id']}: resuming {spec['name']} ({spec['sweep_path']}); "
+            f"store {display_url(spec['db_url'])}"
+        )
     else:
         spec = start_spec(args.sweep, args.db, args.output_dir)  # opens the store once the file checks out
-        print(f"sweep {spec['sweep_id']}: {spec['name']} over {', '.join(spec['sweep']['space'])}; "
-              f"store {display_url(spec['db_url'])}; resume with: dibs sweep --resume {spec['sweep_id']}")
+        print(
+            f"sweep {spec['sweep_id']}: {spec['name']} over {', '.join(spec['sweep']['space'])}; "
+            f"store {display_url(spec['db_url'])}; resume with: dibs sweep --resume {spec['sweep_id']}"
+        )
     out = run_sweep(spec, resume=args.resume is not None)
     if out["best"] is None:
         return _fail(f"sweep {spec['sweep_id']}: no trial finished", 1)
     metric = spec["objectives"][0][0]
-    print(f"sweep {spec['sweep_id']}: {out['finished']}/{out['trials']} trials finished; best {metric} = "
-          f"{out['best'][metric]:.4f} with {json.dumps(out['params'])}")
+    print(
+        f"sweep {spec['sweep_id']}: {out['finished']}/{out['trials']} trials finished; best {metric} = "
+        f"{out['best'][metric]:.4f} with {json.dumps(out['params'])}"
+    )
     print(f"ready to run: dibs run {out['yaml']}")
     return 0
 
@@ -294,9 +333,16 @@ def sweep_trials(reader, sweep_id: str) -> list[dict]:
     out = []
     for t in reader.trials(sweep_id):
         mine = [r for r in runs if r["trial_id"] == t["id"]]
-        final = [{"run": r["id"], "seed": r["seed"], "status": r["status"],
-                  "final": (r["summary"] or {}).get("final", {}),
-                  "rollouts_consumed": (r["summary"] or {}).get("rollouts_consumed")} for r in mine]
+        final = [
+            {
+                "run": r["id"],
+                "seed": r["seed"],
+                "status": r["status"],
+                "final": (r["summary"] or {}).get("final", {}),
+                "rollouts_consumed": (r["summary"] or {}).get("rollouts_consumed"),
+            }
+            for r in mine
+        ]
         out.append(t | {"runs": final})
     return out
 
@@ -319,24 +365,40 @@ def build_parser() -> argparse.ArgumentParser:
     rs = sub.add_parser("resume", help="continue a stopped or failed run from its latest checkpoint")
     rs.add_argument("run_id", help="run id, unique id prefix or unique run name")
     rs.add_argument("--db", help="results store URL (default sqlite:///runs/dibs.db)")
-    rs.add_argument("--force", action="store_true",
-                    help="take over a run whose owner died (its lease expired); a live lease is never taken")
-    rs.add_argument("--wait-lease", type=float, default=0.0, metavar="SECONDS",
-                    help="wait up to SECONDS for another owner's live lease to expire (Ray Jobs retries)")
+    rs.add_argument(
+        "--force",
+        action="store_true",
+        help="take over a run whose owner died (its lease expired); a live lease is never taken",
+    )
+    rs.add_argument(
+        "--wait-lease",
+        type=float,
+        default=0.0,
+        metavar="SECONDS",
+        help="wait up to SECONDS for another owner's live lease to expire (Ray Jobs retries)",
+    )
     rs.set_defaults(func=cmd_resume)
     ls = sub.add_parser("runs", help="list runs")
     ls.add_argument("--json", action="store_true")
     ls.add_argument("--db")
     ls.set_defaults(func=cmd_runs)
-    e = sub.add_parser("export", help="print runs (config, metric and per-prompt rows) or a comparison of them")
+    e = sub.add_parser(
+        "export", help="print runs (config, metric and per-prompt rows) or a comparison of them"
+    )
     e.add_argument("run_id", nargs="*", help="run ids, unique id prefixes or unique names")
     e.add_argument("--experiment", help="also every run of this experiment (its YAML path as recorded)")
     e.add_argument("--sweep", help="also every run of this sweep id")
     e.add_argument("--format", choices=["json", "csv"], default="json")
-    e.add_argument("--table", choices=["metrics", "prompts", "compare", "targets"], default="metrics",
-                   help="metric rows, per-prompt rows, seed-pooled curves of --metric against --x, or "
-                        "rollouts/steps to --target (json of one run without it: the whole run)")
-    e.add_argument("--metric", default="eval/accuracy", help="compare/targets: the metric (default eval/accuracy)")
+    e.add_argument(
+        "--table",
+        choices=["metrics", "prompts", "compare", "targets"],
+        default="metrics",
+        help="metric rows, per-prompt rows, seed-pooled curves of --metric against --x, or "
+        "rollouts/steps to --target (json of one run without it: the whole run)",
+    )
+    e.add_argument(
+        "--metric", default="eval/accuracy", help="compare/targets: the metric (default eval/accuracy)"
+    )
     e.add_argument("--x", choices=list(X_AXES), default="step", help="compare: the x-axis")
     e.add_argument("--target", type=finite_float, help="targets: the accuracy to reach (a finite number)")
     e.add_argument("--db")
@@ -345,7 +407,9 @@ def build_parser() -> argparse.ArgumentParser:
     sw.add_argument("sweep", nargs="?", help="sweep YAML (base, space, search, scheduler, repeats)")
     sw.add_argument("--resume", metavar="SWEEP_ID", help="continue a sweep whose driver stopped")
     sw.add_argument("--db", help="results store URL (default sqlite:///runs/dibs.db)")
-    sw.add_argument("--output-dir", default="runs", help="sweeps live in OUTPUT_DIR/sweeps/<id> (default runs)")
+    sw.add_argument(
+        "--output-dir", default="runs", help="sweeps live in OUTPUT_DIR/sweeps/<id> (default runs)"
+    )
     sw.set_defaults(func=cmd_sweep)
     sws = sub.add_parser("sweeps", help="list sweeps with their trials, parameters and metrics")
     sws.add_argument("--json", action="store_true")
@@ -353,10 +417,17 @@ def build_parser() -> argparse.ArgumentParser:
     sws.set_defaults(func=cmd_sweeps)
     dash = sub.add_parser("dashboard", help="serve the read-only comparison dashboard in the browser")
     dash.add_argument("--db", help="results store URL (default sqlite:///runs/dibs.db)")
-    dash.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1: this machine only)")
+    dash.add_argument(
+        "--host", default="127.0.0.1", help="address to bind (default 127.0.0.1: this machine only)"
+    )
     dash.add_argument("--port", type=int, default=8050)
-    dash.add_argument("--allow-host", action="append", default=[], metavar="NAME",
-                      help="also answer requests addressed to NAME (a DNS name of this machine or a proxy's)")
+    dash.add_argument(
+        "--allow-host",
+        action="append",
+        default=[],
+        metavar="NAME",
+        help="also answer requests addressed to NAME (a DNS name of this machine or a proxy's)",
+    )
     dash.set_defaults(func=cmd_dashboard)
     d = sub.add_parser("db", help="results store schema")
     d.add_argument("action", choices=["upgrade"])

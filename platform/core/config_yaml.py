@@ -32,7 +32,9 @@ class ConfigError(Exception):
     """A one-line, user-facing error: file, dotted key, problem."""
 
 
-def read_yaml_mapping(path: str | Path, expected: str = "a mapping of config keys", kind: str = "file") -> dict:
+def read_yaml_mapping(
+    path: str | Path, expected: str = "a mapping of config keys", kind: str = "file"
+) -> dict:
     """A YAML file's top-level mapping, read strictly (strict_yaml.py); a missing, unreadable, empty or
     non-mapping file is a one-line ConfigError. `kind` names the file in the empty-file message."""
     path = Path(path)
@@ -40,7 +42,9 @@ def read_yaml_mapping(path: str | Path, expected: str = "a mapping of config key
         raise ConfigError(f"{path}: no such file")
     try:
         if path.stat().st_size > MAX_FILE_BYTES:
-            raise ConfigError(f"{path}: {path.stat().st_size} bytes; config files are at most {MAX_FILE_BYTES}")
+            raise ConfigError(
+                f"{path}: {path.stat().st_size} bytes; config files are at most {MAX_FILE_BYTES}"
+            )
         data = strict_yaml.load(path.read_text())
     except yaml.YAMLError as e:
         raise ConfigError(f"{path}: not valid YAML{strict_yaml.describe(e)}") from None
@@ -59,8 +63,10 @@ def set_dotted(data: dict, key: str, value: Any, source: str) -> None:
     """Set the leaf `key` (`a.b.c`) of `data` in place to `value`, making missing sections; the sections on
     the way are copied first, so a mapping shared with the caller's input is never changed."""
     if not DOTTED_KEY.fullmatch(key):
-        raise ConfigError(f"{source}: {strict_yaml.shorten(repr(key), 80)}: expected a dotted config key "
-                          "(letters, digits, _)")
+        raise ConfigError(
+            f"{source}: {strict_yaml.shorten(repr(key), 80)}: expected a dotted config key "
+            "(letters, digits, _)"
+        )
     parts = key.split(".")
     node = data
     for part in parts[:-1]:
@@ -129,14 +135,16 @@ def _read_layered(path: Path, chain: list[Path]) -> dict:
 
 def _base_path(path: Path, base: Any, chain: list[Path]) -> Path:
     if not isinstance(base, str) or not base.strip():
-        raise ConfigError(f"{path}: {BASE_KEY}: expected a file name relative to this file, got "
-                          f"{strict_yaml.shorten(repr(base), 80)}")
+        raise ConfigError(
+            f"{path}: {BASE_KEY}: expected a file name relative to this file, got "
+            f"{strict_yaml.shorten(repr(base), 80)}"
+        )
     target = path.parent / base
     if not target.is_file():
         raise ConfigError(f"{path}: {BASE_KEY}: no such file {target} ({base!r}, relative to {path})")
     seen = [p.resolve() for p in [*chain, path]]
     if target.resolve() in seen:
-        loop = [*chain, path, target][seen.index(target.resolve()):]
+        loop = [*chain, path, target][seen.index(target.resolve()) :]
         raise ConfigError(f"{path}: {BASE_KEY}: files include each other: {' -> '.join(map(str, loop))}")
     return target
 

@@ -29,6 +29,7 @@ class PromptStat:
     accepted: int  # of those, how many scored 1
     probed: bool
 
+
 # eval/ — step 0 (after the warm start, before any RL update) and every `eval.every` steps
 EVAL_ACCURACY = "eval/accuracy"  # greedy, held-out
 EVAL_MEAN_AT_K = "eval/mean_at_k"  # mean accuracy of k samples per problem at temperature T

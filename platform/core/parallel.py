@@ -37,7 +37,7 @@ class DataParallel:
         torch.distributed.all_reduce(flat)
         offset = 0
         for t in tensors:
-            t.copy_(flat[offset: offset + t.numel()].view_as(t))
+            t.copy_(flat[offset : offset + t.numel()].view_as(t))
             offset += t.numel()
 
     def sum_stats(self, stats: dict[str, float]) -> dict[str, float]:

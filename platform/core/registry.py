@@ -35,14 +35,17 @@ class Registry:
         if name in self.builtin:
             raise ValueError(f"register {self.what}: {name!r} is built in; pick another name")
         if not callable(factory):
-            raise TypeError(f"register {self.what} {name!r}: the factory must be callable, got "
-                            f"{type(factory).__name__}")
+            raise TypeError(
+                f"register {self.what} {name!r}: the factory must be callable, got {type(factory).__name__}"
+            )
         self._extra[name] = factory
 
     def unregister(self, name: str) -> None:
         if name not in self._extra:
-            raise KeyError(f"unregister {self.what}: {name!r} is not registered (registered: "
-                           f"{', '.join(sorted(self._extra)) or 'none'})")
+            raise KeyError(
+                f"unregister {self.what}: {name!r} is not registered (registered: "
+                f"{', '.join(sorted(self._extra)) or 'none'})"
+            )
         del self._extra[name]
 
     def factory(self, name: str) -> Callable[..., Any] | None:

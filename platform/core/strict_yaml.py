@@ -24,8 +24,11 @@ from yaml.events import AliasEvent
 MAX_DEPTH = 32
 _TAG = "tag:yaml.org,2002:"
 _INT = re.compile(r"^[-+]?(?:0|[1-9][0-9]*)$")
-_FLOAT = re.compile(r"""^(?:[-+]?(?:(?:[0-9]+\.[0-9]*|\.[0-9]+)(?:[eE][-+]?[0-9]+)?|[0-9]+[eE][-+]?[0-9]+)
-                        |[-+]?\.(?:inf|Inf|INF)|\.(?:nan|NaN|NAN))$""", re.VERBOSE)
+_FLOAT = re.compile(
+    r"""^(?:[-+]?(?:(?:[0-9]+\.[0-9]*|\.[0-9]+)(?:[eE][-+]?[0-9]+)?|[0-9]+[eE][-+]?[0-9]+)
+                        |[-+]?\.(?:inf|Inf|INF)|\.(?:nan|NaN|NAN))$""",
+    re.VERBOSE,
+)
 _BOOL = re.compile(r"^(?:true|True|TRUE|false|False|FALSE)$")
 
 
@@ -33,10 +36,15 @@ def _core_resolvers() -> dict:
     """SafeLoader's implicit resolvers with YAML 1.1's int, float, bool and timestamp forms replaced by the
     narrower YAML 1.2 core ones (null and merge keys are kept)."""
     replaced = {_TAG + t for t in ("int", "float", "bool", "timestamp")}
-    out = {ch: [(tag, rx) for tag, rx in rs if tag not in replaced]
-           for ch, rs in yaml.SafeLoader.yaml_implicit_resolvers.items()}
-    for tag, rx, first in ((_TAG + "bool", _BOOL, "tTfF"), (_TAG + "int", _INT, "-+0123456789"),
-                           (_TAG + "float", _FLOAT, "-+0123456789.")):
+    out = {
+        ch: [(tag, rx) for tag, rx in rs if tag not in replaced]
+        for ch, rs in yaml.SafeLoader.yaml_implicit_resolvers.items()
+    }
+    for tag, rx, first in (
+        (_TAG + "bool", _BOOL, "tTfF"),
+        (_TAG + "int", _INT, "-+0123456789"),
+        (_TAG + "float", _FLOAT, "-+0123456789."),
+    ):
         for ch in first:
             out.setdefault(ch, []).append((tag, rx))
     return out
@@ -51,13 +59,18 @@ class StrictLoader(yaml.SafeLoader):
 
     def compose_node(self, parent, index):
         if self.check_event(AliasEvent):
-            raise ComposerError(None, None, "aliases (*name) are not allowed here; write the value out",
-                                self.peek_event().start_mark)
+            raise ComposerError(
+                None,
+                None,
+                "aliases (*name) are not allowed here; write the value out",
+                self.peek_event().start_mark,
+            )
         self._depth += 1
         try:
             if self._depth > MAX_DEPTH:
-                raise ComposerError(None, None, f"nested deeper than {MAX_DEPTH} levels",
-                                    self.peek_event().start_mark)
+                raise ComposerError(
+                    None, None, f"nested deeper than {MAX_DEPTH} levels", self.peek_event().start_mark
+                )
             return super().compose_node(parent, index)
         finally:
             self._depth -= 1
@@ -70,8 +83,12 @@ class StrictLoader(yaml.SafeLoader):
             key = self.construct_scalar(key_node)
             line = key_node.start_mark.line + 1
             if key in first_line:
-                raise ConstructorError(None, None, f"duplicate key {shorten(key)!r} (first at line "
-                                       f"{first_line[key]})", key_node.start_mark)
+                raise ConstructorError(
+                    None,
+                    None,
+                    f"duplicate key {shorten(key)!r} (first at line {first_line[key]})",
+                    key_node.start_mark,
+                )
             first_line[key] = line
         return super().construct_mapping(node, deep)
 

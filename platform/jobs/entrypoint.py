@@ -15,9 +15,18 @@ def entrypoint(kind: str, dibs_id: str, output_dir: Path, *, store: str, db_file
     """The job's shell command: run (or resume) the dibs record by id inside the uploaded project, with
     the store URL found on the cluster (cli/job_entry.py); ``store`` holds no password
     (jobs.resolve_store_url)."""
-    entry = ["cd dibs && python -m dibs.platform.cli.job_entry", *(["--db-file", db_file] if db_file else []),
-             "--store", store, "--"]
-    dibs = ["resume", dibs_id] if kind == "run" else ["sweep", "--resume", dibs_id, "--output-dir", str(output_dir)]
+    entry = [
+        "cd dibs && python -m dibs.platform.cli.job_entry",
+        *(["--db-file", db_file] if db_file else []),
+        "--store",
+        store,
+        "--",
+    ]
+    dibs = (
+        ["resume", dibs_id]
+        if kind == "run"
+        else ["sweep", "--resume", dibs_id, "--output-dir", str(output_dir)]
+    )
     return " ".join([entry[0], *map(shlex.quote, entry[1:] + dibs)])
 
 

@@ -28,13 +28,17 @@ class UploadError(Exception):
 def tracked_files(root: Path) -> list[str]:
     """The files git tracks under ``root`` (relative paths), or one UploadError line."""
     try:
-        out = subprocess.run(["git", "ls-files", "-z"], cwd=root, capture_output=True, timeout=60, check=False)
+        out = subprocess.run(
+            ["git", "ls-files", "-z"], cwd=root, capture_output=True, timeout=60, check=False
+        )
     except (OSError, subprocess.SubprocessError) as exc:
         raise UploadError(f"{root}: cannot list the files git tracks ({exc})") from exc
     if out.returncode != 0:
         reason = (out.stderr.decode(errors="replace").strip().splitlines() or ["git ls-files failed"])[0]
-        raise UploadError(f"{root}: dibs submit uploads only the files git tracks, and this is not a git work "
-                          f"tree ({reason})")
+        raise UploadError(
+            f"{root}: dibs submit uploads only the files git tracks, and this is not a git work "
+            f"tree ({reason})"
+        )
     return [p for p in out.stdout.decode().split("\0") if p]
 
 

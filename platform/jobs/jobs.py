@@ -82,15 +82,22 @@ class Submission:
         return self.dibs_id if self.attempt == 0 else f"{self.dibs_id}-retry{self.attempt}"
 
     def metadata(self) -> dict[str, str]:
-        return {"dibs_kind": self.kind, "dibs_id": self.dibs_id, "dibs_attempt": str(self.attempt),
-                "dibs_include": json.dumps(list(self.include))}
+        return {
+            "dibs_kind": self.kind,
+            "dibs_id": self.dibs_id,
+            "dibs_attempt": str(self.attempt),
+            "dibs_include": json.dumps(list(self.include)),
+        }
 
     def next_attempt(self) -> Submission:
         """The retry of this attempt: same record and uploads, the entrypoint that may take over its lease."""
-        return dataclasses.replace(self, entrypoint=retry_entrypoint(self.entrypoint), attempt=self.attempt + 1)
+        return dataclasses.replace(
+            self, entrypoint=retry_entrypoint(self.entrypoint), attempt=self.attempt + 1
+        )
 
 
 # --- checks, all before anything is uploaded ------------------------------------------------------
+
 
 def dashboard_address(address: str | None) -> str:
     """`--address`, else RAY_API_SERVER_ADDRESS (as the `ray job` CLI reads it): http(s)://HOST[:PORT]."""
@@ -102,8 +109,15 @@ def dashboard_address(address: str | None) -> str:
         port_ok = parts.port is None or 0 < parts.port < 65536
     except ValueError:
         port_ok = False
-    if parts.scheme not in ("http", "https") or not parts.hostname or not port_ok or parts.path not in ("", "/"):
-        raise JobsError(f"--address {display_url(address)!r}: expected the Ray dashboard's URL, http://HOST:8265")
+    if (
+        parts.scheme not in ("http", "https")
+        or not parts.hostname
+        or not port_ok
+        or parts.path not in ("", "/")
+    ):
+        raise JobsError(
+            f"--address {display_url(address)!r}: expected the Ray dashboard's URL, http://HOST:8265"
+        )
     return address.rstrip("/")
 
 
@@ -131,26 +145,37 @@ def resolve_store_url(db: str | None) -> str:
         raise JobsError(f"--db {display_url(url)!r}: not a database URL ({redact(str(exc), url)})") from exc
     if parsed.password is not None:
         # Short: error lines are capped. docs/guide.md, "Ray Jobs", has the longer story.
-        raise JobsError(f"--db {display_url(url)}: a job must not carry the store password (the Ray dashboard "
-                        f"shows it); drop it from --db and give it on the cluster: ${DB_ENV} where `ray start` "
-                        "ran, --db-file PATH, or ~/.pgpass")
+        raise JobsError(
+            f"--db {display_url(url)}: a job must not carry the store password (the Ray dashboard "
+            f"shows it); drop it from --db and give it on the cluster: ${DB_ENV} where `ray start` "
+            "ran, --db-file PATH, or ~/.pgpass"
+        )
     if parsed.get_backend_name() != "sqlite":
         return url
     database = parsed.database or ""
     if database in ("", ":memory:") or database.startswith("file:") or parsed.query.get("mode") == "memory":
         raise JobsError(f"--db {url!r}: a job needs a store it can reach; give a file or a PostgreSQL URL")
-    return parsed.set(database=str(Path(database).expanduser().resolve())).render_as_string(hide_password=False)
+    return parsed.set(database=str(Path(database).expanduser().resolve())).render_as_string(
+        hide_password=False
+    )
 
 
 def remote_warnings(address: str, db_url: str, output_dir: Path) -> list[str]:
     """What a cluster off this machine may not see: a SQLite file, the output directory."""
     if is_loopback(address):
         return []
-    out = [(f"checkpoints and sweep state go to {output_dir} on the cluster's nodes: pass --output-dir on a "
-            "filesystem they share")]
+    out = [
+        (
+            f"checkpoints and sweep state go to {output_dir} on the cluster's nodes: pass --output-dir on a "
+            "filesystem they share"
+        )
+    ]
     if db_url.startswith("sqlite"):
-        out.insert(0, f"the store {display_url(db_url)} is a file on this machine; workers of "
-                      f"{display_url(address)} may not see it: use PostgreSQL (--db postgresql://USER@HOST/DB)")
+        out.insert(
+            0,
+            f"the store {display_url(db_url)} is a file on this machine; workers of "
+            f"{display_url(address)} may not see it: use PostgreSQL (--db postgresql://USER@HOST/DB)",
+        )
     return out
 
 
@@ -167,8 +192,10 @@ def read_runtime_env(path: str | None) -> dict[str, Any]:
     if "working_dir" in data:
         raise JobsError(f"--runtime-env {path}: working_dir is set by dibs (the project); remove it")
     if DB_ENV in (data.get("env_vars") or {}):
-        raise JobsError(f"--runtime-env {path}: env_vars.{DB_ENV} would show the store URL to anyone who can "
-                        f"reach the Ray dashboard; export {DB_ENV} where `ray start` ran, or use --db-file")
+        raise JobsError(
+            f"--runtime-env {path}: env_vars.{DB_ENV} would show the store URL to anyone who can "
+            f"reach the Ray dashboard; export {DB_ENV} where `ray start` ran, or use --db-file"
+        )
     from ray.runtime_env import RuntimeEnv
 
     try:
@@ -192,6 +219,7 @@ def is_sweep_file(path: str) -> bool:
 
 # --- the cluster ------------------------------------------------------------------------------------
 
+
 def connect(address: str | None):
     """A JobSubmissionClient for the dashboard at `address`, or one JobsError line when none answers."""
     from ray.job_submission import JobSubmissionClient
@@ -200,8 +228,10 @@ def connect(address: str | None):
     try:
         return JobSubmissionClient(address)
     except Exception as exc:  # ConnectionError, RuntimeError, ... from the SDK
-        raise JobsError(f"cannot reach the Ray dashboard at {display_url(address)}: "
-                        f"{redact(str(exc).splitlines()[0], address)}") from exc
+        raise JobsError(
+            f"cannot reach the Ray dashboard at {display_url(address)}: "
+            f"{redact(str(exc).splitlines()[0], address)}"
+        ) from exc
 
 
 def submit_attempt(client, sub: Submission) -> str:
@@ -215,16 +245,31 @@ def submit_attempt(client, sub: Submission) -> str:
 
 def _submit_job(client, sub: Submission, stage: str) -> str:
     try:
-        return client.submit_job(entrypoint=sub.entrypoint, submission_id=sub.submission_id,
-                                 runtime_env=sub.runtime_env | {"working_dir": stage}, metadata=sub.metadata())
+        return client.submit_job(
+            entrypoint=sub.entrypoint,
+            submission_id=sub.submission_id,
+            runtime_env=sub.runtime_env | {"working_dir": stage},
+            metadata=sub.metadata(),
+        )
     except Exception as exc:  # the SDK raises RuntimeError with the HTTP answer
-        raise JobsError(f"job {sub.submission_id}: submission failed: {redact(str(exc).splitlines()[0])}") from exc
+        raise JobsError(
+            f"job {sub.submission_id}: submission failed: {redact(str(exc).splitlines()[0])}"
+        ) from exc
 
 
-def submit(path: str, *, address: str | None, db: str | None = None, overrides: list[str] | None = None,
-           runtime_env_file: str | None = None, output_dir: str | None = None, client=None,
-           warn: Callable[[str], None] | None = None, include: list[str] | None = None,
-           db_file: str | None = None) -> Submission:
+def submit(
+    path: str,
+    *,
+    address: str | None,
+    db: str | None = None,
+    overrides: list[str] | None = None,
+    runtime_env_file: str | None = None,
+    output_dir: str | None = None,
+    client=None,
+    warn: Callable[[str], None] | None = None,
+    include: list[str] | None = None,
+    db_file: str | None = None,
+) -> Submission:
     """Check everything, create the run (or sweep) in the store, submit its first job; see the module
     docstring. `client` replaces the JobSubmissionClient (tests)."""
     overrides = list(overrides or [])
@@ -255,8 +300,13 @@ def submit(path: str, *, address: str | None, db: str | None = None, overrides: 
         kind, dibs_id = "sweep", start_spec(path, db_url, str(out))["sweep_id"]
     else:
         kind, dibs_id = "run", _create_run(store, path, [*overrides, f"runtime.output_dir={out}"])
-    sub = Submission(kind, dibs_id, entrypoint(kind, dibs_id, out, store=db_url, db_file=db_file),
-                     build_runtime_env(user_env, experiment=str(path)), include=included)
+    sub = Submission(
+        kind,
+        dibs_id,
+        entrypoint(kind, dibs_id, out, store=db_url, db_file=db_file),
+        build_runtime_env(user_env, experiment=str(path)),
+        include=included,
+    )
     try:
         submit_attempt(client, sub)
     except JobsError:
@@ -280,8 +330,14 @@ def _create_run(store, path: str, overrides: list[str]) -> str:
     from dibs.platform.core.provenance import git_commit, package_versions
 
     cfg = load_config(path, overrides)
-    run_id = store.create_run(name=cfg.name, experiment=str(path), config=config_to_dict(cfg),
-                              git_commit=git_commit(), versions=package_versions(), seed=cfg.seed)
+    run_id = store.create_run(
+        name=cfg.name,
+        experiment=str(path),
+        config=config_to_dict(cfg),
+        git_commit=git_commit(),
+        versions=package_versions(),
+        seed=cfg.seed,
+    )
     store.mark_submitted(run_id)
     return run_id
 
@@ -292,6 +348,7 @@ def _warn(line: str) -> None:
 
 # --- jobs: list, status, logs, stop, retry ---------------------------------------------------------
 
+
 def _ask(what: str, call: Callable[[], Any]) -> Any:
     """One SDK call; its RuntimeError (an unknown id, an HTTP error) becomes one JobsError line."""
     try:
@@ -301,16 +358,25 @@ def _ask(what: str, call: Callable[[], Any]) -> Any:
 
 
 def _iso(ms: int | None) -> str | None:
-    return None if ms is None else datetime.fromtimestamp(ms / 1000, timezone.utc).isoformat(timespec="seconds")
+    return (
+        None if ms is None else datetime.fromtimestamp(ms / 1000, timezone.utc).isoformat(timespec="seconds")
+    )
 
 
 def job_row(details) -> dict[str, Any]:
     """One job as `dibs jobs list --json` shows it (Ray's JobDetails; `dibs_id` None for other jobs)."""
     md = details.metadata or {}
-    return {"submission_id": details.submission_id, "status": str(details.status.value),
-            "entrypoint": details.entrypoint, "start_time": _iso(details.start_time),
-            "end_time": _iso(details.end_time), "dibs_id": md.get("dibs_id"), "kind": md.get("dibs_kind"),
-            "attempt": int(md["dibs_attempt"]) if "dibs_attempt" in md else None, "message": details.message}
+    return {
+        "submission_id": details.submission_id,
+        "status": str(details.status.value),
+        "entrypoint": details.entrypoint,
+        "start_time": _iso(details.start_time),
+        "end_time": _iso(details.end_time),
+        "dibs_id": md.get("dibs_id"),
+        "kind": md.get("dibs_kind"),
+        "attempt": int(md["dibs_attempt"]) if "dibs_attempt" in md else None,
+        "message": details.message,
+    }
 
 
 def list_jobs(client) -> list[dict[str, Any]]:
@@ -346,8 +412,14 @@ def follow_logs(client, job_id: str, write: Callable[[str], None]) -> None:
         write(f"dibs: log stream of {job_id} ended early ({type(exc).__name__}); waiting for its status\n")
 
 
-def wait(client, job_id: str, *, poll: float = 2.0, follow: bool = False,
-         write: Callable[[str], None] = sys.stdout.write) -> str:
+def wait(
+    client,
+    job_id: str,
+    *,
+    poll: float = 2.0,
+    follow: bool = False,
+    write: Callable[[str], None] = sys.stdout.write,
+) -> str:
     """Block until the job ends (streaming its log with `follow`); returns SUCCEEDED, FAILED or STOPPED."""
     if follow:
         follow_logs(client, job_id, write)
@@ -370,18 +442,33 @@ def retry(client, job_id: str) -> Submission:
         raise JobsError(f"job {job_id} was not submitted by dibs; nothing to resume")
     latest = attempts(client, md["dibs_id"])[-1]
     if latest["status"] not in ("FAILED", "STOPPED"):
-        raise JobsError(f"job {latest['submission_id']} is {latest['status']}; only a FAILED or STOPPED job is retried")
+        raise JobsError(
+            f"job {latest['submission_id']} is {latest['status']}; only a FAILED or STOPPED job is retried"
+        )
     last = _ask(f"job {latest['submission_id']}", lambda: client.get_job_info(latest["submission_id"]))
     env = {k: v for k, v in (last.runtime_env or {}).items() if k != "working_dir"}  # uploaded afresh
     include = tuple(json.loads(md.get("dibs_include", "[]")))
-    sub = Submission(md["dibs_kind"], md["dibs_id"], retry_entrypoint(last.entrypoint), env,
-                     attempt=latest["attempt"] + 1, include=include)
+    sub = Submission(
+        md["dibs_kind"],
+        md["dibs_id"],
+        retry_entrypoint(last.entrypoint),
+        env,
+        attempt=latest["attempt"] + 1,
+        include=include,
+    )
     submit_attempt(client, sub)
     return sub
 
 
-def supervise(client, sub: Submission, *, max_retries: int, poll: float = 2.0, follow: bool = True,
-              write: Callable[[str], None] = sys.stdout.write) -> tuple[str, Submission]:
+def supervise(
+    client,
+    sub: Submission,
+    *,
+    max_retries: int,
+    poll: float = 2.0,
+    follow: bool = True,
+    write: Callable[[str], None] = sys.stdout.write,
+) -> tuple[str, Submission]:
     """Wait for `sub`'s job; while it ends FAILED and retries are left, submit `<id>-retry<k>` (it
     resumes the same run from its checkpoint). Returns the last status and attempt."""
     while True:
@@ -389,7 +476,9 @@ def supervise(client, sub: Submission, *, max_retries: int, poll: float = 2.0, f
         if status != "FAILED" or sub.attempt >= max_retries:
             return status, sub
         nxt = sub.next_attempt()
-        write(f"dibs: job {sub.submission_id} FAILED; resubmitting as {nxt.submission_id} "
-              f"(retry {nxt.attempt}/{max_retries}: resumes {sub.kind} {sub.dibs_id} from its checkpoint)\n")
+        write(
+            f"dibs: job {sub.submission_id} FAILED; resubmitting as {nxt.submission_id} "
+            f"(retry {nxt.attempt}/{max_retries}: resumes {sub.kind} {sub.dibs_id} from its checkpoint)\n"
+        )
         submit_attempt(client, nxt)
         sub = nxt

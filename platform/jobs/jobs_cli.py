@@ -15,13 +15,22 @@ ADDRESS_HELP = "Ray dashboard URL, http://HOST:8265 (default: $RAY_API_SERVER_AD
 
 def cmd_submit(args) -> int:
     overrides = list(args.set) + ([f"name={args.name}"] if args.name else [])
-    sub = jobs.submit(args.experiment, address=args.address, db=args.db, overrides=overrides,
-                      runtime_env_file=args.runtime_env, output_dir=args.output_dir, include=args.include,
-                      db_file=args.db_file)
+    sub = jobs.submit(
+        args.experiment,
+        address=args.address,
+        db=args.db,
+        overrides=overrides,
+        runtime_env_file=args.runtime_env,
+        output_dir=args.output_dir,
+        include=args.include,
+        db_file=args.db_file,
+    )
     address = jobs.dashboard_address(args.address)
     shown = display_url(address)  # the dashboard's URL may carry user:password@ too
-    print(f"{sub.kind} {sub.dibs_id}: submitted as job {sub.submission_id} to {shown}; "
-          f"store {display_url(jobs.resolve_store_url(args.db))}")
+    print(
+        f"{sub.kind} {sub.dibs_id}: submitted as job {sub.submission_id} to {shown}; "
+        f"store {display_url(jobs.resolve_store_url(args.db))}"
+    )
     wait = args.max_retries > 0 if args.wait is None else args.wait
     if not wait:
         print(f"follow it with: dibs jobs logs {sub.submission_id} --follow --address {shown}")
@@ -48,7 +57,9 @@ def cmd_jobs(args) -> int:
             print(f"{args.job_id}: {'stopping' if stopped else 'already ended'}")
         case "retry":
             sub = jobs.retry(client, args.job_id)
-            print(f"{sub.kind} {sub.dibs_id}: resubmitted as job {sub.submission_id} (resumes from its checkpoint)")
+            print(
+                f"{sub.kind} {sub.dibs_id}: resubmitted as job {sub.submission_id} (resumes from its checkpoint)"
+            )
     return 0
 
 
@@ -58,8 +69,10 @@ def _list(client, as_json: bool) -> int:
         print(json.dumps(rows, indent=2))
         return 0
     for r in rows:
-        print(f"{r['submission_id']:<40} {r['status']:<9} {r['dibs_id'] or '-':<32} {r['start_time'] or '-'}  "
-              f"{r['end_time'] or '-'}")
+        print(
+            f"{r['submission_id']:<40} {r['status']:<9} {r['dibs_id'] or '-':<32} {r['start_time'] or '-'}  "
+            f"{r['end_time'] or '-'}"
+        )
     return 0
 
 
@@ -80,26 +93,57 @@ def add_parsers(sub) -> None:
     s = sub.add_parser("submit", help="submit an experiment or a sweep to a Ray cluster (Ray Jobs API)")
     s.add_argument("experiment", help="experiment or sweep YAML (checked here before anything is uploaded)")
     s.add_argument("--address", help=ADDRESS_HELP)
-    s.add_argument("--db", help="results store URL the cluster writes to (default sqlite:///runs/dibs.db, "
-                   "made absolute; use PostgreSQL for a remote cluster), without a password: see --db-file")
-    s.add_argument("--db-file", metavar="PATH", help="a file on the cluster's nodes holding the store URL with "
-                   "its password (the job reads it there; $DIBS_DB_URL on the nodes comes first)")
-    s.add_argument("--include", action="append", default=[], metavar="PATH",
-                   help="also upload PATH (file or folder in the project; only git-tracked files go otherwise)")
+    s.add_argument(
+        "--db",
+        help="results store URL the cluster writes to (default sqlite:///runs/dibs.db, "
+        "made absolute; use PostgreSQL for a remote cluster), without a password: see --db-file",
+    )
+    s.add_argument(
+        "--db-file",
+        metavar="PATH",
+        help="a file on the cluster's nodes holding the store URL with "
+        "its password (the job reads it there; $DIBS_DB_URL on the nodes comes first)",
+    )
+    s.add_argument(
+        "--include",
+        action="append",
+        default=[],
+        metavar="PATH",
+        help="also upload PATH (file or folder in the project; only git-tracked files go otherwise)",
+    )
     s.add_argument("--set", action="append", default=[], metavar="KEY.PATH=VALUE")
     s.add_argument("--name")
-    s.add_argument("--max-retries", type=_count, default=0, metavar="N",
-                   help="resubmit a FAILED job up to N times, resuming its run from the last checkpoint")
-    s.add_argument("--runtime-env", metavar="FILE", help="YAML/JSON runtime env merged into the generated one")
-    s.add_argument("--output-dir", help="checkpoints / sweep state on the cluster (default: the experiment's "
-                   "runtime.output_dir, made absolute)")
-    s.add_argument("--wait", action=argparse.BooleanOptionalAction, default=None,
-                   help="wait for the job, streaming its log (default: only with --max-retries)")
+    s.add_argument(
+        "--max-retries",
+        type=_count,
+        default=0,
+        metavar="N",
+        help="resubmit a FAILED job up to N times, resuming its run from the last checkpoint",
+    )
+    s.add_argument(
+        "--runtime-env", metavar="FILE", help="YAML/JSON runtime env merged into the generated one"
+    )
+    s.add_argument(
+        "--output-dir",
+        help="checkpoints / sweep state on the cluster (default: the experiment's "
+        "runtime.output_dir, made absolute)",
+    )
+    s.add_argument(
+        "--wait",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="wait for the job, streaming its log (default: only with --max-retries)",
+    )
     s.set_defaults(func=cmd_submit)
     j = sub.add_parser("jobs", help="jobs on a Ray cluster: list, status, logs, stop, retry")
     acts = j.add_subparsers(dest="action", required=True)
-    for name, text in (("list", "every job"), ("status", "one job's status"), ("logs", "one job's log"),
-                       ("stop", "stop a job"), ("retry", "resubmit a FAILED/STOPPED dibs job as <id>-retry<k>")):
+    for name, text in (
+        ("list", "every job"),
+        ("status", "one job's status"),
+        ("logs", "one job's log"),
+        ("stop", "stop a job"),
+        ("retry", "resubmit a FAILED/STOPPED dibs job as <id>-retry<k>"),
+    ):
         a = acts.add_parser(name, help=text)
         if name == "list":
             a.add_argument("--json", action="store_true")

@@ -45,8 +45,17 @@ LOOP_STATE = "loop_state.json"
 REF_MODEL = "ref_model.safetensors"
 REQUIRED = (CONFIG, WEIGHTS, ALLOCATOR_STATE, LOOP_STATE)
 # Hugging Face config fields that fix the weights' shapes: a checkpoint must match the run's in all of them.
-ARCH_FIELDS = ("model_type", "vocab_size", "hidden_size", "intermediate_size", "num_hidden_layers",
-               "num_attention_heads", "num_key_value_heads", "max_position_embeddings", "tie_word_embeddings")
+ARCH_FIELDS = (
+    "model_type",
+    "vocab_size",
+    "hidden_size",
+    "intermediate_size",
+    "num_hidden_layers",
+    "num_attention_heads",
+    "num_key_value_heads",
+    "max_position_embeddings",
+    "tie_word_embeddings",
+)
 
 
 class Stateful(Protocol):
@@ -73,8 +82,18 @@ class LoopState:
     last_eval: dict[str, float] = field(default_factory=dict)
 
 
-def save(root: str | Path, step: int, *, policy: torch.nn.Module, tokenizer: Any, learner: Learner,
-         allocator: Stateful, state: LoopState, ref_model: torch.nn.Module | None = None, dp: DataParallel | None = None) -> str:
+def save(
+    root: str | Path,
+    step: int,
+    *,
+    policy: torch.nn.Module,
+    tokenizer: Any,
+    learner: Learner,
+    allocator: Stateful,
+    state: LoopState,
+    ref_model: torch.nn.Module | None = None,
+    dp: DataParallel | None = None,
+) -> str:
     """Write `root/step-<step>` atomically and durably; returns its path. Collective when `dp` has several
     ranks."""
     from safetensors.torch import save_model
@@ -132,8 +151,9 @@ def _fsync(path: Path) -> None:
         os.close(fd)
 
 
-def load(path: str | Path, *, learner: Learner, allocator: Stateful,
-         ref_model: torch.nn.Module | None = None) -> LoopState:
+def load(
+    path: str | Path, *, learner: Learner, allocator: Stateful, ref_model: torch.nn.Module | None = None
+) -> LoopState:
     """Restore optimizer, scheduler, allocator (and reference model) from `path`; the policy weights are
     loaded by whoever built the model from it (`model.load`, safetensors only). Returns the loop state."""
     from safetensors.torch import load_model
@@ -159,8 +179,9 @@ def loop_state(path: Path) -> LoopState:
     try:
         state = pydantic.TypeAdapter(LoopState).validate_python(read_json(path / LOOP_STATE))
     except pydantic.ValidationError as e:
-        raise CheckpointError(f"{LOOP_STATE}: {_first_line(e.errors()[0]['msg'])} at "
-                              f"{'.'.join(map(str, e.errors()[0]['loc']))}") from None
+        raise CheckpointError(
+            f"{LOOP_STATE}: {_first_line(e.errors()[0]['msg'])} at {'.'.join(map(str, e.errors()[0]['loc']))}"
+        ) from None
     state.rng = _as_tuple(state.rng)  # JSON has lists; random.setstate wants nested tuples
     return state
 
@@ -172,8 +193,11 @@ def is_complete(path: str | Path) -> bool:
 
 def on_disk(root: str | Path) -> list[tuple[int, str]]:
     """Every `step-N` directory under `root` as (N, path), oldest first."""
-    return sorted((int(p.name.split("-", 1)[1]), str(p)) for p in Path(root).glob("step-*")
-                  if p.name.split("-", 1)[1].isdigit())
+    return sorted(
+        (int(p.name.split("-", 1)[1]), str(p))
+        for p in Path(root).glob("step-*")
+        if p.name.split("-", 1)[1].isdigit()
+    )
 
 
 def latest(root: str | Path) -> str | None:

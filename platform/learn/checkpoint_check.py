@@ -32,9 +32,11 @@ from dibs.platform.learn.checkpoint import (
 
 # DeepSpeed's ZeRO optimizer files pickle these bookkeeping classes besides tensors (seen with DeepSpeed
 # 0.19); they are plain data holders, allowed by name and nothing else.
-DEEPSPEED_GLOBALS = ("deepspeed.runtime.fp16.loss_scaler.LossScaler",
-                     "deepspeed.utils.tensor_fragment.fragment_address",
-                     "deepspeed.runtime.zero.config.ZeroStageEnum")
+DEEPSPEED_GLOBALS = (
+    "deepspeed.runtime.fp16.loss_scaler.LossScaler",
+    "deepspeed.utils.tensor_fragment.fragment_address",
+    "deepspeed.runtime.zero.config.ZeroStageEnum",
+)
 
 
 def expected_architecture(model: Any, alphabet: Sequence[str]) -> dict[str, Any]:
@@ -52,8 +54,14 @@ def expected_architecture(model: Any, alphabet: Sequence[str]) -> dict[str, Any]
     return {k: cfg.get(k) for k in ARCH_FIELDS}
 
 
-def choose(recorded: Iterable[tuple[int, str]], *, run_dir: str | Path, model: Any, alphabet: Sequence[str],
-           on_skip: Callable[[str], None] = warn) -> tuple[int, str] | None:
+def choose(
+    recorded: Iterable[tuple[int, str]],
+    *,
+    run_dir: str | Path,
+    model: Any,
+    alphabet: Sequence[str],
+    on_skip: Callable[[str], None] = warn,
+) -> tuple[int, str] | None:
     """The checkpoint to resume from: the newest of `recorded` (step, path) that `check` accepts, each
     refused one reported through `on_skip` in one line (step, path, why); None when none is usable.
     `model` is the run's ModelConfig: the architecture a checkpoint must have (`alphabet`: its task's,
@@ -114,7 +122,9 @@ def _expected_shapes(config: dict) -> tuple[dict[str, tuple[int, ...]], list[set
     from transformers import AutoConfig, AutoModelForCausalLM
 
     try:
-        hf = AutoConfig.for_model(config.get("model_type"), **{k: v for k, v in config.items() if k != "model_type"})
+        hf = AutoConfig.for_model(
+            config.get("model_type"), **{k: v for k, v in config.items() if k != "model_type"}
+        )
         with torch.device("meta"):
             model = AutoModelForCausalLM.from_config(hf)
     except (ValueError, TypeError, KeyError) as e:
@@ -140,15 +150,19 @@ def _check_safetensors(f: Path, shapes: dict[str, tuple[int, ...]], aliases: lis
             found = {k: tuple(st.get_slice(k).get_shape()) for k in st.keys()}  # noqa: SIM118 - not a dict
     except (SafetensorError, OSError, ValueError) as e:
         raise CheckpointError(f"{f.name}: damaged ({str(e).splitlines()[0]})") from None
-    wrong = [f"{k} {list(s)} (run: {list(shapes[k])})" for k, s in found.items() if k in shapes and shapes[k] != s]
+    wrong = [
+        f"{k} {list(s)} (run: {list(shapes[k])})" for k, s in found.items() if k in shapes and shapes[k] != s
+    ]
     unknown = sorted(set(found) - set(shapes))
     covered = {name for group in aliases if group & set(found) for name in group}
     missing = sorted(set(shapes) - set(found) - covered)
     if wrong:
         raise CheckpointError(f"{f.name}: wrong shape: {', '.join(wrong[:3])}")
     if unknown or missing:
-        raise CheckpointError(f"{f.name}: tensors differ from the architecture's "
-                              f"(unexpected {unknown[:3]}, missing {missing[:3]})")
+        raise CheckpointError(
+            f"{f.name}: tensors differ from the architecture's "
+            f"(unexpected {unknown[:3]}, missing {missing[:3]})"
+        )
 
 
 def _check_pt(f: Path) -> None:
@@ -163,8 +177,9 @@ def _check_pt(f: Path) -> None:
     except CheckpointError:
         raise
     except Exception as e:  # noqa: BLE001 - BadZipFile, a bad pickle stream, ... from an untrusted file
-        raise CheckpointError(f"{f.name}: not a readable torch archive ({type(e).__name__}: "
-                              f"{(str(e).splitlines() or [''])[0]})") from None
+        raise CheckpointError(
+            f"{f.name}: not a readable torch archive ({type(e).__name__}: {(str(e).splitlines() or [''])[0]})"
+        ) from None
     refused = sorted(set(unsafe) - set(DEEPSPEED_GLOBALS))
     if refused:
         raise CheckpointError(f"{f.name}: would unpickle {', '.join(refused[:3])} (only tensors are allowed)")

@@ -52,8 +52,11 @@ class DeepSpeedBackend:
 
         self.zero_stage, self.dp, self.model = zero_stage, base.dp, base.model
         self.engine, self.opt, _, self.sched = deepspeed.initialize(
-            model=base.model, optimizer=base.opt, lr_scheduler=base.sched,
-            config=deepspeed_config(zero_stage, base.grad_clip))
+            model=base.model,
+            optimizer=base.opt,
+            lr_scheduler=base.sched,
+            config=deepspeed_config(zero_stage, base.grad_clip),
+        )
 
     @property
     def forward_module(self) -> torch.nn.Module:
@@ -109,12 +112,15 @@ class DeepSpeedBackend:
 
         engine = self.engine.checkpoint_engine
         if type(engine) is not TorchCheckpointEngine:
-            raise CheckpointError(f"DeepSpeed checkpoint engine {type(engine).__name__}: not supported for resume")
+            raise CheckpointError(
+                f"DeepSpeed checkpoint engine {type(engine).__name__}: not supported for resume"
+            )
         allow = deepspeed_globals()
         engine.load = lambda path, map_location=None: torch_load(path, map_location, allow=allow)
         try:
-            self.engine.load_checkpoint(str(directory / DS_DIR), tag=DS_TAG, load_optimizer_states=True,
-                                        load_lr_scheduler_states=True)
+            self.engine.load_checkpoint(
+                str(directory / DS_DIR), tag=DS_TAG, load_optimizer_states=True, load_lr_scheduler_states=True
+            )
         finally:
             del engine.load  # the class's own again
 

@@ -43,8 +43,9 @@ def lr_lambda(step: int, *, warmup: int, total: int, schedule: str) -> float:
     return 1.0
 
 
-def token_logprobs(model: torch.nn.Module, rollouts: Rollouts, *, temperature: float = 1.0,
-                   logits_fn=None) -> torch.Tensor:
+def token_logprobs(
+    model: torch.nn.Module, rollouts: Rollouts, *, temperature: float = 1.0, logits_fn=None
+) -> torch.Tensor:
     """log pi(token_{t+1} | tokens_<=t) for every target position: [B, L-1], on the model's device.
     `logits_fn` replaces `qwen_forward.causal_logits` (the learner's, with a compiled decoder)."""
     rollouts = rollouts.to(module_device(model))
@@ -52,14 +53,23 @@ def token_logprobs(model: torch.nn.Module, rollouts: Rollouts, *, temperature: f
         packed = _packed_logprobs(model, rollouts, temperature, logits_fn or Q.causal_logits)
         if packed is not None:
             return packed
-    logits = model(input_ids=rollouts.sequences, attention_mask=rollouts.attention_mask,
-                   position_ids=position_ids(rollouts.attention_mask)).logits[:, :-1].float()
+    logits = (
+        model(
+            input_ids=rollouts.sequences,
+            attention_mask=rollouts.attention_mask,
+            position_ids=position_ids(rollouts.attention_mask),
+        )
+        .logits[:, :-1]
+        .float()
+    )
     if temperature != 1.0:
         logits = logits / temperature
     return torch.log_softmax(logits, -1).gather(-1, rollouts.sequences[:, 1:].unsqueeze(-1)).squeeze(-1)
 
 
-def _packed_logprobs(model: torch.nn.Module, ro: Rollouts, temperature: float, logits_fn) -> torch.Tensor | None:
+def _packed_logprobs(
+    model: torch.nn.Module, ro: Rollouts, temperature: float, logits_fn
+) -> torch.Tensor | None:
     """`token_logprobs` with every row's real tokens moved to column 0 and the width cut to the longest
     row: causal attention then needs no mask (the fast fused kernel) and no column is pure padding.
     Results go back to the batch's own layout. None when a row's real tokens are not one contiguous run
@@ -68,8 +78,11 @@ def _packed_logprobs(model: torch.nn.Module, ro: Rollouts, temperature: float, l
     B, L = mask.shape
     lengths = mask.sum(1)
     start = mask.long().argmax(1)
-    if not bool((mask.long().cumsum(1).gather(1, (start + lengths - 1).clamp(min=0)[:, None]).squeeze(1)
-                 == lengths).all()):
+    if not bool(
+        (
+            mask.long().cumsum(1).gather(1, (start + lengths - 1).clamp(min=0)[:, None]).squeeze(1) == lengths
+        ).all()
+    ):
         return None
     W = int(lengths.max())
     j = torch.arange(W, device=mask.device)[None]
@@ -150,13 +163,25 @@ class LearnerBackend(Protocol):
 class TorchBackend:
     """torch AdamW with its learning-rate schedule, gradient clipping, and the gradients summed over ranks."""
 
-    def __init__(self, model: torch.nn.Module, *, lr: float, weight_decay: float, grad_clip: float,
-                 total_steps: int, warmup_steps: int, adam_eps: float, schedule: str, dp: DataParallel):
+    def __init__(
+        self,
+        model: torch.nn.Module,
+        *,
+        lr: float,
+        weight_decay: float,
+        grad_clip: float,
+        total_steps: int,
+        warmup_steps: int,
+        adam_eps: float,
+        schedule: str,
+        dp: DataParallel,
+    ):
         self.model = model.train()
         self.dp = dp
         self.opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=weight_decay, eps=adam_eps)
         self.sched = torch.optim.lr_scheduler.LambdaLR(
-            self.opt, lambda s: lr_lambda(s, warmup=warmup_steps, total=total_steps, schedule=schedule))
+            self.opt, lambda s: lr_lambda(s, warmup=warmup_steps, total=total_steps, schedule=schedule)
+        )
         self.grad_clip = grad_clip
 
     @property
@@ -200,8 +225,10 @@ class TorchBackend:
         """Optimizer and scheduler state into `directory` (the weights are saved with the model). Every
         rank calls it; ranks hold identical states here, so rank 0 writes."""
         if self.dp.rank == 0:
-            torch.save({"optimizer": self.opt.state_dict(), "scheduler": self.sched.state_dict()},
-                       directory / TRAINING_STATE)
+            torch.save(
+                {"optimizer": self.opt.state_dict(), "scheduler": self.sched.state_dict()},
+                directory / TRAINING_STATE,
+            )
 
     def load(self, directory: Path) -> None:
         state = torch_load(directory / TRAINING_STATE)  # tensors and plain containers only
@@ -213,31 +240,57 @@ class PolicyUpdate:
     """The RL update of one step on any `LearnerBackend`: `epochs` passes over the batch, each cut into
     optimizer steps (`mini_batches`), each accumulated over length-grouped micro-batches."""
 
-    def __init__(self, *, micro_batch_size: int, algorithm: str, clip_eps: float, kl_coef: float, epochs: int,
-                 minibatches: int, temperature: float, ref_model: torch.nn.Module | None, dp: DataParallel,
-                 compile: bool, loss_agg: str, mini_batch_samples: int | None):
+    def __init__(
+        self,
+        *,
+        micro_batch_size: int,
+        algorithm: str,
+        clip_eps: float,
+        kl_coef: float,
+        epochs: int,
+        minibatches: int,
+        temperature: float,
+        ref_model: torch.nn.Module | None,
+        dp: DataParallel,
+        compile: bool,
+        loss_agg: str,
+        mini_batch_samples: int | None,
+    ):
         if loss_agg not in ("token_mean", "prompt_mean"):
             raise ValueError(f"loss_agg must be 'token_mean' or 'prompt_mean', got {loss_agg!r}")
         if mini_batch_samples is not None and (mini_batch_samples < 1 or minibatches != 1):
-            raise ValueError(f"mini_batch_samples ({mini_batch_samples}) must be >= 1 and replaces "
-                             f"minibatches (got {minibatches}, need 1)")
+            raise ValueError(
+                f"mini_batch_samples ({mini_batch_samples}) must be >= 1 and replaces "
+                f"minibatches (got {minibatches}, need 1)"
+            )
         self.micro, self.dp = micro_batch_size, dp
         self.algorithm, self.clip_eps, self.kl_coef = algorithm, clip_eps, kl_coef
         self.epochs, self.minibatches, self.temperature = epochs, minibatches, temperature
         self.loss_agg, self.mini_batch_samples = loss_agg, mini_batch_samples
         self.ref_model = ref_model.eval() if ref_model is not None else None
         # Compiled once per learner with symbolic shapes: micro-batches differ in size and width.
-        self.logits_fn = (functools.partial(Q.causal_logits, decoder=torch.compile(Q.decoder_logits, dynamic=True))
-                          if compile else None)
+        self.logits_fn = (
+            functools.partial(Q.causal_logits, decoder=torch.compile(Q.decoder_logits, dynamic=True))
+            if compile
+            else None
+        )
 
-    def _step(self, backend: LearnerBackend, batch: Rollouts, advantages: torch.Tensor,
-              ref_logp: torch.Tensor | None) -> dict:
+    def _step(
+        self,
+        backend: LearnerBackend,
+        batch: Rollouts,
+        advantages: torch.Tensor,
+        ref_logp: torch.Tensor | None,
+    ) -> dict:
         """One optimizer step over `batch` (this rank's share of it), accumulated over micro-batches."""
         backend.zero_grad()
         token_count = max(batch.num_tokens, 1)  # the whole mini-batch's, on every rank
         # prompt_mean: the whole mini-batch's weights, before sharding and micro-batching (both slice them).
-        weights = (prompt_mean_weights(batch.group_ids, advantages, batch.response_mask.sum(1))
-                   if self.loss_agg == "prompt_mean" else None)
+        weights = (
+            prompt_mean_weights(batch.group_ids, advantages, batch.response_mask.sum(1))
+            if self.loss_agg == "prompt_mean"
+            else None
+        )
         mine = self.dp.shard(batch.group_ids)
         batch, advantages = batch.select(mine), advantages[mine]
         ref_logp = None if ref_logp is None else ref_logp[mine]
@@ -253,13 +306,25 @@ class PolicyUpdate:
                 continue
             idx = chunks[j]
             mb = batch.select(idx).to(backend.device)
-            logp = token_logprobs(backend.forward_module, mb, temperature=self.temperature, logits_fn=self.logits_fn)
-            agg = ({"token_count": token_count} if weights is None
-                   else {"weights": weights[idx].to(backend.device)})
+            logp = token_logprobs(
+                backend.forward_module, mb, temperature=self.temperature, logits_fn=self.logits_fn
+            )
+            agg = (
+                {"token_count": token_count}
+                if weights is None
+                else {"weights": weights[idx].to(backend.device)}
+            )
             loss, stats = policy_loss(
-                self.algorithm, logp, mb.old_logp, advantages[idx].to(backend.device), mb.response_mask,
-                clip_eps=self.clip_eps, kl_coef=self.kl_coef,
-                ref_logp=None if ref_logp is None else ref_logp[idx].to(backend.device), **agg)
+                self.algorithm,
+                logp,
+                mb.old_logp,
+                advantages[idx].to(backend.device),
+                mb.response_mask,
+                clip_eps=self.clip_eps,
+                kl_coef=self.kl_coef,
+                ref_logp=None if ref_logp is None else ref_logp[idx].to(backend.device),
+                **agg,
+            )
             backend.backward(loss, last=j == passes - 1)
             w = mb.num_tokens / token_count
             for k, v in stats.items():
@@ -279,12 +344,14 @@ class PolicyUpdate:
             return [chunk.sort().values for chunk in perm.split(self.mini_batch_samples)]
         groups = torch.unique(group_ids)
         order = groups[torch.randperm(len(groups), generator=gen)]
-        out = [torch.nonzero(torch.isin(group_ids, chunk)).squeeze(-1)
-               for chunk in order.chunk(self.minibatches)]
+        out = [
+            torch.nonzero(torch.isin(group_ids, chunk)).squeeze(-1) for chunk in order.chunk(self.minibatches)
+        ]
         return [idx for idx in out if len(idx)]
 
-    def update(self, backend: LearnerBackend, rollouts: Rollouts, advantages: torch.Tensor, *,
-               seed: int) -> dict[str, float]:
+    def update(
+        self, backend: LearnerBackend, rollouts: Rollouts, advantages: torch.Tensor, *, seed: int
+    ) -> dict[str, float]:
         """`epochs` passes over the batch, each cut into optimizer steps by `mini_batches`."""
         ref_logp = None
         if self.kl_coef > 0 and self.ref_model is not None:
@@ -294,30 +361,71 @@ class PolicyUpdate:
         history: list[dict] = []
         for _ in range(self.epochs):
             for idx in self.mini_batches(rollouts.group_ids, gen):
-                history.append(self._step(backend, rollouts.select(idx), advantages[idx],
-                                          None if ref_logp is None else ref_logp[idx]))
+                history.append(
+                    self._step(
+                        backend,
+                        rollouts.select(idx),
+                        advantages[idx],
+                        None if ref_logp is None else ref_logp[idx],
+                    )
+                )
         out = {k: sum(h[k] for h in history) / len(history) for k in history[0]} if history else {}
         out["lr"] = backend.lr()
         out["optimizer_steps"] = float(len(history))
         return out
 
 
-def learner_parts(model: torch.nn.Module, *, lr: float, weight_decay: float, grad_clip: float,
-                  micro_batch_size: int, total_steps: int, warmup_steps: int = 0, adam_eps: float = 1e-8,
-                  schedule: str = "constant", algorithm: str = "grpo", clip_eps: float = 0.2,
-                  kl_coef: float = 0.0, epochs: int = 1, minibatches: int = 1, temperature: float = 1.0,
-                  ref_model: torch.nn.Module | None = None, dp: DataParallel | None = None,
-                  compile: bool = False, loss_agg: str = "token_mean",
-                  mini_batch_samples: int | None = None) -> tuple[TorchBackend, PolicyUpdate]:
+def learner_parts(
+    model: torch.nn.Module,
+    *,
+    lr: float,
+    weight_decay: float,
+    grad_clip: float,
+    micro_batch_size: int,
+    total_steps: int,
+    warmup_steps: int = 0,
+    adam_eps: float = 1e-8,
+    schedule: str = "constant",
+    algorithm: str = "grpo",
+    clip_eps: float = 0.2,
+    kl_coef: float = 0.0,
+    epochs: int = 1,
+    minibatches: int = 1,
+    temperature: float = 1.0,
+    ref_model: torch.nn.Module | None = None,
+    dp: DataParallel | None = None,
+    compile: bool = False,
+    loss_agg: str = "token_mean",
+    mini_batch_samples: int | None = None,
+) -> tuple[TorchBackend, PolicyUpdate]:
     """A learner's two parts from its settings (the keywords of `TorchLearner` and `DeepSpeedLearner`,
     `loop.learner_kwargs` builds them from a config): the torch optimizer side and the RL update."""
     dp = dp or DataParallel()
-    update = PolicyUpdate(micro_batch_size=micro_batch_size, algorithm=algorithm, clip_eps=clip_eps,
-                          kl_coef=kl_coef, epochs=epochs, minibatches=minibatches, temperature=temperature,
-                          ref_model=ref_model, dp=dp, compile=compile, loss_agg=loss_agg,
-                          mini_batch_samples=mini_batch_samples)
-    backend = TorchBackend(model, lr=lr, weight_decay=weight_decay, grad_clip=grad_clip, total_steps=total_steps,
-                           warmup_steps=warmup_steps, adam_eps=adam_eps, schedule=schedule, dp=dp)
+    update = PolicyUpdate(
+        micro_batch_size=micro_batch_size,
+        algorithm=algorithm,
+        clip_eps=clip_eps,
+        kl_coef=kl_coef,
+        epochs=epochs,
+        minibatches=minibatches,
+        temperature=temperature,
+        ref_model=ref_model,
+        dp=dp,
+        compile=compile,
+        loss_agg=loss_agg,
+        mini_batch_samples=mini_batch_samples,
+    )
+    backend = TorchBackend(
+        model,
+        lr=lr,
+        weight_decay=weight_decay,
+        grad_clip=grad_clip,
+        total_steps=total_steps,
+        warmup_steps=warmup_steps,
+        adam_eps=adam_eps,
+        schedule=schedule,
+        dp=dp,
+    )
     return backend, update
 
 
@@ -349,8 +457,9 @@ class TorchLearner:
         for idx in micro_batches(len(batch.texts), self.rl.micro):
             mb = batch.select(idx).to(b.device)
             logp = token_logprobs(b.model, mb)
-            loss, _ = raft_loss(logp, torch.ones(len(idx), device=b.device), mb.response_mask,
-                                token_count=token_count)
+            loss, _ = raft_loss(
+                logp, torch.ones(len(idx), device=b.device), mb.response_mask, token_count=token_count
+            )
             loss.backward()
             total += float(loss.detach())
         torch.nn.utils.clip_grad_norm_(b.model.parameters(), b.grad_clip)

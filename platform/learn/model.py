@@ -31,16 +31,22 @@ def train_tokenizer(alphabet: Sequence[str]) -> PreTrainedTokenizerFast:
         raise ValueError(f"a task's alphabet needs at least one single character, got {list(alphabet)[:5]}")
     tok = Tokenizer(models.BPE(unk_token=None, fuse_unk=False))
     if whole:
-        tok.pre_tokenizer = pre_tokenizers.Split(pattern="|".join(re.escape(t) for t in whole),
-                                                 behavior="isolated")
+        tok.pre_tokenizer = pre_tokenizers.Split(
+            pattern="|".join(re.escape(t) for t in whole), behavior="isolated"
+        )
     tok.decoder = decoders.Fuse()
-    trainer = trainers.BpeTrainer(vocab_size=len(SPECIALS) + len(chars), special_tokens=SPECIALS,
-                                  initial_alphabet=chars, show_progress=False)
+    trainer = trainers.BpeTrainer(
+        vocab_size=len(SPECIALS) + len(chars),
+        special_tokens=SPECIALS,
+        initial_alphabet=chars,
+        show_progress=False,
+    )
     tok.train_from_iterator(["".join(chars)], trainer=trainer)
     if whole:
         tok.add_tokens(whole)
-    return PreTrainedTokenizerFast(tokenizer_object=tok, pad_token="<pad>", bos_token="<s>",
-                                   eos_token="</s>", padding_side="left")
+    return PreTrainedTokenizerFast(
+        tokenizer_object=tok, pad_token="<pad>", bos_token="<s>", eos_token="</s>", padding_side="left"
+    )
 
 
 def qwen2_config(cfg: ModelConfig, tokenizer: PreTrainedTokenizerFast) -> Qwen2Config:
@@ -86,8 +92,9 @@ def build_base_model(cfg: ModelConfig, seed: int, alphabet: Sequence[str]) -> Pa
 def load(path: str | Path) -> tuple[Qwen2ForCausalLM, PreTrainedTokenizerFast]:
     """Weights from safetensors only: a pickled `pytorch_model.bin` could run code when loaded."""
     tokenizer = PreTrainedTokenizerFast.from_pretrained(path, padding_side="left")
-    model = Qwen2ForCausalLM.from_pretrained(path, attn_implementation="sdpa", dtype=torch.float32,
-                                             use_safetensors=True)
+    model = Qwen2ForCausalLM.from_pretrained(
+        path, attn_implementation="sdpa", dtype=torch.float32, use_safetensors=True
+    )
     return model, tokenizer
 
 

@@ -31,8 +31,9 @@ class Progress(Protocol):
     def update(self, stage: str, done: int, total: int, info: dict[str, float]) -> None: ...
 
 
-def encode_solutions(tokenizer: PreTrainedTokenizerFast, task: Task,
-                     problems: list[Problem]) -> list[tuple[list[int], int]]:
+def encode_solutions(
+    tokenizer: PreTrainedTokenizerFast, task: Task, problems: list[Problem]
+) -> list[tuple[list[int], int]]:
     """Token ids of BOS + prompt + the task's worked solution + EOS, and the number of response tokens
     (solution + EOS)."""
     out = []
@@ -51,15 +52,25 @@ def collate(examples: list[tuple[list[int], int]], pad_id: int) -> Rollouts:
     attn = torch.zeros(B, width, dtype=torch.long)
     mask = torch.zeros(B, width - 1)
     for i, (ids, n_resp) in enumerate(examples):
-        seq[i, width - len(ids):] = torch.tensor(ids)
-        attn[i, width - len(ids):] = 1
-        mask[i, width - 1 - n_resp:] = 1.0
-    return Rollouts(seq, attn, mask, torch.zeros(B, width - 1), torch.arange(B), [""] * B,
-                    torch.ones(B, dtype=torch.bool))
+        seq[i, width - len(ids) :] = torch.tensor(ids)
+        attn[i, width - len(ids) :] = 1
+        mask[i, width - 1 - n_resp :] = 1.0
+    return Rollouts(
+        seq, attn, mask, torch.zeros(B, width - 1), torch.arange(B), [""] * B, torch.ones(B, dtype=torch.bool)
+    )
 
 
-def warm_start(learner, tokenizer: PreTrainedTokenizerFast, task: Task, problems: list[Problem], *, steps: int,
-               batch_size: int, seed: int, on_step: Callable[[int, float], None] | None = None) -> float:
+def warm_start(
+    learner,
+    tokenizer: PreTrainedTokenizerFast,
+    task: Task,
+    problems: list[Problem],
+    *,
+    steps: int,
+    batch_size: int,
+    seed: int,
+    on_step: Callable[[int, float], None] | None = None,
+) -> float:
     """Run `steps` SFT steps on shuffled epochs of `problems` (the task's worked solutions); returns the
     final loss."""
     data = encode_solutions(tokenizer, task, problems)
@@ -79,9 +90,14 @@ def warm_start(learner, tokenizer: PreTrainedTokenizerFast, task: Task, problems
     return loss
 
 
-def prepare(cfg: ExperimentConfig, progress: Progress, data: TaskData | None = None, *,
-            resume_from: str | None = None,
-            device: torch.device | None = None) -> tuple[TaskData, torch.nn.Module, PreTrainedTokenizerFast, float, float]:
+def prepare(
+    cfg: ExperimentConfig,
+    progress: Progress,
+    data: TaskData | None = None,
+    *,
+    resume_from: str | None = None,
+    device: torch.device | None = None,
+) -> tuple[TaskData, torch.nn.Module, PreTrainedTokenizerFast, float, float]:
     """Task data, base model, warm start: the warm-started policy (on `device`, by default
     `runtime.device`), its tokenizer, SFT seconds and loss.
 
@@ -103,11 +119,27 @@ def prepare(cfg: ExperimentConfig, progress: Progress, data: TaskData | None = N
         return data, policy.to(device), tokenizer, 0.0, float("nan")
     policy, tokenizer = load(base)
     policy.to(device)
-    sft = TorchLearner(policy, lr=w.lr, weight_decay=0.0, grad_clip=1.0, micro_batch_size=w.batch_size,
-                       total_steps=w.steps, warmup_steps=w.warmup_steps, schedule=w.lr_schedule)
+    sft = TorchLearner(
+        policy,
+        lr=w.lr,
+        weight_decay=0.0,
+        grad_clip=1.0,
+        micro_batch_size=w.batch_size,
+        total_steps=w.steps,
+        warmup_steps=w.warmup_steps,
+        schedule=w.lr_schedule,
+    )
     t0 = time.perf_counter()
-    loss = warm_start(sft, tokenizer, task, data.sft, steps=w.steps, batch_size=w.batch_size, seed=cfg.seed,
-                      on_step=lambda s, lv: progress.update("warm start", s, w.steps, {"loss": lv}))
+    loss = warm_start(
+        sft,
+        tokenizer,
+        task,
+        data.sft,
+        steps=w.steps,
+        batch_size=w.batch_size,
+        seed=cfg.seed,
+        on_step=lambda s, lv: progress.update("warm start", s, w.steps, {"loss": lv}),
+    )
     seconds = time.perf_counter() - t0
     if w.reuse:
         policy.save_pretrained(cached)

@@ -43,16 +43,29 @@ class Rollouts:
 
     def select(self, idx: torch.Tensor) -> Rollouts:
         """The sub-batch at sample indices `idx` (used to split into mini- and micro-batches)."""
-        return Rollouts(self.sequences[idx], self.attention_mask[idx], self.response_mask[idx],
-                        self.old_logp[idx], self.group_ids[idx], [self.texts[i] for i in idx.tolist()],
-                        self.stopped[idx])
+        return Rollouts(
+            self.sequences[idx],
+            self.attention_mask[idx],
+            self.response_mask[idx],
+            self.old_logp[idx],
+            self.group_ids[idx],
+            [self.texts[i] for i in idx.tolist()],
+            self.stopped[idx],
+        )
 
     def to(self, device: torch.device | str) -> Rollouts:
         """The batch's tensors on `device` (the learner's); a no-op where they already are."""
         if self.sequences.device == torch.device(device):
             return self
-        return Rollouts(self.sequences.to(device), self.attention_mask.to(device), self.response_mask.to(device),
-                        self.old_logp.to(device), self.group_ids.to(device), self.texts, self.stopped.to(device))
+        return Rollouts(
+            self.sequences.to(device),
+            self.attention_mask.to(device),
+            self.response_mask.to(device),
+            self.old_logp.to(device),
+            self.group_ids.to(device),
+            self.texts,
+            self.stopped.to(device),
+        )
 
 
 def module_device(module: torch.nn.Module) -> torch.device:
@@ -92,13 +105,21 @@ def encode_samples(tok: PreTrainedTokenizerFast, prompts: list[str], counts: lis
     if not flat:
         raise ValueError("generate: every prompt has a count of 0")
     gids = torch.tensor([i for i, c in enumerate(counts) for _ in range(c)], dtype=torch.long)
-    enc = tok([(tok.bos_token or "") + p for p in flat], return_tensors="pt", padding=True, add_special_tokens=False)
+    enc = tok(
+        [(tok.bos_token or "") + p for p in flat], return_tensors="pt", padding=True, add_special_tokens=False
+    )
     return enc, gids
 
 
-def chunk_rollouts(tok: PreTrainedTokenizerFast, input_ids: torch.Tensor, attention_mask: torch.Tensor,
-                   resp: torch.Tensor, resp_mask: torch.Tensor, logp: torch.Tensor,
-                   stopped: torch.Tensor) -> Rollouts:
+def chunk_rollouts(
+    tok: PreTrainedTokenizerFast,
+    input_ids: torch.Tensor,
+    attention_mask: torch.Tensor,
+    resp: torch.Tensor,
+    resp_mask: torch.Tensor,
+    logp: torch.Tensor,
+    stopped: torch.Tensor,
+) -> Rollouts:
     """One generated chunk in the `Rollouts` layout, on the CPU: prompts [b, P] (left-padded), responses
     [b, R] with `resp_mask` on their tokens (EOS included) and the behaviour log-prob of each. Per-token
     tensors move to target positions (index t describes token t+1); texts leave out EOS and padding."""
@@ -107,10 +128,18 @@ def chunk_rollouts(tok: PreTrainedTokenizerFast, input_ids: torch.Tensor, attent
     full_mask = torch.cat([torch.zeros(b, P - 1), resp_mask.float()], dim=1)
     full_logp = torch.cat([torch.zeros(b, P - 1), logp * resp_mask], dim=1)
     attn = torch.cat([attention_mask, resp_mask.long()], dim=1)
-    texts = tok.batch_decode(resp.masked_fill(~resp_mask | (resp == tok.eos_token_id), tok.pad_token_id),
-                             skip_special_tokens=True)
-    return Rollouts(torch.cat([input_ids, resp], dim=1), attn, full_mask, full_logp,
-                    torch.zeros(b, dtype=torch.long), texts, stopped)
+    texts = tok.batch_decode(
+        resp.masked_fill(~resp_mask | (resp == tok.eos_token_id), tok.pad_token_id), skip_special_tokens=True
+    )
+    return Rollouts(
+        torch.cat([input_ids, resp], dim=1),
+        attn,
+        full_mask,
+        full_logp,
+        torch.zeros(b, dtype=torch.long),
+        texts,
+        stopped,
+    )
 
 
 def _pad_right(x: torch.Tensor, width: int, value: float) -> torch.Tensor:

@@ -37,23 +37,36 @@ class HFEngine:
     def generate(self, prompts: list[str], counts: list[int], spec: SamplingSpec, *, seed: int) -> Rollouts:
         enc, gids = encode_samples(self.tok, prompts, counts)
         torch.manual_seed(seed)
-        parts = [self._generate_chunk(enc.input_ids[i: i + self.chunk_size],
-                                      enc.attention_mask[i: i + self.chunk_size], spec)
-                 for i in range(0, len(gids), self.chunk_size)]
+        parts = [
+            self._generate_chunk(
+                enc.input_ids[i : i + self.chunk_size], enc.attention_mask[i : i + self.chunk_size], spec
+            )
+            for i in range(0, len(gids), self.chunk_size)
+        ]
         return _concat(parts, gids, pad_id=self.tok.pad_token_id)
 
-    def _generate_chunk(self, input_ids: torch.Tensor, attention_mask: torch.Tensor,
-                        spec: SamplingSpec) -> Rollouts:
-        kwargs = {"do_sample": False} if spec.greedy else {
-            "do_sample": True, "temperature": spec.temperature, "top_p": spec.top_p, "top_k": 0}
+    def _generate_chunk(
+        self, input_ids: torch.Tensor, attention_mask: torch.Tensor, spec: SamplingSpec
+    ) -> Rollouts:
+        kwargs = (
+            {"do_sample": False}
+            if spec.greedy
+            else {"do_sample": True, "temperature": spec.temperature, "top_p": spec.top_p, "top_k": 0}
+        )
         if spec.ignore_eos:
             kwargs["min_new_tokens"] = spec.max_new_tokens
         # Inputs go to the model's device; results come back to the CPU, where the loop keeps batches.
         device = module_device(self.model)
         out = self.model.generate(
-            input_ids=input_ids.to(device), attention_mask=attention_mask.to(device),
-            max_new_tokens=spec.max_new_tokens, eos_token_id=self.tok.eos_token_id,
-            pad_token_id=self.tok.pad_token_id, return_dict_in_generate=True, output_logits=True, **kwargs)
+            input_ids=input_ids.to(device),
+            attention_mask=attention_mask.to(device),
+            max_new_tokens=spec.max_new_tokens,
+            eos_token_id=self.tok.eos_token_id,
+            pad_token_id=self.tok.pad_token_id,
+            return_dict_in_generate=True,
+            output_logits=True,
+            **kwargs,
+        )
         P = input_ids.shape[1]
         temp = 1.0 if spec.greedy else spec.temperature
         logits = torch.stack(out.logits, dim=1).float() / temp  # [b, R, V]

@@ -39,14 +39,22 @@ class Dims(NamedTuple):
 def supported(model: torch.nn.Module) -> bool:
     """A plain (not DeepSpeed-wrapped) Qwen2/Llama causal LM this module can run."""
     c = getattr(model, "config", None)
-    return (c is not None and getattr(c, "model_type", None) in SUPPORTED and hasattr(model, "lm_head")
-            and getattr(c, "hidden_act", "silu") == "silu" and not getattr(c, "use_sliding_window", False))
+    return (
+        c is not None
+        and getattr(c, "model_type", None) in SUPPORTED
+        and hasattr(model, "lm_head")
+        and getattr(c, "hidden_act", "silu") == "silu"
+        and not getattr(c, "use_sliding_window", False)
+    )
 
 
 def dims(model: torch.nn.Module) -> Dims:
     c = model.config
-    return Dims(c.num_attention_heads, c.num_key_value_heads,
-                getattr(c, "head_dim", None) or c.hidden_size // c.num_attention_heads)
+    return Dims(
+        c.num_attention_heads,
+        c.num_key_value_heads,
+        getattr(c, "head_dim", None) or c.hidden_size // c.num_attention_heads,
+    )
 
 
 def layers(model: torch.nn.Module) -> list[Layer]:
@@ -56,10 +64,19 @@ def layers(model: torch.nn.Module) -> list[Layer]:
     for layer in model.model.layers:
         a, m = layer.self_attn, layer.mlp
         bias = None if a.q_proj.bias is None else torch.cat([a.q_proj.bias, a.k_proj.bias, a.v_proj.bias])
-        out.append(Layer(layer.input_layernorm.weight, layer.input_layernorm.variance_epsilon,
-                         torch.cat([a.q_proj.weight, a.k_proj.weight, a.v_proj.weight]), bias, a.o_proj.weight,
-                         layer.post_attention_layernorm.weight, layer.post_attention_layernorm.variance_epsilon,
-                         torch.cat([m.gate_proj.weight, m.up_proj.weight]), m.down_proj.weight))
+        out.append(
+            Layer(
+                layer.input_layernorm.weight,
+                layer.input_layernorm.variance_epsilon,
+                torch.cat([a.q_proj.weight, a.k_proj.weight, a.v_proj.weight]),
+                bias,
+                a.o_proj.weight,
+                layer.post_attention_layernorm.weight,
+                layer.post_attention_layernorm.variance_epsilon,
+                torch.cat([m.gate_proj.weight, m.up_proj.weight]),
+                m.down_proj.weight,
+            )
+        )
     return out
 
 
@@ -85,8 +102,9 @@ def rotate(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tenso
 Attend = Callable[[int, torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]
 
 
-def block(x: torch.Tensor, i: int, w: Layer, d: Dims, cos: torch.Tensor, sin: torch.Tensor,
-          attend: Attend) -> torch.Tensor:
+def block(
+    x: torch.Tensor, i: int, w: Layer, d: Dims, cos: torch.Tensor, sin: torch.Tensor, attend: Attend
+) -> torch.Tensor:
     """One decoder layer on x [b, t, hidden]; attend(i, q, k, v) gets rotated q, k as [b, heads, t, dim]."""
     b, t, _ = x.shape
     nq, nqk = d.heads, d.heads + d.kv_heads
@@ -145,8 +163,9 @@ def causal_logits(model: torch.nn.Module, input_ids: torch.Tensor, decoder=None)
     return (decoder or decoder_logits)(model, input_ids, cos, sin)
 
 
-def decoder_logits(model: torch.nn.Module, input_ids: torch.Tensor, cos: torch.Tensor,
-                   sin: torch.Tensor) -> torch.Tensor:
+def decoder_logits(
+    model: torch.nn.Module, input_ids: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor
+) -> torch.Tensor:
     d = dims(model)
     t = input_ids.shape[1]
     emb = model.model.embed_tokens
@@ -178,7 +197,7 @@ def _short_causal(t: int, d: Dims, device: torch.device) -> Attend:
         b = q.shape[0]
         q = q.reshape(b * d.kv_heads, g * t, d.head_dim)
         k, v = k.reshape(b * d.kv_heads, t, d.head_dim), v.reshape(b * d.kv_heads, t, d.head_dim)
-        p = torch.baddbmm(mask, q, k.transpose(1, 2), alpha=d.head_dim ** -0.5).softmax(-1)
+        p = torch.baddbmm(mask, q, k.transpose(1, 2), alpha=d.head_dim**-0.5).softmax(-1)
         return torch.bmm(p, v).view(b, d.heads, t, d.head_dim)
 
     return attend

@@ -39,8 +39,10 @@ class _Weights:
 
     def __init__(self, model: PreTrainedModel):
         if not Q.supported(model):
-            raise ValueError(f"rollout.engine torch: {type(model).__name__} is not a Qwen2/Llama model with "
-                             "SiLU and full attention; use rollout.engine hf")
+            raise ValueError(
+                f"rollout.engine torch: {type(model).__name__} is not a Qwen2/Llama model with "
+                "SiLU and full attention; use rollout.engine hf"
+            )
         self.model = model
         with torch.no_grad():
             self.layers = Q.layers(model)
@@ -62,18 +64,20 @@ class _Cache:
         self.v = [v.index_select(0, rows) for v in self.v]
 
 
-def _forward(w: _Weights, tokens: torch.Tensor, positions: torch.Tensor, cache: _Cache, start: int,
-             mask: torch.Tensor) -> torch.Tensor:
+def _forward(
+    w: _Weights, tokens: torch.Tensor, positions: torch.Tensor, cache: _Cache, start: int, mask: torch.Tensor
+) -> torch.Tensor:
     """Hidden states after the final norm for `tokens` [b, t] at cache columns start..start+t; `mask`
     [b, 1, t, start+t] says which cached columns each new token may attend to."""
     t = tokens.shape[1]
     gqa = w.dims.heads != w.dims.kv_heads
 
     def attend(i, q, k, v):
-        cache.k[i][:, :, start:start + t] = k
-        cache.v[i][:, :, start:start + t] = v
-        return F.scaled_dot_product_attention(q, cache.k[i][:, :, :start + t], cache.v[i][:, :, :start + t],
-                                              attn_mask=mask, enable_gqa=gqa)
+        cache.k[i][:, :, start : start + t] = k
+        cache.v[i][:, :, start : start + t] = v
+        return F.scaled_dot_product_attention(
+            q, cache.k[i][:, :, : start + t], cache.v[i][:, :, : start + t], attn_mask=mask, enable_gqa=gqa
+        )
 
     x = F.embedding(tokens, w.embed)
     cos, sin = Q.rope(w.model, positions)
@@ -82,7 +86,9 @@ def _forward(w: _Weights, tokens: torch.Tensor, positions: torch.Tensor, cache: 
     return Q.final_norm(w.model, x)
 
 
-def _sample(logits: torch.Tensor, spec: SamplingSpec, gen: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+def _sample(
+    logits: torch.Tensor, spec: SamplingSpec, gen: torch.Generator
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Next tokens and their log-probs under the temperature-scaled distribution (what the learner
     recomputes; top-p only narrows where the token is drawn from, as in `HFEngine`)."""
     logits = logits.float()
@@ -124,13 +130,20 @@ class TorchEngine:
         enc, gids = encode_samples(self.tok, prompts, counts)
         device = module_device(self.model)
         gen = torch.Generator(device=device).manual_seed(seed)
-        parts = [self._generate_chunk(enc.input_ids[i: i + self.chunk_size].to(device),
-                                      enc.attention_mask[i: i + self.chunk_size].to(device), spec, gen)
-                 for i in range(0, len(gids), self.chunk_size)]
+        parts = [
+            self._generate_chunk(
+                enc.input_ids[i : i + self.chunk_size].to(device),
+                enc.attention_mask[i : i + self.chunk_size].to(device),
+                spec,
+                gen,
+            )
+            for i in range(0, len(gids), self.chunk_size)
+        ]
         return _concat(parts, gids, pad_id=self.tok.pad_token_id)
 
-    def _generate_chunk(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, spec: SamplingSpec,
-                        gen: torch.Generator) -> Rollouts:
+    def _generate_chunk(
+        self, input_ids: torch.Tensor, attention_mask: torch.Tensor, spec: SamplingSpec, gen: torch.Generator
+    ) -> Rollouts:
         b, P = input_ids.shape
         R, eos = spec.max_new_tokens, self.tok.eos_token_id
         cache = _Cache(self.w, b, P + R, self.w.embed)
@@ -165,20 +178,32 @@ class TorchEngine:
                 rows, pos, alive, tok, keys = rows[live], pos[live], alive[live], tok[live], keys[live]
                 cache.keep(live)
             keys[:, P + t] = True
-            hidden = _forward(self.w, tok[:, None], pos[:, None], cache, P + t, keys[:, None, None, :P + t + 1])
+            hidden = _forward(
+                self.w, tok[:, None], pos[:, None], cache, P + t, keys[:, None, None, : P + t + 1]
+            )
             last, pos = hidden[:, -1], pos + 1
         return self._rollouts(input_ids, attention_mask, tokens, logp, lengths, spec)
 
-    def _rollouts(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, tokens: torch.Tensor,
-                  logp: torch.Tensor, lengths: torch.Tensor, spec: SamplingSpec) -> Rollouts:
+    def _rollouts(
+        self,
+        input_ids: torch.Tensor,
+        attention_mask: torch.Tensor,
+        tokens: torch.Tensor,
+        logp: torch.Tensor,
+        lengths: torch.Tensor,
+        spec: SamplingSpec,
+    ) -> Rollouts:
         """`HFEngine`'s layout: responses cut to the longest one, pad after EOS, CPU tensors."""
         width = int(lengths.max())
         resp, logp = tokens[:, :width].cpu(), logp[:, :width].cpu()
         lengths = lengths.cpu()
         resp_mask = torch.arange(width)[None, :] < lengths[:, None]
         resp = resp.masked_fill(~resp_mask, self.tok.pad_token_id)
-        stopped = (resp == self.tok.eos_token_id).any(-1) if not spec.ignore_eos else \
-            torch.zeros(len(resp), dtype=torch.bool)
+        stopped = (
+            (resp == self.tok.eos_token_id).any(-1)
+            if not spec.ignore_eos
+            else torch.zeros(len(resp), dtype=torch.bool)
+        )
         return chunk_rollouts(self.tok, input_ids, attention_mask, resp, resp_mask, logp, stopped)
 
 

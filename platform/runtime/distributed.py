@@ -55,16 +55,25 @@ SUMMARY_FILE = "summary.json"
 class RolloutWorker:
     """A rollout actor: `rollout.engine` (the decode loop, transformers or vLLM) on its own copy of the weights."""
 
-    def __init__(self, model_dir: str, threads: int, engine: str, *, gpu: str | None = None,
-                 gpu_memory_utilization: float = 0.3, keep_freed_memory: bool = True):
+    def __init__(
+        self,
+        model_dir: str,
+        threads: int,
+        engine: str,
+        *,
+        gpu: str | None = None,
+        gpu_memory_utilization: float = 0.3,
+        keep_freed_memory: bool = True,
+    ):
         configure_process(threads, keep_freed_memory)
         if gpu is not None:  # the learner's device (module docstring); CUDA has not started in this process
             os.environ["CUDA_VISIBLE_DEVICES"] = gpu
         if engine == "vllm":
             from dibs.platform.rollout.vllm_engine import VLLMEngine
 
-            self.engine = VLLMEngine(model_dir, sleep_mode=gpu is not None,
-                                     gpu_memory_utilization=gpu_memory_utilization)
+            self.engine = VLLMEngine(
+                model_dir, sleep_mode=gpu is not None, gpu_memory_utilization=gpu_memory_utilization
+            )
         else:
             policy, tokenizer = load(Path(model_dir))
             self.engine = local_engine(engine, policy.to("cuda" if gpu is not None else "cpu"), tokenizer)
@@ -103,8 +112,11 @@ class ShardedEngine:
         mine = [i for i in range(len(prompts)) if i % self.dp.world == self.dp.rank and counts[i] > 0]
         local = None
         if mine:  # each rank its own sample stream: the seed with the rank in its high bits
-            local = ray.get(self.actor.generate.remote([prompts[i] for i in mine], [counts[i] for i in mine],
-                                                       spec, seed + (self.dp.rank << 40)))
+            local = ray.get(
+                self.actor.generate.remote(
+                    [prompts[i] for i in mine], [counts[i] for i in mine], spec, seed + (self.dp.rank << 40)
+                )
+            )
         parts = [(idx, ro) for idx, ro in self.dp.all_gather((mine, local)) if ro is not None]
         group_ids = torch.cat([torch.tensor(idx, dtype=torch.long)[ro.group_ids] for idx, ro in parts])
         return merge_rollouts([ro for _, ro in parts], group_ids, pad_id=self.tok.pad_token_id)
@@ -132,13 +144,16 @@ class DistributedRuntime:
     def __init__(self, dp: DataParallel, out_dir: Path, device: torch.device):
         self.dp, self.out_dir, self.model_dir, self.device = dp, out_dir, "", device
 
-    def prepare(self, cfg: ExperimentConfig, progress: Progress, data: TaskData | None,
-                resume_from: str | None) -> Prepared:
+    def prepare(
+        self, cfg: ExperimentConfig, progress: Progress, data: TaskData | None, resume_from: str | None
+    ) -> Prepared:
         """Rank 0 warm-starts and saves the policy; the others load it (no rank repeats the SFT)."""
         if resume_from is not None or self.dp.rank == 0:
             threads = torch.get_num_threads()
             if resume_from is None:  # the other ranks wait at the barrier: the SFT may use their cores
-                torch.set_num_threads(max(threads, min(os.cpu_count() or 1, cfg.learner.num_workers * threads)))
+                torch.set_num_threads(
+                    max(threads, min(os.cpu_count() or 1, cfg.learner.num_workers * threads))
+                )
             out = prepare(cfg, progress, data, resume_from=resume_from, device=self.device)
             torch.set_num_threads(threads)
             self.model_dir = resume_from or str(self.out_dir / WARM_START_DIR)
@@ -158,11 +173,17 @@ class DistributedRuntime:
         from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
         here = NodeAffinitySchedulingStrategy(ray.get_runtime_context().get_node_id(), soft=False)
-        actor = ray.remote(RolloutWorker).options(num_cpus=0, num_gpus=0, scheduling_strategy=here, max_restarts=0)
-        actor = actor.remote(self.model_dir, rollout_threads(cfg), cfg.rollout.engine,
-                             gpu=physical_gpu(self.device),
-                             gpu_memory_utilization=cfg.rollout.gpu_memory_utilization,
-                             keep_freed_memory=cfg.runtime.keep_freed_memory)
+        actor = ray.remote(RolloutWorker).options(
+            num_cpus=0, num_gpus=0, scheduling_strategy=here, max_restarts=0
+        )
+        actor = actor.remote(
+            self.model_dir,
+            rollout_threads(cfg),
+            cfg.rollout.engine,
+            gpu=physical_gpu(self.device),
+            gpu_memory_utilization=cfg.rollout.gpu_memory_utilization,
+            keep_freed_memory=cfg.runtime.keep_freed_memory,
+        )
         return ShardedEngine(actor, self.dp, tokenizer)
 
     def learner(self, cfg: ExperimentConfig, policy: torch.nn.Module, ref: torch.nn.Module | None) -> Learner:
@@ -224,9 +245,13 @@ def learner_worker(loop_config: dict) -> None:
     # A restarted group resumes from the newest usable checkpoint on disk, which includes the one
     # `dibs resume` picked; every rank checks the same files and so picks the same one.
     on_disk = checkpoint.on_disk(payload.checkpoint_dir)
-    picked = checkpoint_check.choose(on_disk, run_dir=out_dir, model=cfg.model,
-                                     alphabet=make_task(cfg.task).alphabet,
-                                     on_skip=checkpoint.warn if dp.rank == 0 else lambda _: None)
+    picked = checkpoint_check.choose(
+        on_disk,
+        run_dir=out_dir,
+        model=cfg.model,
+        alphabet=make_task(cfg.task).alphabet,
+        on_skip=checkpoint.warn if dp.rank == 0 else lambda _: None,
+    )
     resume_from = picked[1] if picked else None
     (out_dir / "workers").mkdir(parents=True, exist_ok=True)
     # Where each rank runs, for fault-injection and multi-node tests.
@@ -242,8 +267,14 @@ def learner_worker(loop_config: dict) -> None:
         import ray.train.torch
 
         device = ray.train.torch.get_device()  # this worker's GPU (by local rank)
-    summary = train(cfg, recorder, progress, checkpoint_dir=payload.checkpoint_dir, resume_from=resume_from,
-                    runtime=DistributedRuntime(dp, out_dir, device))
+    summary = train(
+        cfg,
+        recorder,
+        progress,
+        checkpoint_dir=payload.checkpoint_dir,
+        resume_from=resume_from,
+        runtime=DistributedRuntime(dp, out_dir, device),
+    )
     if dp.rank == 0:
         (out_dir / SUMMARY_FILE).write_text(json.dumps(summary))
 
@@ -268,12 +299,18 @@ def run_ray_train(cfg: ExperimentConfig, payload: RunPayload, queue: ProgressQue
     (out_dir / SUMMARY_FILE).unlink(missing_ok=True)
     gpu = resolve_device(cfg.runtime.device).type == "cuda"
     trainer = TorchTrainer(
-        learner_worker, train_loop_config={"payload": payload.with_queue(queue)},  # Ray Train wants a dict
-        scaling_config=ScalingConfig(num_workers=cfg.learner.num_workers, use_gpu=gpu,
-                                     resources_per_worker=learner_bundle(cfg, gpu)),
+        learner_worker,
+        train_loop_config={"payload": payload.with_queue(queue)},  # Ray Train wants a dict
+        scaling_config=ScalingConfig(
+            num_workers=cfg.learner.num_workers, use_gpu=gpu, resources_per_worker=learner_bundle(cfg, gpu)
+        ),
         torch_config=TorchConfig(backend="nccl" if gpu else "gloo"),
-        run_config=RunConfig(name=payload.run_id, storage_path=str((out_dir / "ray").resolve()),
-                             failure_config=FailureConfig(max_failures=cfg.runtime.max_failures)))
+        run_config=RunConfig(
+            name=payload.run_id,
+            storage_path=str((out_dir / "ray").resolve()),
+            failure_config=FailureConfig(max_failures=cfg.runtime.max_failures),
+        ),
+    )
     result = trainer.fit()
     if getattr(result, "error", None) is not None:
         raise result.error

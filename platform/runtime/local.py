@@ -26,15 +26,32 @@ def learner_kwargs(cfg: ExperimentConfig, ref: torch.nn.Module | None) -> dict:
     t = cfg.train
     # Optimizer steps of the run; with mini_batch_samples an estimate from the nominal batch (GVM and
     # dapo batches are about that size, drop_equal_groups makes them smaller).
-    per_epoch = (t.minibatches if t.mini_batch_samples is None else
-                 math.ceil(t.prompts_per_step * cfg.allocation.n_per_prompt / t.mini_batch_samples))
+    per_epoch = (
+        t.minibatches
+        if t.mini_batch_samples is None
+        else math.ceil(t.prompts_per_step * cfg.allocation.n_per_prompt / t.mini_batch_samples)
+    )
     steps = t.steps * t.epochs_per_batch * per_epoch
-    return {"lr": t.lr, "weight_decay": t.weight_decay, "grad_clip": t.grad_clip,
-            "micro_batch_size": t.micro_batch_size, "total_steps": steps, "warmup_steps": t.warmup_steps,
-            "adam_eps": t.adam_eps, "schedule": t.lr_schedule, "algorithm": cfg.algorithm,
-            "clip_eps": t.clip_eps, "kl_coef": t.kl_coef, "epochs": t.epochs_per_batch,
-            "minibatches": t.minibatches, "temperature": cfg.rollout.temperature, "ref_model": ref,
-            "compile": t.compile, "loss_agg": t.loss_agg, "mini_batch_samples": t.mini_batch_samples}
+    return {
+        "lr": t.lr,
+        "weight_decay": t.weight_decay,
+        "grad_clip": t.grad_clip,
+        "micro_batch_size": t.micro_batch_size,
+        "total_steps": steps,
+        "warmup_steps": t.warmup_steps,
+        "adam_eps": t.adam_eps,
+        "schedule": t.lr_schedule,
+        "algorithm": cfg.algorithm,
+        "clip_eps": t.clip_eps,
+        "kl_coef": t.kl_coef,
+        "epochs": t.epochs_per_batch,
+        "minibatches": t.minibatches,
+        "temperature": cfg.rollout.temperature,
+        "ref_model": ref,
+        "compile": t.compile,
+        "loss_agg": t.loss_agg,
+        "mini_batch_samples": t.mini_batch_samples,
+    }
 
 
 class LocalRuntime:
@@ -43,8 +60,9 @@ class LocalRuntime:
 
     dp = DataParallel()
 
-    def prepare(self, cfg: ExperimentConfig, progress: Progress, data: TaskData | None,
-                resume_from: str | None) -> Prepared:
+    def prepare(
+        self, cfg: ExperimentConfig, progress: Progress, data: TaskData | None, resume_from: str | None
+    ) -> Prepared:
         return prepare(cfg, progress, data, resume_from=resume_from)
 
     def engine(self, cfg: ExperimentConfig, policy: torch.nn.Module, tokenizer) -> RolloutEngine:
@@ -57,7 +75,9 @@ class LocalRuntime:
             policy.save_pretrained(path)
             tokenizer.save_pretrained(path)
             on_gpu = module_device(policy).type == "cuda"
-            return VLLMEngine(path, sleep_mode=on_gpu, gpu_memory_utilization=cfg.rollout.gpu_memory_utilization)
+            return VLLMEngine(
+                path, sleep_mode=on_gpu, gpu_memory_utilization=cfg.rollout.gpu_memory_utilization
+            )
         return local_engine(cfg.rollout.engine, copy.deepcopy(policy), tokenizer)
 
     def learner(self, cfg: ExperimentConfig, policy: torch.nn.Module, ref: torch.nn.Module | None) -> Learner:

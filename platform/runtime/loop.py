@@ -49,8 +49,15 @@ PROBE_SEED_OFFSET = 2**31
 
 
 class Recorder(Protocol):
-    def record(self, step: int, values: dict[str, float], *, rollouts_consumed: int, tokens_generated: int,
-               wall_seconds: float) -> None: ...
+    def record(
+        self,
+        step: int,
+        values: dict[str, float],
+        *,
+        rollouts_consumed: int,
+        tokens_generated: int,
+        wall_seconds: float,
+    ) -> None: ...
 
     def checkpoint(self, step: int, path: str) -> None: ...
 
@@ -71,8 +78,15 @@ class MemoryRecorder:
         self.checkpoints: list[tuple[int, str]] = []
         self.prompts: dict[int, list[M.PromptStat]] = {}
 
-    def record(self, step: int, values: dict[str, float], *, rollouts_consumed: int, tokens_generated: int,
-               wall_seconds: float) -> None:
+    def record(
+        self,
+        step: int,
+        values: dict[str, float],
+        *,
+        rollouts_consumed: int,
+        tokens_generated: int,
+        wall_seconds: float,
+    ) -> None:
         for name, value in values.items():
             self.rows[(step, name)] = (value, rollouts_consumed, tokens_generated)
 
@@ -118,6 +132,7 @@ class Budget:
 
 # --- stages ---------------------------------------------------------------------------------------
 
+
 def sample_prompts(train: list[Problem], batch: int, rng: random.Random, cursor: list[int]) -> list[Problem]:
     """Epochs over a seeded shuffle of the training prompts; `cursor` holds the rest of the epoch."""
     if len(cursor) < batch:
@@ -140,16 +155,22 @@ def allocate(allocator: Allocator, prompts: list[Problem], ctx: AllocContext, bu
 
 def sampling_spec(cfg: ExperimentConfig) -> SamplingSpec:
     """How the step's rollouts are sampled; the GVM probe uses the same spec (docs/method.md §3)."""
-    return SamplingSpec(temperature=cfg.rollout.temperature, top_p=cfg.rollout.top_p,
-                        max_new_tokens=cfg.rollout.max_new_tokens)
+    return SamplingSpec(
+        temperature=cfg.rollout.temperature,
+        top_p=cfg.rollout.top_p,
+        max_new_tokens=cfg.rollout.max_new_tokens,
+    )
 
 
-def generate(engine: RolloutEngine, cfg: ExperimentConfig, prompts: list[Problem], alloc: Allocation,
-             *, seed: int) -> Batch:
+def generate(
+    engine: RolloutEngine, cfg: ExperimentConfig, prompts: list[Problem], alloc: Allocation, *, seed: int
+) -> Batch:
     """counts[i] samples of prompts[i]; a prompt with count 0 has no rows, and group ids stay indices
     into the prompts (so `score` and GRPO groups need no remapping)."""
-    return Batch(prompts, engine.generate([p.prompt for p in prompts], alloc.counts.tolist(), sampling_spec(cfg),
-                                          seed=seed))
+    return Batch(
+        prompts,
+        engine.generate([p.prompt for p in prompts], alloc.counts.tolist(), sampling_spec(cfg), seed=seed),
+    )
 
 
 def score(task: Task, rollouts: Rollouts, prompts: list[Problem]) -> torch.Tensor:
@@ -162,13 +183,17 @@ def advantages(cfg: ExperimentConfig, rewards: torch.Tensor, group_ids: torch.Te
         adv, stats = grpo_advantages(rewards, group_ids)
     else:
         adv, stats = raft_advantages(rewards)
-    keep = nonzero_groups_mask(rewards, group_ids) if cfg.train.drop_equal_groups else \
-        torch.ones_like(rewards, dtype=torch.bool)
+    keep = (
+        nonzero_groups_mask(rewards, group_ids)
+        if cfg.train.drop_equal_groups
+        else torch.ones_like(rewards, dtype=torch.bool)
+    )
     return adv, keep, stats
 
 
-def update(learner: Learner, rollouts: Rollouts, adv: torch.Tensor, keep: torch.Tensor, *,
-           seed: int) -> dict[str, float]:
+def update(
+    learner: Learner, rollouts: Rollouts, adv: torch.Tensor, keep: torch.Tensor, *, seed: int
+) -> dict[str, float]:
     idx = torch.nonzero(keep).squeeze(-1)
     if len(idx) == 0:  # nothing to learn from this batch: record it, skip the optimizer step
         return {"samples_used": 0.0}
@@ -185,8 +210,15 @@ def sync_weights(learner: Learner, engine: RolloutEngine) -> float:
     return time.perf_counter() - t
 
 
-def account(budget: Budget, alloc: Allocation, rollouts: Rollouts, rewards: torch.Tensor, adv: torch.Tensor,
-            keep: torch.Tensor, dropped: Dropped | None = None) -> dict[str, float]:
+def account(
+    budget: Budget,
+    alloc: Allocation,
+    rollouts: Rollouts,
+    rewards: torch.Tensor,
+    adv: torch.Tensor,
+    keep: torch.Tensor,
+    dropped: Dropped | None = None,
+) -> dict[str, float]:
     """Charge the step's training rollouts, those trained on and those `dropped` (the probe was charged in
     `allocate`); this step's and the cumulative budget metrics (docs/conventions.md, Budget accounting)."""
     dropped = dropped or Dropped()
@@ -198,16 +230,28 @@ def account(budget: Budget, alloc: Allocation, rollouts: Rollouts, rewards: torc
     budget.tokens += rollouts.num_tokens + dropped.tokens
     budget.accepted += accepted
     budget.wasted += wasted
-    return {M.BUDGET_ROLLOUTS: budget.rollouts, M.BUDGET_TOKENS: budget.tokens,
-            M.BUDGET_UPDATES: budget.updates,
-            M.BUDGET_PROBE_ROLLOUTS: budget.probe_rollouts, M.BUDGET_TRAIN_ROLLOUTS: budget.train_rollouts,
-            M.BUDGET_ACCEPTED: budget.accepted, M.BUDGET_WASTED: budget.wasted,
-            M.STEP_ROLLOUTS: generated + alloc.probe_rollouts, M.STEP_PROBE_ROLLOUTS: alloc.probe_rollouts,
-            M.STEP_ACCEPTED: accepted, M.STEP_WASTED: wasted}
+    return {
+        M.BUDGET_ROLLOUTS: budget.rollouts,
+        M.BUDGET_TOKENS: budget.tokens,
+        M.BUDGET_UPDATES: budget.updates,
+        M.BUDGET_PROBE_ROLLOUTS: budget.probe_rollouts,
+        M.BUDGET_TRAIN_ROLLOUTS: budget.train_rollouts,
+        M.BUDGET_ACCEPTED: budget.accepted,
+        M.BUDGET_WASTED: budget.wasted,
+        M.STEP_ROLLOUTS: generated + alloc.probe_rollouts,
+        M.STEP_PROBE_ROLLOUTS: alloc.probe_rollouts,
+        M.STEP_ACCEPTED: accepted,
+        M.STEP_WASTED: wasted,
+    }
 
 
-def prompt_stats(prompts: list[Problem], alloc: Allocation, rollouts: Rollouts, rewards: torch.Tensor,
-                 dropped: Dropped | None = None) -> list[M.PromptStat]:
+def prompt_stats(
+    prompts: list[Problem],
+    alloc: Allocation,
+    rollouts: Rollouts,
+    rewards: torch.Tensor,
+    dropped: Dropped | None = None,
+) -> list[M.PromptStat]:
     """Where the step's budget went, one row per prompt, then one per dropped group (dapo). An allocator
     without estimates gets p̂ measured on the prompt's own rollouts (NaN with none) and Ĝ = NaN."""
     m = len(prompts)
@@ -217,13 +261,24 @@ def prompt_stats(prompts: list[Problem], alloc: Allocation, rollouts: Rollouts, 
     p_hat = alloc.p_hat if alloc.p_hat is not None else p_own
     g_hat = alloc.g_hat if alloc.g_hat is not None else np.full(m, np.nan)
     probed = alloc.probed if alloc.probed is not None else np.zeros(m, dtype=bool)
-    rows = [M.PromptStat(p.prompt, float(p_hat[i]), float(g_hat[i]), int(counts[i]), int(accepted[i]),
-                         bool(probed[i])) for i, p in enumerate(prompts)]
+    rows = [
+        M.PromptStat(
+            p.prompt, float(p_hat[i]), float(g_hat[i]), int(counts[i]), int(accepted[i]), bool(probed[i])
+        )
+        for i, p in enumerate(prompts)
+    ]
     return rows + (dropped.rows if dropped is not None else [])
 
 
-def step_metrics(rewards: torch.Tensor, rollouts: Rollouts, adv_stats: dict, upd: dict, times: dict,
-                 spent: dict[str, float], stats: dict[str, float]) -> dict[str, float]:
+def step_metrics(
+    rewards: torch.Tensor,
+    rollouts: Rollouts,
+    adv_stats: dict,
+    upd: dict,
+    times: dict,
+    spent: dict[str, float],
+    stats: dict[str, float],
+) -> dict[str, float]:
     """The step's metric rows; `stats`: what the allocator and the generation stage report."""
     n = len(rollouts.texts)  # 0 when dapo kept no group: the step trains on nothing and says so
     out = {
@@ -234,13 +289,21 @@ def step_metrics(rewards: torch.Tensor, rollouts: Rollouts, adv_stats: dict, upd
         M.TRAIN_SAMPLES: upd.get("samples_used", 0.0),
         M.TRAIN_UPDATES: upd.get("optimizer_steps", 0.0),
     }
-    names = {"loss": M.TRAIN_LOSS, "pg_loss": M.TRAIN_PG_LOSS, "kl": M.TRAIN_KL, "clip_frac": M.TRAIN_CLIP_FRAC,
-             "ratio_mean": M.TRAIN_RATIO, "grad_norm": M.TRAIN_GRAD_NORM, "lr": M.TRAIN_LR}
+    names = {
+        "loss": M.TRAIN_LOSS,
+        "pg_loss": M.TRAIN_PG_LOSS,
+        "kl": M.TRAIN_KL,
+        "clip_frac": M.TRAIN_CLIP_FRAC,
+        "ratio_mean": M.TRAIN_RATIO,
+        "grad_norm": M.TRAIN_GRAD_NORM,
+        "lr": M.TRAIN_LR,
+    }
     out |= {name: float(upd[k]) for k, name in names.items() if k in upd}
     return out | {k: float(v) for k, v in spent.items()} | stats | times
 
 
 # --- the loop -------------------------------------------------------------------------------------
+
 
 @dataclass
 class Parts:
@@ -256,8 +319,15 @@ class Parts:
     spec: SamplingSpec
 
 
-def rl_step(cfg: ExperimentConfig, parts: Parts, train_set: list[Problem], step: int, rng: random.Random,
-            cursor: list[int], budget: Budget) -> tuple[dict[str, float], list[M.PromptStat]]:
+def rl_step(
+    cfg: ExperimentConfig,
+    parts: Parts,
+    train_set: list[Problem],
+    step: int,
+    rng: random.Random,
+    cursor: list[int],
+    budget: Budget,
+) -> tuple[dict[str, float], list[M.PromptStat]]:
     """One RL step through the stages: its metric rows and its per-prompt rows."""
 
     def draw(k: int) -> list[Problem]:  # the next k prompts of the run's epoch stream
@@ -266,8 +336,14 @@ def rl_step(cfg: ExperimentConfig, parts: Parts, train_set: list[Problem], step:
     t0 = time.perf_counter()
     prompts = draw(cfg.train.prompts_per_step)
     gen_seed = cfg.seed * 100003 + step
-    ctx = AllocContext(parts.engine, parts.policy, parts.spec, gen_seed + PROBE_SEED_OFFSET, step,
-                       score=functools.partial(score_groups, parts.task))
+    ctx = AllocContext(
+        parts.engine,
+        parts.policy,
+        parts.spec,
+        gen_seed + PROBE_SEED_OFFSET,
+        step,
+        score=functools.partial(score_groups, parts.task),
+    )
     alloc = allocate(parts.allocator, prompts, ctx, budget)
     t_alloc = time.perf_counter() - t0
     if parts.refill is None:
@@ -285,19 +361,34 @@ def rl_step(cfg: ExperimentConfig, parts: Parts, train_set: list[Problem], step:
     t_sync = sync_weights(parts.learner, parts.engine)
     spent = account(budget, alloc, batch.rollouts, rewards, adv, keep, batch.dropped)
     telemetry = prompt_stats(batch.prompts, alloc, batch.rollouts, rewards, batch.dropped)
-    trained = telemetry[:len(batch.prompts)]
-    parts.allocator.observe(batch.prompts, np.array([r.n_alloc for r in trained], dtype=np.int64),
-                            np.array([r.accepted for r in trained], dtype=np.int64))
-    times = {M.TIME_GENERATE: t_gen, M.TIME_UPDATE: t_upd, M.TIME_SYNC: t_sync,
-             M.TIME_STEP: time.perf_counter() - t0}
+    trained = telemetry[: len(batch.prompts)]
+    parts.allocator.observe(
+        batch.prompts,
+        np.array([r.n_alloc for r in trained], dtype=np.int64),
+        np.array([r.accepted for r in trained], dtype=np.int64),
+    )
+    times = {
+        M.TIME_GENERATE: t_gen,
+        M.TIME_UPDATE: t_upd,
+        M.TIME_SYNC: t_sync,
+        M.TIME_STEP: time.perf_counter() - t0,
+    }
     if alloc.probe_rollouts:  # an allocator that generated (a probe)
         times[M.TIME_ALLOCATE] = t_alloc
     values = step_metrics(rewards, batch.rollouts, adv_stats, upd, times, spent, alloc.stats | batch.stats)
     return values, telemetry
 
 
-def train(cfg: ExperimentConfig, recorder: Recorder, progress: Progress, *, checkpoint_dir: str,
-          data: TaskData | None = None, resume_from: str | None = None, runtime: Runtime | None = None) -> dict:
+def train(
+    cfg: ExperimentConfig,
+    recorder: Recorder,
+    progress: Progress,
+    *,
+    checkpoint_dir: str,
+    data: TaskData | None = None,
+    resume_from: str | None = None,
+    runtime: Runtime | None = None,
+) -> dict:
     """Warm start (or a checkpoint), then RL steps up to `train.steps`; returns the summary (step-0 and
     final eval). Resuming from a checkpoint of step N continues with step N+1 exactly as the
     uninterrupted run would (checkpoint.py). With several ranks every rank runs this same loop on the
@@ -308,19 +399,35 @@ def train(cfg: ExperimentConfig, recorder: Recorder, progress: Progress, *, chec
     data, policy, tokenizer, sft_seconds, sft_loss = runtime.prepare(cfg, progress, data, resume_from)
     ref = copy.deepcopy(policy).requires_grad_(False) if cfg.train.kl_coef > 0 else None
     engine = runtime.engine(cfg, policy, tokenizer)
-    parts = Parts(task, policy, engine, runtime.learner(cfg, policy, ref), build_allocator(cfg.allocation),
-                  build_refill(cfg.allocation), sampling_spec(cfg))
+    parts = Parts(
+        task,
+        policy,
+        engine,
+        runtime.learner(cfg, policy, ref),
+        build_allocator(cfg.allocation),
+        build_refill(cfg.allocation),
+        sampling_spec(cfg),
+    )
     evaluation = Evaluation(task, data.test, cfg)  # eval.suite's sets are loaded here, once
 
     def run_eval(step: int) -> dict[str, float]:
         t = time.perf_counter()
         values = evaluation(engine, seed=cfg.seed * 7919 + step)
         values[M.TIME_EVAL] = time.perf_counter() - t
-        recorder.record(step, values, rollouts_consumed=budget.rollouts, tokens_generated=budget.tokens,
-                        wall_seconds=budget.wall)
+        recorder.record(
+            step,
+            values,
+            rollouts_consumed=budget.rollouts,
+            tokens_generated=budget.tokens,
+            wall_seconds=budget.wall,
+        )
         # The budget rides along: a sweep trial reports it with the evaluation (ASHA's time attribute).
-        progress.update("eval", step, cfg.train.steps, values | {M.BUDGET_ROLLOUTS: budget.rollouts,
-                                                                 M.BUDGET_TOKENS: budget.tokens})
+        progress.update(
+            "eval",
+            step,
+            cfg.train.steps,
+            values | {M.BUDGET_ROLLOUTS: budget.rollouts, M.BUDGET_TOKENS: budget.tokens},
+        )
         return values
 
     if resume_from is not None:
@@ -331,26 +438,52 @@ def train(cfg: ExperimentConfig, recorder: Recorder, progress: Progress, *, chec
     else:
         rng, cursor, start = random.Random(cfg.seed), [], 1
         first = run_eval(0) | {M.WARM_START_LOSS: sft_loss, M.WARM_START_SECONDS: sft_seconds}
-        recorder.record(0, {M.WARM_START_LOSS: sft_loss, M.WARM_START_SECONDS: sft_seconds},
-                        rollouts_consumed=0, tokens_generated=0, wall_seconds=budget.wall)
+        recorder.record(
+            0,
+            {M.WARM_START_LOSS: sft_loss, M.WARM_START_SECONDS: sft_seconds},
+            rollouts_consumed=0,
+            tokens_generated=0,
+            wall_seconds=budget.wall,
+        )
         last = first
 
     def save(step: int) -> None:
         state = checkpoint.LoopState(step, rng.getstate(), list(cursor), budget.snapshot(), first, last)
-        path = checkpoint.save(checkpoint_dir, step, policy=policy, tokenizer=tokenizer, learner=parts.learner,
-                               allocator=parts.allocator, state=state, ref_model=ref, dp=runtime.dp)
+        path = checkpoint.save(
+            checkpoint_dir,
+            step,
+            policy=policy,
+            tokenizer=tokenizer,
+            learner=parts.learner,
+            allocator=parts.allocator,
+            state=state,
+            ref_model=ref,
+            dp=runtime.dp,
+        )
         recorder.checkpoint(step, path)
 
     for step in range(start, cfg.train.steps + 1):
         values, telemetry = rl_step(cfg, parts, data.train, step, rng, cursor, budget)
-        recorder.record(step, values, rollouts_consumed=budget.rollouts, tokens_generated=budget.tokens,
-                        wall_seconds=budget.wall)
+        recorder.record(
+            step,
+            values,
+            rollouts_consumed=budget.rollouts,
+            tokens_generated=budget.tokens,
+            wall_seconds=budget.wall,
+        )
         recorder.record_prompts(step, telemetry)
         progress.update("rl", step, cfg.train.steps, {"reward": values[M.ROLLOUT_REWARD]})
         if step % cfg.eval.every == 0 or step == cfg.train.steps:
             last = run_eval(step)
-        if step == cfg.train.steps or (cfg.runtime.checkpoint_every and step % cfg.runtime.checkpoint_every == 0):
+        if step == cfg.train.steps or (
+            cfg.runtime.checkpoint_every and step % cfg.runtime.checkpoint_every == 0
+        ):
             save(step)
-    return {"step0": first, "final": last, "rollouts_consumed": budget.rollouts,
-            "tokens_generated": budget.tokens, "wall_seconds": budget.wall,
-            "data_fingerprint": data.fingerprint()}
+    return {
+        "step0": first,
+        "final": last,
+        "rollouts_consumed": budget.rollouts,
+        "tokens_generated": budget.tokens,
+        "wall_seconds": budget.wall,
+        "data_fingerprint": data.fingerprint(),
+    }

@@ -20,12 +20,29 @@ class StoreRecorder:
     def __init__(self, store: ResultsStore, run_id: str):
         self.store, self.run_id = store, run_id
 
-    def record(self, step: int, values: dict[str, float], *, rollouts_consumed: int, tokens_generated: int,
-               wall_seconds: float) -> None:
-        self.store.log_metrics(self.run_id, [
-            MetricRow(step=step, name=k, value=float(v), rollouts_consumed=rollouts_consumed,
-                      tokens_generated=tokens_generated, wall_seconds=wall_seconds)
-            for k, v in values.items()])
+    def record(
+        self,
+        step: int,
+        values: dict[str, float],
+        *,
+        rollouts_consumed: int,
+        tokens_generated: int,
+        wall_seconds: float,
+    ) -> None:
+        self.store.log_metrics(
+            self.run_id,
+            [
+                MetricRow(
+                    step=step,
+                    name=k,
+                    value=float(v),
+                    rollouts_consumed=rollouts_consumed,
+                    tokens_generated=tokens_generated,
+                    wall_seconds=wall_seconds,
+                )
+                for k, v in values.items()
+            ],
+        )
 
     def record_prompts(self, step: int, rows: list[PromptStat]) -> None:
         """One step's per-prompt rows, keyed by (run, step, prompt) and as idempotent as `record`."""

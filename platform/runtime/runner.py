@@ -31,8 +31,14 @@ from dibs.platform.store import open_store
 def run_payload(cfg: ExperimentConfig, db_url: str, run_id: str, resume_from: str | None) -> RunPayload:
     """What an executor needs to run (or resume) one run: its config, where to record and checkpoint."""
     out_dir = Path(cfg.runtime.output_dir) / run_id
-    return RunPayload(cfg, cwd=str(Path.cwd()), db_url=db_url, run_id=run_id,
-                      checkpoint_dir=str((out_dir / "checkpoints").resolve()), resume_from=resume_from)
+    return RunPayload(
+        cfg,
+        cwd=str(Path.cwd()),
+        db_url=db_url,
+        run_id=run_id,
+        checkpoint_dir=str((out_dir / "checkpoints").resolve()),
+        resume_from=resume_from,
+    )
 
 
 def worker_main(payload: RunPayload) -> dict:
@@ -45,7 +51,9 @@ def worker_main(payload: RunPayload) -> dict:
     store = open_store(payload.db_url)
     recorder = StoreRecorder(store, payload.run_id)
     progress = QueueProgress(payload.queue) if payload.queue is not None else NullProgress()
-    return train(cfg, recorder, progress, checkpoint_dir=payload.checkpoint_dir, resume_from=payload.resume_from)
+    return train(
+        cfg, recorder, progress, checkpoint_dir=payload.checkpoint_dir, resume_from=payload.resume_from
+    )
 
 
 def cluster_address(configured: str | None) -> str | None:
@@ -117,8 +125,13 @@ def start_local_ray(num_cpus: float, *, dashboard: bool, log_to_driver: bool) ->
     import ray
 
     os.environ.setdefault("RAY_AUTH_MODE", "disabled")
-    ray.init(num_cpus=num_cpus, include_dashboard=dashboard, _node_ip_address="127.0.0.1",
-             log_to_driver=log_to_driver, configure_logging=False)
+    ray.init(
+        num_cpus=num_cpus,
+        include_dashboard=dashboard,
+        _node_ip_address="127.0.0.1",
+        log_to_driver=log_to_driver,
+        configure_logging=False,
+    )
 
 
 def _drain(q, on_progress: Callable[[tuple], None], stop: threading.Event) -> None:

@@ -25,7 +25,9 @@ def evaluation_values(run_id: str, step: int, set_name: str, k: int, temperature
     where = f"evaluation of {set_name!r} at step {step!r}"
     if not isinstance(set_name, str) or not set_name:
         raise ValueError(f"{where}: set_name must be a non-empty string")
-    counts = {name: count(name, value, where) for name, value in (("step", step), ("k", k), ("n", n_problems))}
+    counts = {
+        name: count(name, value, where) for name, value in (("step", step), ("k", k), ("n", n_problems))
+    }
     if counts["k"] < 1:
         raise ValueError(f"{where}: k must be >= 1, got {k}")
     if not float(temperature) >= 0:

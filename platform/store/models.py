@@ -226,7 +226,11 @@ class Evaluation(Base):
     __tablename__ = "evaluations"
     __table_args__ = (
         UniqueConstraint(
-            "run_id", "step", "set_name", "k", "temperature",
+            "run_id",
+            "step",
+            "set_name",
+            "k",
+            "temperature",
             name="uq_evaluations_run_id_step_set_name_k_temperature",
         ),
     )

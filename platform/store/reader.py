@@ -48,7 +48,9 @@ def resolve_run(conn: Connection, ref: str, shown: str) -> str:
 
 def read_metrics(conn: Connection, run_ids: Sequence[str], name: str | None = None) -> dict[str, list[dict]]:
     """Metric rows of each run (all of them, or those of metric ``name``) by step, then name."""
-    query = select(Metric.run_id, *(getattr(Metric, f) for f in METRIC_FIELDS)).where(Metric.run_id.in_(run_ids))
+    query = select(Metric.run_id, *(getattr(Metric, f) for f in METRIC_FIELDS)).where(
+        Metric.run_id.in_(run_ids)
+    )
     if name is not None:
         query = query.where(Metric.name == name)
     out: dict[str, list[dict]] = {run_id: [] for run_id in run_ids}
@@ -153,7 +155,13 @@ class StoreReader:
         with self._read() as conn:
             rows = conn.execute(query).all()
         return [
-            {**run_head(r), "config": r.config, "summary": r.summary, "sweep_id": r.sweep_id, "trial_id": r.trial_id}
+            {
+                **run_head(r),
+                "config": r.config,
+                "summary": r.summary,
+                "sweep_id": r.sweep_id,
+                "trial_id": r.trial_id,
+            }
             for r in rows
         ]
 
@@ -171,7 +179,9 @@ class StoreReader:
             run = read_run(conn, run_id)
             run["evaluations"] = read_evaluations(conn, run_id)
             steps = select(Checkpoint.step, Checkpoint.path).where(Checkpoint.run_id == run_id)
-            run["checkpoints"] = [{"step": s, "path": p} for s, p in conn.execute(steps.order_by(Checkpoint.step))]
+            run["checkpoints"] = [
+                {"step": s, "path": p} for s, p in conn.execute(steps.order_by(Checkpoint.step))
+            ]
         return {**run, "sweep_id": tags.sweep_id, "trial_id": tags.trial_id}
 
     def metrics(self, run_ids: Sequence[str], name: str | None = None) -> dict[str, list[dict]]:

@@ -260,7 +260,9 @@ class ResultsStore:
         with self._tx(write=True) as conn:
             return catalog.create_trial(conn, sweep_id, params, trial_id)
 
-    def update_trial(self, trial_id: str, *, status: str | None = None, objective: float | None = None) -> None:
+    def update_trial(
+        self, trial_id: str, *, status: str | None = None, objective: float | None = None
+    ) -> None:
         """Set a trial's status (one of ``models.TRIAL_STATUSES``) and/or its objective value."""
         with self._tx(write=True) as conn:
             catalog.update_trial(conn, trial_id, status=status, objective=objective)
@@ -270,8 +272,14 @@ class ResultsStore:
         if status not in FINAL_STATUSES:
             raise StoreError(f"status {status!r} is not one of {', '.join(FINAL_STATUSES)}")
         summary_json = None if summary is None else json_safe(dict(summary))
-        self._set_status(run_id, status=status, finished_at=datetime.now(timezone.utc), summary=summary_json,
-                         owner=None, lease_expires=None)
+        self._set_status(
+            run_id,
+            status=status,
+            finished_at=datetime.now(timezone.utc),
+            summary=summary_json,
+            owner=None,
+            lease_expires=None,
+        )
 
     def take_lease(self, run_id: str, owner: str, *, force: bool = False,
                    lease_seconds: float = LEASE_SECONDS) -> None:  # fmt: skip
@@ -285,13 +293,18 @@ class ResultsStore:
         with self._tx(write=True) as conn:
             return lease.renew(conn, run_id, owner, seconds=lease_seconds)
 
-    def release_run(self, run_id: str, owner: str, status: str, summary: Mapping[str, Any] | None = None) -> bool:
+    def release_run(
+        self, run_id: str, owner: str, status: str, summary: Mapping[str, Any] | None = None
+    ) -> bool:
         """``finish_run`` for the lease's holder: close the run and free it; ``False`` (nothing written)
         when ``owner`` no longer holds it."""
         if status not in FINAL_STATUSES:
             raise StoreError(f"status {status!r} is not one of {', '.join(FINAL_STATUSES)}")
-        values = {"status": status, "finished_at": datetime.now(timezone.utc),
-                  "summary": None if summary is None else json_safe(dict(summary))}
+        values = {
+            "status": status,
+            "finished_at": datetime.now(timezone.utc),
+            "summary": None if summary is None else json_safe(dict(summary)),
+        }
         with self._tx(write=True) as conn:
             return lease.release(conn, run_id, owner, values)
 

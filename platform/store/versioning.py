@@ -70,8 +70,12 @@ def adopt_legacy_version(conn: Connection, ours: set[str]) -> None:
     mine = legacy_revisions(conn, ours)
     if not mine:
         return
-    table = sa.Table(VERSION_TABLE, sa.MetaData(), sa.Column("version_num", sa.String(32), nullable=False),
-                     sa.PrimaryKeyConstraint("version_num", name=f"{VERSION_TABLE}_pkc"))
+    table = sa.Table(
+        VERSION_TABLE,
+        sa.MetaData(),
+        sa.Column("version_num", sa.String(32), nullable=False),
+        sa.PrimaryKeyConstraint("version_num", name=f"{VERSION_TABLE}_pkc"),
+    )
     table.create(conn)
     conn.execute(table.insert(), [{"version_num": r} for r in mine])
     legacy = sa.table(LEGACY_VERSION_TABLE, sa.column("version_num"))

@@ -68,8 +68,13 @@ def searcher(sweep: SweepConfig, db_url: str, sweep_id: str):
     metrics, modes = zip(*s.objectives)
     storage = SweepStorage(db_url)  # the results database itself (Optuna's own tables)
     multi = len(metrics) > 1
-    return OptunaSearch(metric=list(metrics) if multi else metrics[0], mode=list(modes) if multi else modes[0],
-                        seed=s.seed, storage=storage, study_name=sweep_id)
+    return OptunaSearch(
+        metric=list(metrics) if multi else metrics[0],
+        mode=list(modes) if multi else modes[0],
+        seed=s.seed,
+        storage=storage,
+        study_name=sweep_id,
+    )
 
 
 def scheduler(sweep: SweepConfig, base: ExperimentConfig):
@@ -80,8 +85,12 @@ def scheduler(sweep: SweepConfig, base: ExperimentConfig):
     a = sweep.scheduler.asha
     # ASHA ends a trial once it reaches max_t; by default no trial gets there before its own last report
     # (searched parameters such as the probe size or dapo's refills move a run's budget).
-    return ASHAScheduler(time_attr=ROLLOUTS, max_t=a.max_t or 10 * budget_estimate(base) * sweep.repeats,
-                         grace_period=a.grace_period, reduction_factor=a.reduction_factor)
+    return ASHAScheduler(
+        time_attr=ROLLOUTS,
+        max_t=a.max_t or 10 * budget_estimate(base) * sweep.repeats,
+        grace_period=a.grace_period,
+        reduction_factor=a.reduction_factor,
+    )
 
 
 def budget_estimate(cfg: ExperimentConfig) -> int:
@@ -99,8 +108,11 @@ def trial_cpus(cfg: ExperimentConfig) -> float:
 def cpus_per_trial(cfg: ExperimentConfig) -> float:
     from dibs.platform.runtime.distributed import learner_bundle
 
-    return cfg.learner.num_workers * learner_bundle(cfg, gpu=False)["CPU"] if cfg.distributed \
+    return (
+        cfg.learner.num_workers * learner_bundle(cfg, gpu=False)["CPU"]
+        if cfg.distributed
         else cfg.runtime.num_threads
+    )
 
 
 def max_concurrent(sweep: SweepConfig, base: ExperimentConfig, cluster_cpus: float) -> int:
@@ -109,6 +121,7 @@ def max_concurrent(sweep: SweepConfig, base: ExperimentConfig, cluster_cpus: flo
 
 
 # --- the trial ------------------------------------------------------------------------------------
+
 
 def trial_main(params: dict, spec: dict) -> None:
     """One Tune trial (see the module docstring). `spec` is the sweep's SPEC_FILE content."""
@@ -133,8 +146,16 @@ def trial_main(params: dict, spec: dict) -> None:
     final = {k: sum(f[k] for f in finals) / len(finals) for k in finals[0] if k.startswith("eval/")}
     objective = final.get(spec["objectives"][0][0])
     store.update_trial(trial_id, status="finished", objective=objective)
-    tune.report(final | {ROLLOUTS: spent["rollouts"], TOKENS: spent["tokens"], STEP: cfg.train.steps,
-                         "repeat": spec["repeats"] - 1, "done": True})
+    tune.report(
+        final
+        | {
+            ROLLOUTS: spent["rollouts"],
+            TOKENS: spent["tokens"],
+            STEP: cfg.train.steps,
+            "repeat": spec["repeats"] - 1,
+            "done": True,
+        }
+    )
 
 
 def has_trial(store, sweep_id: str, trial_id: str) -> bool:
@@ -157,16 +178,26 @@ def _trial_run(store, cfg: ExperimentConfig, spec: dict, trial_id: str, repeat: 
     if run_id in known:
         if known[run_id]["status"] == "finished":
             return store.get_run(run_id)["summary"]
-        picked = checkpoint_check.choose(store.checkpoints(run_id),
-                                         run_dir=Path(cfg.runtime.output_dir) / run_id, model=cfg.model,
-                                         alphabet=make_task(cfg.task).alphabet)
+        picked = checkpoint_check.choose(
+            store.checkpoints(run_id),
+            run_dir=Path(cfg.runtime.output_dir) / run_id,
+            model=cfg.model,
+            alphabet=make_task(cfg.task).alphabet,
+        )
         resume_from = picked[1] if picked else None
         store.resume_run(run_id)
     else:
-        store.create_run(name=f"{spec['name']}/{trial_id.rsplit('-', 1)[-1]}/s{repeat}",
-                         experiment=spec["base_path"], config=cfg.model_dump(mode="json"),
-                         git_commit=git_commit(), versions=package_versions(), seed=cfg.seed, run_id=run_id,
-                         sweep_id=spec["sweep_id"], trial_id=trial_id)
+        store.create_run(
+            name=f"{spec['name']}/{trial_id.rsplit('-', 1)[-1]}/s{repeat}",
+            experiment=spec["base_path"],
+            config=cfg.model_dump(mode="json"),
+            git_commit=git_commit(),
+            versions=package_versions(),
+            seed=cfg.seed,
+            run_id=run_id,
+            sweep_id=spec["sweep_id"],
+            trial_id=trial_id,
+        )
     events: queue.Queue = queue.Queue()
     result: dict = {}
     execute = run_ray if cfg.distributed else run_inline
@@ -185,9 +216,15 @@ def _trial_run(store, cfg: ExperimentConfig, spec: dict, trial_id: str, repeat: 
         except queue.Empty:
             continue
         if stage == "eval":
-            tune.report({k: v for k, v in info.items() if k.startswith("eval/")} | {
-                ROLLOUTS: spent["rollouts"] + int(info.get(M.BUDGET_ROLLOUTS, 0)),
-                TOKENS: spent["tokens"] + int(info.get(M.BUDGET_TOKENS, 0)), STEP: step, "repeat": repeat})
+            tune.report(
+                {k: v for k, v in info.items() if k.startswith("eval/")}
+                | {
+                    ROLLOUTS: spent["rollouts"] + int(info.get(M.BUDGET_ROLLOUTS, 0)),
+                    TOKENS: spent["tokens"] + int(info.get(M.BUDGET_TOKENS, 0)),
+                    STEP: step,
+                    "repeat": repeat,
+                }
+            )
     if "error" in result:
         store.finish_run(run_id, "failed")
         raise result["error"]
@@ -196,6 +233,7 @@ def _trial_run(store, cfg: ExperimentConfig, spec: dict, trial_id: str, repeat: 
 
 
 # --- results --------------------------------------------------------------------------------------
+
 
 def pareto_front(rows: list[dict], objectives: list[tuple[str, str]]) -> list[dict]:
     """Rows no other row beats on every objective (and strictly on one); rows missing one are left out."""

@@ -78,19 +78,27 @@ class Dimension(_Strict):
 
     @property
     def kind(self) -> str:
-        return next(k for k in ("uniform", "loguniform", "int", "choice")
-                    if getattr(self, "int_" if k == "int" else k) is not None)
+        return next(
+            k
+            for k in ("uniform", "loguniform", "int", "choice")
+            if getattr(self, "int_" if k == "int" else k) is not None
+        )
 
     def extremes(self) -> list[Any]:
         """The values that bound this axis: both ends of a range, every choice."""
-        return list(self.choice) if self.choice is not None else list(self.uniform or self.loguniform or self.int_)
+        return (
+            list(self.choice)
+            if self.choice is not None
+            else list(self.uniform or self.loguniform or self.int_)
+        )
 
 
 class SearchConfig(_Strict):
     algorithm: Literal["optuna", "random", "grid"] = "optuna"
     num_samples: int = Field(8, ge=1, description="trials (grid: repeats of the whole grid)")
-    max_concurrent: int = Field(1, ge=1, description="trials at once, at most; fewer if the cluster's "
-                                "CPUs cannot hold that many")
+    max_concurrent: int = Field(
+        1, ge=1, description="trials at once, at most; fewer if the cluster's CPUs cannot hold that many"
+    )
     seed: int = Field(0, ge=0, le=SEED_MAX)
     metric: str | list[str] = "eval/accuracy"
     mode: Literal["max", "min"] | list[Literal["max", "min"]] = "max"
@@ -118,8 +126,9 @@ class SearchConfig(_Strict):
 class AshaConfig(_Strict):
     grace_period: int = Field(1, ge=1, description="rollouts consumed before a trial can be stopped")
     reduction_factor: float = Field(2, gt=1)
-    max_t: int | None = Field(None, ge=1, description="rollouts at which a trial ends; None: 10x the base "
-                              "experiment's whole budget")
+    max_t: int | None = Field(
+        None, ge=1, description="rollouts at which a trial ends; None: 10x the base experiment's whole budget"
+    )
 
 
 class SchedulerConfig(_Strict):
@@ -129,7 +138,9 @@ class SchedulerConfig(_Strict):
 class SweepConfig(_Strict):
     name: str = "sweep"
     base: str
-    fixed: dict[str, Any] = Field(default_factory=dict, description="dotted overrides of the base for every trial")
+    fixed: dict[str, Any] = Field(
+        default_factory=dict, description="dotted overrides of the base for every trial"
+    )
     space: dict[str, Dimension]
     search: SearchConfig = SearchConfig()
     scheduler: SchedulerConfig | None = None
@@ -145,7 +156,9 @@ class SweepConfig(_Strict):
     def _dotted(cls, v: dict) -> dict:
         for key in v:
             if not DOTTED_KEY.fullmatch(key):
-                raise ValueError(f"{strict_yaml.shorten(key)!r}: expected a dotted config key (letters, digits, _ between dots)")
+                raise ValueError(
+                    f"{strict_yaml.shorten(key)!r}: expected a dotted config key (letters, digits, _ between dots)"
+                )
         return v
 
     @model_validator(mode="after")
@@ -171,11 +184,15 @@ def load_sweep(path: str | Path) -> tuple[SweepConfig, ExperimentConfig, Path]:
         raise ConfigError(format_error(str(path), e)) from None
     base_path = (path.parent / sweep.base).resolve()
     if not base_path.is_file():
-        raise ConfigError(f"{path}: base: no such experiment file {sweep.base!r} (relative to the sweep file)")
+        raise ConfigError(
+            f"{path}: base: no such experiment file {sweep.base!r} (relative to the sweep file)"
+        )
     base = load_config(base_path, [f"{k}={yaml_scalar(v)}" for k, v in sweep.fixed.items()])
     check_task_kind(base.task, str(base_path))
     if base.seed + sweep.repeats - 1 > SEED_MAX:  # repeats run seeds seed, seed+1, ...: the last must fit too
-        raise ConfigError(f"{path}: repeats: {sweep.repeats} seeds from the base's {base.seed} pass {SEED_MAX}")
+        raise ConfigError(
+            f"{path}: repeats: {sweep.repeats} seeds from the base's {base.seed} pass {SEED_MAX}"
+        )
     check_space(sweep, base, str(path))
     return sweep, base, base_path
 
@@ -189,8 +206,9 @@ def check_space(sweep: SweepConfig, base: ExperimentConfig, source: str) -> None
                 trial_config(data, {key: value}, seed=base.seed)
             except ConfigError as e:
                 detail = str(e).split(": ", 1)[-1]
-                raise ConfigError(f"{source}: space.{key}: value {value!r} does not fit the base experiment "
-                                  f"({detail})") from None
+                raise ConfigError(
+                    f"{source}: space.{key}: value {value!r} does not fit the base experiment ({detail})"
+                ) from None
 
 
 def trial_config(base: dict, params: dict[str, Any], *, seed: int) -> ExperimentConfig:

@@ -46,13 +46,27 @@ def start_spec(path: str, db_url: str, output_dir: str) -> dict:
     sweep_id = new_sweep_id()
     store = open_store(db_url)
     objective, mode = sweep.search.objectives[0]
-    store.create_sweep(name=sweep.name, experiment=str(base_path), objective=objective, mode=mode,
-                       space={k: d.model_dump(by_alias=True, exclude_none=True) for k, d in sweep.space.items()},
-                       sweep_id=sweep_id)
-    spec = {"sweep_id": sweep_id, "name": sweep.name, "sweep": sweep.model_dump(mode="json", by_alias=True),
-            "sweep_path": str(Path(path).resolve()), "base_path": str(base_path), "base": config_to_dict(base),
-            "repeats": sweep.repeats, "objectives": sweep.search.objectives, "db_url": store.url,
-            "cwd": str(Path.cwd()), "dir": str((Path(output_dir) / "sweeps" / sweep_id).resolve())}
+    store.create_sweep(
+        name=sweep.name,
+        experiment=str(base_path),
+        objective=objective,
+        mode=mode,
+        space={k: d.model_dump(by_alias=True, exclude_none=True) for k, d in sweep.space.items()},
+        sweep_id=sweep_id,
+    )
+    spec = {
+        "sweep_id": sweep_id,
+        "name": sweep.name,
+        "sweep": sweep.model_dump(mode="json", by_alias=True),
+        "sweep_path": str(Path(path).resolve()),
+        "base_path": str(base_path),
+        "base": config_to_dict(base),
+        "repeats": sweep.repeats,
+        "objectives": sweep.search.objectives,
+        "db_url": store.url,
+        "cwd": str(Path.cwd()),
+        "dir": str((Path(output_dir) / "sweeps" / sweep_id).resolve()),
+    }
     Path(spec["dir"]).mkdir(parents=True, exist_ok=True)
     (Path(spec["dir"]) / SPEC_FILE).write_text(json.dumps(masked(spec), indent=2))
     return spec
@@ -86,8 +100,13 @@ class LiveTable(Callback):
             t.add_column(col)
         for tid, row in self.rows.items():
             best = row.get("best")
-            t.add_row(tid, *[_fmt(row["params"].get(k)) for k in keys], row["status"],
-                      "-" if best is None else f"{best:.4f}", str(row.get("rollouts", 0)))
+            t.add_row(
+                tid,
+                *[_fmt(row["params"].get(k)) for k in keys],
+                row["status"],
+                "-" if best is None else f"{best:.4f}",
+                str(row.get("rollouts", 0)),
+            )
         return t
 
     def _update(self, trial, status: str, result: dict | None = None) -> None:
@@ -146,7 +165,9 @@ class StoreStatus(Callback):
         if not has_trial(store, self.spec["sweep_id"], trial_id):
             return  # it never started a run
         value = result.get(self.metric)
-        store.update_trial(trial_id, status=status, objective=value if isinstance(value, (int, float)) else None)
+        store.update_trial(
+            trial_id, status=status, objective=value if isinstance(value, (int, float)) else None
+        )
         for run in store.list_runs():
             if run["trial_id"] == trial_id and run["status"] == "running":
                 store.finish_run(run["id"], "failed" if status == "failed" else "stopped")
@@ -173,7 +194,9 @@ def run_sweep(spec: dict, *, resume: bool, console: Console | None = None) -> di
     sweep = SweepConfig.model_validate(spec["sweep"])
     base = trial_config(spec["base"], {}, seed=spec["base"]["seed"])
     if not ray.is_initialized() and (address := cluster_address(base.runtime.address)):
-        ray.init(address=address, log_to_driver=False)  # the experiment's cluster, or a Ray job's (`dibs submit`)
+        ray.init(
+            address=address, log_to_driver=False
+        )  # the experiment's cluster, or a Ray job's (`dibs submit`)
     elif not ray.is_initialized():
         from dibs.platform.runtime.runner import start_local_ray
 
@@ -184,7 +207,9 @@ def run_sweep(spec: dict, *, resume: bool, console: Console | None = None) -> di
     with store_url_for_restore(spec["db_url"]):  # Tune's pickles hold the URL masked (sweep_storage.py)
         if resume and tune.Tuner.can_restore(str(path)):
             tuner = tune.Tuner.restore(str(path), trainable, resume_unfinished=True, resume_errored=True)
-            tuner._local_tuner._run_config.callbacks = callbacks  # the live table is not pickled with the Tuner
+            tuner._local_tuner._run_config.callbacks = (
+                callbacks  # the live table is not pickled with the Tuner
+            )
         else:
             tuner = _new_tuner(spec, sweep, base, trainable, callbacks, ray.cluster_resources().get("CPU", 1))
         results = tuner.fit()
@@ -193,7 +218,11 @@ def run_sweep(spec: dict, *, resume: bool, console: Console | None = None) -> di
     out = {"sweep_id": spec["sweep_id"], "trials": len(results), "finished": len(rows), "best": None}
     if best is not None:
         yaml_path = write_best_yaml(spec["base_path"], sweep.fixed | best["config"], path / BEST_FILE)
-        out |= {"best": {k: best[k] for k in best if k != "config"}, "params": best["config"], "yaml": str(yaml_path)}
+        out |= {
+            "best": {k: best[k] for k in best if k != "config"},
+            "params": best["config"],
+            "yaml": str(yaml_path),
+        }
     return out
 
 
@@ -202,12 +231,21 @@ def _new_tuner(spec: dict, sweep: SweepConfig, base, trainable, callbacks, clust
 
     single = len(spec["objectives"]) == 1
     metric, mode = spec["objectives"][0]
-    cfg = tune.TuneConfig(search_alg=searcher(sweep, spec["db_url"], spec["sweep_id"]),
-                          scheduler=scheduler(sweep, base), num_samples=sweep.search.num_samples,
-                          max_concurrent_trials=max_concurrent(sweep, base, cluster_cpus),
-                          metric=metric if single else None, mode=mode if single else None)
-    run = tune.RunConfig(name=spec["sweep_id"], storage_path=str(Path(spec["dir"]).parent), verbose=0,
-                         callbacks=callbacks, failure_config=tune.FailureConfig(max_failures=0))
+    cfg = tune.TuneConfig(
+        search_alg=searcher(sweep, spec["db_url"], spec["sweep_id"]),
+        scheduler=scheduler(sweep, base),
+        num_samples=sweep.search.num_samples,
+        max_concurrent_trials=max_concurrent(sweep, base, cluster_cpus),
+        metric=metric if single else None,
+        mode=mode if single else None,
+    )
+    run = tune.RunConfig(
+        name=spec["sweep_id"],
+        storage_path=str(Path(spec["dir"]).parent),
+        verbose=0,
+        callbacks=callbacks,
+        failure_config=tune.FailureConfig(max_failures=0),
+    )
     return tune.Tuner(trainable, param_space=tune_space(sweep), tune_config=cfg, run_config=run)
 
 
@@ -251,11 +289,15 @@ def resume_url(recorded: str, given: str | None, sweep_id: str) -> str:
 
     if given is None:
         if url_password(recorded) == MASK:
-            raise ConfigError(f"--resume {sweep_id}: its store {recorded} needs the password: pass --db URL "
-                              f"or set ${DB_ENV}")
+            raise ConfigError(
+                f"--resume {sweep_id}: its store {recorded} needs the password: pass --db URL "
+                f"or set ${DB_ENV}"
+            )
         return recorded
     given = store_url(given)
     if without_password(given) != without_password(recorded):
-        raise ConfigError(f"--resume {sweep_id}: --db/${DB_ENV} {display_url(given)} is not the sweep's store "
-                          f"{display_url(recorded)}")
+        raise ConfigError(
+            f"--resume {sweep_id}: --db/${DB_ENV} {display_url(given)} is not the sweep's store "
+            f"{display_url(recorded)}"
+        )
     return given

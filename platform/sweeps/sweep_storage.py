@@ -40,6 +40,8 @@ class SweepStorage(optuna.storages.RDBStorage):
     def __setstate__(self, state: dict[Any, Any]) -> None:
         url = _RESTORE_URL.get()
         if url is None or display_url(url) != state["url"]:
-            raise StoreError(f"sweep storage {state['url']}: restored without its store URL "
-                             "(dibs sweep --resume takes it from --db or $DIBS_DB_URL)")
+            raise StoreError(
+                f"sweep storage {state['url']}: restored without its store URL "
+                "(dibs sweep --resume takes it from --db or $DIBS_DB_URL)"
+            )
         super().__setstate__(state | {"url": url})

@@ -106,10 +106,14 @@ def _sft_mix(cfg: TaskConfig, seed: int, held: set[str]) -> list[Problem]:
     n_long = round(cfg.sft_size * cfg.sft_long_fraction) if longest > cfg.min_terms else 0
     short_cfg = cfg.model_copy(update={"max_terms": cfg.min_terms})
     long_cfg = cfg.model_copy(update={"min_terms": min(cfg.min_terms + 1, longest), "max_terms": longest})
-    short = [p for p in _generate(short_cfg, seed=_split_seed(seed, 3), size=2 * cfg.sft_size)
-             if p.prompt not in held]
-    long = [p for p in _generate(long_cfg, seed=_split_seed(seed, 4), size=2 * n_long + 1)
-            if p.prompt not in held][:n_long]
+    short = [
+        p
+        for p in _generate(short_cfg, seed=_split_seed(seed, 3), size=2 * cfg.sft_size)
+        if p.prompt not in held
+    ]
+    long = [
+        p for p in _generate(long_cfg, seed=_split_seed(seed, 4), size=2 * n_long + 1) if p.prompt not in held
+    ][:n_long]
     short = short[: cfg.sft_size - len(long)]
     # Bresenham-style interleave: position i takes a long problem when the running share falls behind.
     out, li, si = [], 0, 0
@@ -132,14 +136,16 @@ def build_splits(cfg: TaskConfig, seed: int) -> TaskData:
     The warm start only sees chains up to `sft_max_terms` terms, so RL has longer chains to improve on.
     """
     # Draw more than needed so that filtering duplicates still leaves `size` problems.
-    test = _disjoint(_generate(cfg, seed=_split_seed(seed, 1), size=3 * cfg.test_size),
-                     set(), cfg.test_size)
+    test = _disjoint(_generate(cfg, seed=_split_seed(seed, 1), size=3 * cfg.test_size), set(), cfg.test_size)
     held = {p.prompt for p in test}
-    train = _disjoint(_generate(cfg, seed=_split_seed(seed, 2), size=3 * cfg.train_size),
-                      held, cfg.train_size)
+    train = _disjoint(
+        _generate(cfg, seed=_split_seed(seed, 2), size=3 * cfg.train_size), held, cfg.train_size
+    )
     sft = _sft_mix(cfg, seed, held | {p.prompt for p in train})
     for name, split, want in (("test", test, cfg.test_size), ("train", train, cfg.train_size)):
         if len(split) < want:
-            raise ValueError(f"task: only {len(split)} distinct {name} problems for {name}_size={want}; "
-                             "widen the digit or term range")
+            raise ValueError(
+                f"task: only {len(split)} distinct {name} problems for {name}_size={want}; "
+                "widen the digit or term range"
+            )
     return TaskData(sft=sft, train=train, test=test)

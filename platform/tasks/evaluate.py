@@ -22,20 +22,27 @@ from dibs.platform.tasks.base import Problem, Task
 def score_groups(task: Task, rollouts: Rollouts, problems: list[Problem]) -> torch.Tensor:
     """[B] reward of each sample of a grouped batch: sample b answers problems[group_ids[b]]. Prompts with
     no samples (count 0) simply have no rows."""
-    return torch.tensor([float(task.reward(text, problems[g], stopped=bool(s)))
-                         for text, s, g in zip(rollouts.texts, rollouts.stopped.tolist(),
-                                               rollouts.group_ids.tolist())])
+    return torch.tensor(
+        [
+            float(task.reward(text, problems[g], stopped=bool(s)))
+            for text, s, g in zip(rollouts.texts, rollouts.stopped.tolist(), rollouts.group_ids.tolist())
+        ]
+    )
 
 
-def evaluate(engine: RolloutEngine, task: Task, problems: list[Problem], cfg: EvalConfig, *,
-             seed: int) -> dict[str, float]:
+def evaluate(
+    engine: RolloutEngine, task: Task, problems: list[Problem], cfg: EvalConfig, *, seed: int
+) -> dict[str, float]:
     """One evaluation of the current policy on `problems`; returns {metric name: value}."""
     prompts = [p.prompt for p in problems]
-    greedy = engine.generate(prompts, [1] * len(prompts), SamplingSpec(max_new_tokens=cfg.max_new_tokens,
-                                                                       greedy=True), seed=seed)
+    greedy = engine.generate(
+        prompts, [1] * len(prompts), SamplingSpec(max_new_tokens=cfg.max_new_tokens, greedy=True), seed=seed
+    )
     correct = score_groups(task, greedy, problems)
-    formed = [task.well_formed(t, p, stopped=bool(s))
-              for t, s, p in zip(greedy.texts, greedy.stopped.tolist(), problems)]
+    formed = [
+        task.well_formed(t, p, stopped=bool(s))
+        for t, s, p in zip(greedy.texts, greedy.stopped.tolist(), problems)
+    ]
     out = {
         M.EVAL_ACCURACY: float(correct.mean()),
         M.EVAL_FORMAT_RATE: sum(formed) / len(formed),
@@ -48,9 +55,12 @@ def evaluate(engine: RolloutEngine, task: Task, problems: list[Problem], cfg: Ev
             by_level[level].append(c)
     for level, vals in sorted(by_level.items()):
         out[M.eval_accuracy_at(level)] = sum(vals) / len(vals)
-    sampled = engine.generate(prompts, [cfg.k] * len(prompts),
-                              SamplingSpec(temperature=cfg.temperature, max_new_tokens=cfg.max_new_tokens),
-                              seed=seed + 1)
+    sampled = engine.generate(
+        prompts,
+        [cfg.k] * len(prompts),
+        SamplingSpec(temperature=cfg.temperature, max_new_tokens=cfg.max_new_tokens),
+        seed=seed + 1,
+    )
     out[M.EVAL_MEAN_AT_K] = float(score_groups(task, sampled, problems).mean())
     return out
 

@@ -26,8 +26,10 @@ from dibs.platform.tasks.math import gold_text, last_boxed
 # (not through a tokenizer's chat template) so that any tokenizer, the demo's tiny one included, gets
 # the same prompt.
 TEMPLATES = {
-    "qwen25-math-cot": ("<|im_start|>system\nPlease reason step by step, and put your final answer within "
-                        "\\boxed{{}}.<|im_end|>\n<|im_start|>user\n{problem}<|im_end|>\n<|im_start|>assistant\n"),
+    "qwen25-math-cot": (
+        "<|im_start|>system\nPlease reason step by step, and put your final answer within "
+        "\\boxed{{}}.<|im_end|>\n<|im_start|>user\n{problem}<|im_end|>\n<|im_start|>assistant\n"
+    ),
     "plain": "{problem}",
 }
 SUITES = {"math5": ("math500", "minerva_math", "olympiad_bench", "aime24", "amc23")}
@@ -107,6 +109,7 @@ def load_train_file(path: str | Path, template: str = "qwen25-math-cot") -> list
 
 # --- the evaluation sets ----------------------------------------------------------------------------
 
+
 def _olympiad(row: dict) -> tuple[str, str]:
     # `context` is null in this release; kept in front of the problem when a row has one.
     problem = f"{row['context']}\n{row['problem']}" if row.get("context") else row["problem"]
@@ -129,8 +132,13 @@ EVAL_FORMATS: dict[str, Callable[[dict], tuple[str, str]]] = {
 }
 
 
-def load_eval_set(name: str, data_dir: str | Path | None = None, *, template: str = "qwen25-math-cot",
-                  limit: int | None = None) -> list[MathProblem]:
+def load_eval_set(
+    name: str,
+    data_dir: str | Path | None = None,
+    *,
+    template: str = "qwen25-math-cot",
+    limit: int | None = None,
+) -> list[MathProblem]:
     """The first `limit` problems (all when None) of one evaluation set, e.g. `math500`. A missing or
     malformed file is one ConfigError line naming the file (and the row)."""
     path = Path(data_dir or default_data_dir()) / f"{name}.jsonl"
@@ -142,8 +150,11 @@ def load_eval_set(name: str, data_dir: str | Path | None = None, *, template: st
             if limit is not None and len(out) >= limit:
                 break
             problem, answer = _eval_row(name, row, f"{path}: row {n}")
-            out.append(MathProblem(render(problem, template), answer, problem=problem,
-                                   solution=row.get("solution") or ""))
+            out.append(
+                MathProblem(
+                    render(problem, template), answer, problem=problem, solution=row.get("solution") or ""
+                )
+            )
     except (OSError, UnicodeDecodeError, ValueError) as e:  # unreadable, not UTF-8, not JSON
         raise ConfigError(str(e) if str(e).startswith(str(path)) else f"{path}: cannot read: {e}") from None
     if not out:
@@ -167,8 +178,13 @@ def _eval_row(name: str, row: object, where: str) -> tuple[str, str]:
     return problem, answer
 
 
-def load_suite(suite: str, data_dir: str | Path | None = None, *, template: str = "qwen25-math-cot",
-               limit: int | None = None) -> dict[str, list[MathProblem]]:
+def load_suite(
+    suite: str,
+    data_dir: str | Path | None = None,
+    *,
+    template: str = "qwen25-math-cot",
+    limit: int | None = None,
+) -> dict[str, list[MathProblem]]:
     """{set name: problems} for a suite (`math5`: the paper's five sets, docs/method.md §6)."""
     return {name: load_eval_set(name, data_dir, template=template, limit=limit) for name in SUITES[suite]}
 

@@ -33,14 +33,20 @@ def register_task(kind: str, factory: TaskFactory, *, replace: bool = False) -> 
     """Make `task.kind: <kind>` build its task with `factory(task_config)`. Registering the same factory
     again is a no-op; another factory under a taken kind needs `replace=True`."""
     if not isinstance(kind, str) or not re.fullmatch(TASK_KIND_PATTERN, kind):
-        raise ValueError(f"register_task: kind {kind!r} must match {TASK_KIND_PATTERN} (lower case, digits, _)")
+        raise ValueError(
+            f"register_task: kind {kind!r} must match {TASK_KIND_PATTERN} (lower case, digits, _)"
+        )
     if not callable(factory):
-        raise TypeError(f"register_task: the factory of {kind!r} must be callable (TaskConfig -> task), "
-                        f"got {type(factory).__name__}")
+        raise TypeError(
+            f"register_task: the factory of {kind!r} must be callable (TaskConfig -> task), "
+            f"got {type(factory).__name__}"
+        )
     old = _TASKS.get(kind)
     if old is not None and old is not factory and not replace:
-        raise ValueError(f"register_task: task kind {kind!r} is already registered "
-                         f"({getattr(old, '__name__', old)!s}); pass replace=True to replace it")
+        raise ValueError(
+            f"register_task: task kind {kind!r} is already registered "
+            f"({getattr(old, '__name__', old)!s}); pass replace=True to replace it"
+        )
     _TASKS[kind] = factory
 
 
@@ -51,8 +57,10 @@ def known_kinds() -> list[str]:
 def check_task_kind(cfg: TaskConfig, source: str = "<config>") -> None:
     """A ConfigError naming `task.kind` and the known kinds unless `cfg.kind` is registered."""
     if cfg.kind not in _TASKS:
-        raise ConfigError(f"{source}: task.kind: unknown task kind {cfg.kind!r}; known kinds: "
-                          f"{', '.join(known_kinds())} (register_task adds one, platform/tasks/registry.py)")
+        raise ConfigError(
+            f"{source}: task.kind: unknown task kind {cfg.kind!r}; known kinds: "
+            f"{', '.join(known_kinds())} (register_task adds one, platform/tasks/registry.py)"
+        )
 
 
 def make_task(cfg: TaskConfig) -> Task:

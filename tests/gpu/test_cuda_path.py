@@ -37,8 +37,14 @@ def tiny():
 
 
 def kwargs():
-    return {"lr": 1e-2, "weight_decay": 0.0, "grad_clip": 1e6, "micro_batch_size": 4, "total_steps": 2,
-            "algorithm": "grpo"}
+    return {
+        "lr": 1e-2,
+        "weight_decay": 0.0,
+        "grad_clip": 1e6,
+        "micro_batch_size": 4,
+        "total_steps": 2,
+        "algorithm": "grpo",
+    }
 
 
 def test_greedy_generation_on_cuda_matches_cpu_and_comes_back_on_cpu(tiny):
@@ -53,7 +59,9 @@ def test_greedy_generation_on_cuda_matches_cpu_and_comes_back_on_cpu(tiny):
 
 def test_update_and_grad_norm_estimates_on_cuda_match_cpu(tiny):
     model, tok = tiny
-    ro = HFEngine(copy.deepcopy(model), tok).generate(PROMPTS, COUNTS, SamplingSpec(max_new_tokens=10), seed=1)
+    ro = HFEngine(copy.deepcopy(model), tok).generate(
+        PROMPTS, COUNTS, SamplingSpec(max_new_tokens=10), seed=1
+    )
     adv = torch.linspace(-1.0, 1.0, len(ro.texts))
     out = {}
     for dev in ("cpu", "cuda"):
@@ -77,7 +85,9 @@ def free_port() -> int:
 def test_deepspeed_on_nccl_steps_like_the_torch_learner(tiny, stage, monkeypatch):
     deepspeed = pytest.importorskip("deepspeed")
     model, tok = tiny
-    ro = HFEngine(copy.deepcopy(model), tok).generate(PROMPTS, COUNTS, SamplingSpec(max_new_tokens=10), seed=1)
+    ro = HFEngine(copy.deepcopy(model), tok).generate(
+        PROMPTS, COUNTS, SamplingSpec(max_new_tokens=10), seed=1
+    )
     adv = torch.linspace(-1.0, 1.0, len(ro.texts))
     ref = copy.deepcopy(model).cuda()
     want = TorchLearner(ref, **kwargs()).update(ro, adv, seed=3)
@@ -110,13 +120,25 @@ def task_data():
 
 
 def test_colocated_engine_and_learner_train_on_the_gpu(tmp_path):
-    cfg = load_config("experiments/smoke.yaml", [
-        f"model.cache_dir={tmp_path}/models", "runtime.device=cuda", "train.steps=3", "eval.every=3",
-        "allocation.allocator=gvm", "allocation.n_probe=2", "train.kl_coef=0.01", "task.test_size=16"])
+    cfg = load_config(
+        "experiments/smoke.yaml",
+        [
+            f"model.cache_dir={tmp_path}/models",
+            "runtime.device=cuda",
+            "train.steps=3",
+            "eval.every=3",
+            "allocation.allocator=gvm",
+            "allocation.n_probe=2",
+            "train.kl_coef=0.01",
+            "task.test_size=16",
+        ],
+    )
     rec = MemoryRecorder()
     torch.cuda.reset_peak_memory_stats()
     summary = train(cfg, rec, NullProgress(), checkpoint_dir=str(tmp_path / "ckpt"), data=task_data())
     assert summary["rollouts_consumed"] == rec.at(3, "budget/rollouts")[0] > 0
     assert torch.cuda.max_memory_allocated() > 0  # the policy, the engine's copy and the update were here
-    print(f"\ncuda run: {summary['wall_seconds']:.1f} s, peak {torch.cuda.max_memory_allocated() / 2**20:.0f} MiB, "
-          f"step time {[round(rec.at(s, M.TIME_STEP)[0], 3) for s in (1, 2, 3)]}")
+    print(
+        f"\ncuda run: {summary['wall_seconds']:.1f} s, peak {torch.cuda.max_memory_allocated() / 2**20:.0f} MiB, "
+        f"step time {[round(rec.at(s, M.TIME_STEP)[0], 3) for s in (1, 2, 3)]}"
+    )

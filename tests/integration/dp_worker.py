@@ -27,14 +27,24 @@ def main(backend: str, rank: int, world: int, out: str, variant: str = "default"
     model = Qwen2ForCausalLM(qwen2_config(cfg, tok))
     # The same ragged batch on every rank: 5 prompts with 3, 1, 2, 4, 2 samples.
     ro = HFEngine(Qwen2ForCausalLM(qwen2_config(cfg, tok)).eval(), tok).generate(
-        ["1+2=", "34-5=", "7+7+7=", "12-3=", "5+5="], [3, 1, 2, 4, 2], SamplingSpec(max_new_tokens=6), seed=1)
+        ["1+2=", "34-5=", "7+7+7=", "12-3=", "5+5="], [3, 1, 2, 4, 2], SamplingSpec(max_new_tokens=6), seed=1
+    )
     ro.old_logp = ro.old_logp - 0.05 * ro.response_mask  # ratios away from 1: the clip is exercised
     adv = torch.linspace(-1.0, 1.0, len(ro.texts))
     if world > 1:
         os.environ.update(RANK=str(rank), WORLD_SIZE=str(world), LOCAL_RANK=str(rank))
         torch.distributed.init_process_group("gloo", rank=rank, world_size=world)
-    kwargs = {"lr": 1e-2, "weight_decay": 0.0, "grad_clip": 1e6, "micro_batch_size": 2, "total_steps": 4,
-              "minibatches": 2, "epochs": 1, "algorithm": "grpo", "dp": DataParallel(rank, world)}
+    kwargs = {
+        "lr": 1e-2,
+        "weight_decay": 0.0,
+        "grad_clip": 1e6,
+        "micro_batch_size": 2,
+        "total_steps": 4,
+        "minibatches": 2,
+        "epochs": 1,
+        "algorithm": "grpo",
+        "dp": DataParallel(rank, world),
+    }
     if variant == "prompt_mean":
         kwargs |= {"minibatches": 1, "mini_batch_samples": 5, "loss_agg": "prompt_mean"}
     if backend.startswith("zero"):  # zero2, zero3: DeepSpeed at that ZeRO stage

@@ -31,8 +31,16 @@ class Payload:
 def learner(stage: int, seed: int) -> DeepSpeedLearner:
     torch.manual_seed(seed)
     cfg = ModelConfig(hidden_size=32, num_layers=1, num_heads=2, num_kv_heads=1, intermediate_size=64)
-    return DeepSpeedLearner(Qwen2ForCausalLM(qwen2_config(cfg, train_tokenizer(ALPHABET))), zero_stage=stage, lr=1e-2,
-                            weight_decay=0.0, grad_clip=1.0, micro_batch_size=2, total_steps=4, dp=DataParallel(0, 1))
+    return DeepSpeedLearner(
+        Qwen2ForCausalLM(qwen2_config(cfg, train_tokenizer(ALPHABET))),
+        zero_stage=stage,
+        lr=1e-2,
+        weight_decay=0.0,
+        grad_clip=1.0,
+        micro_batch_size=2,
+        total_steps=4,
+        dp=DataParallel(0, 1),
+    )
 
 
 def main(stage: int, out: Path) -> None:
@@ -48,8 +56,11 @@ def main(stage: int, out: Path) -> None:
     b = learner(stage, 1)
     b.load_training_state(saved)
     wa, wb = a.state_dict(), b.state_dict()
-    result = {"files": sorted(p.relative_to(saved).as_posix() for p in saved.rglob("*") if p.is_file()),
-              "restored": all(torch.equal(wa[k], wb[k]) for k in wa), "planted": {}}
+    result = {
+        "files": sorted(p.relative_to(saved).as_posix() for p in saved.rglob("*") if p.is_file()),
+        "restored": all(torch.equal(wa[k], wb[k]) for k in wa),
+        "planted": {},
+    }
     marker = out / "pwned"
     for name in result["files"]:
         case = out / name.replace("/", "_")

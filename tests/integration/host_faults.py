@@ -24,9 +24,18 @@ def main(keep: bool) -> None:
     lengths = torch.randint(20, L + 1, (B,))
     mask = (torch.arange(L)[None] < lengths[:, None]).long()
     seq = torch.randint(3, len(tok), (B, L)) * mask
-    ro = Rollouts(seq, mask, mask[:, 1:].float(), torch.zeros(B, L - 1), torch.arange(B) // 8, [""] * B,
-                  torch.ones(B, dtype=torch.bool))
-    learner = TorchLearner(model, lr=1e-5, weight_decay=0.0, grad_clip=1.0, micro_batch_size=32, total_steps=10)
+    ro = Rollouts(
+        seq,
+        mask,
+        mask[:, 1:].float(),
+        torch.zeros(B, L - 1),
+        torch.arange(B) // 8,
+        [""] * B,
+        torch.ones(B, dtype=torch.bool),
+    )
+    learner = TorchLearner(
+        model, lr=1e-5, weight_decay=0.0, grad_clip=1.0, micro_batch_size=32, total_steps=10
+    )
     adv = torch.randn(B)
     for _ in range(2):
         learner.update(ro, adv, seed=0)

@@ -20,8 +20,11 @@ pytestmark = pytest.mark.integration
 def test_compiled_learner_takes_the_eager_step():
     tok = train_tokenizer(ALPHABET)
     torch.manual_seed(0)
-    model = Qwen2ForCausalLM(qwen2_config(ModelConfig(hidden_size=32, num_layers=2, num_heads=4, num_kv_heads=2,
-                                                      intermediate_size=64), tok))
+    model = Qwen2ForCausalLM(
+        qwen2_config(
+            ModelConfig(hidden_size=32, num_layers=2, num_heads=4, num_kv_heads=2, intermediate_size=64), tok
+        )
+    )
     engine = HFEngine(copy.deepcopy(model), tok)
     spec = SamplingSpec(max_new_tokens=9)
     a = engine.generate(["1+2=", "34-5+6="], [2, 2], spec, seed=0)

@@ -40,8 +40,16 @@ class RecordingRuntime(LocalRuntime):
 
 
 def test_engine_sleeps_through_each_update_and_wakes_before_the_weights(tmp_path):
-    cfg = load_config("experiments/smoke.yaml", [f"model.cache_dir={tmp_path}/models", "train.steps=2",
-                                                 "eval.every=100", "eval.k=1", "task.test_size=4"])
+    cfg = load_config(
+        "experiments/smoke.yaml",
+        [
+            f"model.cache_dir={tmp_path}/models",
+            "train.steps=2",
+            "eval.every=100",
+            "eval.k=1",
+            "task.test_size=4",
+        ],
+    )
     runtime = RecordingRuntime()
     train(cfg, MemoryRecorder(), NullProgress(), checkpoint_dir=str(tmp_path / "ckpt"), runtime=runtime)
     calls = [c for c in runtime.log if c != "generate"]

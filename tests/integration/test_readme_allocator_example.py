@@ -61,15 +61,27 @@ def test_the_example_splits_by_length(example):
 
 
 def test_an_unregistered_name_is_an_error_that_lists_the_known_ones(tmp_path):
-    with pytest.raises(ConfigError, match=rf"allocation.allocator: unknown allocator; known: uniform, gvm, "
-                                          rf"gvm_reuse, dapo, gvm_oracle \(got '{NAME}'\)"):
+    with pytest.raises(
+        ConfigError,
+        match=rf"allocation.allocator: unknown allocator; known: uniform, gvm, "
+        rf"gvm_reuse, dapo, gvm_oracle \(got '{NAME}'\)",
+    ):
         load_config(ROOT / "experiments/smoke.yaml", [f"allocation.allocator={NAME}"])
 
 
 def test_a_smoke_run_trains_with_its_counts(example, tmp_path):
-    cfg = load_config(ROOT / "experiments/smoke.yaml", [
-        f"allocation.allocator={NAME}", f"model.cache_dir={tmp_path}/models", f"train.steps={STEPS}",
-        "warm_start.steps=5", "eval.every=100", "eval.k=1", "task.test_size=4"])
+    cfg = load_config(
+        ROOT / "experiments/smoke.yaml",
+        [
+            f"allocation.allocator={NAME}",
+            f"model.cache_dir={tmp_path}/models",
+            f"train.steps={STEPS}",
+            "warm_start.steps=5",
+            "eval.every=100",
+            "eval.k=1",
+            "task.test_size=4",
+        ],
+    )
     assert (cfg.train.prompts_per_step, cfg.allocation.n_per_prompt) == (M_PROMPTS, N)
     rec = MemoryRecorder()
     summary = train(cfg, rec, NullProgress(), checkpoint_dir=str(tmp_path / "ckpt"))

@@ -37,11 +37,17 @@ def run(tmp_path_factory):
         example = tmp / "readme_task_example.py"
         example.write_text(example_code())
         runpy.run_path(str(example))
-        cfg = load_config(REPO / "experiments/smoke.yaml", ["task.kind=reverse", f"model.cache_dir={tmp}/models"])
+        cfg = load_config(
+            REPO / "experiments/smoke.yaml", ["task.kind=reverse", f"model.cache_dir={tmp}/models"]
+        )
         task = make_task(cfg.task)
         calls = []
         reward = task.reward
-        mp.setattr(type(task), "reward", lambda self, r, p, *, stopped: calls.append(p) or reward(r, p, stopped=stopped))
+        mp.setattr(
+            type(task),
+            "reward",
+            lambda self, r, p, *, stopped: calls.append(p) or reward(r, p, stopped=stopped),
+        )
         rows = MemoryRecorder()
         summary = train(cfg, rows, NullProgress(), checkpoint_dir=str(tmp / "ckpt"))
         yield cfg, task, rows, summary, list(calls)  # the run's calls only, not the tests' own
@@ -79,8 +85,9 @@ def test_the_run_evaluated_and_rewarded_with_the_new_task(run):
         for name in (M.EVAL_ACCURACY, M.EVAL_MEAN_AT_K, M.EVAL_FORMAT_RATE):
             assert 0.0 <= rows.at(step, name)[0] <= 1.0
         # one accuracy row per level the held-out strings have
-        assert {n for s, n in rows.rows if s == step and n.startswith("eval/accuracy_terms_")} == \
-            {M.eval_accuracy_at(level) for level in levels}
+        assert {n for s, n in rows.rows if s == step and n.startswith("eval/accuracy_terms_")} == {
+            M.eval_accuracy_at(level) for level in levels
+        }
     assert [s for s, n in sorted(rows.rows) if n == M.ROLLOUT_REWARD] == [1, 2, 3, 4]
     # every reward came from the new task, on its own problems: 4 steps x 8 prompts x 4 samples, and the
     # three evaluations' 64 greedy + 64 x 2 sampled answers

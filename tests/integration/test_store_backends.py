@@ -71,7 +71,9 @@ def _old_database(url: str, revision: str) -> None:
     engine = create_engine(url)
     try:
         with engine.begin() as conn:
-            for i, experiment in enumerate(["experiments/a.yaml", "experiments/b.yaml", "experiments/a.yaml"]):
+            for i, experiment in enumerate(
+                ["experiments/a.yaml", "experiments/b.yaml", "experiments/a.yaml"]
+            ):
                 when = f"2026-11-2{i}T10:00:00+00:00"
                 conn.execute(insert(Run).values(
                     id=f"old-{i}", name=f"old {i}", experiment=experiment, status="finished", config={"i": i},
@@ -83,7 +85,11 @@ def _old_database(url: str, revision: str) -> None:
                      "rollouts_consumed": 8 * s, "tokens_generated": 80 * s, "wall_seconds": float(s)}
                     for s in range(5)
                 ])  # fmt: skip
-                conn.execute(insert(Checkpoint).values(run_id=f"old-{i}", step=4, path=f"/c/{i}", created_at=_utc(when)))
+                conn.execute(
+                    insert(Checkpoint).values(
+                        run_id=f"old-{i}", step=4, path=f"/c/{i}", created_at=_utc(when)
+                    )
+                )
                 if revision >= "0002":
                     conn.execute(insert(PromptStatRow).values(run_id=f"old-{i}", step=1, prompt_id="1+1=",
                                                               p_hat=0.5, g_hat=None, n_alloc=4, accepted=2,
@@ -111,7 +117,11 @@ def test_old_database_upgrades_keeping_rows(db_url, revision, count_rows, capsys
     with open_store(db_url) as store:
         assert store.revision() == "0004"
         run = store.get_run("old-2")
-        assert (run["name"], run["config"], run["finished"]) == ("old 2", {"i": 2}, "2026-11-22T10:00:00+00:00")
+        assert (run["name"], run["config"], run["finished"]) == (
+            "old 2",
+            {"i": 2},
+            "2026-11-22T10:00:00+00:00",
+        )
         assert [m["value"] for m in run["metrics"]] == [0.0, 0.1, 0.2, 0.3, 0.4]
         assert store.checkpoints("old-0") == [(4, "/c/0")]
         store.log_metrics("old-0", [MetricRow(4, "eval/accuracy", 0.9, 32, 320, 4.0)])  # still idempotent

@@ -81,8 +81,9 @@ def test_gvm_weights_peak_at_sqrt_alpha():
 def test_gvm_weights_match_loop(seed: int):
     g, p = _random_inputs(np.random.default_rng(seed), 40)
     for alpha, beta in [(1e-3, 2.0), (0.0, 2.0), (1e-2, 1.5)]:
-        np.testing.assert_allclose(gvm_weights(g, p, alpha=alpha, beta=beta),
-                                   _weights_reference(g, p, alpha, beta), rtol=1e-12)
+        np.testing.assert_allclose(
+            gvm_weights(g, p, alpha=alpha, beta=beta), _weights_reference(g, p, alpha, beta), rtol=1e-12
+        )
 
 
 @pytest.mark.parametrize(
@@ -261,8 +262,10 @@ def test_allocation_sums_to_total_and_respects_bounds(seed: int):
     total = int(rng.integers(0, 20 * m))
     lo = int(rng.integers(0, total // m + 1))
     hi = int(rng.integers(max(lo, -(-total // m)), 40 * m + 1))
-    kwargs = {"filter_threshold": float(rng.choice([1.0, 0.9])),
-                  "filter_insufficient": float(rng.choice([0.0, 1.0]))}
+    kwargs = {
+        "filter_threshold": float(rng.choice([1.0, 0.9])),
+        "filter_insufficient": float(rng.choice([0.0, 1.0])),
+    }
     for bounds in [{}, {"min_per_prompt": lo, "max_per_prompt": hi}]:
         out = gvm_allocate(g, p, total, **kwargs, **bounds)
         assert out.dtype == np.int64 and out.shape == (m,)

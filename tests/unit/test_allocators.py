@@ -50,12 +50,21 @@ class StubEngine:
         gids = [i for i, c in enumerate(counts) for _ in range(c)]
         j = [k for c in counts for k in range(c)]
         answers = {p.prompt: p.answer for p in PROMPTS}
-        texts = [f"\\boxed{{{answers[prompts[i]] + (0 if self.accepted[i][k] else 1)}}}" for i, k in zip(gids, j)]
+        texts = [
+            f"\\boxed{{{answers[prompts[i]] + (0 if self.accepted[i][k] else 1)}}}" for i, k in zip(gids, j)
+        ]
         B = len(texts)
         resp = torch.zeros(B, 5)
         resp[:, 2:] = 1.0  # 3 response tokens each
-        return Rollouts(torch.arange(B)[:, None].repeat(1, 6), torch.ones(B, 6, dtype=torch.long), resp,
-                        torch.zeros(B, 5), torch.tensor(gids), texts, torch.ones(B, dtype=torch.bool))
+        return Rollouts(
+            torch.arange(B)[:, None].repeat(1, 6),
+            torch.ones(B, 6, dtype=torch.long),
+            resp,
+            torch.zeros(B, 5),
+            torch.tensor(gids),
+            texts,
+            torch.ones(B, dtype=torch.bool),
+        )
 
 
 @pytest.fixture(scope="module")
@@ -109,12 +118,18 @@ def test_a_registered_allocator_validates_and_builds_then_goes():
         assert made == [3] and ALLOCATORS.names() == (*BUILTIN_ALLOCATORS, "fixed_for_test")
     finally:
         unregister_allocator("fixed_for_test")
-    with pytest.raises(ConfigError, match="allocation.allocator: unknown allocator; known: uniform, gvm, gvm_reuse, "
-                                          "dapo, gvm_oracle \\(got 'fixed_for_test'\\)"):
+    with pytest.raises(
+        ConfigError,
+        match="allocation.allocator: unknown allocator; known: uniform, gvm, gvm_reuse, "
+        "dapo, gvm_oracle \\(got 'fixed_for_test'\\)",
+    ):
         validate_dict({"allocation": {"allocator": "fixed_for_test"}})
     # A config validated where the name was registered, built where it is not (another process).
-    with pytest.raises(ValueError, match="unknown allocator 'fixed_for_test'; known: uniform, gvm, gvm_reuse, dapo, "
-                                         "gvm_oracle .*runtime.executor: inline"):
+    with pytest.raises(
+        ValueError,
+        match="unknown allocator 'fixed_for_test'; known: uniform, gvm, gvm_reuse, dapo, "
+        "gvm_oracle .*runtime.executor: inline",
+    ):
         build_allocator(cfg)
 
 
@@ -146,15 +161,28 @@ def test_gvm_probes_then_allocates_by_hand(policy, scripted_norms):
     # residuals (.953, .540) get the remaining 2 -> [4, 0, 2, 10]
     assert alloc.counts.tolist() == [4, 0, 2, 10]
     assert alloc.counts.tolist() == gvm_allocate([2.0, 0.0, 2.0, 4.0], [0.5, 0.0, 1.0, 0.25], 16).tolist()
-    assert alloc.stats == pytest.approx({
-        M.ALLOC_N_MIN: 0.0, M.ALLOC_N_MAX: 10.0, M.ALLOC_ZERO_PROMPTS: 1.0,
-        M.ALLOC_P_MEAN: (0.5 + 0 + 1 + 0.25) / 4, M.ALLOC_G_MEAN: (2 + 2 + 4) / 3, M.ALLOC_GRAD_TIED: 1.0,
-        M.ALLOC_PROBED_PROMPTS: 4.0})
+    assert alloc.stats == pytest.approx(
+        {
+            M.ALLOC_N_MIN: 0.0,
+            M.ALLOC_N_MAX: 10.0,
+            M.ALLOC_ZERO_PROMPTS: 1.0,
+            M.ALLOC_P_MEAN: (0.5 + 0 + 1 + 0.25) / 4,
+            M.ALLOC_G_MEAN: (2 + 2 + 4) / 3,
+            M.ALLOC_GRAD_TIED: 1.0,
+            M.ALLOC_PROBED_PROMPTS: 4.0,
+        }
+    )
 
 
 def test_gvm_passes_every_option_to_gvm_allocate(policy, scripted_norms):
-    opts = {"alpha": 0.01, "beta": 1.5, "filter_threshold": 0.9, "filter_insufficient": 0.1,
-            "min_per_prompt": 1, "max_per_prompt": 9}
+    opts = {
+        "alpha": 0.01,
+        "beta": 1.5,
+        "filter_threshold": 0.9,
+        "filter_insufficient": 0.1,
+        "min_per_prompt": 1,
+        "max_per_prompt": 9,
+    }
     cfg = AllocationConfig(allocator="gvm", n_per_prompt=4, n_probe=4, grad_params="last_layer", **opts)
     alloc = build_allocator(cfg).allocate(PROMPTS, ctx(StubEngine(ACCEPTED), policy))
     want = gvm_allocate([2.0, 0.0, 2.0, 4.0], [0.5, 0.0, 1.0, 0.25], 16, **opts)
@@ -169,7 +197,8 @@ def test_gvm_passes_every_option_to_gvm_allocate(policy, scripted_norms):
 
 def test_gvm_when_every_probe_fails_falls_back_to_uniform(policy, scripted_norms):
     alloc = build_allocator(AllocationConfig(allocator="gvm", n_per_prompt=4, n_probe=4)).allocate(
-        PROMPTS, ctx(StubEngine([[0] * 4] * 4), policy))
+        PROMPTS, ctx(StubEngine([[0] * 4] * 4), policy)
+    )
     assert alloc.counts.tolist() == [4, 4, 4, 4]  # no signal: gvm_allocate's documented uniform split
     assert alloc.probe_rollouts == 16 and scripted_norms == []
     assert alloc.stats[M.ALLOC_P_MEAN] == 0.0 and alloc.stats[M.ALLOC_G_MEAN] == 0.0
@@ -177,27 +206,55 @@ def test_gvm_when_every_probe_fails_falls_back_to_uniform(policy, scripted_norms
 
 # ---------------------------------------------------------------- config
 
+
 def test_allocation_defaults():
     a = AllocationConfig()
     assert (a.allocator, a.n_per_prompt, a.n_probe, a.alpha, a.beta) == ("uniform", 8, 8, 1e-3, 2.0)
-    assert (a.filter_threshold, a.filter_insufficient, a.min_per_prompt, a.max_per_prompt) == (1.0, 0.0, 0, None)
+    assert (a.filter_threshold, a.filter_insufficient, a.min_per_prompt, a.max_per_prompt) == (
+        1.0,
+        0.0,
+        0,
+        None,
+    )
     assert a.grad_params == "embedding"
 
 
-@pytest.mark.parametrize("key, value, message", [
-    ("allocator", "best",
-     "allocation.allocator: unknown allocator; known: uniform, gvm, gvm_reuse, dapo, gvm_oracle (got 'best')"),
-    ("n_probe", 0, "allocation.n_probe: Input should be greater than or equal to 1 (got 0)"),
-    ("alpha", 0, "allocation.alpha: Input should be greater than 0 (got 0)"),
-    ("beta", float("inf"), "allocation.beta: Input should be a finite number (got inf)"),
-    ("filter_threshold", 1.5, "allocation.filter_threshold: Input should be less than or equal to 1 (got 1.5)"),
-    ("filter_insufficient", -1, "allocation.filter_insufficient: Input should be greater than or equal to 0"),
-    ("min_per_prompt", 9, "allocation: Value error, min_per_prompt (9) > n_per_prompt (8)"),
-    ("max_per_prompt", 7, "allocation: Value error, max_per_prompt (7) < n_per_prompt (8)"),
-    ("max_per_prompt", 0, "allocation.max_per_prompt: Input should be greater than or equal to 1 (got 0)"),
-    ("grad_params", "bias", "allocation.grad_params: Input should be 'embedding', 'lm_head', 'last_layer' or"),
-    ("n_probes", 4, "allocation.n_probes: unknown key"),
-])
+@pytest.mark.parametrize(
+    "key, value, message",
+    [
+        (
+            "allocator",
+            "best",
+            "allocation.allocator: unknown allocator; known: uniform, gvm, gvm_reuse, dapo, gvm_oracle (got 'best')",
+        ),
+        ("n_probe", 0, "allocation.n_probe: Input should be greater than or equal to 1 (got 0)"),
+        ("alpha", 0, "allocation.alpha: Input should be greater than 0 (got 0)"),
+        ("beta", float("inf"), "allocation.beta: Input should be a finite number (got inf)"),
+        (
+            "filter_threshold",
+            1.5,
+            "allocation.filter_threshold: Input should be less than or equal to 1 (got 1.5)",
+        ),
+        (
+            "filter_insufficient",
+            -1,
+            "allocation.filter_insufficient: Input should be greater than or equal to 0",
+        ),
+        ("min_per_prompt", 9, "allocation: Value error, min_per_prompt (9) > n_per_prompt (8)"),
+        ("max_per_prompt", 7, "allocation: Value error, max_per_prompt (7) < n_per_prompt (8)"),
+        (
+            "max_per_prompt",
+            0,
+            "allocation.max_per_prompt: Input should be greater than or equal to 1 (got 0)",
+        ),
+        (
+            "grad_params",
+            "bias",
+            "allocation.grad_params: Input should be 'embedding', 'lm_head', 'last_layer' or",
+        ),
+        ("n_probes", 4, "allocation.n_probes: unknown key"),
+    ],
+)
 def test_allocation_errors_name_the_field(key, value, message):
     with pytest.raises(ConfigError) as e:
         validate_dict({"allocation": {"allocator": "gvm", key: value}}, "exp.yaml")
@@ -205,6 +262,7 @@ def test_allocation_errors_name_the_field(key, value, message):
 
 
 def test_bounds_equal_to_the_budget_are_allowed():
-    a = validate_dict({"allocation": {"allocator": "gvm", "n_per_prompt": 4, "min_per_prompt": 4,
-                                      "max_per_prompt": 4}}).allocation
+    a = validate_dict(
+        {"allocation": {"allocator": "gvm", "n_per_prompt": 4, "min_per_prompt": 4, "max_per_prompt": 4}}
+    ).allocation
     assert (a.min_per_prompt, a.max_per_prompt) == (4, 4)

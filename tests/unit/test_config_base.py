@@ -26,8 +26,9 @@ def error_of(path) -> str:
     return str(e.value)
 
 
-BASE = ("name: common\nseed: 3\ntrain:\n  steps: 40\n  lr: 1.0e-4\n"
-        "allocation:\n  allocator: gvm\n  n_probe: 4\n")
+BASE = (
+    "name: common\nseed: 3\ntrain:\n  steps: 40\n  lr: 1.0e-4\nallocation:\n  allocator: gvm\n  n_probe: 4\n"
+)
 
 
 def test_this_files_keys_are_deep_merged_over_the_base(tmp_path):
@@ -37,8 +38,12 @@ def test_this_files_keys_are_deep_merged_over_the_base(tmp_path):
     # steps from this file; lr, seed and the allocation section from the base; the rest defaults
     assert (cfg.name, cfg.seed, cfg.train.steps, cfg.train.lr) == ("mine", 3, 7, 1e-4)
     assert (cfg.allocation.allocator, cfg.allocation.n_probe, cfg.allocation.n_per_prompt) == ("gvm", 4, 8)
-    assert read_experiment_mapping(exp) == {"name": "mine", "seed": 3, "train": {"steps": 7, "lr": 1e-4},
-                                            "allocation": {"allocator": "gvm", "n_probe": 4}}
+    assert read_experiment_mapping(exp) == {
+        "name": "mine",
+        "seed": 3,
+        "train": {"steps": 7, "lr": 1e-4},
+        "allocation": {"allocator": "gvm", "n_probe": 4},
+    }
 
 
 def test_a_dotted_key_overrides_one_leaf(tmp_path):
@@ -79,8 +84,10 @@ def test_a_cycle_fails_naming_the_chain(tmp_path):
 
 def test_a_missing_base_names_the_path_and_the_including_file(tmp_path):
     exp = write(tmp_path / "exp.yaml", "base: nope/common.yaml\n")
-    assert error_of(exp) == (f"{exp}: base: no such file {tmp_path / 'nope' / 'common.yaml'} "
-                             f"('nope/common.yaml', relative to {exp})")
+    assert error_of(exp) == (
+        f"{exp}: base: no such file {tmp_path / 'nope' / 'common.yaml'} "
+        f"('nope/common.yaml', relative to {exp})"
+    )
 
 
 @pytest.mark.parametrize("value", ["3", "[a.yaml]", "''", "null"])
@@ -159,13 +166,17 @@ def test_a_sweep_over_a_layered_experiment_writes_a_whole_best_yaml(tmp_path):
 
     write(tmp_path / "exp" / "common.yaml", BASE)
     write(tmp_path / "exp" / "gvm.yaml", "base: common.yaml\ntrain.steps: 6\n")
-    sweep = write(tmp_path / "sweeps" / "s.yaml", "base: ../exp/gvm.yaml\nfixed: {eval.k: 1}\n"
-                  "space: {allocation.alpha: {loguniform: [1.0e-4, 1.0e-2]}}\n")
+    sweep = write(
+        tmp_path / "sweeps" / "s.yaml",
+        "base: ../exp/gvm.yaml\nfixed: {eval.k: 1}\n"
+        "space: {allocation.alpha: {loguniform: [1.0e-4, 1.0e-2]}}\n",
+    )
     _, base, base_path = load_sweep(sweep)
     assert (base.train.steps, base.eval.k, base.seed, base.allocation.n_probe) == (6, 1, 3, 4)
     (tmp_path / "elsewhere").mkdir()
-    out = write_best_yaml(str(base_path), {"eval.k": 1, "allocation.alpha": 0.002},
-                          tmp_path / "elsewhere" / "best.yaml")
+    out = write_best_yaml(
+        str(base_path), {"eval.k": 1, "allocation.alpha": 0.002}, tmp_path / "elsewhere" / "best.yaml"
+    )
     assert "base" not in yaml.safe_load(out.read_text())
     cfg = load_config(out)
     assert (cfg.train.steps, cfg.train.lr, cfg.seed) == (6, 1e-4, 3)

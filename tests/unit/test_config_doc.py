@@ -61,6 +61,16 @@ def test_render_has_one_table_per_section():
     text = render()
     sections = [line[3:] for line in text.splitlines() if line.startswith("## ")]
     # The top-level keys, then the ten sections of ExperimentConfig in declaration order.
-    assert sections == ["Top level", "task", "model", "warm_start", "rollout", "allocation", "train", "eval",
-                        "learner", "runtime"]
+    assert sections == [
+        "Top level",
+        "task",
+        "model",
+        "warm_start",
+        "rollout",
+        "allocation",
+        "train",
+        "eval",
+        "learner",
+        "runtime",
+    ]
     assert "| `train.lr` | float > 0 | `3e-05` | RL peak learning rate (AdamW) |" in text.splitlines()

@@ -47,7 +47,9 @@ def test_pages_render_and_escape_user_strings(client):
     for page in pages:
         response = client.get(page)
         assert response.status_code == 200, page
-        assert XSS not in response.text and "<b>x</b>" not in response.text and "<i>" not in response.text, page
+        assert XSS not in response.text and "<b>x</b>" not in response.text and "<i>" not in response.text, (
+            page
+        )
         # Scripts come from this server only, never inline (the CSP forbids inline ones too).
         assert re.findall(r"<script(?![^>]*\ssrc=)", response.text) == [], page
         assert "script-src 'self'" in response.headers["content-security-policy"]
@@ -84,7 +86,10 @@ def test_compare_curves_pool_seeds_and_switch_axis(client):
     # half-width t(2) * sd / sqrt(3) = 4.303 * 0.05 / 1.7321 = 0.12422.
     assert mean["y"][-1] == pytest.approx(0.55)
     upper, lower = band["y"][5], band["y"][6]  # the band runs along the upper edge, then back along the lower
-    assert (upper, lower) == (pytest.approx(0.55 + 0.12422, abs=1e-4), pytest.approx(0.55 - 0.12422, abs=1e-4))
+    assert (upper, lower) == (
+        pytest.approx(0.55 + 0.12422, abs=1e-4),
+        pytest.approx(0.55 - 0.12422, abs=1e-4),
+    )
     by_rollouts = client.get(f"/api/compare?{_runs(*UNIFORM, 'run-gvm-0')}&x=rollouts_consumed").json()
     assert by_rollouts["data"][1]["x"] == [0, 1280, 2560, 3840, 5120, 6400]  # 128 rollouts a step
     assert by_rollouts["data"][2]["x"][-1] == 9600  # gvm: 192 a step, its probe included
@@ -136,7 +141,11 @@ def test_run_and_sweep_figures(client):
     heat = client.get("/api/run/run-gvm-0/allocation").json()["data"][0]
     assert heat["x"] == [1, 2, 3, 4, 5] and len(heat["y"]) == 11
     parcoords = client.get("/api/sweep/sweep-1/parcoords").json()["data"][0]
-    assert [d["label"] for d in parcoords["dimensions"]] == ["allocation.allocator", "train.lr", "eval/accuracy"]
+    assert [d["label"] for d in parcoords["dimensions"]] == [
+        "allocation.allocator",
+        "train.lr",
+        "eval/accuracy",
+    ]
     assert client.get("/api/sweep/sweep-1/importance").status_code == 200
     assert client.get("/api/sweep/nope/parcoords").status_code == 404
     page = client.get("/run/run-gvm-0").text
@@ -150,7 +159,12 @@ def test_dashboard_never_writes(seeded_url):
     methods = {m for route in app.routes for m in getattr(route, "methods", set())}
     assert methods <= {"GET", "HEAD"}
     with TestClient(app, base_url=LOCAL) as client:
-        for page in ["/", "/run/run-gvm-0", f"/api/compare?{_runs(*UNIFORM)}", "/api/sweep/sweep-1/importance"]:
+        for page in [
+            "/",
+            "/run/run-gvm-0",
+            f"/api/compare?{_runs(*UNIFORM)}",
+            "/api/sweep/sweep-1/importance",
+        ]:
             assert client.get(page).status_code == 200
     assert hashlib.sha256(path.read_bytes()).hexdigest() == before
 
@@ -161,7 +175,9 @@ def test_seeds_pool_only_when_the_setting_matches():
     other_seed = {**base, "seed": 1, "name": "b", "runtime": {"executor": "inline"}}
     other_k = {**base, "eval": {"k": 4, "temperature": 1.0}}
     other_lr = {**base, "train": {"lr": 3e-5}}
-    groups = compare.group_runs([{"id": str(i), "config": c} for i, c in enumerate([base, other_seed, other_k, other_lr])])
+    groups = compare.group_runs(
+        [{"id": str(i), "config": c} for i, c in enumerate([base, other_seed, other_k, other_lr])]
+    )
     assert [[r["id"] for r in g.runs] for g in groups] == [["0", "1"], ["2"], ["3"]]
     # k and T are always in the label; other keys only where settings of one algorithm/allocator differ.
     assert [g.label for g in groups] == ["grpo/gvm k=8 T=1.0 train.lr=1e-05", "grpo/gvm k=4 T=1.0 train.lr=1e-05",
@@ -186,13 +202,17 @@ def test_cli_export_comparisons(seeded_url, capsys):
                  "--db", seeded_url]) == 0  # fmt: skip
     curve = capsys.readouterr().out.splitlines()
     assert curve[0] == "group,runs,step,x,mean,ci_low,ci_high" and len(curve) == 7
-    assert curve[-1].startswith('"grpo/uniform k=8 T=1.0 (mean of 3 seeds, 95% CI)",run-uniform-0 run-uniform-1 ')
+    assert curve[-1].startswith(
+        '"grpo/uniform k=8 T=1.0 (mean of 3 seeds, 95% CI)",run-uniform-0 run-uniform-1 '
+    )
     assert curve[-1].split(",")[-5:-3] == ["50", "6400.0"]
     assert main(["export", "--experiment", "experiments/gvm/grpo.yaml", "--table", "targets", "--target", "0.45",
                  "--db", seeded_url]) == 0  # fmt: skip
     table = json.loads(capsys.readouterr().out)
     assert [(s["group"].split(" ")[0], s["reached"]) for s in table["settings"]][:2] == [
-        ("grpo/uniform", "3/3"), ("grpo/gvm", "3/3")]
+        ("grpo/uniform", "3/3"),
+        ("grpo/gvm", "3/3"),
+    ]
     assert main(["export", "--table", "targets", "run-xss", "--db", seeded_url]) == 2
     assert capsys.readouterr().err.strip() == "dibs: error: export --table targets needs --target ACCURACY"
     assert main(["export", "--sweep", "nope", "--db", seeded_url]) == 2

@@ -43,8 +43,12 @@ def test_shrunk_file_loads_to_its_former_config(name):
 
 
 def test_every_family_member_is_checked():
-    members = {f"experiments/{d}/{p.name}" for d in ("gvm", "paper")
-               for p in (ROOT / "experiments" / d).glob("*.yaml") if p.stem != "base"}
+    members = {
+        f"experiments/{d}/{p.name}"
+        for d in ("gvm", "paper")
+        for p in (ROOT / "experiments" / d).glob("*.yaml")
+        if p.stem != "base"
+    }
     assert members == set(DIGESTS)
 
 

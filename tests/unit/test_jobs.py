@@ -56,8 +56,17 @@ def test_dashboard_address_accepts_urls(address):
     assert jobs.dashboard_address(address) == address.rstrip("/")
 
 
-@pytest.mark.parametrize("address", ["127.0.0.1:8265", "ray://h:10001", "http://:8265", "http://h:99999",
-                                     "http://h:8265/api", "http://h:port"])
+@pytest.mark.parametrize(
+    "address",
+    [
+        "127.0.0.1:8265",
+        "ray://h:10001",
+        "http://:8265",
+        "http://h:99999",
+        "http://h:8265/api",
+        "http://h:port",
+    ],
+)
 def test_dashboard_address_rejects_others(address):
     with pytest.raises(jobs.JobsError, match="expected the Ray dashboard's URL"):
         jobs.dashboard_address(address)
@@ -72,7 +81,11 @@ def test_dashboard_address_from_env(monkeypatch):
 
 
 def test_loopback():
-    assert jobs.is_loopback(LOCAL) and jobs.is_loopback("http://localhost:1") and jobs.is_loopback("http://[::1]:1")
+    assert (
+        jobs.is_loopback(LOCAL)
+        and jobs.is_loopback("http://localhost:1")
+        and jobs.is_loopback("http://[::1]:1")
+    )
     assert not jobs.is_loopback("http://10.0.0.5:8265") and not jobs.is_loopback("http://head.cluster:8265")
 
 
@@ -101,8 +114,13 @@ def test_runtime_env_file(tmp_path):
     good.write_text(json.dumps({"env_vars": {"A": "1"}, "pip": ["rich"], "excludes": ["data/"]}))
     assert jobs.read_runtime_env(str(good))["pip"] == ["rich"]
     assert jobs.read_runtime_env(None) == {}
-    cases = {"missing.yaml": "cannot read it", "list.yaml": "expected a mapping", "wd.yaml": "working_dir is set",
-             "types.yaml": "env_vars", "broken.yaml": "cannot read it"}
+    cases = {
+        "missing.yaml": "cannot read it",
+        "list.yaml": "expected a mapping",
+        "wd.yaml": "working_dir is set",
+        "types.yaml": "env_vars",
+        "broken.yaml": "cannot read it",
+    }
     (tmp_path / "list.yaml").write_text("- a\n")
     (tmp_path / "wd.yaml").write_text("working_dir: .\n")
     (tmp_path / "types.yaml").write_text("env_vars: {A: 1}\n")
@@ -123,23 +141,38 @@ def test_runtime_env_merge():
 
 
 def test_entrypoints():
-    assert jobs.entrypoint("run", "run-1", Path("/o"), store="sqlite:////a.db") == \
-        "cd dibs && python -m dibs.platform.cli.job_entry --store sqlite:////a.db -- resume run-1"
-    assert jobs.entrypoint("sweep", "sweep-1", Path("/o d"), store="postgresql://u@h/d", db_file="/etc/u") == \
-        ("cd dibs && python -m dibs.platform.cli.job_entry --db-file /etc/u --store postgresql://u@h/d -- "
-         "sweep --resume sweep-1 --output-dir '/o d'")
+    assert (
+        jobs.entrypoint("run", "run-1", Path("/o"), store="sqlite:////a.db")
+        == "cd dibs && python -m dibs.platform.cli.job_entry --store sqlite:////a.db -- resume run-1"
+    )
+    assert jobs.entrypoint(
+        "sweep", "sweep-1", Path("/o d"), store="postgresql://u@h/d", db_file="/etc/u"
+    ) == (
+        "cd dibs && python -m dibs.platform.cli.job_entry --db-file /etc/u --store postgresql://u@h/d -- "
+        "sweep --resume sweep-1 --output-dir '/o d'"
+    )
 
 
 def test_submit_creates_the_run_then_its_job(tmp_path):
     client = FakeClient()
     url = f"sqlite:///{tmp_path}/d.db"
-    sub = jobs.submit("experiments/smoke.yaml", address=LOCAL, db=url, overrides=["train.steps=2"],
-                      output_dir=str(tmp_path / "out"), client=client)
+    sub = jobs.submit(
+        "experiments/smoke.yaml",
+        address=LOCAL,
+        db=url,
+        overrides=["train.steps=2"],
+        output_dir=str(tmp_path / "out"),
+        client=client,
+    )
     [call] = client.submitted
     assert call["submission_id"] == sub.dibs_id == sub.submission_id and sub.kind == "run"
     assert call["entrypoint"] == jobs.entrypoint("run", sub.dibs_id, tmp_path / "out", store=url)
-    assert call["metadata"] == {"dibs_kind": "run", "dibs_id": sub.dibs_id, "dibs_attempt": "0",
-                                "dibs_include": "[]"}
+    assert call["metadata"] == {
+        "dibs_kind": "run",
+        "dibs_id": sub.dibs_id,
+        "dibs_attempt": "0",
+        "dibs_include": "[]",
+    }
     assert jobs.DB_ENV not in call["runtime_env"]["env_vars"]
     run = open_store(url).get_run(sub.dibs_id)
     assert run["status"] == "submitted" and run["config"]["train"]["steps"] == 2
@@ -164,18 +197,30 @@ def test_submit_sweep_submits_its_resume(tmp_path, monkeypatch):
 
     monkeypatch.setattr(sweep_driver, "start_spec", lambda path, db_url, out: {"sweep_id": "sweep-x"})
     client = FakeClient()
-    sub = jobs.submit("experiments/sweeps/smoke.yaml", address=LOCAL, db=f"sqlite:///{tmp_path}/d.db",
-                      output_dir=str(tmp_path), client=client)
+    sub = jobs.submit(
+        "experiments/sweeps/smoke.yaml",
+        address=LOCAL,
+        db=f"sqlite:///{tmp_path}/d.db",
+        output_dir=str(tmp_path),
+        client=client,
+    )
     assert (sub.kind, client.submitted[0]["submission_id"]) == ("sweep", "sweep-x")
     assert f"sweep --resume sweep-x --output-dir {tmp_path}" in client.submitted[0]["entrypoint"]
     with pytest.raises(ConfigError, match="--set applies to experiments"):
         jobs.submit("experiments/sweeps/smoke.yaml", address=LOCAL, overrides=["a=1"], client=client)
 
 
-@pytest.mark.parametrize(("kwargs", "error"), [
-    ({"path": "bad"}, ConfigError), ({"overrides": ["train.steps=-1"]}, ConfigError),
-    ({"runtime_env_file": "missing.yaml"}, jobs.JobsError), ({"db": "mysql://h/db"}, StoreError),
-    ({"db": "sqlite:///:memory:"}, jobs.JobsError), ({"address": "localhost:8265"}, jobs.JobsError)])
+@pytest.mark.parametrize(
+    ("kwargs", "error"),
+    [
+        ({"path": "bad"}, ConfigError),
+        ({"overrides": ["train.steps=-1"]}, ConfigError),
+        ({"runtime_env_file": "missing.yaml"}, jobs.JobsError),
+        ({"db": "mysql://h/db"}, StoreError),
+        ({"db": "sqlite:///:memory:"}, jobs.JobsError),
+        ({"address": "localhost:8265"}, jobs.JobsError),
+    ],
+)
 def test_bad_input_fails_before_the_cluster(tmp_path, monkeypatch, kwargs, error):
     (tmp_path / "bad").write_text("train: {stepz: 3}\n")
     calls = no_cluster(monkeypatch)
@@ -203,9 +248,15 @@ def test_unreachable_dashboard_is_one_line(tmp_path, capsys):
     from ray_cluster import free_port
 
     url = f"sqlite:///{tmp_path}/d.db"
-    code = main(["submit", "experiments/smoke.yaml", "--address", f"http://127.0.0.1:{free_port()}", "--db", url])
+    code = main(
+        ["submit", "experiments/smoke.yaml", "--address", f"http://127.0.0.1:{free_port()}", "--db", url]
+    )
     err = capsys.readouterr().err
-    assert code == 2 and err.startswith("dibs: error: cannot reach the Ray dashboard") and len(err.splitlines()) == 1
+    assert (
+        code == 2
+        and err.startswith("dibs: error: cannot reach the Ray dashboard")
+        and len(err.splitlines()) == 1
+    )
     assert open_store(url).list_runs() == []
 
 
@@ -213,20 +264,31 @@ def sub0() -> jobs.Submission:
     return jobs.Submission("run", "run-1", "cd dibs && true", {"env_vars": {}})
 
 
-@pytest.mark.parametrize(("statuses", "retries", "final", "submitted"), [
-    ({"run-1": ["RUNNING", "FAILED"], "run-1-retry1": ["PENDING", "SUCCEEDED"]}, 1, ("SUCCEEDED", 1), 1),
-    ({"run-1": ["FAILED"], "run-1-retry1": ["FAILED"], "run-1-retry2": ["SUCCEEDED"]}, 2, ("SUCCEEDED", 2), 2),
-    ({"run-1": ["FAILED"], "run-1-retry1": ["FAILED"]}, 1, ("FAILED", 1), 1),
-    ({"run-1": ["FAILED"]}, 0, ("FAILED", 0), 0),
-    ({"run-1": ["STOPPED"]}, 3, ("STOPPED", 0), 0),  # stopped on purpose: not retried
-    ({"run-1": ["SUCCEEDED"]}, 3, ("SUCCEEDED", 0), 0)])
+@pytest.mark.parametrize(
+    ("statuses", "retries", "final", "submitted"),
+    [
+        ({"run-1": ["RUNNING", "FAILED"], "run-1-retry1": ["PENDING", "SUCCEEDED"]}, 1, ("SUCCEEDED", 1), 1),
+        (
+            {"run-1": ["FAILED"], "run-1-retry1": ["FAILED"], "run-1-retry2": ["SUCCEEDED"]},
+            2,
+            ("SUCCEEDED", 2),
+            2,
+        ),
+        ({"run-1": ["FAILED"], "run-1-retry1": ["FAILED"]}, 1, ("FAILED", 1), 1),
+        ({"run-1": ["FAILED"]}, 0, ("FAILED", 0), 0),
+        ({"run-1": ["STOPPED"]}, 3, ("STOPPED", 0), 0),  # stopped on purpose: not retried
+        ({"run-1": ["SUCCEEDED"]}, 3, ("SUCCEEDED", 0), 0),
+    ],
+)
 def test_retry_policy(statuses, retries, final, submitted):
     client, out = FakeClient(statuses), []
     status, last = jobs.supervise(client, sub0(), max_retries=retries, poll=0, follow=False, write=out.append)
     assert (status, last.attempt) == final
     ids = [c["submission_id"] for c in client.submitted]
     assert ids == [f"run-1-retry{k}" for k in range(1, submitted + 1)]
-    assert all(c["entrypoint"] == sub0().entrypoint and c["metadata"]["dibs_id"] == "run-1" for c in client.submitted)
+    assert all(
+        c["entrypoint"] == sub0().entrypoint and c["metadata"]["dibs_id"] == "run-1" for c in client.submitted
+    )
     assert len(out) == submitted and all("resumes run run-1 from its checkpoint" in line for line in out)
 
 
@@ -234,18 +296,25 @@ class Info:
     def __init__(self, sid: str, status: str, attempt: int | None, start: int):
         self.submission_id, self.status, self.start_time, self.end_time = sid, JobStatus(status), start, None
         self.entrypoint, self.message = "cd dibs && true", ""
-        self.metadata = {} if attempt is None else {"dibs_kind": "run", "dibs_id": "run-1",
-                                                    "dibs_attempt": str(attempt)}
+        self.metadata = (
+            {} if attempt is None else {"dibs_kind": "run", "dibs_id": "run-1", "dibs_attempt": str(attempt)}
+        )
         self.runtime_env = {"working_dir": "gcs://_ray_pkg_x.zip", "env_vars": {"A": "1"}}
 
 
 def test_retry_command_submits_the_next_attempt():
     client = FakeClient()
-    infos = [Info("run-1", "FAILED", 0, 1000), Info("run-1-retry1", "FAILED", 1, 2000), Info("other", "RUNNING", None, 3)]
+    infos = [
+        Info("run-1", "FAILED", 0, 1000),
+        Info("run-1-retry1", "FAILED", 1, 2000),
+        Info("other", "RUNNING", None, 3),
+    ]
     client.list_jobs = lambda: infos
     client.get_job_info = lambda sid: next(i for i in infos if i.submission_id == sid)
     sub = jobs.retry(client, "run-1")
-    assert sub.submission_id == "run-1-retry2" and client.submitted[0]["runtime_env"]["env_vars"] == {"A": "1"}
+    assert sub.submission_id == "run-1-retry2" and client.submitted[0]["runtime_env"]["env_vars"] == {
+        "A": "1"
+    }
     rows = jobs.list_jobs(client)
     assert [r["submission_id"] for r in rows] == ["other", "run-1", "run-1-retry1"]
     assert rows[1]["start_time"] == "1970-01-01T00:00:01+00:00" and rows[0]["dibs_id"] is None

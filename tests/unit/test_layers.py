@@ -41,8 +41,11 @@ def module_name(path: Path, root: Path, prefix: str) -> str:
 
 def read_sources(root: Path, prefix: str) -> dict[str, tuple[str, bool]]:
     """module name -> (source, is a package's __init__) for every .py under `root`."""
-    return {module_name(p, root, prefix): (p.read_text(encoding="utf-8"), p.name == "__init__.py")
-            for p in sorted(root.rglob("*.py")) if "__pycache__" not in p.parts}
+    return {
+        module_name(p, root, prefix): (p.read_text(encoding="utf-8"), p.name == "__init__.py")
+        for p in sorted(root.rglob("*.py"))
+        if "__pycache__" not in p.parts
+    }
 
 
 def imports(name: str, source: str, is_package: bool, known: set[str]) -> list[tuple[int, str]]:
@@ -64,7 +67,7 @@ def imports(name: str, source: str, is_package: bool, known: set[str]) -> list[t
 
 
 def subpackage(module: str) -> str | None:
-    rest = module[len(PREFIX) + 1:].split(".") if module.startswith(PREFIX + ".") else []
+    rest = module[len(PREFIX) + 1 :].split(".") if module.startswith(PREFIX + ".") else []
     return rest[0] if len(rest) > 1 or rest and rest[0] in RANK else None
 
 
@@ -103,7 +106,7 @@ def find_cycle(edges: dict[str, list[tuple[int, str]]]) -> list[str] | None:
                 state[path.pop()] = 2
                 stack.pop()
             elif state.get(nxt) == 1:
-                return path[path.index(nxt):] + [nxt]
+                return path[path.index(nxt) :] + [nxt]
             elif nxt in edges and not state.get(nxt):
                 state[nxt] = 1
                 path.append(nxt)
@@ -141,23 +144,33 @@ def test_every_subpackage_is_listed_in_pyproject():
 
 def test_dashboards_import_only_the_bottom_layers():
     edges = graph(read_sources(ROOT / "dashboards", "dibs.dashboards") | read_sources(PLATFORM, PREFIX))
-    used = {(src, line, dst) for src, ts in edges.items() if src.startswith("dibs.dashboards") for line, dst in ts}
+    used = {
+        (src, line, dst) for src, ts in edges.items() if src.startswith("dibs.dashboards") for line, dst in ts
+    }
     assert used, "the check found no dashboards import of dibs.platform at all"
-    assert sorted(f"{s}:{line}: {d}" for s, line, d in used if subpackage(d) not in DASHBOARDS_MAY_IMPORT) == []
+    assert (
+        sorted(f"{s}:{line}: {d}" for s, line, d in used if subpackage(d) not in DASHBOARDS_MAY_IMPORT) == []
+    )
 
 
 # The checker itself must be able to fail.
 def _planted(**modules: str) -> dict[str, list[tuple[int, str]]]:
     """In-memory modules: `learn__a` is dibs.platform.learn.a, `learn__init` the package learn itself."""
-    sources = {f"{PREFIX}.{k.removesuffix('__init').replace('__', '.')}": (v, k.endswith("__init"))
-               for k, v in modules.items()}
+    sources = {
+        f"{PREFIX}.{k.removesuffix('__init').replace('__', '.')}": (v, k.endswith("__init"))
+        for k, v in modules.items()
+    }
     return graph(sources)
 
 
 def test_checker_catches_an_upward_import_at_any_depth_and_relative():
-    edges = _planted(core__config="def f():\n    from dibs.platform.cli.main import main\n",
-                     core__metrics="from ..learn import model\n", core__flops="from . import config\n",
-                     cli__main="", learn__model="")
+    edges = _planted(
+        core__config="def f():\n    from dibs.platform.cli.main import main\n",
+        core__metrics="from ..learn import model\n",
+        core__flops="from . import config\n",
+        cli__main="",
+        learn__model="",
+    )
     assert layer_violations(edges) == [
         f"{PREFIX}.core.config:2: imports {PREFIX}.cli.main (layer cli is above core)",
         f"{PREFIX}.core.metrics:1: imports {PREFIX}.learn.model (layer learn is above core)",
@@ -174,12 +187,17 @@ def test_checker_catches_a_flat_module_and_an_unknown_layer():
 
 
 def test_checker_reports_a_cycle_hidden_in_a_function():
-    edges = _planted(learn__a="from dibs.platform.learn import b\n",
-                     learn__b="def f():\n    from .c import x\n", learn__c="import dibs.platform.learn.a\n",
-                     learn__d="from dibs.platform.learn import a\n")
+    edges = _planted(
+        learn__a="from dibs.platform.learn import b\n",
+        learn__b="def f():\n    from .c import x\n",
+        learn__c="import dibs.platform.learn.a\n",
+        learn__d="from dibs.platform.learn import a\n",
+    )
     assert layer_violations(edges) == []
     assert find_cycle(edges) == [f"{PREFIX}.learn.{m}" for m in "abca"]
     # A package whose __init__ imports a module that imports the package back is a cycle too.
-    package = _planted(learn__init="from .a import run\n", learn__a="from dibs.platform.learn import helper\n")
+    package = _planted(
+        learn__init="from .a import run\n", learn__a="from dibs.platform.learn import helper\n"
+    )
     assert find_cycle(package) == [f"{PREFIX}.learn", f"{PREFIX}.learn.a", f"{PREFIX}.learn"]
     assert find_cycle(_planted(learn__init="", learn__a="from . import b\n", learn__b="")) is None

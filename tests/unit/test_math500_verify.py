@@ -27,8 +27,11 @@ def test_other_rows_answer_does_not(rows):
     n, stats = len(rows), ScoreStats()
     pairs = [(i, (i + 1) % n) for i in range(n)]
     # Two rows whose gold answers are equivalent are no mismatch to detect.
-    distinct = [(i, j) for i, j in pairs
-                if not score(f"\\boxed{{{rows[j]['answer']}}}", rows[i]["answer"], stats=ScoreStats())]
+    distinct = [
+        (i, j)
+        for i, j in pairs
+        if not score(f"\\boxed{{{rows[j]['answer']}}}", rows[i]["answer"], stats=ScoreStats())
+    ]
     wrong = sum(score(rows[i]["solution"], rows[j]["answer"], stats=stats) for i, j in distinct)
     assert len(distinct) >= 0.99 * n
     assert wrong <= 0.01 * len(distinct), stats.as_dict()

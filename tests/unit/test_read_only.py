@@ -57,7 +57,10 @@ def test_read_commands_refuse_a_foreign_database_and_leave_it_alone(tmp_path, ca
 def test_read_commands_refuse_a_missing_path_and_make_nothing(tmp_path, capsys, monkeypatch, command):
     monkeypatch.chdir(tmp_path)
     assert main([*command, "--db", "tmp/nope/x.db"]) == 2
-    assert _one_error(capsys) == "dibs: error: cannot open store sqlite:///tmp/nope/x.db: no database file 'tmp/nope/x.db'"
+    assert (
+        _one_error(capsys)
+        == "dibs: error: cannot open store sqlite:///tmp/nope/x.db: no database file 'tmp/nope/x.db'"
+    )
     assert list(tmp_path.iterdir()) == []  # not even tmp/
 
 
@@ -66,8 +69,10 @@ def test_read_commands_refuse_an_empty_file(tmp_path, capsys, command):
     path = tmp_path / "empty.db"
     path.touch()
     assert main([*command, "--db", str(path)]) == 2
-    assert _one_error(capsys) == f"dibs: error: store sqlite:///{path} {EMPTY} " \
+    assert (
+        _one_error(capsys) == f"dibs: error: store sqlite:///{path} {EMPTY} "
         "(`dibs run`, `dibs sweep` or `dibs db upgrade` make one)"
+    )
     assert _state(tmp_path) == {"empty.db": hashlib.sha256(b"").hexdigest()}
 
 

@@ -68,8 +68,15 @@ class ScriptEngine:
         seq = torch.tensor([NAMES.index(prompts[i]) for i in gids], dtype=torch.long)[:, None].repeat(1, L)
         resp = torch.zeros(B, L - 1)
         resp[:, -3:] = 1.0  # 3 response tokens each
-        return Rollouts(seq, torch.ones(B, L, dtype=torch.long), resp, -resp, torch.tensor(gids, dtype=torch.long),
-                        texts, torch.ones(B, dtype=torch.bool))
+        return Rollouts(
+            seq,
+            torch.ones(B, L, dtype=torch.long),
+            resp,
+            -resp,
+            torch.tensor(gids, dtype=torch.long),
+            texts,
+            torch.ones(B, dtype=torch.bool),
+        )
 
 
 @pytest.fixture(scope="module")
@@ -81,14 +88,18 @@ def policy():
 @pytest.fixture(autouse=True)
 def scripted_norms(monkeypatch):
     norms = torch.tensor([SCRIPT[n][2] for n in NAMES])
-    monkeypatch.setattr(estimators, "per_sample_grad_norms", lambda model, ro, **kw: norms[ro.sequences[:, 0]])
+    monkeypatch.setattr(
+        estimators, "per_sample_grad_norms", lambda model, ro, **kw: norms[ro.sequences[:, 0]]
+    )
 
 
 def ctx(engine, policy):
     return AllocContext(engine, policy, SamplingSpec(max_new_tokens=3), seed=5, step=1, score=SCORE)
 
 
-REUSE = AllocationConfig(allocator="gvm_reuse", n_per_prompt=4, n_probe=4, reuse_probe_every=2, reuse_decay=0.5)
+REUSE = AllocationConfig(
+    allocator="gvm_reuse", n_per_prompt=4, n_probe=4, reuse_probe_every=2, reuse_decay=0.5
+)
 
 
 def test_gvm_reuse_probes_unseen_then_carries_then_reprobes(policy):
@@ -158,13 +169,19 @@ def test_dapo_drops_equal_groups_and_refills(policy):
     assert [p.prompt for p in out.prompts] == ["1+2=", "2-1=", "3+3=", "4+5="]
     assert out.rollouts.group_ids.tolist() == [0] * 4 + [1] * 4 + [2] * 4 + [3] * 4  # 4 rollouts each
     assert engine.seeds == [5, 6]  # round r samples with the allocation seed + r
-    answers = [int(t[len("\\boxed{"):-1]) for t in out.rollouts.texts]
-    assert [a in (out.prompts[g].answer, out.prompts[g].answer + 1) for g, a in
-            zip(out.rollouts.group_ids.tolist(), answers)] == [True] * 16
+    answers = [int(t[len("\\boxed{") : -1]) for t in out.rollouts.texts]
+    assert [
+        a in (out.prompts[g].answer, out.prompts[g].answer + 1)
+        for g, a in zip(out.rollouts.group_ids.tolist(), answers)
+    ] == [True] * 16
     assert [r.prompt_id for r in out.dropped.rows] == ["5-9=", "7+7=", "8-8=", "6+1="]
     assert [(r.p_hat, r.accepted) for r in out.dropped.rows] == [(0.0, 0), (1.0, 4), (0.0, 0), (0.25, 1)]
     assert (out.dropped.rollouts, out.dropped.accepted, out.dropped.tokens) == (16, 5, 48)
-    assert out.stats == {M.ALLOC_GEN_BATCHES: 2.0, M.ALLOC_SHORT_PROMPTS: 0.0, M.ALLOC_DISCARDED_ROLLOUTS: 16.0}
+    assert out.stats == {
+        M.ALLOC_GEN_BATCHES: 2.0,
+        M.ALLOC_SHORT_PROMPTS: 0.0,
+        M.ALLOC_DISCARDED_ROLLOUTS: 16.0,
+    }
     # Widths 7 (round 1) and 8 (round 2): round 1's rows are left-padded by one masked column.
     assert out.rollouts.sequences.shape == (16, 8)
     assert out.rollouts.attention_mask[:8, 0].tolist() == [0] * 8 and out.rollouts.attention_mask[8:, 0].all()
@@ -174,23 +191,34 @@ def test_dapo_drops_equal_groups_and_refills(policy):
 def test_dapo_cap_trains_on_what_it_has(policy):
     engine = ScriptEngine()
     cfg = DAPO.model_copy(update={"max_gen_batches": 1})
-    out = Refill(cfg).sample([P["1+2="], P["5-9="], P["7+7="], P["2-1="]], ctx(engine, policy),
-                             draw=lambda k: pytest.fail("drew past the cap"))
-    assert [p.prompt for p in out.prompts] == ["1+2=", "2-1="] and out.rollouts.group_ids.tolist() == [0] * 4 + [1] * 4
+    out = Refill(cfg).sample(
+        [P["1+2="], P["5-9="], P["7+7="], P["2-1="]],
+        ctx(engine, policy),
+        draw=lambda k: pytest.fail("drew past the cap"),
+    )
+    assert [p.prompt for p in out.prompts] == ["1+2=", "2-1="] and out.rollouts.group_ids.tolist() == [
+        0
+    ] * 4 + [1] * 4
     assert out.stats[M.ALLOC_SHORT_PROMPTS] == 2 and out.stats[M.ALLOC_GEN_BATCHES] == 1
 
 
 def test_dapo_with_no_mixed_group_returns_an_empty_batch(policy):
     out = Refill(DAPO.model_copy(update={"max_gen_batches": 1})).sample(
-        [P["5-9="], P["7+7="]], ctx(ScriptEngine(), policy), draw=None)
+        [P["5-9="], P["7+7="]], ctx(ScriptEngine(), policy), draw=None
+    )
     assert out.prompts == [] and len(out.rollouts.texts) == 0
     assert out.stats[M.ALLOC_SHORT_PROMPTS] == 2 and out.dropped.rollouts == 8
 
 
 def test_dapo_is_uniform_counts_and_a_refill_stage():
-    assert build_allocator(DAPO).allocate([P["1+2="], P["5-9="], P["7+7="]], ctx(None, None)).counts.tolist() == [4] * 3
+    assert (
+        build_allocator(DAPO).allocate([P["1+2="], P["5-9="], P["7+7="]], ctx(None, None)).counts.tolist()
+        == [4] * 3
+    )
     assert isinstance(build_refill(DAPO), Refill)
-    assert build_refill(AllocationConfig(allocator="gvm")) is None and build_refill(AllocationConfig()) is None
+    assert (
+        build_refill(AllocationConfig(allocator="gvm")) is None and build_refill(AllocationConfig()) is None
+    )
 
 
 def test_merge_keeps_every_log_prob():
@@ -208,8 +236,12 @@ def test_merge_keeps_every_log_prob():
     logp = token_logprobs(model, merged)
     for part, rows in ((a, slice(0, 2)), (b, slice(2, 5))):
         mine = token_logprobs(model, part)
-        torch.testing.assert_close(logp[rows][merged.response_mask[rows].bool()],
-                                   mine[part.response_mask.bool()], rtol=1e-5, atol=1e-5)
+        torch.testing.assert_close(
+            logp[rows][merged.response_mask[rows].bool()],
+            mine[part.response_mask.bool()],
+            rtol=1e-5,
+            atol=1e-5,
+        )
     with pytest.raises(ValueError, match="no batches"):
         merge_rollouts([], torch.zeros(0), pad_id=0)
 
@@ -218,8 +250,15 @@ def fake_rollouts(group_ids, tokens_each=3):
     B = len(group_ids)
     resp = torch.zeros(B, 5)
     resp[:, -tokens_each:] = 1.0
-    return Rollouts(torch.zeros(B, 6, dtype=torch.long), torch.ones(B, 6, dtype=torch.long), resp,
-                    torch.zeros(B, 5), torch.tensor(group_ids), ["x"] * B, torch.ones(B, dtype=torch.bool))
+    return Rollouts(
+        torch.zeros(B, 6, dtype=torch.long),
+        torch.ones(B, 6, dtype=torch.long),
+        resp,
+        torch.zeros(B, 5),
+        torch.tensor(group_ids),
+        ["x"] * B,
+        torch.ones(B, dtype=torch.bool),
+    )
 
 
 def test_account_charges_training_and_dropped_rollouts():
@@ -231,10 +270,19 @@ def test_account_charges_training_and_dropped_rollouts():
     keep = torch.tensor([True, True, True, True, True, False])
     spent = account(budget, alloc, fake_rollouts([0, 0, 0, 1, 1, 1]), rewards, adv, keep, dropped)
     # generated 6 + 8 dropped = 14; accepted 5 + 3 = 8; wasted: 3 zero-advantage + 8 dropped = 11.
-    assert spent == {M.BUDGET_ROLLOUTS: 34, M.BUDGET_TOKENS: 60 + 18 + 24, M.BUDGET_PROBE_ROLLOUTS: 20,
-                     M.BUDGET_TRAIN_ROLLOUTS: 14, M.BUDGET_ACCEPTED: 8, M.BUDGET_WASTED: 11,
-                     M.BUDGET_UPDATES: 0,  # the loop counts updates; account only reports them
-                     M.STEP_ROLLOUTS: 34, M.STEP_PROBE_ROLLOUTS: 20, M.STEP_ACCEPTED: 8, M.STEP_WASTED: 11}
+    assert spent == {
+        M.BUDGET_ROLLOUTS: 34,
+        M.BUDGET_TOKENS: 60 + 18 + 24,
+        M.BUDGET_PROBE_ROLLOUTS: 20,
+        M.BUDGET_TRAIN_ROLLOUTS: 14,
+        M.BUDGET_ACCEPTED: 8,
+        M.BUDGET_WASTED: 11,
+        M.BUDGET_UPDATES: 0,  # the loop counts updates; account only reports them
+        M.STEP_ROLLOUTS: 34,
+        M.STEP_PROBE_ROLLOUTS: 20,
+        M.STEP_ACCEPTED: 8,
+        M.STEP_WASTED: 11,
+    }
     assert budget.rollouts == budget.probe_rollouts + budget.train_rollouts
 
 
@@ -243,12 +291,25 @@ def test_prompt_stats_rows():
     rewards = torch.tensor([1.0, 0.0, 1.0, 1.0, 0.0])
     ro = fake_rollouts([0, 0, 0, 2, 2])
     uniform = prompt_stats(prompts, Allocation(np.array([3, 0, 2])), ro, rewards)
-    assert [(r.prompt_id, r.n_alloc, r.accepted, r.probed) for r in uniform] == \
-        [("1+2=", 3, 2, False), ("2-1=", 0, 0, False), ("3+3=", 2, 1, False)]
+    assert [(r.prompt_id, r.n_alloc, r.accepted, r.probed) for r in uniform] == [
+        ("1+2=", 3, 2, False),
+        ("2-1=", 0, 0, False),
+        ("3+3=", 2, 1, False),
+    ]
     assert uniform[0].p_hat == pytest.approx(2 / 3) and math.isnan(uniform[1].p_hat)
     assert all(math.isnan(r.g_hat) for r in uniform)
-    gvm = Allocation(np.array([3, 0, 2]), np.array([0.5, 0.0, 0.25]), np.array([2.0, 0.0, 3.0]),
-                     np.array([True, False, True]))
-    rows = prompt_stats(prompts, gvm, ro, rewards, Dropped(rows=[M.PromptStat("8-8=", 0.0, math.nan, 4, 0, False)]))
-    assert [(r.p_hat, r.g_hat, r.probed) for r in rows[:3]] == [(0.5, 2.0, True), (0.0, 0.0, False), (0.25, 3.0, True)]
+    gvm = Allocation(
+        np.array([3, 0, 2]),
+        np.array([0.5, 0.0, 0.25]),
+        np.array([2.0, 0.0, 3.0]),
+        np.array([True, False, True]),
+    )
+    rows = prompt_stats(
+        prompts, gvm, ro, rewards, Dropped(rows=[M.PromptStat("8-8=", 0.0, math.nan, 4, 0, False)])
+    )
+    assert [(r.p_hat, r.g_hat, r.probed) for r in rows[:3]] == [
+        (0.5, 2.0, True),
+        (0.0, 0.0, False),
+        (0.25, 3.0, True),
+    ]
     assert rows[3].prompt_id == "8-8="

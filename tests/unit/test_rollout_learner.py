@@ -70,15 +70,25 @@ def test_same_seed_same_rollouts(tiny):
 @pytest.mark.parametrize("algorithm", ["raft", "raftpp", "grpo"])
 def test_update_is_independent_of_micro_batch_size(tiny, algorithm):
     model, tok = tiny
-    ro = HFEngine(copy.deepcopy(model), tok).generate(["1+2=", "9-8+7="], [3, 3],
-                                                      SamplingSpec(max_new_tokens=6), seed=1)
+    ro = HFEngine(copy.deepcopy(model), tok).generate(
+        ["1+2=", "9-8+7="], [3, 3], SamplingSpec(max_new_tokens=6), seed=1
+    )
     adv = torch.tensor([1.0, -0.5, 0.0, 2.0, -1.0, 0.5])
     grads, stats = [], []
     for micro in (6, 4, 1):
         m = copy.deepcopy(model)
-        learner = TorchLearner(m, lr=1e-2, weight_decay=0.0, grad_clip=100.0, micro_batch_size=micro,
-                               total_steps=1, algorithm=algorithm)
-        learner.backend.opt.step = lambda: None  # keep the accumulated gradient to compare (Adam would amplify
+        learner = TorchLearner(
+            m,
+            lr=1e-2,
+            weight_decay=0.0,
+            grad_clip=100.0,
+            micro_batch_size=micro,
+            total_steps=1,
+            algorithm=algorithm,
+        )
+        learner.backend.opt.step = lambda: (
+            None
+        )  # keep the accumulated gradient to compare (Adam would amplify
         # float noise in near-zero elements, g / sqrt(v) ~ sign(g))
         stats.append(learner.update(ro, adv, seed=0))
         grads.append(torch.cat([p.grad.flatten() for p in m.parameters()]))

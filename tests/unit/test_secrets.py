@@ -32,8 +32,12 @@ def test_display_url_masks_parsed_and_unparsable_urls():
     assert display_url("sqlite:////a/d.db") == "sqlite:////a/d.db"
     assert url_password("postgresql://u:p%40ss@h/db") == "p@ss" and url_password("sqlite:////a.db") is None
     assert without_password(PG) == "postgresql+psycopg://dibs@127.0.0.1:1/x"
-    assert redact(f"could not parse 'x://a:{SECRET}@h' nor {SECRET} nor p%40ss", PG, "postgresql://u:p%40ss@h/db") \
+    assert (
+        redact(
+            f"could not parse 'x://a:{SECRET}@h' nor {SECRET} nor p%40ss", PG, "postgresql://u:p%40ss@h/db"
+        )
         == "could not parse 'x://a:***@h' nor *** nor ***"
+    )
 
 
 def one_error_line(capsys) -> str:
@@ -43,11 +47,20 @@ def one_error_line(capsys) -> str:
     return out.err
 
 
-@pytest.mark.parametrize("argv", [
-    ["run", "experiments/smoke.yaml", "--db", PG], ["resume", "abc", "--db", PG], ["db", "upgrade", "--db", PG],
-    ["runs", "--db", PG], ["export", "abc", "--db", PG], ["sweeps", "--db", PG],
-    ["sweep", "experiments/sweeps/smoke.yaml", "--db", PG], ["dashboard", "--db", PG],
-    ["run", "experiments/smoke.yaml", "--db", f"postgresql+psycopg://dibs:{SECRET}@127.0.0.1:port/x"]])
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["run", "experiments/smoke.yaml", "--db", PG],
+        ["resume", "abc", "--db", PG],
+        ["db", "upgrade", "--db", PG],
+        ["runs", "--db", PG],
+        ["export", "abc", "--db", PG],
+        ["sweeps", "--db", PG],
+        ["sweep", "experiments/sweeps/smoke.yaml", "--db", PG],
+        ["dashboard", "--db", PG],
+        ["run", "experiments/smoke.yaml", "--db", f"postgresql+psycopg://dibs:{SECRET}@127.0.0.1:port/x"],
+    ],
+)
 def test_a_store_that_fails_is_one_line_without_the_password(argv, capsys):
     assert main(argv) == 2
     assert "dibs:***@127.0.0.1" in one_error_line(capsys)
@@ -68,10 +81,14 @@ def test_submit_refuses_a_password_before_anything(tmp_path, capsys, monkeypatch
     assert "--db-file PATH" in err and "DIBS_DB_URL" in err
 
 
-@pytest.mark.parametrize("argv", [
-    ["submit", "experiments/smoke.yaml", "--address", f"http://u:{SECRET}@h:1/api"],
-    ["jobs", "list", "--address", f"http://u:{SECRET}@127.0.0.1:1"],
-    ["jobs", "status", "x", "--address", f"http://u:{SECRET}@h:port"]])
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["submit", "experiments/smoke.yaml", "--address", f"http://u:{SECRET}@h:1/api"],
+        ["jobs", "list", "--address", f"http://u:{SECRET}@127.0.0.1:1"],
+        ["jobs", "status", "x", "--address", f"http://u:{SECRET}@h:port"],
+    ],
+)
 def test_dashboard_address_is_masked_in_errors(argv, capsys, tmp_path):
     db = ["--db", f"sqlite:///{tmp_path}/d.db"] if argv[0] == "submit" else []  # not the repo's runs/ store
     assert main(argv + db) == 2
@@ -106,12 +123,21 @@ class Client:
 
 def test_a_job_carries_no_url_with_a_password_and_retries_upload_the_same(tmp_path, capsys):
     client, url = Client(), f"sqlite:///{tmp_path}/d.db"
-    sub = jobs.submit("experiments/smoke.yaml", address=LOCAL, db=url, output_dir=str(tmp_path), client=client,
-                      include=["tests/fixtures/math_eval"], db_file="/etc/dibs/db_url")
+    sub = jobs.submit(
+        "experiments/smoke.yaml",
+        address=LOCAL,
+        db=url,
+        output_dir=str(tmp_path),
+        client=client,
+        include=["tests/fixtures/math_eval"],
+        db_file="/etc/dibs/db_url",
+    )
     [call] = client.calls
     assert jobs.DB_ENV not in call["runtime_env"]["env_vars"]
-    assert call["entrypoint"] == ("cd dibs && python -m dibs.platform.cli.job_entry "
-                                  f"--db-file /etc/dibs/db_url --store {url} -- resume {sub.dibs_id}")
+    assert call["entrypoint"] == (
+        "cd dibs && python -m dibs.platform.cli.job_entry "
+        f"--db-file /etc/dibs/db_url --store {url} -- resume {sub.dibs_id}"
+    )
     assert client.staged == job_upload.upload_list(jobs.PROJECT_ROOT, ["tests/fixtures/math_eval"])
     assert json.loads(call["metadata"]["dibs_include"]) == ["tests/fixtures/math_eval"]
     jobs.submit_attempt(client, sub.next_attempt())  # what `supervise` and `dibs jobs retry` submit
@@ -124,8 +150,10 @@ def test_job_entry_takes_the_cluster_secret_first(tmp_path):
     file = tmp_path / "db_url"
     file.write_text(f"{PG}\n")
     store = "postgresql+psycopg://dibs@127.0.0.1:1/x"
-    assert job_entry.cluster_store_url(str(file), store, environ={"DIBS_DB_URL": "sqlite:////e.db"}) \
+    assert (
+        job_entry.cluster_store_url(str(file), store, environ={"DIBS_DB_URL": "sqlite:////e.db"})
         == "sqlite:////e.db"
+    )
     assert job_entry.cluster_store_url(str(file), store, environ={}) == PG
     assert job_entry.cluster_store_url(None, store, environ={}) == store
     with pytest.raises(ValueError, match=f"--db-file {tmp_path}/gone: cannot read it on this node"):
@@ -141,7 +169,9 @@ def test_job_entry_runs_the_command_with_the_url(tmp_path, capsys, monkeypatch):
 
 def test_sweep_resume_takes_the_password_from_db_or_the_environment(tmp_path, monkeypatch):
     monkeypatch.delenv("DIBS_DB_URL", raising=False)
-    with pytest.raises(ConfigError, match=r"--resume s: its store .*:\*\*\*@.* needs the password: pass --db"):
+    with pytest.raises(
+        ConfigError, match=r"--resume s: its store .*:\*\*\*@.* needs the password: pass --db"
+    ):
         resume_url(SHOWN, None, "s")
     assert resume_url(SHOWN, PG, "s") == PG
     assert resume_url("sqlite:///runs/d.db", None, "s") == "sqlite:///runs/d.db"
@@ -175,7 +205,9 @@ def test_staging_holds_exactly_the_tracked_files_and_includes(tmp_path):
         root = Path(stage) / "dibs"
         got = sorted(p.relative_to(root).as_posix() for p in root.rglob("*") if p.is_file() or p.is_symlink())
         assert (root / "platform/cli/main.py").read_text() == "platform/cli/main.py"
-    assert got == sorted([*tracked, "data/big/y.bin", "data/keep.txt"])  # .gitignore stays: Ray would apply it
+    assert got == sorted(
+        [*tracked, "data/big/y.bin", "data/keep.txt"]
+    )  # .gitignore stays: Ray would apply it
     assert not Path(stage).exists()
 
 

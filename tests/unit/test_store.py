@@ -90,7 +90,17 @@ def test_generated_id_and_list_order(store):
     assert first.startswith("run-") and len(first) == len("run-20261126-035301-ab12cd")
     runs = store.list_runs()
     assert [r["id"] for r in runs] == [second, first]  # newest first
-    assert set(runs[0]) == {"id", "name", "experiment", "status", "started", "finished", "seed", "sweep_id", "trial_id"}
+    assert set(runs[0]) == {
+        "id",
+        "name",
+        "experiment",
+        "status",
+        "started",
+        "finished",
+        "seed",
+        "sweep_id",
+        "trial_id",
+    }
     assert runs[0]["status"] == "running" and runs[0]["finished"] is None
 
 
@@ -225,7 +235,9 @@ def test_no_upgrade_creates_empty_database_but_refuses_an_old_one(url):
     # A brand-new database gets its schema through the migrations (at head) ...
     with ResultsStore(url, upgrade=False) as store:
         assert store.revision() == "0004"
-        run_id = store.create_run(name="r", experiment="e.yaml", config={}, git_commit=None, versions={}, seed=0)
+        run_id = store.create_run(
+            name="r", experiment="e.yaml", config={}, git_commit=None, versions={}, seed=0
+        )
     # ... but one at another revision is left alone until `dibs db upgrade`.
     engine = sqlalchemy.create_engine(url)
     with engine.begin() as conn:

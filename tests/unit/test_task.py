@@ -38,7 +38,9 @@ def test_well_formed_is_format_only_and_level_is_terms():
     assert TASK.well_formed("5-9=-4;\\boxed{-4}", p, stopped=True)
     assert not TASK.well_formed("5-9=-4;\\boxed{-4}", p, stopped=False)
     assert TASK.well_formed("1+1=3;\\boxed{3}", p, stopped=True)  # wrong, but well formed
-    assert not TASK.well_formed("1+1=2", p, stopped=True) and not TASK.well_formed("\\boxed{x}", p, stopped=True)
+    assert not TASK.well_formed("1+1=2", p, stopped=True) and not TASK.well_formed(
+        "\\boxed{x}", p, stopped=True
+    )
     assert TASK.level(Problem("55+98-93+77=", 137, 4)) == 4
 
 

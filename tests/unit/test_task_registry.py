@@ -56,9 +56,13 @@ def own_registry(monkeypatch):
 def test_the_shipped_kinds_and_an_unknown_one():
     assert known_kinds() == ["math", "reasoning_gym"]
     assert isinstance(make_task(TaskConfig()), ChainSumTask)
-    cfg = validate_dict({"task": {"kind": "maths"}}).task  # the config checks the shape, the registry the name
-    expected = ("<config>: task.kind: unknown task kind 'maths'; known kinds: math, reasoning_gym "
-                "(register_task adds one, platform/tasks/registry.py)")
+    cfg = validate_dict(
+        {"task": {"kind": "maths"}}
+    ).task  # the config checks the shape, the registry the name
+    expected = (
+        "<config>: task.kind: unknown task kind 'maths'; known kinds: math, reasoning_gym "
+        "(register_task adds one, platform/tasks/registry.py)"
+    )
     with pytest.raises(ConfigError) as e:
         make_task(cfg)
     assert str(e.value) == expected
@@ -78,7 +82,9 @@ def test_register_a_task_from_user_code():
 
 
 def test_registering_is_checked():
-    with pytest.raises(ValueError, match="'reasoning_gym' is already registered .ChainSumTask.; pass replace=True"):
+    with pytest.raises(
+        ValueError, match="'reasoning_gym' is already registered .ChainSumTask.; pass replace=True"
+    ):
         register_task("reasoning_gym", EchoTask)
     register_task("reasoning_gym", EchoTask, replace=True)
     assert isinstance(make_task(TaskConfig()), EchoTask)
@@ -98,7 +104,9 @@ def test_math_task_hooks():
     assert task.reward("\\boxed{2}", half, stopped=True) == 0.0
     assert task.reward("no answer here", half, stopped=True) == 0.0
     # Well formed: stopped, and a final answer can be extracted (right or wrong).
-    assert task.well_formed("\\boxed{2}", half, stopped=True) and not task.well_formed("\\boxed{2}", half, stopped=False)
+    assert task.well_formed("\\boxed{2}", half, stopped=True) and not task.well_formed(
+        "\\boxed{2}", half, stopped=False
+    )
     assert not task.well_formed("no answer here", half, stopped=True)
     assert task.level(half) is None
     assert task.solution(half) == "so \\boxed{0.5}"
@@ -118,8 +126,15 @@ class ScriptedEngine:
         texts = [self.replies[p][j] for p, c in zip(prompts, counts) for j in range(c)]
         gids = torch.tensor([i for i, c in enumerate(counts) for _ in range(c)])
         B = len(texts)
-        return Rollouts(torch.zeros(B, 2, dtype=torch.long), torch.ones(B, 2, dtype=torch.long),
-                        torch.ones(B, 1), torch.zeros(B, 1), gids, texts, torch.ones(B, dtype=torch.bool))
+        return Rollouts(
+            torch.zeros(B, 2, dtype=torch.long),
+            torch.ones(B, 2, dtype=torch.long),
+            torch.ones(B, 1),
+            torch.zeros(B, 1),
+            gids,
+            texts,
+            torch.ones(B, dtype=torch.bool),
+        )
 
 
 def test_score_groups_follows_group_ids():
@@ -138,8 +153,10 @@ def test_evaluate_through_the_task_by_hand():
     assert out[M.EVAL_ACCURACY] == 0.5 and out[M.EVAL_FORMAT_RATE] == 0.75
     # per level: level 1 [a: 1] -> 1.0, level 2 [bb: 0, cc: 1] -> 0.5; d has no level and no row
     assert out[M.eval_accuracy_at(1)] == 1.0 and out[M.eval_accuracy_at(2)] == 0.5
-    assert sorted(k for k in out if k.startswith("eval/accuracy_terms_")) == ["eval/accuracy_terms_1",
-                                                                             "eval/accuracy_terms_2"]
+    assert sorted(k for k in out if k.startswith("eval/accuracy_terms_")) == [
+        "eval/accuracy_terms_1",
+        "eval/accuracy_terms_2",
+    ]
     # 2 samples each: a [1, 0], bb [0, 1], cc [1, 1], d [0, 1] -> 5 of 8
     assert out[M.EVAL_MEAN_AT_K] == 5 / 8 and out[M.EVAL_RESPONSE_LEN] == 1.0
 
@@ -164,6 +181,8 @@ def test_dibs_validate_names_an_unknown_kind_in_one_line(capsys, monkeypatch):
 
     monkeypatch.chdir(Path(__file__).resolve().parents[2])
     assert main(["validate", "experiments/smoke.yaml", "--set", "task.kind=maths"]) == 2
-    assert capsys.readouterr().err.strip() == ("dibs: error: experiments/smoke.yaml: task.kind: unknown task kind "
-                                               "'maths'; known kinds: math, reasoning_gym (register_task adds one, "
-                                               "platform/tasks/registry.py)")
+    assert capsys.readouterr().err.strip() == (
+        "dibs: error: experiments/smoke.yaml: task.kind: unknown task kind "
+        "'maths'; known kinds: math, reasoning_gym (register_task adds one, "
+        "platform/tasks/registry.py)"
+    )

@@ -37,10 +37,19 @@ def qwen(tok):
 @pytest.fixture(scope="module")
 def llama(tok):
     torch.manual_seed(1)
-    cfg = LlamaConfig(vocab_size=len(tok), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
-                      num_attention_heads=4, num_key_value_heads=4, max_position_embeddings=128,
-                      bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id,
-                      pad_token_id=tok.pad_token_id, attn_implementation="sdpa")
+    cfg = LlamaConfig(
+        vocab_size=len(tok),
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=4,
+        max_position_embeddings=128,
+        bos_token_id=tok.bos_token_id,
+        eos_token_id=tok.eos_token_id,
+        pad_token_id=tok.pad_token_id,
+        attn_implementation="sdpa",
+    )
     return LlamaForCausalLM(cfg).eval()
 
 
@@ -109,8 +118,9 @@ def test_same_seed_same_rollouts_and_compaction_changes_nothing(qwen, tok, monke
 
 def test_ignore_eos_runs_every_response_to_max_new_tokens(qwen, tok):
     model = _eos_biased(qwen, tok, 8.0)  # EOS would end most responses early
-    ro = TorchEngine(model, tok).generate(PROMPTS, [2, 2, 2, 2], SamplingSpec(max_new_tokens=7, ignore_eos=True),
-                                          seed=0)
+    ro = TorchEngine(model, tok).generate(
+        PROMPTS, [2, 2, 2, 2], SamplingSpec(max_new_tokens=7, ignore_eos=True), seed=0
+    )
     assert ro.response_mask.sum(1).tolist() == [7] * 8
     assert not ro.stopped.any()
 

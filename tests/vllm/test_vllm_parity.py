@@ -73,6 +73,8 @@ def test_sampled_counts_and_layout(engines):
 def test_ignore_eos_runs_every_response_to_max_new_tokens(engines):
     """The SamplingSpec field the benchmarks use (every engine honours it): exact lengths, nothing stopped."""
     _, _, vl = engines
-    ro = vl.generate(PROMPTS[:2], [2, 2], SamplingSpec(max_new_tokens=7, temperature=1.0, ignore_eos=True), seed=3)
+    ro = vl.generate(
+        PROMPTS[:2], [2, 2], SamplingSpec(max_new_tokens=7, temperature=1.0, ignore_eos=True), seed=3
+    )
     assert ro.response_mask.sum(1).tolist() == [7] * 4
     assert not ro.stopped.any()
