@@ -262,7 +262,8 @@ def cmd_dashboard(args) -> int:
     if warning:
         print(warning, file=sys.stderr, flush=True)
     print(
-        f"dibs dashboard: {display_url(url)} (read-only) at http://{args.host}:{args.port}/  (Ctrl-C stops it)",
+        f"dibs dashboard: {display_url(url)} (read-only) at http://{args.host}:{args.port}/"
+        "  (Ctrl-C stops it)",
         flush=True,
     )
     serve(app, host=args.host, port=args.port)
