@@ -69,7 +69,10 @@ def run_cell(name: str, overrides: list[str], work: Path) -> dict:
     store = open_store(url)
     run = [r for r in store.list_runs() if r["name"] == name][-1]
     rows = store.get_run(run["id"])["metrics"]
-    series = lambda metric: [m["value"] for m in rows if m["name"] == metric]
+
+    def series(metric: str) -> list[float]:
+        return [m["value"] for m in rows if m["name"] == metric]
+
     walls = {m["step"]: m["wall_seconds"] for m in rows if m["name"] == M.EVAL_ACCURACY}
     return {
         "cell": name,

@@ -46,7 +46,7 @@ def figure(cells: list[dict], doc: dict, path: Path) -> None:
 
     fig, grid_axes = plt.subplots(2, 2, figsize=(15, 11))
     axes = grid_axes.ravel()
-    for ax, (algorithm, arms, axis, title) in zip(axes, PANELS):
+    for ax, (algorithm, arms, axis, title) in zip(axes, PANELS, strict=True):
         for arm in arms:
             mine = [c for c in cells if c["algorithm"] == algorithm and c["arm"] == arm]
             if not mine:
@@ -77,7 +77,7 @@ def forest(ax, doc: dict) -> None:
             for axis in ("rollouts", "steps"):
                 e = r[f"{axis}_to_80"]
                 rows.append((f"{algorithm} {arm} ({axis})", e["per_seed_ratio"], e["ratio_vs_uniform"]))
-    for y, (label, per_seed, pooled) in enumerate(reversed(rows)):
+    for y, (_label, per_seed, pooled) in enumerate(reversed(rows)):
         pts = [v for v in per_seed if v]
         ax.scatter(pts, [y] * len(pts), s=10, color="grey")
         if pooled["mean"]:

@@ -77,7 +77,7 @@ def learner_efficiency(
     best size's total FLOPs over its total time; each learner's rate is its total FLOPs over its time."""
     cfg = next(iter(cfgs.values()))  # every setting samples the same batch
     batch = engine.generate(prompts, [cfg.allocation.n_per_prompt] * len(prompts), sampling_spec(cfg), seed=0)
-    problems = [Problem(p, a) for p, a in zip(prompts, answers)]
+    problems = [Problem(p, a) for p, a in zip(prompts, answers, strict=True)]
     adv, _ = grpo_advantages(score_groups(make_task(cfg.task), batch, problems), batch.group_ids)
     learners, first = {}, {}
     for name, cfg in cfgs.items():
@@ -121,7 +121,7 @@ def learner_efficiency(
             "peak_fraction": rate / peak,
             "update_seconds": sum(ts) / len(ts),
             "round_seconds": ts,
-            "round_peak_fractions": [flops / t / p for t, p in zip(ts, round_peaks)],
+            "round_peak_fractions": [flops / t / p for t, p in zip(ts, round_peaks, strict=True)],
             "formula": FORMULA,
             "matmul_params": params,
             "non_padding_tokens": tokens,
@@ -226,7 +226,10 @@ def rl_steps(
             runtime=_Prepared(small, policy, tokenizer, fixed_length),
         )
     timed = range(warmup + 1, total + 1)
-    v = lambda step, name: rec.values[step].get(name, 0.0)
+
+    def v(step: int, name: str) -> float:
+        return rec.values[step].get(name, 0.0)
+
     stages = defaultdict(list)
     for s in timed:
         gen, upd, sync, whole = (

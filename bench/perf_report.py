@@ -20,7 +20,10 @@ def markdown(res: dict) -> str:
         res["rl_step_prompts_per_s"],
     )
     r = res["ratios"]
-    ratio = lambda key: f"{r[key]:.2f}x" if key in r else "-"
+
+    def ratio(key: str) -> str:
+        return f"{r[key]:.2f}x" if key in r else "-"
+
     lines = [
         (
             f"Measured {m['date']} on {m['cpu']} ({m['cores']} cores, {', '.join(m['isa'])}; torch {m['torch']}, "

@@ -250,9 +250,9 @@ class GVMReuseAllocator:
         probed = np.array([self.stale(p.prompt) for p in prompts], dtype=bool)
         rollouts = tokens = 0
         if probed.any():
-            fresh = [p for p, s in zip(prompts, probed) if s]
+            fresh = [p for p, s in zip(prompts, probed, strict=True) if s]
             p_new, g_new, rollouts, tokens = probe(fresh, ctx, self.cfg)
-            for p, pv, gv in zip(fresh, p_new, g_new):
+            for p, pv, gv in zip(fresh, p_new, g_new, strict=True):
                 # The policy has moved since the last probe: a fresh probe replaces the pooled counts.
                 old = self.estimates.get(p.prompt)
                 self.estimates[p.prompt] = PromptEstimate(
@@ -275,7 +275,7 @@ class GVMReuseAllocator:
 
     def observe(self, prompts: list[Problem], counts: np.ndarray, accepted: np.ndarray) -> None:
         d = self.cfg.reuse_decay
-        for p, n, a in zip(prompts, counts.tolist(), accepted.tolist()):
+        for p, n, a in zip(prompts, counts.tolist(), accepted.tolist(), strict=True):
             est = self.estimates.get(p.prompt)
             if est is not None and n > 0:
                 est.accepted, est.samples = d * est.accepted + a, d * est.samples + n

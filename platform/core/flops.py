@@ -32,4 +32,4 @@ def loglog_slope(xs: list[float], ys: list[float]) -> float:
     var = sum((a - mx) ** 2 for a in lx)
     if var == 0:
         raise ValueError("loglog_slope: the x values must differ")
-    return sum((a - mx) * (b - my) for a, b in zip(lx, ly)) / var
+    return sum((a - mx) * (b - my) for a, b in zip(lx, ly, strict=True)) / var

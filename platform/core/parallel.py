@@ -47,7 +47,7 @@ class DataParallel:
         keys = sorted(stats)
         values = torch.tensor([float(stats[k]) for k in keys], dtype=torch.float64)
         torch.distributed.all_reduce(values)
-        return dict(zip(keys, values.tolist()))
+        return dict(zip(keys, values.tolist(), strict=True))
 
     def max_int(self, value: int) -> int:
         """The largest `value` over ranks."""

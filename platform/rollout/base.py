@@ -101,7 +101,7 @@ def encode_samples(tok: PreTrainedTokenizerFast, prompts: list[str], counts: lis
     """counts[i] copies of prompts[i], BOS-prefixed and left-padded to one width P (so that chunks of them
     differ only in response length and concatenate by right-padding), and their group ids. Tokenizers
     without a BOS token (Qwen2.5's) get the prompt alone."""
-    flat = [p for p, c in zip(prompts, counts) for _ in range(c)]
+    flat = [p for p, c in zip(prompts, counts, strict=True) for _ in range(c)]
     if not flat:
         raise ValueError("generate: every prompt has a count of 0")
     gids = torch.tensor([i for i, c in enumerate(counts) for _ in range(c)], dtype=torch.long)

@@ -85,7 +85,7 @@ class VLLMEngine:
             [TokensPrompt(prompt_token_ids=ids[i]) for i in live], params, use_tqdm=False
         )
         rows = []  # (group id, prompt ids, response ids incl. EOS, logprobs, stopped)
-        for i, out in zip(live, outs):
+        for i, out in zip(live, outs, strict=True):
             for c in out.outputs:
                 resp, logps = list(c.token_ids), _sampled_logprobs(c)
                 stopped = not spec.ignore_eos and bool(resp) and resp[-1] == self.tok.eos_token_id
@@ -147,7 +147,7 @@ def _sampled_logprobs(completion) -> list[float]:
     if completion.logprobs is None:
         return [0.0] * len(completion.token_ids)
     out = []
-    for tok, entry in zip(completion.token_ids, completion.logprobs):
+    for tok, entry in zip(completion.token_ids, completion.logprobs, strict=True):
         lp = entry.get(tok) if entry else None
         out.append(float(lp.logprob) if lp is not None and math.isfinite(lp.logprob) else 0.0)
     return out

@@ -65,7 +65,7 @@ def searcher(sweep: SweepConfig, db_url: str, sweep_id: str):
 
     from dibs.platform.sweeps.sweep_storage import SweepStorage
 
-    metrics, modes = zip(*s.objectives)
+    metrics, modes = zip(*s.objectives, strict=True)
     storage = SweepStorage(db_url)  # the results database itself (Optuna's own tables)
     multi = len(metrics) > 1
     return OptunaSearch(

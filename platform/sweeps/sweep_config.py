@@ -120,7 +120,7 @@ class SearchConfig(_Strict):
     def objectives(self) -> list[tuple[str, str]]:
         metrics = self.metric if isinstance(self.metric, list) else [self.metric]
         modes = self.mode if isinstance(self.mode, list) else [self.mode]
-        return list(zip(metrics, modes))
+        return list(zip(metrics, modes, strict=True))
 
 
 class AshaConfig(_Strict):

@@ -25,7 +25,7 @@ def score_groups(task: Task, rollouts: Rollouts, problems: list[Problem]) -> tor
     return torch.tensor(
         [
             float(task.reward(text, problems[g], stopped=bool(s)))
-            for text, s, g in zip(rollouts.texts, rollouts.stopped.tolist(), rollouts.group_ids.tolist())
+            for text, s, g in zip(rollouts.texts, rollouts.stopped.tolist(), rollouts.group_ids.tolist(), strict=True)
         ]
     )
 
@@ -41,7 +41,7 @@ def evaluate(
     correct = score_groups(task, greedy, problems)
     formed = [
         task.well_formed(t, p, stopped=bool(s))
-        for t, s, p in zip(greedy.texts, greedy.stopped.tolist(), problems)
+        for t, s, p in zip(greedy.texts, greedy.stopped.tolist(), problems, strict=True)
     ]
     out = {
         M.EVAL_ACCURACY: float(correct.mean()),
@@ -49,7 +49,7 @@ def evaluate(
         M.EVAL_RESPONSE_LEN: greedy.num_tokens / len(problems),
     }
     by_level: dict[int, list[float]] = defaultdict(list)
-    for p, c in zip(problems, correct.tolist()):
+    for p, c in zip(problems, correct.tolist(), strict=True):
         level = task.level(p)
         if level is not None:
             by_level[level].append(c)

@@ -76,7 +76,7 @@ def evaluate_set(
         batch = problems[start : start + batch_problems]
         ro = engine.generate([p.prompt for p in batch], [k] * len(batch), spec, seed=seed + start)
         tokens += ro.num_tokens
-        for text, g in zip(ro.texts, ro.group_ids.tolist()):
+        for text, g in zip(ro.texts, ro.group_ids.tolist(), strict=True):
             correct[start + g] += int(score(text, batch[g].answer, stats=stats))
     n = max(len(problems), 1)
     return SetResult(

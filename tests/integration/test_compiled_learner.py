@@ -38,6 +38,8 @@ def test_compiled_learner_takes_the_eager_step():
     se, sc = eager.update(ro, adv, seed=0), compiled.update(ro, adv, seed=0)
     for k in ("pg_loss", "grad_norm", "ratio_mean"):
         assert sc[k] == pytest.approx(se[k], rel=1e-5), k
-    for (name, p), q in zip(eager.backend.model.named_parameters(), compiled.backend.model.parameters()):
+    for (name, p), q in zip(
+        eager.backend.model.named_parameters(), compiled.backend.model.parameters(), strict=True
+    ):
         assert q.grad is not None, name  # the gradients of the step just taken (zeroed at the next one)
         torch.testing.assert_close(q.grad, p.grad, rtol=1e-4, atol=1e-6, msg=name)

@@ -69,7 +69,10 @@ def test_resume_continues_exactly(tmp_path):
 
     assert comparable(crashed) == comparable(straight)
     assert crashed.prompts == straight.prompts
-    evals = lambda d: {k: v for k, v in d.items() if k.startswith("eval/")}
+
+    def evals(d: dict) -> dict:
+        return {k: v for k, v in d.items() if k.startswith("eval/")}
+
     assert evals(resumed["final"]) == evals(summary["final"]) and evals(resumed["step0"]) == evals(
         summary["step0"]
     )

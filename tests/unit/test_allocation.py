@@ -17,7 +17,8 @@ RTOL = 1e-5
 
 def _weights_reference(g, p, alpha, beta):
     return [
-        gi / math.sqrt(pi + alpha / pi ** (beta - 1)) if gi > 0 and pi > 0 else 0.0 for gi, pi in zip(g, p)
+        gi / math.sqrt(pi + alpha / pi ** (beta - 1)) if gi > 0 and pi > 0 else 0.0
+        for gi, pi in zip(g, p, strict=True)
     ]
 
 
@@ -32,7 +33,9 @@ def _round_reference(fractions, total):
 def _allocate_reference(g, p, total, alpha, beta, threshold, insufficient):
     w = _weights_reference(g, p, alpha, beta)
     shares = [total * wi / sum(w) for wi in w] if sum(w) > 0 else [total / len(w)] * len(w)
-    kept = [s if (pi <= threshold and pi * s >= insufficient) else 0.0 for s, pi in zip(shares, p)]
+    kept = [
+        s if (pi <= threshold and pi * s >= insufficient) else 0.0 for s, pi in zip(shares, p, strict=True)
+    ]
     if sum(kept) > 0:
         shares = kept
     return _round_reference([total * s / sum(shares) for s in shares], total)

@@ -51,7 +51,8 @@ class StubEngine:
         j = [k for c in counts for k in range(c)]
         answers = {p.prompt: p.answer for p in PROMPTS}
         texts = [
-            f"\\boxed{{{answers[prompts[i]] + (0 if self.accepted[i][k] else 1)}}}" for i, k in zip(gids, j)
+            f"\\boxed{{{answers[prompts[i]] + (0 if self.accepted[i][k] else 1)}}}"
+            for i, k in zip(gids, j, strict=True)
         ]
         B = len(texts)
         resp = torch.zeros(B, 5)

@@ -54,7 +54,7 @@ class ScriptEngine:
         gids = [i for i, c in enumerate(counts) for _ in range(c)]
         ks = [k for c in counts for k in range(c)]
         texts = []
-        for i, k in zip(gids, ks):
+        for i, k in zip(gids, ks, strict=True):
             answer, pattern, _ = self.script[prompts[i]]
             texts.append(f"\\boxed{{{answer + (0 if pattern[k % len(pattern)] else 1)}}}")
         B = len(texts)

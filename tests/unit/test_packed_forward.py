@@ -102,7 +102,7 @@ def test_packed_logprobs_and_gradients_equal_transformers(arch, attention, monke
     weights = torch.randn(m.shape) * m
     (ref * weights).sum().backward()
     (fast * weights).sum().backward()
-    for (name, p), q in zip(ref_model.named_parameters(), fast_model.parameters()):
+    for (name, p), q in zip(ref_model.named_parameters(), fast_model.parameters(), strict=True):
         assert q.grad is not None, name
         torch.testing.assert_close(q.grad, p.grad, rtol=1e-4, atol=1e-6, msg=name)
 

@@ -61,7 +61,7 @@ class ScriptEngine:
         gids = [i for i, c in enumerate(counts) for _ in range(c)]
         ks = [k for c in counts for k in range(c)]
         texts = []
-        for i, k in zip(gids, ks):
+        for i, k in zip(gids, ks, strict=True):
             answer, pattern, _ = SCRIPT[prompts[i]]
             texts.append(f"\\boxed{{{answer + (0 if pattern[k % len(pattern)] else 1)}}}")
         B, L = len(texts), 6 + len(self.calls)
@@ -172,7 +172,7 @@ def test_dapo_drops_equal_groups_and_refills(policy):
     answers = [int(t[len("\\boxed{") : -1]) for t in out.rollouts.texts]
     assert [
         a in (out.prompts[g].answer, out.prompts[g].answer + 1)
-        for g, a in zip(out.rollouts.group_ids.tolist(), answers)
+        for g, a in zip(out.rollouts.group_ids.tolist(), answers, strict=True)
     ] == [True] * 16
     assert [r.prompt_id for r in out.dropped.rows] == ["5-9=", "7+7=", "8-8=", "6+1="]
     assert [(r.p_hat, r.accepted) for r in out.dropped.rows] == [(0.0, 0), (1.0, 4), (0.0, 0), (0.25, 1)]

@@ -93,7 +93,7 @@ def test_update_is_independent_of_micro_batch_size(tiny, algorithm):
         stats.append(learner.update(ro, adv, seed=0))
         grads.append(torch.cat([p.grad.flatten() for p in m.parameters()]))
     assert grads[0].abs().max() > 1e-3  # a real gradient
-    for g, st in zip(grads[1:], stats[1:]):
+    for g, st in zip(grads[1:], stats[1:], strict=True):
         torch.testing.assert_close(g, grads[0], rtol=1e-5, atol=1e-7)
         assert st["grad_norm"] == pytest.approx(stats[0]["grad_norm"], rel=1e-5)
 

@@ -123,7 +123,7 @@ class ScriptedEngine:
         self.replies = replies
 
     def generate(self, prompts, counts, spec, *, seed):
-        texts = [self.replies[p][j] for p, c in zip(prompts, counts) for j in range(c)]
+        texts = [self.replies[p][j] for p, c in zip(prompts, counts, strict=True) for j in range(c)]
         gids = torch.tensor([i for i, c in enumerate(counts) for _ in range(c)])
         B = len(texts)
         return Rollouts(
