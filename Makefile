@@ -112,8 +112,11 @@ $(BSTAMP): $(STAMP)
 bench: $(BSTAMP) $(VSTAMP)
 	$(VPY) bench/performance.py
 
-lint: $(STAMP)
-	$(VPY) -m ruff check algorithms platform dashboards tests bench
+# Lint that CI runs: ruff's rules (pyproject.toml: E, F, I, UP, B), the formatter's check, and mypy.
+LINTED := algorithms platform dashboards tests bench
+lint: $(STAMP) typecheck
+	$(VPY) -m ruff check $(LINTED)
+	$(VPY) -m ruff format --check $(LINTED)
 
 # Static types: mypy over TYPECHECK (paths in the repository; [tool.mypy] in pyproject.toml). mypy cannot
 # follow pyproject's package-dir mapping, so it reads them through .cache/mypy-path/dibs (its mypy_path),
