@@ -14,7 +14,8 @@ timeout "${DEMO_BUDGET:-150}" python3 - <<'PY'
 import pickle, time, torch
 from dibs.platform.core import metrics as M
 from dibs.platform.core.config import load_config
-from dibs.platform.runtime.loop import MemoryRecorder, NullProgress, train
+from dibs.platform.runtime.loop import train
+from dibs.platform.runtime.recording import MemoryRecorder, NullProgress
 steps = 30
 cfg = load_config("experiments/demo.yaml", ["model.cache_dir=/tmp/demo/models", "runtime.device=cuda",
                   f"train.steps={steps}", f"eval.every={steps}", "eval.k=1"])

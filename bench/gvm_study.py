@@ -126,7 +126,8 @@ def prompt_rows(rec, index: dict[str, int]) -> list[list]:
 def run_cell(args: tuple) -> tuple[dict, dict]:
     algorithm, arm, seed, overrides, threads, settings = args
     from dibs.platform.core import metrics as M
-    from dibs.platform.runtime.loop import MemoryRecorder, NullProgress, train
+    from dibs.platform.runtime.loop import train
+    from dibs.platform.runtime.recording import MemoryRecorder, NullProgress
     from dibs.platform.tasks.registry import build_task
 
     quiet(threads)

@@ -31,7 +31,8 @@ def prepass(cfg, data, samples: int, *, chunk: int = 64) -> dict:
     from dibs.platform.allocation.estimators import accept_rates, grad_norm_estimates
     from dibs.platform.learn.warm_start import prepare
     from dibs.platform.rollout.torch_engine import local_engine
-    from dibs.platform.runtime.loop import NullProgress, sampling_spec
+    from dibs.platform.runtime.loop import sampling_spec
+    from dibs.platform.runtime.recording import NullProgress
     from dibs.platform.tasks.evaluate import score_groups
     from dibs.platform.tasks.registry import make_task
 

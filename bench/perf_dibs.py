@@ -19,8 +19,8 @@ from dibs.platform.core.flops import FORMULA, matmul_params, training_flops
 from dibs.platform.learn.learner import TorchLearner, length_micro_batches
 from dibs.platform.rollout.base import SamplingSpec
 from dibs.platform.runtime.local import LocalRuntime, learner_kwargs
-from dibs.platform.runtime.loop import NullProgress, sampling_spec, train
-from dibs.platform.runtime.recording import StoreRecorder
+from dibs.platform.runtime.loop import sampling_spec, train
+from dibs.platform.runtime.recording import NullProgress, StoreRecorder
 from dibs.platform.store import open_store
 from dibs.platform.tasks.base import Problem, TaskData
 from dibs.platform.tasks.evaluate import score_groups

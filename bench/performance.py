@@ -36,7 +36,7 @@ from dibs.platform.learn.warm_start import prepare
 from dibs.platform.rollout.base import SamplingSpec
 from dibs.platform.rollout.hf_engine import HFEngine
 from dibs.platform.rollout.torch_engine import TorchEngine
-from dibs.platform.runtime.loop import NullProgress
+from dibs.platform.runtime.recording import NullProgress
 
 ROOT = Path(__file__).resolve().parent.parent
 SCALING = {

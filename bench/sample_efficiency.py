@@ -74,7 +74,7 @@ def data_fingerprint(seed: int, overrides: list[str], data_dir: str | None) -> s
 def warm_start_seed(args: tuple) -> int:
     seed, overrides, data_dir, threads = args
     from dibs.platform.learn.warm_start import prepare
-    from dibs.platform.runtime.loop import NullProgress
+    from dibs.platform.runtime.recording import NullProgress
 
     quiet(threads)
     prepare(load(ALGORITHMS[0], "uniform", seed, overrides), NullProgress(), task_data(data_dir, seed))
@@ -84,7 +84,8 @@ def warm_start_seed(args: tuple) -> int:
 def run_cell(args: tuple) -> dict:
     algorithm, allocator, seed, overrides, data_dir, threads, settings = args
     from dibs.platform.core import metrics as M
-    from dibs.platform.runtime.loop import MemoryRecorder, NullProgress, train
+    from dibs.platform.runtime.loop import train
+    from dibs.platform.runtime.recording import MemoryRecorder, NullProgress
 
     quiet(threads)
     cfg = load(algorithm, allocator, seed, overrides)

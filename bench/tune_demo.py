@@ -25,7 +25,7 @@ STREAMED = ("eval/accuracy", "eval/mean_at_k", "rollout/reward_mean")
 def streaming_recorder(cell: str, stream: Path):
     """The loop's MemoryRecorder that also appends eval/reward rows to `stream` as they happen, so a killed
     cell still leaves its curve."""
-    from dibs.platform.runtime.loop import MemoryRecorder
+    from dibs.platform.runtime.recording import MemoryRecorder
 
     class Streaming(MemoryRecorder):
         def record(self, step, values, *, rollouts_consumed, tokens_generated, wall_seconds):
@@ -62,7 +62,8 @@ def run_cell(args: tuple) -> dict:
 
     from dibs.platform.core.config import load_config
     from dibs.platform.core.host import configure_process
-    from dibs.platform.runtime.loop import NullProgress, train
+    from dibs.platform.runtime.loop import train
+    from dibs.platform.runtime.recording import NullProgress
 
     cfg = load_config(base, [f"{k}={v}" for k, v in overrides.items()] + ["runtime.checkpoint_every=0"])
     configure_process(cfg.runtime.num_threads, cfg.runtime.keep_freed_memory)

@@ -14,7 +14,7 @@ from pathlib import Path
 def entrypoint(kind: str, dibs_id: str, output_dir: Path, *, store: str, db_file: str | None = None) -> str:
     """The job's shell command: run (or resume) the dibs record by id inside the uploaded project, with
     the store URL found on the cluster (cli/job_entry.py); ``store`` holds no password
-    (jobs.resolve_store_url)."""
+    (job_checks.resolve_store_url)."""
     entry = [
         "cd dibs && python -m dibs.platform.cli.job_entry",
         *(["--db-file", db_file] if db_file else []),

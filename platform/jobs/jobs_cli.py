@@ -7,7 +7,7 @@ import argparse
 import json
 import sys
 
-from dibs.platform.jobs import jobs
+from dibs.platform.jobs import job_checks, jobs
 from dibs.platform.store.sql import display_url
 
 ADDRESS_HELP = "Ray dashboard URL, http://HOST:8265 (default: $RAY_API_SERVER_ADDRESS)"
@@ -25,11 +25,11 @@ def cmd_submit(args) -> int:
         include=args.include,
         db_file=args.db_file,
     )
-    address = jobs.dashboard_address(args.address)
+    address = job_checks.dashboard_address(args.address)
     shown = display_url(address)  # the dashboard's URL may carry user:password@ too
     print(
         f"{sub.kind} {sub.dibs_id}: submitted as job {sub.submission_id} to {shown}; "
-        f"store {display_url(jobs.resolve_store_url(args.db))}"
+        f"store {display_url(job_checks.resolve_store_url(args.db))}"
     )
     wait = args.max_retries > 0 if args.wait is None else args.wait
     if not wait:

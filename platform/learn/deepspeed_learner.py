@@ -15,9 +15,10 @@ from pathlib import Path
 
 import torch
 
+from dibs.platform.learn.backend import TorchBackend
 from dibs.platform.learn.checkpoint import CheckpointError, torch_load
 from dibs.platform.learn.checkpoint_check import DEEPSPEED_GLOBALS
-from dibs.platform.learn.learner import TorchBackend, learner_parts
+from dibs.platform.learn.learner import learner_parts
 from dibs.platform.rollout.base import Rollouts, module_device
 
 DS_DIR, DS_TAG = "deepspeed", "state"
@@ -44,7 +45,7 @@ def deepspeed_globals() -> list[type]:
 
 
 class DeepSpeedBackend:
-    """The `LearnerBackend` (learner.py) on a DeepSpeed engine built around a `TorchBackend`'s policy, AdamW
+    """The `LearnerBackend` (backend.py) on a DeepSpeed engine built around a `TorchBackend`'s policy, AdamW
     and schedule: the engine does the backward, the reduction over ranks, clipping and the step."""
 
     def __init__(self, base: TorchBackend, zero_stage: int):

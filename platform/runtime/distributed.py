@@ -44,7 +44,8 @@ from dibs.platform.rollout.base import Rollouts, SamplingSpec, merge_rollouts
 from dibs.platform.rollout.torch_engine import local_engine
 from dibs.platform.runtime.base import Prepared, ProgressQueue, RunPayload
 from dibs.platform.runtime.local import learner_kwargs
-from dibs.platform.runtime.loop import NullProgress, train
+from dibs.platform.runtime.loop import train
+from dibs.platform.runtime.recording import NullProgress
 from dibs.platform.tasks.base import TaskData
 from dibs.platform.tasks.registry import build_task, make_task
 

@@ -23,8 +23,8 @@ import transformers
 from dibs.platform.core.config import ExperimentConfig
 from dibs.platform.core.host import configure_process
 from dibs.platform.runtime.base import RunPayload
-from dibs.platform.runtime.loop import NullProgress, train
-from dibs.platform.runtime.recording import QueueProgress, StoreRecorder
+from dibs.platform.runtime.loop import train
+from dibs.platform.runtime.recording import NullProgress, QueueProgress, StoreRecorder
 from dibs.platform.store import open_store
 
 

@@ -15,7 +15,8 @@ from __future__ import annotations
 import re
 from collections.abc import Callable
 
-from dibs.platform.core.config import TASK_KIND_PATTERN, ConfigError, TaskConfig
+from dibs.platform.core.config import ConfigError, TaskConfig
+from dibs.platform.core.config_sections import TASK_KIND_PATTERN
 from dibs.platform.tasks.base import Task, TaskData
 from dibs.platform.tasks.chain_sum import ChainSumTask
 from dibs.platform.tasks.math_task import MathTask

@@ -4,7 +4,8 @@ executor."""
 import pytest
 
 from dibs.platform.core.config import load_config
-from dibs.platform.runtime.loop import MemoryRecorder, NullProgress, train
+from dibs.platform.runtime.loop import train
+from dibs.platform.runtime.recording import MemoryRecorder, NullProgress
 
 pytestmark = pytest.mark.integration
 

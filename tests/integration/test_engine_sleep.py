@@ -5,7 +5,8 @@ transformers engine). Checked on the order of calls the engine sees."""
 import pytest
 
 from dibs.platform.core.config import load_config
-from dibs.platform.runtime.loop import LocalRuntime, MemoryRecorder, NullProgress, train
+from dibs.platform.runtime.loop import LocalRuntime, train
+from dibs.platform.runtime.recording import MemoryRecorder, NullProgress
 
 pytestmark = pytest.mark.integration
 

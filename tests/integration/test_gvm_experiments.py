@@ -13,7 +13,8 @@ import pytest
 from dibs.platform.cli.main import main
 from dibs.platform.core import metrics as M
 from dibs.platform.core.config import load_config
-from dibs.platform.runtime.loop import MemoryRecorder, NullProgress, train
+from dibs.platform.runtime.loop import train
+from dibs.platform.runtime.recording import MemoryRecorder, NullProgress
 
 pytestmark = pytest.mark.integration
 

@@ -9,7 +9,8 @@ import pytest
 
 from dibs.platform.core import metrics as M
 from dibs.platform.core.config import load_config
-from dibs.platform.runtime.loop import MemoryRecorder, NullProgress, train
+from dibs.platform.runtime.loop import train
+from dibs.platform.runtime.recording import MemoryRecorder, NullProgress
 from dibs.platform.tasks import registry
 from dibs.platform.tasks.base import Problem
 from dibs.platform.tasks.registry import make_task

@@ -20,7 +20,8 @@ from dibs.platform.core import metrics as M
 from dibs.platform.core.config import AllocationConfig, ConfigError, ModelConfig, TaskConfig, validate_dict
 from dibs.platform.learn.model import qwen2_config, train_tokenizer
 from dibs.platform.rollout.base import Rollouts, SamplingSpec
-from dibs.platform.runtime.loop import Budget, account, allocate
+from dibs.platform.runtime.budget import Budget, account
+from dibs.platform.runtime.loop import allocate
 from dibs.platform.tasks.base import Problem
 from dibs.platform.tasks.chain_sum import ALPHABET, ChainSumTask
 from dibs.platform.tasks.evaluate import score_groups

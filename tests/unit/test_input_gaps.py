@@ -9,7 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from dibs.platform.cli.main import ERROR_CAP, _fail, main
+from dibs.platform.cli.errors import ERROR_CAP, fail
+from dibs.platform.cli.main import main
 
 pytestmark = pytest.mark.unit
 
@@ -230,7 +231,7 @@ def test_unknown_flag_is_one_line(capsys, cwd):
 
 
 def test_fail_caps_and_flattens_long_messages(capsys):
-    assert _fail("x" * 10_000 + "\nsecond line") == 2
+    assert fail("x" * 10_000 + "\nsecond line") == 2
     line = capsys.readouterr().err
     assert line.count("\n") == 1 and len(line.rstrip("\n")) == ERROR_CAP and line.rstrip().endswith("...")
 
@@ -262,7 +263,7 @@ def test_best_yaml_keeps_floats_written_without_a_dot(tmp_path):
 
 
 def test_runtime_env_file_is_read_strictly(tmp_path):
-    from dibs.platform.jobs.jobs import JobsError, read_runtime_env
+    from dibs.platform.jobs.job_checks import JobsError, read_runtime_env
 
     env = tmp_path / "env.yaml"
     env.write_text("env_vars: " + "[" * 5000 + "\n")

@@ -11,7 +11,7 @@ from ray.job_submission import JobStatus
 
 from dibs.platform.cli.main import main
 from dibs.platform.core.config import ConfigError
-from dibs.platform.jobs import jobs
+from dibs.platform.jobs import job_checks, jobs
 from dibs.platform.store import StoreError, open_store
 
 pytestmark = pytest.mark.unit
@@ -53,7 +53,7 @@ def no_cluster(monkeypatch) -> list[str]:
 
 @pytest.mark.parametrize("address", ["http://127.0.0.1:8265", "https://ray.example.org", "http://h:1/"])
 def test_dashboard_address_accepts_urls(address):
-    assert jobs.dashboard_address(address) == address.rstrip("/")
+    assert job_checks.dashboard_address(address) == address.rstrip("/")
 
 
 @pytest.mark.parametrize(
@@ -69,51 +69,53 @@ def test_dashboard_address_accepts_urls(address):
 )
 def test_dashboard_address_rejects_others(address):
     with pytest.raises(jobs.JobsError, match="expected the Ray dashboard's URL"):
-        jobs.dashboard_address(address)
+        job_checks.dashboard_address(address)
 
 
 def test_dashboard_address_from_env(monkeypatch):
     monkeypatch.setenv("RAY_API_SERVER_ADDRESS", LOCAL)
-    assert jobs.dashboard_address(None) == LOCAL
+    assert job_checks.dashboard_address(None) == LOCAL
     monkeypatch.delenv("RAY_API_SERVER_ADDRESS")
     with pytest.raises(jobs.JobsError, match="give --address"):
-        jobs.dashboard_address(None)
+        job_checks.dashboard_address(None)
 
 
 def test_loopback():
     assert (
-        jobs.is_loopback(LOCAL)
-        and jobs.is_loopback("http://localhost:1")
-        and jobs.is_loopback("http://[::1]:1")
+        job_checks.is_loopback(LOCAL)
+        and job_checks.is_loopback("http://localhost:1")
+        and job_checks.is_loopback("http://[::1]:1")
     )
-    assert not jobs.is_loopback("http://10.0.0.5:8265") and not jobs.is_loopback("http://head.cluster:8265")
+    assert not job_checks.is_loopback("http://10.0.0.5:8265") and not job_checks.is_loopback(
+        "http://head.cluster:8265"
+    )
 
 
 def test_store_url_resolved_before_upload(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
-    assert jobs.resolve_store_url(None) == f"sqlite:///{tmp_path}/runs/dibs.db"
-    assert jobs.resolve_store_url("x/d.db") == f"sqlite:///{tmp_path}/x/d.db"
-    assert jobs.resolve_store_url("sqlite:////abs/d.db") == "sqlite:////abs/d.db"
+    assert job_checks.resolve_store_url(None) == f"sqlite:///{tmp_path}/runs/dibs.db"
+    assert job_checks.resolve_store_url("x/d.db") == f"sqlite:///{tmp_path}/x/d.db"
+    assert job_checks.resolve_store_url("sqlite:////abs/d.db") == "sqlite:////abs/d.db"
     pg = "postgresql://u@db.example.org/dibs"  # the password stays on the cluster (test_secrets.py)
-    assert jobs.resolve_store_url(pg) == pg
+    assert job_checks.resolve_store_url(pg) == pg
     for bad in ("sqlite://", "sqlite:///:memory:", "not a url://x", "postgresql://h:port/db"):
         with pytest.raises(jobs.JobsError, match="--db"):
-            jobs.resolve_store_url(bad)
+            job_checks.resolve_store_url(bad)
 
 
 def test_sqlite_with_a_remote_cluster_warns(tmp_path):
-    assert jobs.remote_warnings(LOCAL, "sqlite:////a/d.db", tmp_path) == []
-    lines = jobs.remote_warnings("http://10.0.0.5:8265", "sqlite:////a/d.db", tmp_path)
+    assert job_checks.remote_warnings(LOCAL, "sqlite:////a/d.db", tmp_path) == []
+    lines = job_checks.remote_warnings("http://10.0.0.5:8265", "sqlite:////a/d.db", tmp_path)
     assert len(lines) == 2 and "may not see it" in lines[0] and "PostgreSQL" in lines[0]
-    only_dir = jobs.remote_warnings("http://10.0.0.5:8265", "postgresql://h/db", tmp_path)
+    only_dir = job_checks.remote_warnings("http://10.0.0.5:8265", "postgresql://h/db", tmp_path)
     assert len(only_dir) == 1 and str(tmp_path) in only_dir[0]
 
 
 def test_runtime_env_file(tmp_path):
     good = tmp_path / "env.json"
     good.write_text(json.dumps({"env_vars": {"A": "1"}, "pip": ["rich"], "excludes": ["data/"]}))
-    assert jobs.read_runtime_env(str(good))["pip"] == ["rich"]
-    assert jobs.read_runtime_env(None) == {}
+    assert job_checks.read_runtime_env(str(good))["pip"] == ["rich"]
+    assert job_checks.read_runtime_env(None) == {}
     cases = {
         "missing.yaml": "cannot read it",
         "list.yaml": "expected a mapping",
@@ -127,15 +129,15 @@ def test_runtime_env_file(tmp_path):
     (tmp_path / "broken.yaml").write_text("env_vars: {A: [\n")
     for name, message in cases.items():
         with pytest.raises(jobs.JobsError, match=message) as e:
-            jobs.read_runtime_env(str(tmp_path / name))
+            job_checks.read_runtime_env(str(tmp_path / name))
         assert "\n" not in str(e.value)
 
 
 def test_runtime_env_merge():
     user = {"env_vars": {"A": "1", "TOKENIZERS_PARALLELISM": "true"}, "pip": ["rich"], "excludes": ["data/"]}
-    env = jobs.build_runtime_env(user, experiment="e.yaml")
+    env = job_checks.build_runtime_env(user, experiment="e.yaml")
     assert env["pip"] == ["rich"] and env["excludes"] == ["data/"]
-    assert jobs.DB_ENV not in env["env_vars"] and env["env_vars"]["DIBS_EXPERIMENT"] == "e.yaml"
+    assert job_checks.DB_ENV not in env["env_vars"] and env["env_vars"]["DIBS_EXPERIMENT"] == "e.yaml"
     assert env["env_vars"]["A"] == "1" and env["env_vars"]["TOKENIZERS_PARALLELISM"] == "true"  # user's wins
     assert "working_dir" not in env
 
@@ -173,7 +175,7 @@ def test_submit_creates_the_run_then_its_job(tmp_path):
         "dibs_attempt": "0",
         "dibs_include": "[]",
     }
-    assert jobs.DB_ENV not in call["runtime_env"]["env_vars"]
+    assert job_checks.DB_ENV not in call["runtime_env"]["env_vars"]
     run = open_store(url).get_run(sub.dibs_id)
     assert run["status"] == "submitted" and run["config"]["train"]["steps"] == 2
     assert run["config"]["runtime"]["output_dir"] == str(tmp_path / "out")

@@ -15,8 +15,8 @@ from dibs.platform.learn.learner import TorchLearner
 from dibs.platform.learn.model import qwen2_config, train_tokenizer
 from dibs.platform.rollout.base import SamplingSpec
 from dibs.platform.rollout.hf_engine import HFEngine
+from dibs.platform.runtime.budget import Budget
 from dibs.platform.runtime.local import learner_kwargs
-from dibs.platform.runtime.loop import Budget
 from dibs.platform.tasks.chain_sum import ALPHABET
 
 pytestmark = pytest.mark.unit

@@ -23,7 +23,7 @@ from dibs.platform.learn.learner import token_logprobs
 from dibs.platform.learn.model import qwen2_config, train_tokenizer
 from dibs.platform.rollout.base import Rollouts, SamplingSpec, merge_rollouts
 from dibs.platform.rollout.hf_engine import HFEngine
-from dibs.platform.runtime.loop import Budget, account, prompt_stats
+from dibs.platform.runtime.budget import Budget, account, prompt_stats
 from dibs.platform.tasks.base import Problem
 from dibs.platform.tasks.chain_sum import ALPHABET, ChainSumTask
 from dibs.platform.tasks.evaluate import score_groups

@@ -7,11 +7,11 @@ import pytest
 import torch
 
 from dibs.platform.core.config import ModelConfig
+from dibs.platform.learn.backend import lr_lambda
 from dibs.platform.learn.learner import (
     MICRO_BATCH_OVERHEAD,
     TorchLearner,
     length_micro_batches,
-    lr_lambda,
     token_logprobs,
 )
 from dibs.platform.learn.model import qwen2_config, train_tokenizer

@@ -13,7 +13,7 @@ import pytest
 from dibs.platform.cli import job_entry
 from dibs.platform.cli.main import main
 from dibs.platform.core.config import ConfigError
-from dibs.platform.jobs import job_upload, jobs
+from dibs.platform.jobs import job_checks, job_upload, jobs
 from dibs.platform.store.sql import display_url, redact, url_password, without_password
 from dibs.platform.sweeps.sweep_driver import resume_spec, resume_url, start_spec
 
@@ -96,7 +96,7 @@ def test_dashboard_address_is_masked_in_errors(argv, capsys, tmp_path):
 
 
 def test_remote_warnings_mask_the_address(tmp_path):
-    lines = jobs.remote_warnings(f"http://u:{SECRET}@10.0.0.5:8265", "sqlite:////a/d.db", tmp_path)
+    lines = job_checks.remote_warnings(f"http://u:{SECRET}@10.0.0.5:8265", "sqlite:////a/d.db", tmp_path)
     assert "workers of http://u:***@10.0.0.5:8265 may not see it" in lines[0]
     assert all(SECRET not in line for line in lines)
 
@@ -105,7 +105,7 @@ def test_runtime_env_may_not_carry_the_store_url(tmp_path):
     env = tmp_path / "env.yaml"
     env.write_text(f"env_vars: {{DIBS_DB_URL: '{PG}'}}\n")
     with pytest.raises(jobs.JobsError, match="env_vars.DIBS_DB_URL would show the store URL") as e:
-        jobs.read_runtime_env(str(env))
+        job_checks.read_runtime_env(str(env))
     assert SECRET not in str(e.value)
 
 
@@ -133,7 +133,7 @@ def test_a_job_carries_no_url_with_a_password_and_retries_upload_the_same(tmp_pa
         db_file="/etc/dibs/db_url",
     )
     [call] = client.calls
-    assert jobs.DB_ENV not in call["runtime_env"]["env_vars"]
+    assert job_checks.DB_ENV not in call["runtime_env"]["env_vars"]
     assert call["entrypoint"] == (
         "cd dibs && python -m dibs.platform.cli.job_entry "
         f"--db-file /etc/dibs/db_url --store {url} -- resume {sub.dibs_id}"
