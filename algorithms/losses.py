@@ -145,7 +145,8 @@ def raft_loss(
     token_count: TokenCount | None = None,
     weights: Tensor | None = None,
 ) -> tuple[Tensor, dict[str, float]]:
-    """Vanilla RAFT: loss = -token_mean(A * logp) with A = r (docs/method.md §5), i.e. SFT on accepted samples.
+    """Vanilla RAFT: loss = -token_mean(A * logp) with A = r (docs/method.md §5), i.e. SFT on accepted
+    samples.
 
     Args:
         logp: [B, T] policy log-probs of the sampled tokens (with grad).
@@ -193,7 +194,8 @@ def clipped_policy_loss(
     token_count: TokenCount | None = None,
     weights: Tensor | None = None,
 ) -> tuple[Tensor, dict[str, float]]:
-    """PPO-style clipped surrogate used by RAFT++ and GRPO (docs/method.md §5), plus an optional k3 KL penalty.
+    """PPO-style clipped surrogate used by RAFT++ and GRPO (docs/method.md §5), plus an optional k3 KL
+    penalty.
 
         rho  = exp(logp - old_logp)
         pg   = -token_mean(min(rho * A, clip(rho, 1 - eps, 1 + eps) * A))

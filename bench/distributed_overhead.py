@@ -103,7 +103,10 @@ def main() -> int:
             print(json.dumps(done[name]), flush=True)
     base = done.get("one process (inline)")
     lines = [
-        "| path | RL wall (s) | vs one process | mean step (s) | mean weight sync (s) | total incl. start-up (s) |",
+        (
+            "| path | RL wall (s) | vs one process | mean step (s) | mean weight sync (s) "
+            "| total incl. start-up (s) |"
+        ),
         "|---|---:|---:|---:|---:|---:|",
     ]
     for name in CELLS:

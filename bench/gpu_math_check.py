@@ -1,6 +1,6 @@
-"""The math setting's GPU check: the math5 evaluation and a few math training steps on CUDA, with throughput and
-peak memory. Run through bench/gpu_math_check.sh on the device machine (it sets up the packages), or
-directly where dibs is installed: `python bench/gpu_math_check.py --out /tmp/check`.
+"""The math setting's GPU check: the math5 evaluation and a few math training steps on CUDA,
+with throughput and peak memory. Run through bench/gpu_math_check.sh on the device machine (it sets up
+the packages), or directly where dibs is installed: `python bench/gpu_math_check.py --out /tmp/check`.
 
 Both phases run in this process through `dibs.platform.cli.main.main`, so `torch.cuda.max_memory_allocated`
 covers them. The model is the demo's Qwen2 architecture at a few tens of millions of parameters with the
@@ -197,8 +197,8 @@ def main() -> None:
     )
     print(
         f"train {t['steps']} steps on {t['device']}: {t['step_s_mean']:.2f} s/step (generate "
-        f"{t['generate_s_mean']:.2f}, update {t['update_s_mean']:.2f}), {t['rollout_tokens_per_s']:.0f} rollout "
-        f"tokens/s, peak {t['peak_gib']:.2f} GiB"
+        f"{t['generate_s_mean']:.2f}, update {t['update_s_mean']:.2f}), "
+        f"{t['rollout_tokens_per_s']:.0f} rollout tokens/s, peak {t['peak_gib']:.2f} GiB"
     )
 
 

@@ -297,8 +297,9 @@ def main(argv: list[str] | None = None) -> int:
             append(files["cells.jsonl"], cell)
             cells.append(cell)
             print(
-                f"{cell['algorithm']}-{cell['arm']} seed {cell['seed']}: accuracy {cell['curve'][0][3]:.3f} -> "
-                f"{cell['curve'][-1][3]:.3f}, {cell['rollouts_consumed']} rollouts, {cell['wall_seconds']} s",
+                f"{cell['algorithm']}-{cell['arm']} seed {cell['seed']}: "
+                f"accuracy {cell['curve'][0][3]:.3f} -> {cell['curve'][-1][3]:.3f}, "
+                f"{cell['rollouts_consumed']} rollouts, {cell['wall_seconds']} s",
                 flush=True,
             )
     write_report(a.out, prepasses, cells, files["prompts.jsonl.gz"], settings, a.set)

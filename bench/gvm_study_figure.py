@@ -129,7 +129,10 @@ def markdown(doc: dict) -> str:
                 f"**{algorithm}** (cost to target: seed mean (reached) ratio vs uniform [95% CI]; "
                 "> 1 = fewer than uniform)\n"
             ),
-            "| arm | rollouts to 50% | rollouts to 80% | steps to 80% | updates to 80% | AUC − uniform, pts | final acc. % |",
+            (
+                "| arm | rollouts to 50% | rollouts to 80% | steps to 80% | updates to 80% "
+                "| AUC − uniform, pts | final acc. % |"
+            ),
             "|---|---|---|---|---|---:|---:|",
         ]
         for arm, r in arms.items():

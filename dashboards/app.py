@@ -162,7 +162,8 @@ def _api(app: FastAPI, reader: StoreReader) -> None:
         table = compare.budget_to_target(groups, _read(reader.metrics, run or [], metric), metric, target)
         return [{"group": row["group"], "runs": row["runs"], "reached": row["reached"],
                  "rollouts": compare.format_mean_ci(row["rollouts"], row["censored"]),
-                 "steps": compare.format_mean_ci(row["steps"], row["censored"])} for row in table]  # fmt: skip
+                 "steps": compare.format_mean_ci(row["steps"], row["censored"])}
+                for row in table]  # fmt: skip
 
     @app.get("/api/run/{run_id}/budget")
     def budget(run_id: str, step: int | None = None) -> Response:

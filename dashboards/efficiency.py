@@ -4,7 +4,8 @@ confidence intervals and the ratio to the `uniform` baseline (docs/conventions.m
 A curve is a list of (step, rollouts_consumed, accuracy) eval points. The target is fixed before the
 runs by a rule on the uniform baseline's own curve, per seed (a seed fixes the data split and the warm
 start, so all allocators of a seed share step 0, and seeds start far apart): step-0 accuracy plus
-`fraction` of uniform's final gain, the final level being the mean of its last `TAIL` evals. A seed that never reaches the target is censored, not dropped: its value is replaced by what it
+`fraction` of uniform's final gain, the final level being the mean of its last `TAIL` evals. A seed
+that never reaches the target is censored, not dropped: its value is replaced by what it
 spent in all (a lower bound), the cell reports `reached: k/n`, and every mean or ratio it enters is
 marked as a bound.
 """
@@ -129,7 +130,8 @@ def _ratio(base: Mapping, other: Mapping) -> dict:
 
 
 def markdown_table(rows: Sequence[Mapping]) -> str:
-    """The sample-efficiency table of docs/results.md: one line per algorithm x allocator (not budget-honest ones marked, with a note)."""
+    """The sample-efficiency table of docs/results.md: one line per algorithm x allocator (not
+    budget-honest ones marked, with a note)."""
 
     def fmt(d: Mapping, scale: float = 1.0, digits: int = 0) -> str:
         prefix = ">=" if d.get("censored") else ""
@@ -149,8 +151,8 @@ def markdown_table(rows: Sequence[Mapping]) -> str:
     ]  # target: mean of the per-seed targets
     for r in rows:
         lines.append(
-            f"| {r['algorithm']} | {r['allocator']}{dagger(r['allocator'])} | {100 * r['target_accuracy']:.1f}% "
-            f"| {r['reached']} "
+            f"| {r['algorithm']} | {r['allocator']}{dagger(r['allocator'])} "
+            f"| {100 * r['target_accuracy']:.1f}% | {r['reached']} "
             f"| {fmt(r['rollouts_to_target'])} | {ratio(r['rollouts_to_target_ratio_vs_uniform'])} "
             f"| {fmt(r['steps_to_target'])} | {ratio(r['steps_to_target_ratio_vs_uniform'])} "
             f"| {fmt(r['final_accuracy'], 100, 1)} | {fmt(r['final_gain'], 100, 1)} |"

@@ -45,8 +45,9 @@ def curves_figure(curves: Sequence[Curve], metric: str, x: str) -> go.Figure:
             band_x = curve.x + curve.x[::-1]
             band_y = curve.upper + curve.lower[::-1]
             fig.add_trace(go.Scatter(
-                x=band_x, y=band_y, mode="lines", fill="toself", fillcolor=_alpha(color, 0.18), line={"width": 0},
-                hoverinfo="skip", showlegend=False, legendgroup=str(i), name=text(curve.label) + " CI",
+                x=band_x, y=band_y, mode="lines", fill="toself", fillcolor=_alpha(color, 0.18),
+                line={"width": 0}, hoverinfo="skip", showlegend=False, legendgroup=str(i),
+                name=text(curve.label) + " CI",
             ))  # fmt: skip
         fig.add_trace(go.Scatter(
             x=curve.x, y=curve.y, mode="lines+markers", marker={"size": 4}, line={"color": color},

@@ -133,7 +133,8 @@ def _config(algorithm: str, allocator: str, seed: int, name: str) -> dict:
 def _curve(store: ResultsStore, run_id: str, *, skill: float, per_step: int) -> None:
     """eval/accuracy every 10 steps (0..50) rising with ``skill``, train/loss every step."""
     rows = [MetricRow(step=s, name="eval/accuracy", value=round(0.2 + skill * s / 50, 4),
-                      rollouts_consumed=per_step * s, tokens_generated=20 * per_step * s, wall_seconds=1.5 * s)
+                      rollouts_consumed=per_step * s, tokens_generated=20 * per_step * s,
+                      wall_seconds=1.5 * s)
             for s in range(0, 51, 10)]  # fmt: skip
     rows += [MetricRow(step=s, name="train/loss", value=round(1.0 / s, 6), rollouts_consumed=per_step * s,
                        tokens_generated=20 * per_step * s, wall_seconds=1.5 * s)
@@ -173,7 +174,8 @@ def seed_store(url: str) -> dict[str, list[str]]:
 def _seed_budget(store: ResultsStore, run_id: str) -> None:
     for step in range(1, 6):
         stats = [PromptStat(prompt_id=f"{i}+{step}=", p_hat=i / 8, g_hat=1.0, n_alloc=(i * step) % 9,
-                            accepted=min(i, (i * step) % 9), probed=i % 2 == 0) for i in range(8)]  # fmt: skip
+                            accepted=min(i, (i * step) % 9), probed=i % 2 == 0)
+                 for i in range(8)]  # fmt: skip
         store.log_prompt_stats(run_id, step, stats)
     for step, value in ((0, 0.25), (50, 0.5)):
         store.record_evaluation(run_id, step, "held-out", 8, 1.0, value, min(1.0, 2 * value), 400)
@@ -192,8 +194,8 @@ def _seed_sweep(store: ResultsStore) -> list[str]:
         trials.append(trial)
     for trial in trials[:2]:
         run_id = store.create_run(name=f"trial {trial}", experiment="experiments/gvm/grpo.yaml",
-                                  config=_config("grpo", "gvm", 0, trial), git_commit=None, versions={}, seed=0,
-                                  run_id=f"run-{trial}", sweep_id=sweep, trial_id=trial)  # fmt: skip
+                                  config=_config("grpo", "gvm", 0, trial), git_commit=None, versions={},
+                                  seed=0, run_id=f"run-{trial}", sweep_id=sweep, trial_id=trial)  # fmt: skip
         store.finish_run(run_id, "finished")
     return trials
 

@@ -126,7 +126,8 @@ def grad_param_names(model: torch.nn.Module, params: GradParams) -> list[str]:
     """Names (as in `named_parameters`) of the subset `params`, each tensor once.
 
     Tied embeddings (the demo model): `embedding` and `lm_head` are one tensor, listed once under its
-    first name; its gradient then mixes both roles, as in the reference (docs/method.md §3). `is_tied` says so.
+    first name; its gradient then mixes both roles, as in the reference (docs/method.md §3). `is_tied`
+    says so.
     """
     first_name = {}
     for name, p in model.named_parameters():  # dedups tied tensors: one name per tensor

@@ -63,5 +63,6 @@ def build_allocator(cfg: AllocationConfig) -> Allocator:
 
 
 def build_refill(cfg: AllocationConfig) -> Refill | None:
-    """DAPO's dynamic sampling when the allocator is `dapo`; None: the loop generates the counts as they are."""
+    """DAPO's dynamic sampling when the allocator is `dapo`; None: the loop generates the counts as they
+    are."""
     return Refill(cfg) if cfg.allocator == "dapo" else None

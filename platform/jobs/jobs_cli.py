@@ -58,7 +58,8 @@ def cmd_jobs(args) -> int:
         case "retry":
             sub = jobs.retry(client, args.job_id)
             print(
-                f"{sub.kind} {sub.dibs_id}: resubmitted as job {sub.submission_id} (resumes from its checkpoint)"
+                f"{sub.kind} {sub.dibs_id}: resubmitted as job {sub.submission_id} "
+                "(resumes from its checkpoint)"
             )
     return 0
 

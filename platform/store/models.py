@@ -1,5 +1,5 @@
-"""SQLAlchemy models of the results store: ``experiments``, ``sweeps`` and ``sweep_trials`` (what ran), ``runs``,
-and what a run recorded: ``metrics``, ``prompt_stats``, ``evaluations`` and ``checkpoints``.
+"""SQLAlchemy models of the results store: ``experiments``, ``sweeps`` and ``sweep_trials`` (what ran),
+``runs``, and what a run recorded: ``metrics``, ``prompt_stats``, ``evaluations`` and ``checkpoints``.
 
 The schema itself is owned by the Alembic migrations in ``migrations/versions``; these models must
 describe the head revision exactly (docs/conventions.md, "Metrics and the store"). A change here needs a

@@ -71,7 +71,8 @@ def store_url(url: str | None) -> str:
 def open_store(url: str | None, *, upgrade: bool = False, create: bool = True) -> ResultsStore:
     """Open the store at ``url`` (see ``store_url``). A new, empty database gets the schema from the
     migrations (``create=False``: it is an error instead); an older one is only upgraded with
-    ``upgrade=True`` (`dibs db upgrade`, the only way a schema changes). A database of something else is refused."""
+    ``upgrade=True`` (`dibs db upgrade`, the only way a schema changes). A database of something else is
+    refused."""
     return ResultsStore(store_url(url), upgrade=upgrade, create=create)
 
 
@@ -229,7 +230,8 @@ class ResultsStore:
             return len(conn.execute(stmt, values).all()) == 1
 
     def record_evaluation(self, run_id: str, step: int, set_name: str, k: int, temperature: float,
-                          mean_at_k: float | None, pass_at_k: float | None, n_problems: int) -> bool:  # fmt: skip
+                          mean_at_k: float | None, pass_at_k: float | None,
+                          n_problems: int) -> bool:  # fmt: skip
         """One evaluation row (``evaluations.evaluation_values``); ``False`` when (run, step, set, k,
         temperature) was already recorded (left as it is). ValueError for a value out of range."""
         values = evaluation_values(run_id, step, set_name, k, temperature, mean_at_k, pass_at_k, n_problems)

@@ -1,5 +1,5 @@
-"""The sweep spec (Ray Tune + Optuna): one YAML naming a base experiment, a search space over its dotted config
-keys, a search algorithm, an optional ASHA scheduler and repeats. Validated like experiments: every
+"""The sweep spec (Ray Tune + Optuna): one YAML naming a base experiment, a search space over its dotted
+config keys, a search algorithm, an optional ASHA scheduler and repeats. Validated like experiments: every
 failure is one `ConfigError` line naming the file and the dotted key.
 
     base: ../smoke.yaml                 # relative to the sweep file
@@ -157,7 +157,8 @@ class SweepConfig(_Strict):
         for key in v:
             if not DOTTED_KEY.fullmatch(key):
                 raise ValueError(
-                    f"{strict_yaml.shorten(key)!r}: expected a dotted config key (letters, digits, _ between dots)"
+                    f"{strict_yaml.shorten(key)!r}: expected a dotted config key "
+                    "(letters, digits, _ between dots)"
                 )
         return v
 

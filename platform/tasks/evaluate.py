@@ -22,12 +22,8 @@ from dibs.platform.tasks.base import Problem, Task
 def score_groups(task: Task, rollouts: Rollouts, problems: list[Problem]) -> torch.Tensor:
     """[B] reward of each sample of a grouped batch: sample b answers problems[group_ids[b]]. Prompts with
     no samples (count 0) simply have no rows."""
-    return torch.tensor(
-        [
-            float(task.reward(text, problems[g], stopped=bool(s)))
-            for text, s, g in zip(rollouts.texts, rollouts.stopped.tolist(), rollouts.group_ids.tolist(), strict=True)
-        ]
-    )
+    samples = zip(rollouts.texts, rollouts.stopped.tolist(), rollouts.group_ids.tolist(), strict=True)
+    return torch.tensor([float(task.reward(text, problems[g], stopped=bool(s))) for text, s, g in samples])
 
 
 def evaluate(

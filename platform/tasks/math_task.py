@@ -39,7 +39,8 @@ class MathTask:
         return None
 
     def solution(self, problem: MathProblem) -> str:
-        """The train file's own worked solution (the paper trains without a warm start: warm_start.steps 0)."""
+        """The train file's own worked solution (the paper trains without a warm start:
+        warm_start.steps 0)."""
         if not problem.solution:
             raise ValueError(
                 f"math: no worked solution for the warm start in task.train_file "

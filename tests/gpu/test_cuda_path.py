@@ -139,7 +139,8 @@ def test_colocated_engine_and_learner_train_on_the_gpu(tmp_path):
     summary = train(cfg, rec, NullProgress(), checkpoint_dir=str(tmp_path / "ckpt"), data=task_data())
     assert summary["rollouts_consumed"] == rec.at(3, "budget/rollouts")[0] > 0
     assert torch.cuda.max_memory_allocated() > 0  # the policy, the engine's copy and the update were here
+    peak_mib = torch.cuda.max_memory_allocated() / 2**20
     print(
-        f"\ncuda run: {summary['wall_seconds']:.1f} s, peak {torch.cuda.max_memory_allocated() / 2**20:.0f} MiB, "
+        f"\ncuda run: {summary['wall_seconds']:.1f} s, peak {peak_mib:.0f} MiB, "
         f"step time {[round(rec.at(s, M.TIME_STEP)[0], 3) for s in (1, 2, 3)]}"
     )

@@ -1,8 +1,8 @@
 """One rank of the data-parallel equivalence test (tests/integration/test_data_parallel.py), run as a
-subprocess: `python dp_worker.py BACKEND RANK WORLD OUT [VARIANT]` (BACKEND torch, zero2 or zero3) with MASTER_ADDR/MASTER_PORT set. WORLD 1 is
-the single-process reference. VARIANT `prompt_mean` trains with loss_agg prompt_mean and mini-batches of 5
-samples instead of 2 by prompt (groups straddle mini-batches). Writes the learner's stats and final weights
-to OUT (rank 0)."""
+subprocess: `python dp_worker.py BACKEND RANK WORLD OUT [VARIANT]` (BACKEND torch, zero2 or zero3) with
+MASTER_ADDR/MASTER_PORT set. WORLD 1 is the single-process reference. VARIANT `prompt_mean` trains with
+loss_agg prompt_mean and mini-batches of 5 samples instead of 2 by prompt (groups straddle mini-batches).
+Writes the learner's stats and final weights to OUT (rank 0)."""
 
 import os
 import sys

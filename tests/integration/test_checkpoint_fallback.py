@@ -47,12 +47,12 @@ def test_resume_skips_a_truncated_and_an_outside_checkpoint(tmp_path, capsys):
     warnings = [line for line in err.splitlines() if line.startswith("dibs: ")]
     assert warnings == [
         (
-            f"dibs: warning: checkpoint of step 3 skipped ({outside}): {outside} is outside the run's directory "
-            f"{(tmp_path / 'runs' / run_id).resolve()}"
+            f"dibs: warning: checkpoint of step 3 skipped ({outside}): {outside} is outside the run's "
+            f"directory {(tmp_path / 'runs' / run_id).resolve()}"
         ),
         (
-            f"dibs: warning: checkpoint of step 2 skipped ({steps[2]}): learner.pt: not a readable torch archive "
-            f"(BadZipFile: File is not a zip file)"
+            f"dibs: warning: checkpoint of step 2 skipped ({steps[2]}): learner.pt: not a readable torch "
+            "archive (BadZipFile: File is not a zip file)"
         ),
     ]
     assert f"run {run_id}: resuming fallback from step 1 ({steps[1]}); store" in out

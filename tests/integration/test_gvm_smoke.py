@@ -1,5 +1,6 @@
 """experiments/gvm-smoke.yaml through the inline loop: the probe is charged to the budget, the allocator's
-stats are recorded every step, and evaluation keeps its schedule (docs/method.md §3-4, docs/conventions.md)."""
+stats are recorded every step, and evaluation keeps its schedule (docs/method.md §3-4,
+docs/conventions.md)."""
 
 import pytest
 

@@ -1,6 +1,6 @@
-"""The math setting end to end on a tiny CPU model: a couple of GRPO steps on math prompts from a JSONL file with the
-five-set evaluation inside the run, then `dibs eval` on a checkpoint over the full five-set suite
-(accuracy near 0 is expected; per-set rows must exist at the checkpoint's run and step)."""
+"""The math setting end to end on a tiny CPU model: a couple of GRPO steps on math prompts from a JSONL
+file with the five-set evaluation inside the run, then `dibs eval` on a checkpoint over the full five-set
+suite (accuracy near 0 is expected; per-set rows must exist at the checkpoint's run and step)."""
 
 import contextlib
 import io

@@ -1,4 +1,5 @@
-"""`dibs run experiments/smoke.yaml` end to end through Ray, then read back with `dibs runs` / `dibs export`."""
+"""`dibs run experiments/smoke.yaml` end to end through Ray, then read back with `dibs runs` /
+`dibs export`."""
 
 import csv
 import io

@@ -26,7 +26,8 @@ def _writer(url: str, worker: int, shared_run: str) -> None:
     with ResultsStore(url) as own:  # each writer opens its own store (engine, pool, migration check)
         # Every writer creates a run of the same experiment at once: one experiments row must result.
         run_id = own.create_run(name=f"w{worker}", experiment="experiments/shared.yaml", config={"w": worker},
-                                git_commit=None, versions={}, seed=worker, run_id=f"run-w{worker}")  # fmt: skip
+                                git_commit=None, versions={}, seed=worker,
+                                run_id=f"run-w{worker}")  # fmt: skip
         rows = [MetricRow(step=s, name=f"w{worker}", value=float(s), rollouts_consumed=s, tokens_generated=s,
                           wall_seconds=0.0) for s in range(ROWS)]  # fmt: skip
         for i in range(0, ROWS, 10):  # several transactions per writer, interleaved with the others
@@ -130,8 +131,8 @@ def test_old_database_upgrades_keeping_rows(db_url, revision, count_rows, capsys
     engine = create_engine(db_url)
     try:
         with engine.connect() as conn:
-            pairs = conn.execute(select(Run.id, Experiment.name).join(Experiment, Experiment.id == Run.experiment_id)
-                                 .order_by(Run.id)).all()  # fmt: skip
+            query = select(Run.id, Experiment.name).join(Experiment, Experiment.id == Run.experiment_id)
+            pairs = conn.execute(query.order_by(Run.id)).all()
     finally:
         engine.dispose()
     assert [tuple(p) for p in pairs] == [("old-0", "experiments/a.yaml"), ("old-1", "experiments/b.yaml"),

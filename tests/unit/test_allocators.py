@@ -226,7 +226,10 @@ def test_allocation_defaults():
         (
             "allocator",
             "best",
-            "allocation.allocator: unknown allocator; known: uniform, gvm, gvm_reuse, dapo, gvm_oracle (got 'best')",
+            (
+                "allocation.allocator: unknown allocator; known: uniform, gvm, gvm_reuse, dapo, gvm_oracle "
+                "(got 'best')"
+            ),
         ),
         ("n_probe", 0, "allocation.n_probe: Input should be greater than or equal to 1 (got 0)"),
         ("alpha", 0, "allocation.alpha: Input should be greater than 0 (got 0)"),

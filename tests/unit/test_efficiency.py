@@ -66,8 +66,8 @@ def test_summary_rows_ratios_and_bounds():
     assert gvm["final_gain"]["mean"] == pytest.approx(0.19)  # (.23 + .15) / 2
     table = markdown_table(rows)
     assert (
-        "| grpo | gvm | 61.0% | 1/2 | >=3750 ± 28588 | ≤ 0.67x | >=25 ± 191 | ≤ 1.00x | 64.0 ± 114.4 | 19.0 ± 50.8 |"
-        in table
+        "| grpo | gvm | 61.0% | 1/2 | >=3750 ± 28588 | ≤ 0.67x | >=25 ± 191 | ≤ 1.00x "
+        "| 64.0 ± 114.4 | 19.0 ± 50.8 |" in table
     )  # 28588.7
 
 

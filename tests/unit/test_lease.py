@@ -1,6 +1,7 @@
 """Run leases: one owner at a time, `dibs resume` refuses a live lease (and `--force` too), takes an expired
 one only with `--force`, atomically; the heartbeat renews it and stops a driver whose lease was taken; a
-store at revision 0003 upgrades with its rows (kill and resume of a real run: tests/integration/test_signals.py)."""
+store at revision 0003 upgrades with its rows (kill and resume of a real run:
+tests/integration/test_signals.py)."""
 
 from __future__ import annotations
 
@@ -251,20 +252,23 @@ def test_store_at_0003_upgrades_with_its_rows(url, capsys):
     with engine.begin() as conn:
         conn.execute(
             sqlalchemy.text(
-                "INSERT INTO runs (id, name, experiment, status, config, versions, seed, created_at, started_at) "
+                "INSERT INTO runs "
+                "(id, name, experiment, status, config, versions, seed, created_at, started_at) "
                 "VALUES ('run-old', 'old', 'e.yaml', 'running', '{}', '{}', 3, :t, :t)"
             ),
             {"t": now},
         )
         conn.execute(
             sqlalchemy.text(
-                "INSERT INTO metrics (run_id, step, name, value, rollouts_consumed, tokens_generated, wall_seconds) "
+                "INSERT INTO metrics "
+                "(run_id, step, name, value, rollouts_consumed, tokens_generated, wall_seconds) "
                 "VALUES ('run-old', 1, 'train/loss', 0.5, 32, 100, 1.5)"
             )
         )
         conn.execute(
             sqlalchemy.text(
-                "INSERT INTO checkpoints (run_id, step, path, created_at) VALUES ('run-old', 2, '/c/step-2', :t)"
+                "INSERT INTO checkpoints (run_id, step, path, created_at) "
+                "VALUES ('run-old', 2, '/c/step-2', :t)"
             ),
             {"t": now},
         )

@@ -103,8 +103,8 @@ def test_read_commands_still_read_a_store(tmp_path, capsys, url, seeded):
     assert len(lines) == 9 and lines[0].split()[:2] == ["run-sweep-1-t0002", "finished"]  # newest first
     assert main(["runs", "--json", "--db", url]) == 0
     listed = json.loads(capsys.readouterr().out)
-    assert list(listed[0]) == ["id", "name", "experiment", "status", "started", "finished", "seed", "sweep_id",
-                               "trial_id"]  # fmt: skip
+    assert list(listed[0]) == ["id", "name", "experiment", "status", "started", "finished", "seed",
+                               "sweep_id", "trial_id"]  # fmt: skip
     assert main(["sweeps", "--json", "--db", url]) == 0
     (sweep,) = json.loads(capsys.readouterr().out)
     assert [t["id"] for t in sweep["trials"]] == [f"sweep-1-t000{i}" for i in range(1, 5)]
@@ -113,8 +113,9 @@ def test_read_commands_still_read_a_store(tmp_path, capsys, url, seeded):
     assert hashlib.sha256(path.read_bytes()).hexdigest() == before
 
 
-@pytest.mark.parametrize("command", [["run", "experiments/smoke.yaml"], ["db", "upgrade"], ["resume", "run-x"]],
-                         ids=" ".join)  # fmt: skip
+@pytest.mark.parametrize(
+    "command", [["run", "experiments/smoke.yaml"], ["db", "upgrade"], ["resume", "run-x"]], ids=" ".join
+)
 def test_writers_refuse_a_foreign_database(tmp_path, capsys, command):
     path = _foreign(tmp_path / "x.sqlite")
     before = _state(tmp_path)

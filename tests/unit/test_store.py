@@ -124,8 +124,8 @@ def test_log_is_idempotent(store, url, count_rows):
 
 def test_non_finite_value_is_kept_as_null(store):
     run_id = _new_run(store)
-    rows = [MetricRow(step=s, name="train/loss", value=v, rollouts_consumed=0, tokens_generated=0, wall_seconds=0.0)
-            for s, v in [(1, math.nan), (2, math.inf)]]  # fmt: skip
+    rows = [MetricRow(step=s, name="train/loss", value=v, rollouts_consumed=0, tokens_generated=0,
+                      wall_seconds=0.0) for s, v in [(1, math.nan), (2, math.inf)]]  # fmt: skip
     assert store.log_metrics(run_id, rows) == 2
     assert [m["value"] for m in store.get_run(run_id)["metrics"]] == [None, None]
     series = store.metric_series(run_id, "train/loss")

@@ -17,8 +17,8 @@ pytestmark = pytest.mark.unit
 
 
 def _run(store: ResultsStore, run_id: str, experiment: str = "e.yaml", **tags: str) -> str:
-    return store.create_run(name=run_id, experiment=experiment, config={}, git_commit=None, versions={}, seed=0,
-                            run_id=run_id, **tags)  # fmt: skip
+    return store.create_run(name=run_id, experiment=experiment, config={}, git_commit=None, versions={},
+                            seed=0, run_id=run_id, **tags)  # fmt: skip
 
 
 def test_sweep_trials_and_tagged_runs(store, url):

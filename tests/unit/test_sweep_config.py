@@ -56,7 +56,10 @@ def test_a_good_sweep_loads_with_its_fixed_keys_applied_to_the_base(tmp_path):
     [
         (
             "base: base.yaml\nspace: {allocation.alpah: {uniform: [0.1, 0.2]}}\n",
-            "space.allocation.alpah: value 0.1 does not fit the base experiment (allocation.alpah: unknown key)",
+            (
+                "space.allocation.alpah: value 0.1 does not fit the base experiment "
+                "(allocation.alpah: unknown key)"
+            ),
         ),
         (
             "base: base.yaml\nspace: {allocation.alpha: {uniform: [-1.0, 0.2]}}\n",
@@ -86,7 +89,8 @@ def test_a_good_sweep_loads_with_its_fixed_keys_applied_to_the_base(tmp_path):
         ),
         (
             (
-                "base: base.yaml\nspace: {algorithm: {choice: [grpo]}}\nsearch: {metric: [eval/accuracy, rollouts_consumed], "
+                "base: base.yaml\nspace: {algorithm: {choice: [grpo]}}\n"
+                "search: {metric: [eval/accuracy, rollouts_consumed], "
                 "mode: max}\n"
             ),
             "2 metrics but 1 modes",
@@ -97,7 +101,8 @@ def test_a_good_sweep_loads_with_its_fixed_keys_applied_to_the_base(tmp_path):
         ),
         (
             (
-                "base: base.yaml\nspace: {algorithm: {choice: [grpo]}}\nsearch: {metric: [eval/accuracy, rollouts_consumed], "
+                "base: base.yaml\nspace: {algorithm: {choice: [grpo]}}\n"
+                "search: {metric: [eval/accuracy, rollouts_consumed], "
                 "mode: [max, min]}\nscheduler: {asha: {}}\n"
             ),
             "asha stops trials on one metric",
