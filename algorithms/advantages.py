@@ -15,7 +15,9 @@ from torch import Tensor
 class _Groups(NamedTuple):
     """Dense group indices derived from arbitrary ids (internal)."""
 
-    index: Tensor  # [B] int64 in [0, G): position of each sample's group in `counts`
+    # [B] int64 in [0, G): position of each sample's group in `counts` (not `index`, which would shadow
+    # tuple.index)
+    group_of: Tensor
     counts: Tensor  # [G] int64, samples per group
     all_equal: Tensor  # [G] bool, True when every reward in the group is the same
 
@@ -41,7 +43,7 @@ def _groups(rewards: Tensor, group_ids: Tensor) -> _Groups:
     # r - mean can leave rounding noise (e.g. three rewards of 0.1 have mean 0.10000000000000002).
     lo = rewards.new_full((num_groups,), float("inf")).scatter_reduce(0, index, rewards, "amin")
     hi = rewards.new_full((num_groups,), float("-inf")).scatter_reduce(0, index, rewards, "amax")
-    return _Groups(index=index, counts=counts, all_equal=lo == hi)
+    return _Groups(group_of=index, counts=counts, all_equal=lo == hi)
 
 
 def raft_advantages(rewards: Tensor) -> tuple[Tensor, dict[str, float]]:
@@ -87,15 +89,15 @@ def grpo_advantages(
     groups = _groups(rewards, group_ids)
     counts = groups.counts.to(rewards.dtype)
     num_groups = counts.numel()
-    sums = rewards.new_zeros(num_groups).index_add_(0, groups.index, rewards)
+    sums = rewards.new_zeros(num_groups).index_add_(0, groups.group_of, rewards)
     mean = sums / counts.clamp(min=1)
-    centred = rewards - mean[groups.index]  # [B]
-    sq_sums = rewards.new_zeros(num_groups).index_add_(0, groups.index, centred * centred)
+    centred = rewards - mean[groups.group_of]  # [B]
+    sq_sums = rewards.new_zeros(num_groups).index_add_(0, groups.group_of, centred * centred)
     std = torch.sqrt(sq_sums / (counts - 1).clamp(min=1))  # Bessel correction; size-1 masked below
-    adv = centred / (std[groups.index] + eps)
+    adv = centred / (std[groups.group_of] + eps)
     no_signal = groups.all_equal | (groups.counts < 2)  # [G]: all-equal groups and singletons
-    adv = torch.where(no_signal[groups.index], torch.zeros_like(adv), adv)
-    num_equal = int(groups.all_equal[groups.index].sum())
+    adv = torch.where(no_signal[groups.group_of], torch.zeros_like(adv), adv)
+    num_equal = int(groups.all_equal[groups.group_of].sum())
     equal_frac = num_equal / rewards.numel() if rewards.numel() else 0.0
     return adv, {"equal_group_frac": equal_frac, "num_groups": float(num_groups)}
 
@@ -115,4 +117,4 @@ def nonzero_groups_mask(rewards: Tensor, group_ids: Tensor) -> Tensor:
     """
     rewards = _as_float(rewards).detach()
     groups = _groups(rewards, group_ids)
-    return ~groups.all_equal[groups.index]
+    return ~groups.all_equal[groups.group_of]

@@ -7,6 +7,7 @@ rates p_i in [0, 1] (docs/method.md §3). Outputs are int64 sample counts n_i th
 import math
 
 import numpy as np
+from numpy.typing import ArrayLike
 
 # round_preserving_sum accepts fractions whose sum is within this of the total (float noise only).
 _SUM_TOL = 1e-6
@@ -23,7 +24,7 @@ def uniform_allocation(num_prompts: int, n: int) -> np.ndarray:
     return np.full(num_prompts, n, dtype=np.int64)
 
 
-def _validated(grad_norms, accept_rates) -> tuple[np.ndarray, np.ndarray]:
+def _validated(grad_norms: ArrayLike, accept_rates: ArrayLike) -> tuple[np.ndarray, np.ndarray]:
     """Return (G, p) as float64 [m] arrays; ValueError naming the first bad prompt index."""
     g = np.asarray(grad_norms, dtype=np.float64)
     p = np.asarray(accept_rates, dtype=np.float64)
@@ -42,7 +43,9 @@ def _validated(grad_norms, accept_rates) -> tuple[np.ndarray, np.ndarray]:
     return g, p
 
 
-def gvm_weights(grad_norms, accept_rates, *, alpha: float = 1e-3, beta: float = 2.0) -> np.ndarray:
+def gvm_weights(
+    grad_norms: ArrayLike, accept_rates: ArrayLike, *, alpha: float = 1e-3, beta: float = 2.0
+) -> np.ndarray:
     """GVM weight w_i = G_i / sqrt(p_i + alpha / p_i^(beta - 1)) (docs/method.md §2).
 
     The alpha term regularises the variance-optimal G/sqrt(p) so the weight vanishes as p -> 0;
@@ -69,7 +72,7 @@ def gvm_weights(grad_norms, accept_rates, *, alpha: float = 1e-3, beta: float = 
     return np.where(active, w, 0.0)
 
 
-def round_preserving_sum(fractions, total: int) -> np.ndarray:
+def round_preserving_sum(fractions: ArrayLike, total: int) -> np.ndarray:
     """Largest-remainder rounding of non-negative fractions that sum to `total` (docs/method.md §2).
 
     Floor every entry, then give one more unit to each of the (total - sum of floors) entries with the
@@ -158,8 +161,8 @@ def _filtered_shares(
 
 
 def gvm_allocate(
-    grad_norms,
-    accept_rates,
+    grad_norms: ArrayLike,
+    accept_rates: ArrayLike,
     total: int,
     *,
     alpha: float = 1e-3,

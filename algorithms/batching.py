@@ -31,9 +31,10 @@ def padding_partition(lengths: Tensor, max_size: int, overhead: float, min_size:
     start = _best_starts(sorted_len, min_size, max_size, overhead)
     if start is None:
         start = _best_starts(sorted_len, 1, max_size, overhead)
+    assert start is not None  # runs of 1..max_size always cut n samples
     runs, i = [], len(order)
     while i > 0:
-        runs.append(order[int(start[i]):i])
+        runs.append(order[int(start[i]) : i])
         i = int(start[i])
     return runs[::-1]
 
@@ -50,7 +51,7 @@ def _best_starts(sorted_len: np.ndarray, min_size: int, max_size: int, overhead:
         if lo > hi or not np.isfinite(best[j]):
             continue
         cost = best[j] + np.arange(min_size, hi - j + 1) * sorted_len[j] + overhead
-        better = cost < best[lo:hi + 1]  # strict: among equal costs the earliest start, larger last run
-        best[lo:hi + 1][better] = cost[better]
-        start[lo:hi + 1][better] = j
+        better = cost < best[lo : hi + 1]  # strict: among equal costs the earliest start, larger last run
+        best[lo : hi + 1][better] = cost[better]
+        start[lo : hi + 1][better] = j
     return start if n == 0 or np.isfinite(best[n]) else None

@@ -76,8 +76,10 @@ def prompt_mean_weights(group_ids: Tensor, advantages: Tensor, token_lengths: Te
         [B] float64 weights; they sum to 1 over the samples with tokens (all 0 when no group contributes).
     """
     if not group_ids.shape == advantages.shape == token_lengths.shape or group_ids.dim() != 1:
-        raise ValueError(f"group_ids, advantages and token_lengths must share one shape [B], got "
-                         f"{tuple(group_ids.shape)}, {tuple(advantages.shape)}, {tuple(token_lengths.shape)}")
+        raise ValueError(
+            f"group_ids, advantages and token_lengths must share one shape [B], got "
+            f"{tuple(group_ids.shape)}, {tuple(advantages.shape)}, {tuple(token_lengths.shape)}"
+        )
     _, group = torch.unique(group_ids, return_inverse=True)
     contributing = advantages != 0
     tokens = torch.where(contributing, token_lengths.double(), 0.0)
@@ -106,8 +108,9 @@ def weighted_token_sum(values: Tensor, mask: Tensor, weights: Tensor) -> Tensor:
     return ((values * mask).sum(1) * weights.detach().to(values.dtype)).sum()
 
 
-def _aggregate(values: Tensor, mask: Tensor, token_count: TokenCount | None,
-               weights: Tensor | None) -> Tensor:
+def _aggregate(
+    values: Tensor, mask: Tensor, token_count: TokenCount | None, weights: Tensor | None
+) -> Tensor:
     """The token-mean (the default, unchanged), or the weighted sum when `weights` are given."""
     if weights is None:
         return token_mean(values, mask, token_count=token_count)
@@ -135,10 +138,15 @@ def low_var_kl(logp: Tensor, ref_logp: Tensor) -> Tensor:
 
 
 def raft_loss(
-    logp: Tensor, advantages: Tensor, mask: Tensor, *, token_count: TokenCount | None = None,
+    logp: Tensor,
+    advantages: Tensor,
+    mask: Tensor,
+    *,
+    token_count: TokenCount | None = None,
     weights: Tensor | None = None,
 ) -> tuple[Tensor, dict[str, float]]:
-    """Vanilla RAFT: loss = -token_mean(A * logp) with A = r (docs/method.md §5), i.e. SFT on accepted samples.
+    """Vanilla RAFT: loss = -token_mean(A * logp) with A = r (docs/method.md §5), i.e. SFT on accepted
+    samples.
 
     Args:
         logp: [B, T] policy log-probs of the sampled tokens (with grad).
@@ -186,7 +194,8 @@ def clipped_policy_loss(
     token_count: TokenCount | None = None,
     weights: Tensor | None = None,
 ) -> tuple[Tensor, dict[str, float]]:
-    """PPO-style clipped surrogate used by RAFT++ and GRPO (docs/method.md §5), plus an optional k3 KL penalty.
+    """PPO-style clipped surrogate used by RAFT++ and GRPO (docs/method.md §5), plus an optional k3 KL
+    penalty.
 
         rho  = exp(logp - old_logp)
         pg   = -token_mean(min(rho * A, clip(rho, 1 - eps, 1 + eps) * A))
@@ -267,8 +276,14 @@ def policy_loss(
             if old_logp is None:
                 raise ValueError(f"algorithm {algorithm!r} needs old_logp, got None")
             return clipped_policy_loss(
-                logp, old_logp, advantages, mask,
-                clip_eps=clip_eps, kl_coef=kl_coef, ref_logp=ref_logp, token_count=token_count,
+                logp,
+                old_logp,
+                advantages,
+                mask,
+                clip_eps=clip_eps,
+                kl_coef=kl_coef,
+                ref_logp=ref_logp,
+                token_count=token_count,
                 weights=weights,
             )
         case _:

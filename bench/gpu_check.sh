@@ -12,9 +12,10 @@ python3 -c "import torch, transformers, deepspeed; print('torch', torch.__versio
 timeout 240 python3 -m pytest -q -m gpu -s -p no:cacheprovider tests/gpu 2>&1 | grep -v "Writing model\|Loading weights"
 timeout "${DEMO_BUDGET:-150}" python3 - <<'PY'
 import pickle, time, torch
-from dibs.platform import metrics as M
-from dibs.platform.config import load_config
-from dibs.platform.loop import MemoryRecorder, NullProgress, train
+from dibs.platform.core import metrics as M
+from dibs.platform.core.config import load_config
+from dibs.platform.runtime.loop import train
+from dibs.platform.runtime.recording import MemoryRecorder, NullProgress
 steps = 30
 cfg = load_config("experiments/demo.yaml", ["model.cache_dir=/tmp/demo/models", "runtime.device=cuda",
                   f"train.steps={steps}", f"eval.every={steps}", "eval.k=1"])

@@ -11,6 +11,5 @@ python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upg
 # The repository root is the `dibs` package (pyproject package-dir): a link named dibs puts it on the path.
 mkdir -p /tmp/dibspath && ln -sfn "$PWD" /tmp/dibspath/dibs
 export PYTHONPATH=/tmp/site:/tmp/dibspath PYTHONUNBUFFERED=1 TOKENIZERS_PARALLELISM=false
-export DIBS_MATH_EVAL_DIR="$PWD/.gpu/math_eval"
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader
 python3 bench/gpu_math_check.py --out "${OUT:-/tmp/gpu-math-check}" "$@"

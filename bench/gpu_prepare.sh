@@ -1,15 +1,13 @@
 #!/usr/bin/env bash
-# Prepare the GPU check (bench/gpu_math_check.sh) here, where pip and ../shared are reachable: the device
-# machine has torch, transformers, tokenizers, numpy, pyyaml, sympy and rich but no registry, so the other
-# pure-Python / cp312 manylinux wheels dibs needs are downloaded into .gpu/whl (/work/.library/device/README.md),
-# and the five evaluation sets are copied into .gpu/math_eval (../shared does not travel).
+# Prepare the GPU check (bench/gpu_math_check.sh) here, where pip is reachable: the device machine has
+# torch, transformers, tokenizers, numpy, pyyaml, sympy and rich but no registry, so the other pure-Python /
+# cp312 manylinux wheels dibs needs are downloaded into .gpu/whl. The five evaluation sets travel with the
+# checkout (platform/tasks/data/math_eval).
 # Then: run(command="bash bench/gpu_math_check.sh", carry=[".gpu"]).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PY:-python3}
-DATA=${DATA:-../shared/data/math_eval}
-rm -rf .gpu/whl && mkdir -p .gpu/whl .gpu/math_eval
-cp "$DATA"/*.jsonl .gpu/math_eval/
+rm -rf .gpu/whl && mkdir -p .gpu/whl
 # Versions as resolved in .venv under constraints-cpu.txt.
 WHEELS="pydantic==2.14.4 pydantic-core==2.50.5 annotated-types==0.8.0 typing-inspection==0.4.5
         typing-extensions==4.16.0 sqlalchemy==2.1.9 alembic==1.20.1 mako==1.4.3

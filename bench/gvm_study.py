@@ -41,12 +41,20 @@ ARMS = {
     "uniform16": ("uniform best-of-16: twice the rollouts per step", ["allocation.n_per_prompt=16"]),
     "gvm": ("GVM as the paper: probe 8, discarded, charged", ["allocation.allocator=gvm"]),
     "gvm_reuse": ("GVM with estimates carried across visits", ["allocation.allocator=gvm_reuse"]),
-    "gvm_oracle": ("GVM on a free 32-sample probe, floor 1 (NOT budget-honest: a ceiling)",
-                   ["allocation.allocator=gvm_oracle", "allocation.n_oracle=32"]),
+    "gvm_oracle": (
+        "GVM on a free 32-sample probe, floor 1 (NOT budget-honest: a ceiling)",
+        ["allocation.allocator=gvm_oracle", "allocation.n_oracle=32"],
+    ),
     "uniform_u4": ("uniform, 4 updates/step (the public code's baseline)", ["train.mini_batch_samples=32"]),
-    "gvm_u32": ("GVM, 32 updates/step (the public code's GVM)", ["allocation.allocator=gvm", "train.mini_batch_samples=4"]),
+    "gvm_u32": (
+        "GVM, 32 updates/step (the public code's GVM)",
+        ["allocation.allocator=gvm", "train.mini_batch_samples=4"],
+    ),
     "uniform_u32": ("uniform, 32 updates/step (matched to gvm_u32)", ["train.mini_batch_samples=4"]),
-    "gvm_u4": ("GVM, 4 updates/step (matched to uniform_u4)", ["allocation.allocator=gvm", "train.mini_batch_samples=32"]),
+    "gvm_u4": (
+        "GVM, 4 updates/step (matched to uniform_u4)",
+        ["allocation.allocator=gvm", "train.mini_batch_samples=32"],
+    ),
     # Beyond the arms above: the loss the variance argument assumes (each prompt's contributing samples
     # averaged, then prompts), where n_i changes a prompt's variance rather than its weight. Run last.
     "uniform_pm": ("uniform, per-prompt mean loss", ["train.loss_agg=prompt_mean"]),
@@ -62,7 +70,7 @@ QUICK = ["train.steps=6", "eval.every=2"]
 
 
 def load(algorithm: str, seed: int, overrides: list[str]):
-    from dibs.platform.config import load_config
+    from dibs.platform.core.config import load_config
 
     return load_config(EXPERIMENTS[algorithm], [f"seed={seed}", *overrides])
 
@@ -96,35 +104,74 @@ def prepass_seed(args: tuple) -> dict:
 
 def prompt_rows(rec, index: dict[str, int]) -> list[list]:
     """Per step, per prompt: [step, pool index, p̂, Ĝ, n_i, accepted, probed] (NaN estimates as None)."""
+
     def num(x: float, digits: int):
         return None if math.isnan(x) else round(x, digits)
 
-    return [[step, index.get(r.prompt_id, -1), num(r.p_hat, 4), num(r.g_hat, 5), r.n_alloc, r.accepted, int(r.probed)]
-            for step, rows in sorted(rec.prompts.items()) for r in rows]
+    return [
+        [
+            step,
+            index.get(r.prompt_id, -1),
+            num(r.p_hat, 4),
+            num(r.g_hat, 5),
+            r.n_alloc,
+            r.accepted,
+            int(r.probed),
+        ]
+        for step, rows in sorted(rec.prompts.items())
+        for r in rows
+    ]
 
 
 def run_cell(args: tuple) -> tuple[dict, dict]:
     algorithm, arm, seed, overrides, threads, settings = args
-    from dibs.platform import metrics as M
-    from dibs.platform.loop import MemoryRecorder, NullProgress, train
-    from dibs.platform.task import build_task
+    from dibs.platform.core import metrics as M
+    from dibs.platform.runtime.loop import train
+    from dibs.platform.runtime.recording import MemoryRecorder, NullProgress
+    from dibs.platform.tasks.registry import build_task
 
     quiet(threads)
     cfg = load(algorithm, seed, [*overrides, *ARMS[arm][1]])
     data = build_task(cfg.task, cfg.seed)
     rec, t = MemoryRecorder(), time.time()
-    summary = train(cfg, rec, NullProgress(), checkpoint_dir=f"/tmp/dibs-gvm-study/{algorithm}-{arm}-{seed}", data=data)
+    summary = train(
+        cfg, rec, NullProgress(), checkpoint_dir=f"/tmp/dibs-gvm-study/{algorithm}-{arm}-{seed}", data=data
+    )
     updates = {step: v for (step, name), (v, _, _) in rec.rows.items() if name == M.BUDGET_UPDATES}
-    curve = [[step, rollouts, int(updates.get(step, 0)), round(value, 4)]
-             for (step, name), (value, rollouts, _) in sorted(rec.rows.items()) if name == M.EVAL_ACCURACY]
-    steps = [[step, rec.at(step, M.BUDGET_ROLLOUTS)[0], rec.at(step, M.BUDGET_PROBE_ROLLOUTS)[0], int(updates[step])]
-             for step in range(1, cfg.train.steps + 1)]
-    cell = {"algorithm": algorithm, "arm": arm, "arm_overrides": ARMS[arm][1], "seed": seed, "settings": settings, "curve": curve,
-            "steps": steps, "rollouts_consumed": summary["rollouts_consumed"],
-            "wall_seconds": round(time.time() - t, 1), "data_fingerprint": summary["data_fingerprint"]}
+    curve = [
+        [step, rollouts, int(updates.get(step, 0)), round(value, 4)]
+        for (step, name), (value, rollouts, _) in sorted(rec.rows.items())
+        if name == M.EVAL_ACCURACY
+    ]
+    steps = [
+        [
+            step,
+            rec.at(step, M.BUDGET_ROLLOUTS)[0],
+            rec.at(step, M.BUDGET_PROBE_ROLLOUTS)[0],
+            int(updates[step]),
+        ]
+        for step in range(1, cfg.train.steps + 1)
+    ]
+    cell = {
+        "algorithm": algorithm,
+        "arm": arm,
+        "arm_overrides": ARMS[arm][1],
+        "seed": seed,
+        "settings": settings,
+        "curve": curve,
+        "steps": steps,
+        "rollouts_consumed": summary["rollouts_consumed"],
+        "wall_seconds": round(time.time() - t, 1),
+        "data_fingerprint": summary["data_fingerprint"],
+    }
     index = {p.prompt: i for i, p in enumerate(data.train)}
-    return cell, {"algorithm": algorithm, "arm": arm, "seed": seed, "settings": settings,
-                  "rows": prompt_rows(rec, index)}
+    return cell, {
+        "algorithm": algorithm,
+        "arm": arm,
+        "seed": seed,
+        "settings": settings,
+        "rows": prompt_rows(rec, index),
+    }
 
 
 def read_jsonl(path: Path, settings: str) -> list[dict]:
@@ -148,13 +195,25 @@ def go_no_go(prepasses: list[dict]) -> dict:
     cfg = load("raftpp", 0, [])
     a, per_seed = cfg.allocation, []
     for pp in sorted(prepasses, key=lambda r: r["seed"]):
-        gain = predicted_gain(pp["p"], pp["g"], m=cfg.train.prompts_per_step, n=a.n_per_prompt,
-                              n_probe=a.n_probe, alpha=a.alpha, beta=a.beta, seed=pp["seed"])
+        gain = predicted_gain(
+            pp["p"],
+            pp["g"],
+            m=cfg.train.prompts_per_step,
+            n=a.n_per_prompt,
+            n_probe=a.n_probe,
+            alpha=a.alpha,
+            beta=a.beta,
+            seed=pp["seed"],
+        )
         per_seed.append({"seed": pp["seed"], "pool": pool_summary(pp["p"])} | gain)
     gains = [s["oracle_gain"] for s in per_seed if s["oracle_gain"] is not None]
     mean = round(sum(gains) / len(gains), 3) if gains else None
-    return {"predicted_oracle_gain": mean, "threshold": GO_THRESHOLD, "go": bool(mean and mean >= GO_THRESHOLD),
-            "per_seed": per_seed}
+    return {
+        "predicted_oracle_gain": mean,
+        "threshold": GO_THRESHOLD,
+        "go": bool(mean and mean >= GO_THRESHOLD),
+        "per_seed": per_seed,
+    }
 
 
 def parse(argv: list[str] | None) -> argparse.Namespace:
@@ -164,11 +223,16 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     ap.add_argument("--arms", nargs="+", default=list(ARMS), choices=list(ARMS), help="a subset of the arms")
     ap.add_argument("-j", "--jobs", type=int, default=1, help="cells run in parallel (processes)")
     ap.add_argument("--threads", type=int, default=1, help="torch threads per process")
-    ap.add_argument("--set", action="append", default=[], metavar="KEY.PATH=VALUE", help="override for every cell")
+    ap.add_argument(
+        "--set", action="append", default=[], metavar="KEY.PATH=VALUE", help="override for every cell"
+    )
     ap.add_argument("--prepass-samples", type=int, default=PREPASS_SAMPLES)
     ap.add_argument("--quick", action="store_true", help="a toy-sized run of the whole pipeline, into --out")
-    ap.add_argument("--out", default=None, help="results directory (default bench/results; --quick: "
-                    "/tmp/dibs-gvm-study-quick)")
+    ap.add_argument(
+        "--out",
+        default=None,
+        help="results directory (default bench/results; --quick: /tmp/dibs-gvm-study-quick)",
+    )
     ap.add_argument("--report-only", action="store_true", help="rewrite the report from the files")
     a = ap.parse_args(argv)
     if a.quick:
@@ -185,37 +249,59 @@ def main(argv: list[str] | None = None) -> int:
     files = {k: a.out / f"gvm_study_{k}" for k in ("prepass.jsonl", "cells.jsonl", "prompts.jsonl.gz")}
     settings = settings_key(a.set, a.prepass_samples)
     prepasses = [r for r in read_jsonl(files["prepass.jsonl"], settings) if r["seed"] in a.seeds]
-    cells = [c for c in read_jsonl(files["cells.jsonl"], settings)
-             if c["arm"] in ARMS and c["arm_overrides"] == ARMS[c["arm"]][1] and c["seed"] in a.seeds]
+    cells = [
+        c
+        for c in read_jsonl(files["cells.jsonl"], settings)
+        if c["arm"] in ARMS and c["arm_overrides"] == ARMS[c["arm"]][1] and c["seed"] in a.seeds
+    ]
     if a.report_only:
         write_report(a.out, prepasses, cells, files["prompts.jsonl.gz"], settings, a.set)
         return 0
     ctx = mp.get_context("spawn")
     with ctx.Pool(a.jobs, maxtasksperchild=1) as pool:
-        todo = [(s, a.set, a.prepass_samples, a.threads, settings) for s in a.seeds
-                if s not in {r["seed"] for r in prepasses}]
+        todo = [
+            (s, a.set, a.prepass_samples, a.threads, settings)
+            for s in a.seeds
+            if s not in {r["seed"] for r in prepasses}
+        ]
         for row in pool.imap_unordered(prepass_seed, todo):
             append(files["prepass.jsonl"], row)
             prepasses.append(row)
             print(f"pre-pass seed {row['seed']}: {row['wall_seconds']} s", flush=True)
         verdict = go_no_go(prepasses)
-        print(f"go/no-go: predicted variance gain of the oracle allocation over uniform "
-              f"{verdict['predicted_oracle_gain']}x (threshold {verdict['threshold']}x): "
-              f"{'GO' if verdict['go'] else 'NO GO - change the regime first'}", flush=True)
+        print(
+            f"go/no-go: predicted variance gain of the oracle allocation over uniform "
+            f"{verdict['predicted_oracle_gain']}x (threshold {verdict['threshold']}x): "
+            f"{'GO' if verdict['go'] else 'NO GO - change the regime first'}",
+            flush=True,
+        )
         if not verdict["go"] and not a.quick:  # a toy warm start solves nothing: the quick run goes on
             return 1
         have = {(c["algorithm"], c["arm"], c["seed"]) for c in cells}
-        todo = [(al, arm, s, a.set, a.threads, settings) for last in (False, True) for s in a.seeds
-                for al in a.algorithms for arm in PLAN[al]
-                if (arm in LAST) == last and arm in a.arms and (al, arm, s) not in have]
-        print(f"{len(todo)} cells to run, {len(cells)} done in {files['cells.jsonl']} (settings {settings})", flush=True)
+        todo = [
+            (al, arm, s, a.set, a.threads, settings)
+            for last in (False, True)
+            for s in a.seeds
+            for al in a.algorithms
+            for arm in PLAN[al]
+            if (arm in LAST) == last and arm in a.arms and (al, arm, s) not in have
+        ]
+        print(
+            f"{len(todo)} cells to run, {len(cells)} done in {files['cells.jsonl']} (settings {settings})",
+            flush=True,
+        )
         for cell, prompts in pool.imap_unordered(run_cell, todo):
-            append(files["prompts.jsonl.gz"], prompts)  # first: a cell is done once its line is in cells.jsonl
+            append(
+                files["prompts.jsonl.gz"], prompts
+            )  # first: a cell is done once its line is in cells.jsonl
             append(files["cells.jsonl"], cell)
             cells.append(cell)
-            print(f"{cell['algorithm']}-{cell['arm']} seed {cell['seed']}: accuracy {cell['curve'][0][3]:.3f} -> "
-                  f"{cell['curve'][-1][3]:.3f}, {cell['rollouts_consumed']} rollouts, {cell['wall_seconds']} s",
-                  flush=True)
+            print(
+                f"{cell['algorithm']}-{cell['arm']} seed {cell['seed']}: "
+                f"accuracy {cell['curve'][0][3]:.3f} -> {cell['curve'][-1][3]:.3f}, "
+                f"{cell['rollouts_consumed']} rollouts, {cell['wall_seconds']} s",
+                flush=True,
+            )
     write_report(a.out, prepasses, cells, files["prompts.jsonl.gz"], settings, a.set)
     return 0
 

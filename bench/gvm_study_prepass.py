@@ -28,26 +28,44 @@ GO_THRESHOLD = 1.3  # below this predicted oracle gain, allocation cannot matter
 def prepass(cfg, data, samples: int, *, chunk: int = 64) -> dict:
     """Sample every training prompt `samples` times with the warm start of `cfg`; per prompt: pass rate,
     gradient norm and accepted count."""
-    from dibs.platform.estimators import accept_rates, grad_norm_estimates
-    from dibs.platform.evaluate import score_groups
-    from dibs.platform.loop import NullProgress, sampling_spec
-    from dibs.platform.torch_engine import local_engine
-    from dibs.platform.warm_start import prepare
+    from dibs.platform.allocation.estimators import accept_rates, grad_norm_estimates
+    from dibs.platform.learn.warm_start import prepare
+    from dibs.platform.rollout.torch_engine import local_engine
+    from dibs.platform.runtime.loop import sampling_spec
+    from dibs.platform.runtime.recording import NullProgress
+    from dibs.platform.tasks.evaluate import score_groups
+    from dibs.platform.tasks.registry import make_task
 
     data, policy, tokenizer, _, _ = prepare(cfg, NullProgress(), data)
+    task = make_task(cfg.task)
     engine = local_engine(cfg.rollout.engine, policy, tokenizer)
     spec = sampling_spec(cfg)
     prompts, p, g = [], [], []
     for start in range(0, len(data.train), chunk):
-        batch = data.train[start:start + chunk]
-        ro = engine.generate([q.prompt for q in batch], [samples] * len(batch), spec, seed=cfg.seed * 7 + start)
-        rewards = score_groups(ro, [q.answer for q in batch])
+        batch = data.train[start : start + chunk]
+        ro = engine.generate(
+            [q.prompt for q in batch], [samples] * len(batch), spec, seed=cfg.seed * 7 + start
+        )
+        rewards = score_groups(task, ro, batch)
         p.extend(accept_rates(rewards, ro.group_ids, len(batch)).tolist())
-        g.extend(grad_norm_estimates(policy, ro, rewards, len(batch), params=cfg.allocation.grad_params,
-                                     temperature=spec.temperature).tolist())
+        g.extend(
+            grad_norm_estimates(
+                policy,
+                ro,
+                rewards,
+                len(batch),
+                params=cfg.allocation.grad_params,
+                temperature=spec.temperature,
+            ).tolist()
+        )
         prompts.extend(q.prompt for q in batch)
-    return {"seed": cfg.seed, "samples": samples, "prompts": prompts, "p": [round(x, 5) for x in p],
-            "g": [round(x, 6) for x in g]}
+    return {
+        "seed": cfg.seed,
+        "samples": samples,
+        "prompts": prompts,
+        "p": [round(x, 5) for x in p],
+        "g": [round(x, 6) for x in g],
+    }
 
 
 def variance_proxy(p: np.ndarray, g: np.ndarray, n: np.ndarray) -> tuple[float, int]:
@@ -58,8 +76,9 @@ def variance_proxy(p: np.ndarray, g: np.ndarray, n: np.ndarray) -> tuple[float, 
     return v, int((solvable & (n == 0)).sum())
 
 
-def predicted_gain(p, g, *, m: int, n: int, n_probe: int, alpha: float, beta: float, batches: int = 2000,
-                   seed: int = 0) -> dict:
+def predicted_gain(
+    p, g, *, m: int, n: int, n_probe: int, alpha: float, beta: float, batches: int = 2000, seed: int = 0
+) -> dict:
     """The go/no-go numbers for one pool (see the module docstring): mean per-batch V(uniform)/V(alloc)
     for the oracle and the simulated probe, and the probe's share of solvable prompts given nothing."""
     p, g = np.asarray(p, dtype=float), np.asarray(g, dtype=float)
@@ -83,15 +102,30 @@ def predicted_gain(p, g, *, m: int, n: int, n_probe: int, alpha: float, beta: fl
         missed += miss
         solvable += int((pb > 0).sum())
     if not oracle:  # no solvable prompt anywhere: nothing to allocate
-        return {"oracle_gain": None, "gvm_probe_gain_on_covered": None, "gvm_probe_solvable_zero_frac": None,
-                "batches": 0}
-    return {"oracle_gain": round(float(np.mean(oracle)), 3), "gvm_probe_gain_on_covered": round(float(np.mean(probe)), 3),
-            "gvm_probe_solvable_zero_frac": round(missed / max(solvable, 1), 3), "batches": len(oracle)}
+        return {
+            "oracle_gain": None,
+            "gvm_probe_gain_on_covered": None,
+            "gvm_probe_solvable_zero_frac": None,
+            "batches": 0,
+        }
+    return {
+        "oracle_gain": round(float(np.mean(oracle)), 3),
+        "gvm_probe_gain_on_covered": round(float(np.mean(probe)), 3),
+        "gvm_probe_solvable_zero_frac": round(missed / max(solvable, 1), 3),
+        "batches": len(oracle),
+    }
 
 
 def pool_summary(p) -> dict:
     """How the pass rates of a pool spread: the share of prompts in each band, and the mean."""
     p = np.asarray(p, dtype=float)
-    bands = {"p=0": p == 0, "0<p<=0.1": (p > 0) & (p <= 0.1), "0.1<p<=0.5": (p > 0.1) & (p <= 0.5),
-             "0.5<p<=0.9": (p > 0.5) & (p <= 0.9), "p>0.9": p > 0.9}
-    return {name: round(float(mask.mean()), 3) for name, mask in bands.items()} | {"mean": round(float(p.mean()), 3)}
+    bands = {
+        "p=0": p == 0,
+        "0<p<=0.1": (p > 0) & (p <= 0.1),
+        "0.1<p<=0.5": (p > 0.1) & (p <= 0.5),
+        "0.5<p<=0.9": (p > 0.5) & (p <= 0.9),
+        "p>0.9": p > 0.9,
+    }
+    return {name: round(float(mask.mean()), 3) for name, mask in bands.items()} | {
+        "mean": round(float(p.mean()), 3)
+    }

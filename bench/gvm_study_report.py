@@ -35,7 +35,7 @@ HONEST = {"gvm_oracle": False}  # arms whose rollouts do not count everything th
 def smoothed(acc: list[float], width: int = 3) -> np.ndarray:
     a = np.asarray(acc, dtype=float)
     h = width // 2
-    return np.array([a[max(0, i - h):i + h + 1].mean() for i in range(len(a))])
+    return np.array([a[max(0, i - h) : i + h + 1].mean() for i in range(len(a))])
 
 
 def crossing(curve: list[list], target: float, axis: int) -> tuple[float, bool]:
@@ -69,14 +69,22 @@ def geo_ratio(ratios: list[float]) -> dict:
         return {"mean": None, "ci95": None, "n": 0}
     logs = np.log(r)
     half = t95(len(r) - 1) * logs.std(ddof=1) / math.sqrt(len(r)) if len(r) > 1 else math.nan
-    lo, hi = (math.exp(logs.mean() - half), math.exp(logs.mean() + half)) if math.isfinite(half) else (None, None)
-    return {"mean": round(math.exp(logs.mean()), 3), "ci95": [round(lo, 3), round(hi, 3)] if lo else None,
-            "n": len(r)}
+    lo, hi = (
+        (math.exp(logs.mean() - half), math.exp(logs.mean() + half)) if math.isfinite(half) else (None, None)
+    )
+    return {
+        "mean": round(math.exp(logs.mean()), 3),
+        "ci95": [round(lo, 3), round(hi, 3)] if lo else None,
+        "n": len(r),
+    }
 
 
 def _stat(values: list[float], digits: int = 1) -> dict:
     m = mean_ci(values)
-    return {"mean": round(m["mean"], digits), "ci95": None if math.isnan(m["ci95"]) else round(m["ci95"], digits)}
+    return {
+        "mean": round(m["mean"], digits),
+        "ci95": None if math.isnan(m["ci95"]) else round(m["ci95"], digits),
+    }
 
 
 def endpoints(cells: list[dict]) -> dict:
@@ -95,17 +103,23 @@ def endpoints(cells: list[dict]) -> dict:
         out[algorithm] = {}
         for arm in sorted({k[1] for k in by if k[0] == algorithm}, key=_arm_order):
             have = [s for s in seeds if (algorithm, arm, s) in by]
-            row: dict = {"seeds": have, "budget_honest": HONEST.get(arm, True),
-                         "uniform_gain_points": _stat([100 * gain[s] for s in have])}
+            row: dict = {
+                "seeds": have,
+                "budget_honest": HONEST.get(arm, True),
+                "uniform_gain_points": _stat([100 * gain[s] for s in have]),
+            }
             for f in FRACTIONS:
                 for axis, col in AXES.items():
-                    row[f"{axis}_to_{int(100 * f)}"] = _to_target(by, algorithm, arm, have, start, gain, f, col)
+                    row[f"{axis}_to_{int(100 * f)}"] = _to_target(
+                        by, algorithm, arm, have, start, gain, f, col
+                    )
             areas = {s: auc(by[(algorithm, arm, s)]["curve"], horizon[s]) for s in have}
             row["auc"] = _stat([100 * areas[s] for s in have], 2)
             base_areas = {s: auc(base[s], horizon[s]) for s in have}
             row["auc_minus_uniform"] = _stat([100 * (areas[s] - base_areas[s]) for s in have], 2)
-            row["final_accuracy"] = _stat([100 * np.mean([p[3] for p in by[(algorithm, arm, s)]["curve"][-TAIL:]])
-                                           for s in have])
+            row["final_accuracy"] = _stat(
+                [100 * np.mean([p[3] for p in by[(algorithm, arm, s)]["curve"][-TAIL:]]) for s in have]
+            )
             out[algorithm][arm] = row
     return out
 
@@ -117,20 +131,30 @@ def _costs(by, algorithm, arm, seeds, start, gain, f, col) -> dict[int, tuple[fl
 
 def _pair(num: dict, den: dict) -> list:
     """Per seed, num's cost / den's cost (> 1: den needs fewer), None unless both reached."""
-    return [round(num[s][0] / den[s][0], 4) if num[s][1] and den[s][1] and den[s][0] > 0 else None for s in den]
+    return [
+        round(num[s][0] / den[s][0], 4) if num[s][1] and den[s][1] and den[s][0] > 0 else None for s in den
+    ]
 
 
 def _to_target(by, algorithm, arm, seeds, start, gain, f, col) -> dict:
     mine = _costs(by, algorithm, arm, seeds, start, gain, f, col)
     ratios = _pair(_costs(by, algorithm, "uniform", seeds, start, gain, f, col), mine)
-    return {**_stat([x for x, _ in mine.values()], 0), "reached": f"{sum(ok for _, ok in mine.values())}/{len(seeds)}",
-            "ratio_vs_uniform": geo_ratio([r for r in ratios if r is not None]), "per_seed_ratio": ratios}
+    return {
+        **_stat([x for x, _ in mine.values()], 0),
+        "reached": f"{sum(ok for _, ok in mine.values())}/{len(seeds)}",
+        "ratio_vs_uniform": geo_ratio([r for r in ratios if r is not None]),
+        "per_seed_ratio": ratios,
+    }
 
 
 # The update-count control, in steps (the paper's axis): (baseline arm, faster arm) pairs.
-CONTROL = {"paper_setup": ("uniform_u4", "gvm_u32"), "updates_alone": ("uniform_u4", "uniform_u32"),
-           "allocation_at_32_updates": ("uniform_u32", "gvm_u32"), "allocation_at_4_updates": ("uniform_u4", "gvm_u4"),
-           "allocation_at_1_update": ("uniform", "gvm")}
+CONTROL = {
+    "paper_setup": ("uniform_u4", "gvm_u32"),
+    "updates_alone": ("uniform_u4", "uniform_u32"),
+    "allocation_at_32_updates": ("uniform_u32", "gvm_u32"),
+    "allocation_at_4_updates": ("uniform_u4", "gvm_u4"),
+    "allocation_at_1_update": ("uniform", "gvm"),
+}
 
 
 def control(cells: list[dict], algorithm: str = "raftpp") -> dict:
@@ -139,15 +163,21 @@ def control(cells: list[dict], algorithm: str = "raftpp") -> dict:
     by = {(c["algorithm"], c["arm"], c["seed"]): c for c in cells}
     seeds = sorted(s for (al, arm, s) in by if al == algorithm and arm == "uniform")
     start = {s: by[(algorithm, "uniform", s)]["curve"][0][3] for s in seeds}
-    gain = {s: float(np.mean([p[3] for p in by[(algorithm, "uniform", s)]["curve"][-TAIL:]])) - start[s] for s in seeds}
+    gain = {
+        s: float(np.mean([p[3] for p in by[(algorithm, "uniform", s)]["curve"][-TAIL:]])) - start[s]
+        for s in seeds
+    }
     out: dict = {}
     for name, (slow, fast) in CONTROL.items():
         have = [s for s in seeds if gain[s] > 0 and (algorithm, slow, s) in by and (algorithm, fast, s) in by]
         for f in FRACTIONS:
-            ratios = _pair(_costs(by, algorithm, slow, have, start, gain, f, 0),
-                           _costs(by, algorithm, fast, have, start, gain, f, 0))
+            ratios = _pair(
+                _costs(by, algorithm, slow, have, start, gain, f, 0),
+                _costs(by, algorithm, fast, have, start, gain, f, 0),
+            )
             out.setdefault(name, {"pair": f"{slow} steps / {fast} steps"})[f"steps_to_{int(100 * f)}"] = (
-                geo_ratio([r for r in ratios if r is not None]) | {"per_seed": ratios})
+                geo_ratio([r for r in ratios if r is not None]) | {"per_seed": ratios}
+            )
     return out
 
 
@@ -185,9 +215,16 @@ def allocation_checks(prepasses: list[dict], prompts_file: Path, settings: str) 
             if covered:
                 v_arm = sum(g[i] ** 2 / (given[i] * p[i]) for i in covered)
                 slot["ratios"].append(sum(g[i] ** 2 / (base[step][i] * p[i]) for i in covered) / v_arm)
-    return {al: {arm: {"solvable_given_zero_frac": round(s["zero"] / max(s["solvable"], 1), 4),
-                       "variance_gain_on_covered": geo_ratio(s["ratios"])["mean"]}
-                 for arm, s in arms.items()} for al, arms in out.items()}
+    return {
+        al: {
+            arm: {
+                "solvable_given_zero_frac": round(s["zero"] / max(s["solvable"], 1), 4),
+                "variance_gain_on_covered": geo_ratio(s["ratios"])["mean"],
+            }
+            for arm, s in arms.items()
+        }
+        for al, arms in out.items()
+    }
 
 
 def _by_step(rows: list[list], p: np.ndarray) -> dict[int, dict[int, int]]:
@@ -199,19 +236,31 @@ def _by_step(rows: list[list], p: np.ndarray) -> dict[int, dict[int, int]]:
     return out
 
 
-def write_report(out: Path, prepasses: list[dict], cells: list[dict], prompts_file: Path, settings: str,
-                 overrides: list[str]) -> dict:
+def write_report(
+    out: Path,
+    prepasses: list[dict],
+    cells: list[dict],
+    prompts_file: Path,
+    settings: str,
+    overrides: list[str],
+) -> dict:
     from gvm_study import ARMS, go_no_go
     from gvm_study_figure import figure, markdown
 
-    doc = {"question": "does GVM allocation save rollouts (probe counted) or steps (probe not counted), and "
-                       "how much of the paper's speed-up does the update-count control reproduce?",
-           "settings": settings, "overrides": overrides, "arms": {k: v[0] for k, v in ARMS.items()},
-           "go_no_go": go_no_go(prepasses) if prepasses else None,
-           "results": endpoints(cells) if cells else {},
-           "update_count_control": control(cells) if cells else {},
-           "allocation_checks": allocation_checks(prepasses, prompts_file, settings),
-           "wall_seconds": round(sum(c["wall_seconds"] for c in cells) + sum(p["wall_seconds"] for p in prepasses))}
+    doc = {
+        "question": "does GVM allocation save rollouts (probe counted) or steps (probe not counted), and "
+        "how much of the paper's speed-up does the update-count control reproduce?",
+        "settings": settings,
+        "overrides": overrides,
+        "arms": {k: v[0] for k, v in ARMS.items()},
+        "go_no_go": go_no_go(prepasses) if prepasses else None,
+        "results": endpoints(cells) if cells else {},
+        "update_count_control": control(cells) if cells else {},
+        "allocation_checks": allocation_checks(prepasses, prompts_file, settings),
+        "wall_seconds": round(
+            sum(c["wall_seconds"] for c in cells) + sum(p["wall_seconds"] for p in prepasses)
+        ),
+    }
     (out / "gvm_study.json").write_text(json.dumps(doc, indent=1) + "\n")
     (out / "gvm_study.md").write_text(markdown(doc))
     if cells:

@@ -13,16 +13,18 @@ from collections import defaultdict
 import torch
 
 from dibs.algorithms.advantages import grpo_advantages
-from dibs.platform import metrics as M
-from dibs.platform.config import ExperimentConfig
-from dibs.platform.evaluate import score_groups
-from dibs.platform.flops import FORMULA, matmul_params, training_flops
-from dibs.platform.learner import TorchLearner, length_micro_batches
-from dibs.platform.loop import LocalRuntime, NullProgress, learner_kwargs, sampling_spec, train
-from dibs.platform.rollout import SamplingSpec
-from dibs.platform.runner import StoreRecorder
+from dibs.platform.core import metrics as M
+from dibs.platform.core.config import ExperimentConfig
+from dibs.platform.core.flops import FORMULA, matmul_params, training_flops
+from dibs.platform.learn.learner import TorchLearner, length_micro_batches
+from dibs.platform.rollout.base import SamplingSpec
+from dibs.platform.runtime.local import LocalRuntime, learner_kwargs
+from dibs.platform.runtime.loop import sampling_spec, train
+from dibs.platform.runtime.recording import NullProgress, StoreRecorder
 from dibs.platform.store import open_store
-from dibs.platform.task import TaskData
+from dibs.platform.tasks.base import Problem, TaskData
+from dibs.platform.tasks.evaluate import score_groups
+from dibs.platform.tasks.registry import make_task
 
 
 def gemm_peak(sizes: tuple[int, ...] = (512, 1024, 2048), reps: int = 7) -> dict:
@@ -34,7 +36,7 @@ def gemm_peak(sizes: tuple[int, ...] = (512, 1024, 2048), reps: int = 7) -> dict
         a, b, c = torch.randn(n, n), torch.randn(n, n), torch.empty(n, n)
         torch.mm(a, b, out=c)  # warm-up: thread pool, caches
         best = min(_timed(lambda a=a, b=b, c=c: torch.mm(a, b, out=c)) for _ in range(reps))
-        rates[str(n)] = 2.0 * n ** 3 / best
+        rates[str(n)] = 2.0 * n**3 / best
     return {"gemm_peak_flops_per_s": max(rates.values()), "by_size": rates, "dtype": "float32"}
 
 
@@ -56,8 +58,16 @@ def rollout_throughput(engine, prompts: list[str], n: int, spec: SamplingSpec, r
     return {"tokens": tokens, "seconds": seconds, "tokens_per_s": tokens / seconds, "calls": reps}
 
 
-def learner_efficiency(cfgs: dict[str, ExperimentConfig], policy, engine, prompts: list[str], answers: list,
-                       rounds: int, peak_sizes: tuple[int, ...] = (512, 1024, 2048), peak_seconds: float = 0.15) -> dict:
+def learner_efficiency(
+    cfgs: dict[str, ExperimentConfig],
+    policy,
+    engine,
+    prompts: list[str],
+    answers: list,
+    rounds: int,
+    peak_sizes: tuple[int, ...] = (512, 1024, 2048),
+    peak_seconds: float = 0.15,
+) -> dict:
     """Achieved training FLOP/s of one GRPO update (forward, backward, AdamW) on a demo-sized batch, for each
     learner setting in `cfgs` (train.compile, train.micro_batch_size), against the fp32 matmul peak
     measured in the same rounds: every round runs each square size's `torch.mm` for `peak_seconds`, then
@@ -67,7 +77,8 @@ def learner_efficiency(cfgs: dict[str, ExperimentConfig], policy, engine, prompt
     best size's total FLOPs over its total time; each learner's rate is its total FLOPs over its time."""
     cfg = next(iter(cfgs.values()))  # every setting samples the same batch
     batch = engine.generate(prompts, [cfg.allocation.n_per_prompt] * len(prompts), sampling_spec(cfg), seed=0)
-    adv, _ = grpo_advantages(score_groups(batch, answers), batch.group_ids)
+    problems = [Problem(p, a) for p, a in zip(prompts, answers, strict=True)]
+    adv, _ = grpo_advantages(score_groups(make_task(cfg.task), batch, problems), batch.group_ids)
     learners, first = {}, {}
     for name, cfg in cfgs.items():
         learners[name] = TorchLearner(copy.deepcopy(policy), **learner_kwargs(cfg, None))
@@ -85,9 +96,9 @@ def learner_efficiency(cfgs: dict[str, ExperimentConfig], policy, engine, prompt
                 torch.mm(a, b, out=c)  # the multiply alone: no allocation (and no page faults) in the peak
                 count += 1
             seconds = time.perf_counter() - t
-            peak_work[n][0] += 2.0 * n ** 3 * count
+            peak_work[n][0] += 2.0 * n**3 * count
             peak_work[n][1] += seconds
-            rates[str(n)] = 2.0 * n ** 3 * count / seconds
+            rates[str(n)] = 2.0 * n**3 * count / seconds
         round_peaks.append(max(rates.values()))
         for name, learner in learners.items():
             times[name].append(_timed(lambda lr=learner: lr.update(batch, adv, seed=1)))
@@ -95,17 +106,31 @@ def learner_efficiency(cfgs: dict[str, ExperimentConfig], policy, engine, prompt
     peak = max(by_size.values())
     params, tokens = matmul_params(policy), int(batch.attention_mask.sum())
     flops = training_flops(params, tokens)
-    out = {"gemm_peak_flops_per_s": peak, "gemm_peak_by_size": by_size, "peak_seconds_per_size_and_round": peak_seconds,
-           "rounds": rounds, "round_peaks": round_peaks}
+    out = {
+        "gemm_peak_flops_per_s": peak,
+        "gemm_peak_by_size": by_size,
+        "peak_seconds_per_size_and_round": peak_seconds,
+        "rounds": rounds,
+        "round_peaks": round_peaks,
+    }
     for name, cfg in cfgs.items():
         ts = times[name]
         rate = flops * len(ts) / sum(ts)
-        out[name] = {"learner_flops_per_s": rate, "peak_fraction": rate / peak, "update_seconds": sum(ts) / len(ts),
-                     "round_seconds": ts, "round_peak_fractions": [flops / t / p for t, p in zip(ts, round_peaks)],
-                     "formula": FORMULA, "matmul_params": params, "non_padding_tokens": tokens,
-                     **_computed_tokens(batch.attention_mask, cfg.train.micro_batch_size), "samples": len(batch.texts),
-                     "first_update_seconds": first[name], "compile": cfg.train.compile,
-                     "micro_batch_size": cfg.train.micro_batch_size}
+        out[name] = {
+            "learner_flops_per_s": rate,
+            "peak_fraction": rate / peak,
+            "update_seconds": sum(ts) / len(ts),
+            "round_seconds": ts,
+            "round_peak_fractions": [flops / t / p for t, p in zip(ts, round_peaks, strict=True)],
+            "formula": FORMULA,
+            "matmul_params": params,
+            "non_padding_tokens": tokens,
+            **_computed_tokens(batch.attention_mask, cfg.train.micro_batch_size),
+            "samples": len(batch.texts),
+            "first_update_seconds": first[name],
+            "compile": cfg.train.compile,
+            "micro_batch_size": cfg.train.micro_batch_size,
+        }
     return out
 
 
@@ -139,7 +164,8 @@ class TimedRecorder:
 
 
 class _FixedLength:
-    """An engine whose responses all run to max_new_tokens (scaling in response length needs exact lengths)."""
+    """An engine whose responses all run to max_new_tokens (scaling in response length needs exact
+    lengths)."""
 
     def __init__(self, engine):
         self.engine = engine
@@ -166,35 +192,71 @@ class _Prepared(LocalRuntime):
         return _FixedLength(engine) if self.fixed_length else engine
 
 
-def rl_steps(cfg: ExperimentConfig, data: TaskData, policy, tokenizer, *, warmup: int, steps: int,
-             fixed_length: bool = False) -> dict:
+def rl_steps(
+    cfg: ExperimentConfig,
+    data: TaskData,
+    policy,
+    tokenizer,
+    *,
+    warmup: int,
+    steps: int,
+    fixed_length: bool = False,
+) -> dict:
     """`warmup` + `steps` RL steps of `cfg` through `loop.train`, recording into a SQLite store; the
     timed steps' stage seconds (from the loop's own time/ metrics) plus the recording time."""
     total = warmup + steps
-    cfg = cfg.model_copy(update={
-        "train": cfg.train.model_copy(update={"steps": total}),
-        "eval": cfg.eval.model_copy(update={"every": total, "k": 1})})
+    cfg = cfg.model_copy(
+        update={
+            "train": cfg.train.model_copy(update={"steps": total}),
+            "eval": cfg.eval.model_copy(update={"every": total, "k": 1}),
+        }
+    )
     small = dataclasses.replace(data, test=data.test[:8])  # the step-0 and final evals are not timed
     with tempfile.TemporaryDirectory() as work:
         store = open_store(f"sqlite:///{work}/bench.db", upgrade=True)
-        run = store.create_run(name="bench", experiment="bench", config={}, git_commit=None, versions={},
-                               seed=cfg.seed)
+        run = store.create_run(
+            name="bench", experiment="bench", config={}, git_commit=None, versions={}, seed=cfg.seed
+        )
         rec = TimedRecorder(StoreRecorder(store, run))
-        train(cfg, rec, NullProgress(), checkpoint_dir=f"{work}/ckpt", data=small,
-              runtime=_Prepared(small, policy, tokenizer, fixed_length))
+        train(
+            cfg,
+            rec,
+            NullProgress(),
+            checkpoint_dir=f"{work}/ckpt",
+            data=small,
+            runtime=_Prepared(small, policy, tokenizer, fixed_length),
+        )
     timed = range(warmup + 1, total + 1)
-    v = lambda step, name: rec.values[step].get(name, 0.0)
+
+    def v(step: int, name: str) -> float:
+        return rec.values[step].get(name, 0.0)
+
     stages = defaultdict(list)
     for s in timed:
-        gen, upd, sync, whole = (v(s, M.TIME_GENERATE) + v(s, M.TIME_ALLOCATE), v(s, M.TIME_UPDATE),
-                                 v(s, M.TIME_SYNC), v(s, M.TIME_STEP))
-        for name, x in (("generate", gen), ("update", upd), ("sync", sync),
-                        ("score_and_rest", whole - gen - upd - sync), ("record", rec.seconds[s])):
+        gen, upd, sync, whole = (
+            v(s, M.TIME_GENERATE) + v(s, M.TIME_ALLOCATE),
+            v(s, M.TIME_UPDATE),
+            v(s, M.TIME_SYNC),
+            v(s, M.TIME_STEP),
+        )
+        for name, x in (
+            ("generate", gen),
+            ("update", upd),
+            ("sync", sync),
+            ("score_and_rest", whole - gen - upd - sync),
+            ("record", rec.seconds[s]),
+        ):
             stages[name].append(x)
         stages["step"].append(whole + rec.seconds[s])
     tokens = [v(s, M.BUDGET_TOKENS) - v(s - 1, M.BUDGET_TOKENS) for s in timed]
     prompts = cfg.train.prompts_per_step
     seconds = sum(stages["step"])
-    return {"step_seconds": stages["step"], "stage_seconds_mean": {k: statistics.mean(x) for k, x in stages.items()},
-            "completion_tokens": tokens, "prompts_per_step": prompts, "n": cfg.allocation.n_per_prompt,
-            "prompts_per_s": prompts * steps / seconds, "tokens_per_s": sum(tokens) / seconds}
+    return {
+        "step_seconds": stages["step"],
+        "stage_seconds_mean": {k: statistics.mean(x) for k, x in stages.items()},
+        "completion_tokens": tokens,
+        "prompts_per_step": prompts,
+        "n": cfg.allocation.n_per_prompt,
+        "prompts_per_s": prompts * steps / seconds,
+        "tokens_per_s": sum(tokens) / seconds,
+    }

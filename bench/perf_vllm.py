@@ -14,7 +14,7 @@ import json
 import time
 from pathlib import Path
 
-from dibs.platform.rollout import SamplingSpec
+from dibs.platform.rollout.base import SamplingSpec
 
 
 def main() -> None:
@@ -29,7 +29,7 @@ def main() -> None:
 
     import vllm
 
-    from dibs.platform.vllm_engine import VLLMEngine
+    from dibs.platform.rollout.vllm_engine import VLLMEngine
 
     prompts = json.loads(Path(args.prompts).read_text())
     engine = VLLMEngine(args.model_dir, max_model_len=128)  # the demo model's max_position_embeddings
@@ -42,8 +42,17 @@ def main() -> None:
         ro = engine.generate(prompts, counts, spec, seed=rep)
         seconds += time.perf_counter() - t
         tokens += ro.num_tokens
-    print(json.dumps({"tokens": tokens, "seconds": seconds, "tokens_per_s": tokens / seconds,
-                      "calls": args.reps, "version": vllm.__version__}))
+    print(
+        json.dumps(
+            {
+                "tokens": tokens,
+                "seconds": seconds,
+                "tokens_per_s": tokens / seconds,
+                "calls": args.reps,
+                "version": vllm.__version__,
+            }
+        )
+    )
 
 
 if __name__ == "__main__":  # vLLM's engine must only start under __main__ (it may spawn processes)

@@ -41,11 +41,13 @@ def experiment(algorithm: str, allocator: str) -> Path:
 
 
 def load(algorithm: str, allocator: str, seed: int, overrides: list[str]):
-    from dibs.platform.config import load_config
+    from dibs.platform.core.config import load_config
 
     swap = [f"allocation.allocator={ORACLE}"] if allocator == ORACLE else []
-    return load_config(experiment(algorithm, allocator), [f"seed={seed}", "runtime.checkpoint_every=0",
-                                                          "warm_start.reuse=true", *overrides, *swap])
+    return load_config(
+        experiment(algorithm, allocator),
+        [f"seed={seed}", "runtime.checkpoint_every=0", "warm_start.reuse=true", *overrides, *swap],
+    )
 
 
 def task_data(data_dir: str | None, seed: int):
@@ -63,7 +65,7 @@ def quiet(threads: int) -> None:
 
 
 def data_fingerprint(seed: int, overrides: list[str], data_dir: str | None) -> str:
-    from dibs.platform.task import build_task
+    from dibs.platform.tasks.registry import build_task
 
     data = task_data(data_dir, seed) or build_task(load(ALGORITHMS[0], "uniform", seed, overrides).task, seed)
     return data.fingerprint()
@@ -71,8 +73,8 @@ def data_fingerprint(seed: int, overrides: list[str], data_dir: str | None) -> s
 
 def warm_start_seed(args: tuple) -> int:
     seed, overrides, data_dir, threads = args
-    from dibs.platform.loop import NullProgress
-    from dibs.platform.warm_start import prepare
+    from dibs.platform.learn.warm_start import prepare
+    from dibs.platform.runtime.recording import NullProgress
 
     quiet(threads)
     prepare(load(ALGORITHMS[0], "uniform", seed, overrides), NullProgress(), task_data(data_dir, seed))
@@ -81,44 +83,74 @@ def warm_start_seed(args: tuple) -> int:
 
 def run_cell(args: tuple) -> dict:
     algorithm, allocator, seed, overrides, data_dir, threads, settings = args
-    from dibs.platform import metrics as M
-    from dibs.platform.loop import MemoryRecorder, NullProgress, train
+    from dibs.platform.core import metrics as M
+    from dibs.platform.runtime.loop import train
+    from dibs.platform.runtime.recording import MemoryRecorder, NullProgress
 
     quiet(threads)
     cfg = load(algorithm, allocator, seed, overrides)
     rec, t = MemoryRecorder(), time.time()
-    summary = train(cfg, rec, NullProgress(), checkpoint_dir=f"/tmp/dibs-bench-ckpt/{algorithm}-{allocator}-{seed}",
-                    data=task_data(data_dir, seed))
-    curve = [[step, rollouts, round(value, 4)] for (step, name), (value, rollouts, _) in sorted(rec.rows.items())
-             if name == M.EVAL_ACCURACY]
+    summary = train(
+        cfg,
+        rec,
+        NullProgress(),
+        checkpoint_dir=f"/tmp/dibs-bench-ckpt/{algorithm}-{allocator}-{seed}",
+        data=task_data(data_dir, seed),
+    )
+    curve = [
+        [step, rollouts, round(value, 4)]
+        for (step, name), (value, rollouts, _) in sorted(rec.rows.items())
+        if name == M.EVAL_ACCURACY
+    ]
     last = cfg.train.steps
-    totals = {name: rec.at(last, name)[0] for name in (M.BUDGET_PROBE_ROLLOUTS, M.BUDGET_TRAIN_ROLLOUTS,
-                                                       M.BUDGET_ACCEPTED, M.BUDGET_WASTED)}
+    totals = {
+        name: rec.at(last, name)[0]
+        for name in (M.BUDGET_PROBE_ROLLOUTS, M.BUDGET_TRAIN_ROLLOUTS, M.BUDGET_ACCEPTED, M.BUDGET_WASTED)
+    }
     if allocator == ORACLE:  # what its uncharged probe cost over the run, next to the budget it reports
-        totals[M.ALLOC_ORACLE_ROLLOUTS] = sum(v for (_, name), (v, _, _) in rec.rows.items()
-                                              if name == M.ALLOC_ORACLE_ROLLOUTS)
-    return {"algorithm": algorithm, "allocator": allocator, "seed": seed, "settings": settings, "curve": curve,
-            "rollouts_consumed": summary["rollouts_consumed"], "totals": totals,
-            "wall_seconds": round(time.time() - t, 1), "data_fingerprint": summary["data_fingerprint"]}
+        totals[M.ALLOC_ORACLE_ROLLOUTS] = sum(
+            v for (_, name), (v, _, _) in rec.rows.items() if name == M.ALLOC_ORACLE_ROLLOUTS
+        )
+    return {
+        "algorithm": algorithm,
+        "allocator": allocator,
+        "seed": seed,
+        "settings": settings,
+        "curve": curve,
+        "rollouts_consumed": summary["rollouts_consumed"],
+        "totals": totals,
+        "wall_seconds": round(time.time() - t, 1),
+        "data_fingerprint": summary["data_fingerprint"],
+    }
 
 
 def settings_key(overrides: list[str]) -> str:
-    """Cells run with other overrides or other experiment files are not mixed into one table."""
-    h = hashlib.sha256(json.dumps(sorted(overrides)).encode())
-    for algorithm in ALGORITHMS:
-        for allocator in ALLOCATORS:
-            h.update(experiment(algorithm, allocator).read_bytes())
-    return h.hexdigest()[:12]
+    """Cells run with other overrides or other experiment configs are not mixed into one table. The
+    configs enter as loaded (their `base:` file merged, only the values that differ from the defaults),
+    so a comment or a file's layout does not count, and a new config field with a default neither."""
+    from dibs.platform.core.config import load_config
+
+    configs = [
+        load_config(experiment(algorithm, allocator)).model_dump(mode="json", exclude_defaults=True)
+        for algorithm in ALGORITHMS
+        for allocator in ALLOCATORS
+    ]
+    return hashlib.sha256(json.dumps([sorted(overrides), configs], sort_keys=True).encode()).hexdigest()[:12]
 
 
 def write_summary(cells: list[dict], out_dir: Path, settings: str, overrides: list[str]) -> None:
     from dibs.dashboards.efficiency import TAIL, markdown_table, summarize
 
     rows = summarize(cells, fraction=TARGET_FRACTION)
-    doc = {"target_rule": f"per algorithm and seed: step-0 accuracy + {TARGET_FRACTION:.0%} of the uniform "
-                          f"run's final gain (final level = mean of its last {TAIL} evals), fixed before the runs",
-           "metric": "eval/accuracy (greedy, held-out)", "settings": settings, "overrides": overrides,
-           "experiments": "experiments/gvm/<algorithm>-<allocator>.yaml", "rows": rows}
+    doc = {
+        "target_rule": f"per algorithm and seed: step-0 accuracy + {TARGET_FRACTION:.0%} of the uniform "
+        f"run's final gain (final level = mean of its last {TAIL} evals), fixed before the runs",
+        "metric": "eval/accuracy (greedy, held-out)",
+        "settings": settings,
+        "overrides": overrides,
+        "experiments": "experiments/gvm/<algorithm>-<allocator>.yaml",
+        "rows": rows,
+    }
     (out_dir / "sample_efficiency.json").write_text(json.dumps(doc, indent=2) + "\n")
     (out_dir / "sample_efficiency.md").write_text(markdown_table(rows))
     print(markdown_table(rows))
@@ -131,11 +163,15 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--allocators", nargs="+", default=list(ALLOCATORS), choices=(*ALLOCATORS, ORACLE))
     ap.add_argument("-j", "--jobs", type=int, default=1, help="cells run in parallel")
     ap.add_argument("--threads", type=int, default=1, help="torch threads per cell")
-    ap.add_argument("--set", action="append", default=[], metavar="KEY.PATH=VALUE", help="override for every cell")
+    ap.add_argument(
+        "--set", action="append", default=[], metavar="KEY.PATH=VALUE", help="override for every cell"
+    )
     ap.add_argument("--data-dir", help="directory of task-seed<N>.pkl (machines without reasoning-gym)")
     ap.add_argument("--out", default="bench/results", help="results directory")
     ap.add_argument("--summary-only", action="store_true", help="rewrite the summary from the cells file")
-    ap.add_argument("--warm-start-only", action="store_true", help="only compute (cache) each seed's warm start")
+    ap.add_argument(
+        "--warm-start-only", action="store_true", help="only compute (cache) each seed's warm start"
+    )
     a = ap.parse_args(argv)
     out_dir = Path(a.out)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -147,8 +183,13 @@ def main(argv: list[str] | None = None) -> int:
         fingerprints = {s: data_fingerprint(s, a.set, a.data_dir) for s in a.seeds}
         done = [c for c in done if c.get("data_fingerprint") == fingerprints.get(c["seed"])]
     have = {(c["algorithm"], c["allocator"], c["seed"]) for c in done}
-    todo = [(al, alloc, s, a.set, a.data_dir, a.threads, settings) for s in a.seeds for al in a.algorithms
-            for alloc in a.allocators if (al, alloc, s) not in have]
+    todo = [
+        (al, alloc, s, a.set, a.data_dir, a.threads, settings)
+        for s in a.seeds
+        for al in a.algorithms
+        for alloc in a.allocators
+        if (al, alloc, s) not in have
+    ]
     print(f"{len(todo)} cells to run, {len(done)} done in {cells_file} (settings {settings})", flush=True)
     if todo and not a.summary_only:
         ctx = mp.get_context("spawn")
@@ -161,9 +202,12 @@ def main(argv: list[str] | None = None) -> int:
                 with cells_file.open("a") as f:
                     f.write(json.dumps(cell) + "\n")
                 done.append(cell)
-                print(f"{cell['algorithm']}-{cell['allocator']} seed {cell['seed']}: accuracy "
-                      f"{cell['curve'][0][2]:.3f} -> {cell['curve'][-1][2]:.3f}, {cell['rollouts_consumed']} "
-                      f"rollouts, {cell['wall_seconds']} s", flush=True)
+                print(
+                    f"{cell['algorithm']}-{cell['allocator']} seed {cell['seed']}: accuracy "
+                    f"{cell['curve'][0][2]:.3f} -> {cell['curve'][-1][2]:.3f}, {cell['rollouts_consumed']} "
+                    f"rollouts, {cell['wall_seconds']} s",
+                    flush=True,
+                )
     write_summary(done, out_dir, settings, a.set)
     return 0
 

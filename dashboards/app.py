@@ -28,7 +28,7 @@ from fastapi import FastAPI, HTTPException, Query, Request, Response
 from fastapi.responses import FileResponse, HTMLResponse, PlainTextResponse
 from fastapi.templating import Jinja2Templates
 
-from dibs.platform import metrics as M
+from dibs.platform.core import metrics as M
 from dibs.platform.store.reader import StoreReader
 from dibs.platform.store.sql import StoreError, UnknownRun
 
@@ -40,13 +40,16 @@ from .series import X_AXES, X_METRICS
 HERE = Path(__file__).resolve().parent
 PLOTLY_JS = Path(plotly.__file__).resolve().parent / "package_data" / "plotly.min.js"
 RUN_FILTERS = ("experiment", "algorithm", "allocator", "sweep", "status")
-CSP = ("default-src 'self'; script-src 'self'; style-src 'self' 'unsafe-inline'; img-src 'self' data: blob:; "
-       "object-src 'none'; base-uri 'none'; form-action 'self'; frame-ancestors 'none'")
+CSP = (
+    "default-src 'self'; script-src 'self'; style-src 'self' 'unsafe-inline'; img-src 'self' data: blob:; "
+    "object-src 'none'; base-uri 'none'; form-action 'self'; frame-ancestors 'none'"
+)
 Runs = Annotated[list[str] | None, Query()]  # ?run=a&run=b; None: no run given
 
 
-def create_app(url: str, *, host: str = "127.0.0.1", port: int | None = None,
-               allowed_hosts: Sequence[str] = ()) -> FastAPI:
+def create_app(
+    url: str, *, host: str = "127.0.0.1", port: int | None = None, allowed_hosts: Sequence[str] = ()
+) -> FastAPI:
     """The dashboard over the store at ``url`` (raises StoreError when it cannot be read), answering only
     requests whose Host header names ``host``:``port`` as ``hosts.host_policy`` reads them (``port``
     None: any port)."""
@@ -159,7 +162,8 @@ def _api(app: FastAPI, reader: StoreReader) -> None:
         table = compare.budget_to_target(groups, _read(reader.metrics, run or [], metric), metric, target)
         return [{"group": row["group"], "runs": row["runs"], "reached": row["reached"],
                  "rollouts": compare.format_mean_ci(row["rollouts"], row["censored"]),
-                 "steps": compare.format_mean_ci(row["steps"], row["censored"])} for row in table]  # fmt: skip
+                 "steps": compare.format_mean_ci(row["steps"], row["censored"])}
+                for row in table]  # fmt: skip
 
     @app.get("/api/run/{run_id}/budget")
     def budget(run_id: str, step: int | None = None) -> Response:
@@ -181,7 +185,9 @@ def _api(app: FastAPI, reader: StoreReader) -> None:
     @app.get("/api/sweep/{sweep_id}/importance")
     def importance(sweep_id: str) -> Response:
         sweep = _sweep(reader, sweep_id)
-        return _figure(figures.importance_figure(sweeps.param_importance(_read(reader.trials, sweep_id), sweep["mode"])))
+        return _figure(
+            figures.importance_figure(sweeps.param_importance(_read(reader.trials, sweep_id), sweep["mode"]))
+        )
 
 
 def _read(method: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:

@@ -77,7 +77,9 @@ def group_runs(runs: Sequence[Mapping[str, Any]]) -> list[Group]:
             settings[key] = flat
         groups[key].runs.append(dict(run))
     for key, group in groups.items():
-        group.label = _label(settings[key], [s for k, s in settings.items() if k != key], group.runs[0]["config"])
+        group.label = _label(
+            settings[key], [s for k, s in settings.items() if k != key], group.runs[0]["config"]
+        )
     return list(groups.values())
 
 
@@ -164,4 +166,3 @@ def format_mean_ci(stats: Mapping[str, float], censored: bool) -> str:
         return "-"
     ci = f" ± {stats['ci95']:.0f}" if math.isfinite(stats["ci95"]) else ""
     return f"{'≥ ' if censored else ''}{stats['mean']:.0f}{ci}"
-

@@ -4,7 +4,8 @@ confidence intervals and the ratio to the `uniform` baseline (docs/conventions.m
 A curve is a list of (step, rollouts_consumed, accuracy) eval points. The target is fixed before the
 runs by a rule on the uniform baseline's own curve, per seed (a seed fixes the data split and the warm
 start, so all allocators of a seed share step 0, and seeds start far apart): step-0 accuracy plus
-`fraction` of uniform's final gain, the final level being the mean of its last `TAIL` evals. A seed that never reaches the target is censored, not dropped: its value is replaced by what it
+`fraction` of uniform's final gain, the final level being the mean of its last `TAIL` evals. A seed
+that never reaches the target is censored, not dropped: its value is replaced by what it
 spent in all (a lower bound), the cell reports `reached: k/n`, and every mean or ratio it enters is
 marked as a bound.
 """
@@ -25,8 +26,10 @@ TAIL = 3  # evals averaged for the final level: one eval of 300 problems has a s
 # ceiling for studies, so every table that compares rollouts marks their rows and says why.
 NOT_BUDGET_HONEST = frozenset({"gvm_oracle"})
 DAGGER = "†"
-DAGGER_NOTE = (f"{DAGGER} not budget-honest: its probe is not in the rollouts "
-               "(alloc/oracle_rollouts has it); an upper bound, for studies only.")
+DAGGER_NOTE = (
+    f"{DAGGER} not budget-honest: its probe is not in the rollouts "
+    "(alloc/oracle_rollouts has it); an upper bound, for studies only."
+)
 
 
 def dagger(allocator: object) -> str:
@@ -76,7 +79,9 @@ def summarize(cells: Sequence[Mapping], *, fraction: float = 0.8) -> list[dict]:
         if (algorithm, "uniform") not in groups:
             raise ValueError(f"{algorithm}: no uniform cells, so no target and no ratio")
         targets = {c["seed"]: target_accuracy(c["curve"], fraction) for c in groups[(algorithm, "uniform")]}
-        made = {alloc: _row(algorithm, alloc, cs, targets) for (a, alloc), cs in groups.items() if a == algorithm}
+        made = {
+            alloc: _row(algorithm, alloc, cs, targets) for (a, alloc), cs in groups.items() if a == algorithm
+        }
         base = made["uniform"]
         for alloc in sorted(made, key=lambda a: (a != "uniform", a)):
             row = made[alloc]
@@ -95,7 +100,9 @@ def _row(algorithm: str, allocator: str, cells: Sequence[Mapping], targets: Mapp
     reached = sum(h[2] for h in hits)
     censored = reached < len(cells)
     return {
-        "algorithm": algorithm, "allocator": allocator, "seeds": [c["seed"] for c in cells],
+        "algorithm": algorithm,
+        "allocator": allocator,
+        "seeds": [c["seed"] for c in cells],
         "target_accuracy": round(float(np.mean([targets[c["seed"]] for c in cells])), 4),
         "targets_by_seed": {str(c["seed"]): round(targets[c["seed"]], 4) for c in cells},
         "reached": f"{reached}/{len(cells)}",
@@ -123,7 +130,9 @@ def _ratio(base: Mapping, other: Mapping) -> dict:
 
 
 def markdown_table(rows: Sequence[Mapping]) -> str:
-    """The sample-efficiency table of docs/results.md: one line per algorithm x allocator (not budget-honest ones marked, with a note)."""
+    """The sample-efficiency table of docs/results.md: one line per algorithm x allocator (not
+    budget-honest ones marked, with a note)."""
+
     def fmt(d: Mapping, scale: float = 1.0, digits: int = 0) -> str:
         prefix = ">=" if d.get("censored") else ""
         ci = "" if math.isnan(d["ci95"]) else f" ± {d['ci95'] * scale:.{digits}f}"
@@ -132,15 +141,22 @@ def markdown_table(rows: Sequence[Mapping]) -> str:
     def ratio(d: Mapping) -> str:
         return {"=": "", ">=": "≥ ", "<=": "≤ ", "unknown": "? "}[d["kind"]] + f"{d['value']:.2f}x"
 
-    header = ("| algorithm | allocator | target acc. | reached | rollouts to target | vs uniform | steps to target "
-              "| vs uniform | final acc. % | gain, points |")
-    lines = [header, "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|"]  # target: mean of the per-seed targets
+    header = (
+        "| algorithm | allocator | target acc. | reached | rollouts to target | vs uniform | steps to target "
+        "| vs uniform | final acc. % | gain, points |"
+    )
+    lines = [
+        header,
+        "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|",
+    ]  # target: mean of the per-seed targets
     for r in rows:
-        lines.append(f"| {r['algorithm']} | {r['allocator']}{dagger(r['allocator'])} | {100 * r['target_accuracy']:.1f}% "
-                     f"| {r['reached']} "
-                     f"| {fmt(r['rollouts_to_target'])} | {ratio(r['rollouts_to_target_ratio_vs_uniform'])} "
-                     f"| {fmt(r['steps_to_target'])} | {ratio(r['steps_to_target_ratio_vs_uniform'])} "
-                     f"| {fmt(r['final_accuracy'], 100, 1)} | {fmt(r['final_gain'], 100, 1)} |")
+        lines.append(
+            f"| {r['algorithm']} | {r['allocator']}{dagger(r['allocator'])} "
+            f"| {100 * r['target_accuracy']:.1f}% | {r['reached']} "
+            f"| {fmt(r['rollouts_to_target'])} | {ratio(r['rollouts_to_target_ratio_vs_uniform'])} "
+            f"| {fmt(r['steps_to_target'])} | {ratio(r['steps_to_target_ratio_vs_uniform'])} "
+            f"| {fmt(r['final_accuracy'], 100, 1)} | {fmt(r['final_gain'], 100, 1)} |"
+        )
     if any(r["allocator"] in NOT_BUDGET_HONEST for r in rows):
         lines += ["", DAGGER_NOTE]
     return "\n".join(lines) + "\n"

@@ -34,7 +34,8 @@ def compare_export(runs: Runs, rows: Rows, *, metric: str, x: str, fmt: str) -> 
         for i, step in enumerate(c.steps):
             lines.append({
                 "group": c.label, "runs": " ".join(c.runs), "step": step, "x": c.x[i], "mean": c.y[i],
-                "ci_low": None if c.lower is None else c.lower[i], "ci_high": None if c.upper is None else c.upper[i],
+                "ci_low": None if c.lower is None else c.lower[i],
+                "ci_high": None if c.upper is None else c.upper[i],
             })  # fmt: skip
     return rows_to_csv(CURVE_COLUMNS, lines)
 

@@ -45,8 +45,9 @@ def curves_figure(curves: Sequence[Curve], metric: str, x: str) -> go.Figure:
             band_x = curve.x + curve.x[::-1]
             band_y = curve.upper + curve.lower[::-1]
             fig.add_trace(go.Scatter(
-                x=band_x, y=band_y, mode="lines", fill="toself", fillcolor=_alpha(color, 0.18), line={"width": 0},
-                hoverinfo="skip", showlegend=False, legendgroup=str(i), name=text(curve.label) + " CI",
+                x=band_x, y=band_y, mode="lines", fill="toself", fillcolor=_alpha(color, 0.18),
+                line={"width": 0}, hoverinfo="skip", showlegend=False, legendgroup=str(i),
+                name=text(curve.label) + " CI",
             ))  # fmt: skip
         fig.add_trace(go.Scatter(
             x=curve.x, y=curve.y, mode="lines+markers", marker={"size": 4}, line={"color": color},
@@ -72,8 +73,13 @@ def budget_scatter(rows: Sequence[Mapping[str, Any]], step: int) -> go.Figure:
             text=[f"{text(r['prompt_id'], 60)}<br>accepted {r['accepted']}/{r['n_alloc']}" for r in picked],
             hovertemplate="p̂=%{x:.3f} n=%{y}<br>%{text}<extra></extra>",
         ))  # fmt: skip
-    fig.update_layout(**LAYOUT, title=f"step {step}", xaxis_title="p̂_i (estimated accept rate)",
-                      yaxis_title="n_i (training rollouts)", xaxis_range=[-0.02, 1.02])
+    fig.update_layout(
+        **LAYOUT,
+        title=f"step {step}",
+        xaxis_title="p̂_i (estimated accept rate)",
+        yaxis_title="n_i (training rollouts)",
+        xaxis_range=[-0.02, 1.02],
+    )
     return fig
 
 
@@ -90,9 +96,18 @@ def allocation_heatmap(rows: Sequence[Mapping[str, Any]]) -> go.Figure:
         z[max(i, 0), column[int(r["step"])]] += r["n_alloc"]
     totals = z.sum(axis=0)
     share = np.divide(z, totals, out=np.zeros_like(z), where=totals > 0)
-    fig = go.Figure(go.Heatmap(x=steps, y=labels, z=share, colorscale="Viridis", zmin=0, zmax=1,
-                               colorbar={"title": "share"},
-                               hovertemplate="step %{x}<br>p̂ %{y}: %{z:.2f}<extra></extra>"))
+    fig = go.Figure(
+        go.Heatmap(
+            x=steps,
+            y=labels,
+            z=share,
+            colorscale="Viridis",
+            zmin=0,
+            zmax=1,
+            colorbar={"title": "share"},
+            hovertemplate="step %{x}<br>p̂ %{y}: %{z:.2f}<extra></extra>",
+        )
+    )
     fig.update_layout(**LAYOUT, xaxis_title="step", yaxis_title="p̂_i decile")
     return fig
 
@@ -135,4 +150,3 @@ def _alpha(color: str, alpha: float) -> str:
     """'#636efa' -> 'rgba(99,110,250,0.18)'."""
     red, green, blue = (int(color[i : i + 2], 16) for i in (1, 3, 5))
     return f"rgba({red},{green},{blue},{alpha})"
-

@@ -81,5 +81,7 @@ def exposure_warning(host: str, port: int) -> str | None:
     if is_loopback(host):
         return None
     shown = f"[{host}]" if ":" in host else host
-    return (f"dibs dashboard: warning: listening on {shown}:{port}, beyond this machine, with no "
-            "authentication: anyone who can reach that port can read every run in the store")
+    return (
+        f"dibs dashboard: warning: listening on {shown}:{port}, beyond this machine, with no "
+        "authentication: anyone who can reach that port can read every run in the store"
+    )

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 
-from dibs.platform import metrics as M
+from dibs.platform.core import metrics as M
 
 UPDATES = "updates"
 X_AXES = ("step", "rollouts_consumed", "tokens_generated", "wall_seconds", UPDATES)
@@ -24,7 +24,9 @@ def series(rows: Iterable[Mapping], name: str, *, x: str = "step") -> list[tuple
     if x not in X_AXES:
         raise ValueError(f"x-axis must be one of {', '.join(X_AXES)}, got {x!r}")
     rows = list(rows)
-    picked = sorted((r for r in rows if r["name"] == name and r["value"] is not None), key=lambda r: r["step"])
+    picked = sorted(
+        (r for r in rows if r["name"] == name and r["value"] is not None), key=lambda r: r["step"]
+    )
     if x == UPDATES:
         counts = (r for r in rows if r["name"] == X_METRICS[UPDATES] and r["value"] is not None)
         at = {0: 0.0} | {r["step"]: r["value"] for r in counts}

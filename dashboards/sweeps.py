@@ -30,7 +30,9 @@ def param_importance(trials: Sequence[Mapping[str, Any]], mode: str) -> dict[str
     study = optuna.create_study(direction="maximize" if mode == "max" else "minimize")
     for t in done:
         params = {name: _value(t["params"][name], dist) for name, dist in distributions.items()}
-        study.add_trial(optuna.trial.create_trial(params=params, distributions=distributions, value=t["objective"]))
+        study.add_trial(
+            optuna.trial.create_trial(params=params, distributions=distributions, value=t["objective"])
+        )
     evaluator = optuna.importance.PedAnovaImportanceEvaluator()
     found = optuna.importance.get_param_importances(study, evaluator=evaluator, normalize=True)
     return {name: float(value) for name, value in found.items()}

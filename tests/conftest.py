@@ -23,22 +23,12 @@ from pathlib import Path
 import pytest
 from sqlalchemy import create_engine, func, select
 
-from dibs.platform.config import ExperimentConfig, config_to_dict
-from dibs.platform.metrics import PromptStat
+from dibs.platform.core.config import ExperimentConfig, config_to_dict
+from dibs.platform.core.metrics import PromptStat
 from dibs.platform.store import MetricRow, ResultsStore
 
 XSS_NAME = "<script>alert(1)</script>"
 SEEDS = (0, 1, 2)
-
-
-def pytest_configure(config: pytest.Config) -> None:
-    """The math evaluation sets: ../shared/data/math_eval beside the repository when it is there, else the
-    copy in tests/fixtures/math_eval (tests/fixtures/math_eval/README.md); an explicit
-    DIBS_MATH_EVAL_DIR wins."""
-    repo = Path(__file__).resolve().parents[1]
-    shared = repo.parent / "shared" / "data" / "math_eval"
-    here = shared if (shared / "math500.jsonl").is_file() else repo / "tests" / "fixtures" / "math_eval"
-    os.environ.setdefault("DIBS_MATH_EVAL_DIR", str(here))
 
 
 @pytest.fixture
@@ -143,7 +133,8 @@ def _config(algorithm: str, allocator: str, seed: int, name: str) -> dict:
 def _curve(store: ResultsStore, run_id: str, *, skill: float, per_step: int) -> None:
     """eval/accuracy every 10 steps (0..50) rising with ``skill``, train/loss every step."""
     rows = [MetricRow(step=s, name="eval/accuracy", value=round(0.2 + skill * s / 50, 4),
-                      rollouts_consumed=per_step * s, tokens_generated=20 * per_step * s, wall_seconds=1.5 * s)
+                      rollouts_consumed=per_step * s, tokens_generated=20 * per_step * s,
+                      wall_seconds=1.5 * s)
             for s in range(0, 51, 10)]  # fmt: skip
     rows += [MetricRow(step=s, name="train/loss", value=round(1.0 / s, 6), rollouts_consumed=per_step * s,
                        tokens_generated=20 * per_step * s, wall_seconds=1.5 * s)
@@ -183,7 +174,8 @@ def seed_store(url: str) -> dict[str, list[str]]:
 def _seed_budget(store: ResultsStore, run_id: str) -> None:
     for step in range(1, 6):
         stats = [PromptStat(prompt_id=f"{i}+{step}=", p_hat=i / 8, g_hat=1.0, n_alloc=(i * step) % 9,
-                            accepted=min(i, (i * step) % 9), probed=i % 2 == 0) for i in range(8)]  # fmt: skip
+                            accepted=min(i, (i * step) % 9), probed=i % 2 == 0)
+                 for i in range(8)]  # fmt: skip
         store.log_prompt_stats(run_id, step, stats)
     for step, value in ((0, 0.25), (50, 0.5)):
         store.record_evaluation(run_id, step, "held-out", 8, 1.0, value, min(1.0, 2 * value), 400)
@@ -196,12 +188,14 @@ def _seed_sweep(store: ResultsStore) -> list[str]:
     trials = []
     for i, (lr, allocator) in enumerate([(1e-5, "uniform"), (3e-5, "gvm"), (1e-4, "uniform"), (3e-4, "gvm")]):
         trial = store.create_trial(sweep, {"train.lr": lr, "allocation.allocator": allocator})
-        store.update_trial(trial, status="finished", objective=0.3 + 0.1 * i + (0.05 if allocator == "gvm" else 0))
+        store.update_trial(
+            trial, status="finished", objective=0.3 + 0.1 * i + (0.05 if allocator == "gvm" else 0)
+        )
         trials.append(trial)
     for trial in trials[:2]:
         run_id = store.create_run(name=f"trial {trial}", experiment="experiments/gvm/grpo.yaml",
-                                  config=_config("grpo", "gvm", 0, trial), git_commit=None, versions={}, seed=0,
-                                  run_id=f"run-{trial}", sweep_id=sweep, trial_id=trial)  # fmt: skip
+                                  config=_config("grpo", "gvm", 0, trial), git_commit=None, versions={},
+                                  seed=0, run_id=f"run-{trial}", sweep_id=sweep, trial_id=trial)  # fmt: skip
         store.finish_run(run_id, "finished")
     return trials
 

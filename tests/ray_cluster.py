@@ -34,8 +34,13 @@ def ray_env() -> dict[str, str]:
 
 
 def start_node(args: list[str]) -> None:
-    subprocess.run([RAY, "start", *args, "--disable-usage-stats"], env=ray_env(), check=True,
-                   capture_output=True, timeout=180)
+    subprocess.run(
+        [RAY, "start", *args, "--disable-usage-stats"],
+        env=ray_env(),
+        check=True,
+        capture_output=True,
+        timeout=180,
+    )
 
 
 def ours(temp_dir: str) -> list[psutil.Process]:

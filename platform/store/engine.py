@@ -71,7 +71,9 @@ def _sqlite_open(parsed: URL, path: Path, *, read_only: bool, create: bool) -> U
         path.parent.mkdir(parents=True, exist_ok=True)
         return parsed
     if not path.is_file():
-        raise ValueError(f"{str(path)!r} is not a file" if path.exists() else f"no database file {str(path)!r}")
+        raise ValueError(
+            f"{str(path)!r} is not a file" if path.exists() else f"no database file {str(path)!r}"
+        )
     # A URI filename opens the file read-only (mode=ro) or read-write without creating it (mode=rw), so
     # the file cannot appear between the check above and the open (SQLite "URI filenames").
     mode = "ro" if read_only else "rw"

@@ -19,13 +19,16 @@ EVALUATION_KEY = ("run_id", "step", "set_name", "k", "temperature")
 EVALUATION_FIELDS = ("step", "set_name", "k", "temperature", "mean_at_k", "pass_at_k", "n_problems")
 
 
-def evaluation_values(run_id: str, step: int, set_name: str, k: int, temperature: float, mean_at_k: float | None,
-                      pass_at_k: float | None, n_problems: int) -> dict[str, Any]:  # fmt: skip
+def evaluation_values(run_id: str, step: int, set_name: str, k: int, temperature: float,
+                      mean_at_k: float | None, pass_at_k: float | None,
+                      n_problems: int) -> dict[str, Any]:  # fmt: skip
     """The insert parameters of one evaluation; ValueError (one line) for a value out of range."""
     where = f"evaluation of {set_name!r} at step {step!r}"
     if not isinstance(set_name, str) or not set_name:
         raise ValueError(f"{where}: set_name must be a non-empty string")
-    counts = {name: count(name, value, where) for name, value in (("step", step), ("k", k), ("n", n_problems))}
+    counts = {
+        name: count(name, value, where) for name, value in (("step", step), ("k", k), ("n", n_problems))
+    }
     if counts["k"] < 1:
         raise ValueError(f"{where}: k must be >= 1, got {k}")
     if not float(temperature) >= 0:

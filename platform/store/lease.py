@@ -66,11 +66,17 @@ def _refusal(conn: Connection, run_id: str, now: datetime, *, force: bool, shown
     held = f"run {run_id} is {row.status} (owner {row.owner}, lease until {_when(until)})"
     if until is not None and until >= now:
         if force:
-            return LeaseHeld(f"{held}; --force takes over only an expired lease, and this one is live: stop "
-                             "that process (dibs jobs stop, or kill it) or wait for its lease to expire", until)
+            return LeaseHeld(
+                f"{held}; --force takes over only an expired lease, and this one is live: stop "
+                "that process (dibs jobs stop, or kill it) or wait for its lease to expire",
+                until,
+            )
         return LeaseHeld(f"{held}; a second process must not write it: stop that one first", until)
-    return LeaseHeld(f"{held}, which has expired: if that process is dead, `dibs resume {run_id} --force` "
-                     "takes the run over", until)
+    return LeaseHeld(
+        f"{held}, which has expired: if that process is dead, `dibs resume {run_id} --force` "
+        "takes the run over",
+        until,
+    )
 
 
 def _when(moment: datetime | None) -> str:

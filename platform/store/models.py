@@ -1,5 +1,5 @@
-"""SQLAlchemy models of the results store: ``experiments``, ``sweeps`` and ``sweep_trials`` (what ran), ``runs``,
-and what a run recorded: ``metrics``, ``prompt_stats``, ``evaluations`` and ``checkpoints``.
+"""SQLAlchemy models of the results store: ``experiments``, ``sweeps`` and ``sweep_trials`` (what ran),
+``runs``, and what a run recorded: ``metrics``, ``prompt_stats``, ``evaluations`` and ``checkpoints``.
 
 The schema itself is owned by the Alembic migrations in ``migrations/versions``; these models must
 describe the head revision exactly (docs/conventions.md, "Metrics and the store"). A change here needs a
@@ -190,7 +190,8 @@ class Checkpoint(Base):
 
 
 class PromptStatRow(Base):
-    """Where one step's rollout budget went for one prompt (a stored ``dibs.platform.metrics.PromptStat``).
+    """Where one step's rollout budget went for one prompt (a stored
+    ``dibs.platform.core.metrics.PromptStat``).
 
     ``p_hat``/``g_hat`` are NULL when the allocator had no estimate (NaN) or a non-finite one, as for
     ``Metric.value``. ``prompt_id`` is the prompt text itself, so rows line up across runs of a task.
@@ -225,7 +226,11 @@ class Evaluation(Base):
     __tablename__ = "evaluations"
     __table_args__ = (
         UniqueConstraint(
-            "run_id", "step", "set_name", "k", "temperature",
+            "run_id",
+            "step",
+            "set_name",
+            "k",
+            "temperature",
             name="uq_evaluations_run_id_step_set_name_k_temperature",
         ),
     )

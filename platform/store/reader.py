@@ -23,7 +23,7 @@ from .evaluations import read_evaluations
 from .models import Checkpoint, Metric, Run
 from .sql import StoreError, UnknownRun, behind_head, display_url, not_a_store, one_line, run_head
 from .telemetry import read_prompt_stats
-from .versioning import current_heads, store_kind
+from .versioning import alembic_config, current_heads, store_kind
 
 METRIC_FIELDS = ("step", "rollouts_consumed", "tokens_generated", "wall_seconds", "name", "value")
 RUN_FILTERS = ("experiment", "status", "sweep_id")  # columns a run listing filters on in SQL
@@ -48,7 +48,9 @@ def resolve_run(conn: Connection, ref: str, shown: str) -> str:
 
 def read_metrics(conn: Connection, run_ids: Sequence[str], name: str | None = None) -> dict[str, list[dict]]:
     """Metric rows of each run (all of them, or those of metric ``name``) by step, then name."""
-    query = select(Metric.run_id, *(getattr(Metric, f) for f in METRIC_FIELDS)).where(Metric.run_id.in_(run_ids))
+    query = select(Metric.run_id, *(getattr(Metric, f) for f in METRIC_FIELDS)).where(
+        Metric.run_id.in_(run_ids)
+    )
     if name is not None:
         query = query.where(Metric.name == name)
     out: dict[str, list[dict]] = {run_id: [] for run_id in run_ids}
@@ -74,8 +76,6 @@ def read_run(conn: Connection, run_id: str) -> dict[str, Any]:
 def inspect_store(engine: Engine, url: str) -> tuple[str, set[str], set[str]]:
     """(kind, current revisions, head revisions) of the database behind ``engine``, looked at without
     writing (``versioning.store_kind``); StoreError naming the store when it cannot be read."""
-    from .store import alembic_config  # store.py imports this module for read_run
-
     try:
         script = ScriptDirectory.from_config(alembic_config(url))
         ours = {r.revision for r in script.walk_revisions()}
@@ -155,7 +155,13 @@ class StoreReader:
         with self._read() as conn:
             rows = conn.execute(query).all()
         return [
-            {**run_head(r), "config": r.config, "summary": r.summary, "sweep_id": r.sweep_id, "trial_id": r.trial_id}
+            {
+                **run_head(r),
+                "config": r.config,
+                "summary": r.summary,
+                "sweep_id": r.sweep_id,
+                "trial_id": r.trial_id,
+            }
             for r in rows
         ]
 
@@ -173,7 +179,9 @@ class StoreReader:
             run = read_run(conn, run_id)
             run["evaluations"] = read_evaluations(conn, run_id)
             steps = select(Checkpoint.step, Checkpoint.path).where(Checkpoint.run_id == run_id)
-            run["checkpoints"] = [{"step": s, "path": p} for s, p in conn.execute(steps.order_by(Checkpoint.step))]
+            run["checkpoints"] = [
+                {"step": s, "path": p} for s, p in conn.execute(steps.order_by(Checkpoint.step))
+            ]
         return {**run, "sweep_id": tags.sweep_id, "trial_id": tags.trial_id}
 
     def metrics(self, run_ids: Sequence[str], name: str | None = None) -> dict[str, list[dict]]:

@@ -35,8 +35,10 @@ def not_a_store(shown: str, kind: str) -> StoreError:
     """The error for a database that holds no dibs store: an empty one, or one of something else (left
     as it is: dibs neither reads it nor adds its tables to it)."""
     if kind == "empty":
-        return StoreError(f"store {shown} is an empty database, not a dibs results store "
-                          "(`dibs run`, `dibs sweep` or `dibs db upgrade` make one)")
+        return StoreError(
+            f"store {shown} is an empty database, not a dibs results store "
+            "(`dibs run`, `dibs sweep` or `dibs db upgrade` make one)"
+        )
     return StoreError(f"store {shown} is not a dibs results store (no dibs tables / alembic revision)")
 
 
@@ -44,7 +46,9 @@ def behind_head(shown: str, current: set[str], heads: set[str]) -> StoreError:
     """The error for a store whose schema is not at the migrations' head (docs/conventions.md: only
     `dibs db upgrade` changes a schema)."""
     found = ", ".join(sorted(current)) or "empty"
-    return StoreError(f"store {shown} is at revision {found}, not {', '.join(sorted(heads))}: run `dibs db upgrade`")
+    return StoreError(
+        f"store {shown} is at revision {found}, not {', '.join(sorted(heads))}: run `dibs db upgrade`"
+    )
 
 
 def insert_ignore(conn: Connection, model: type[Base], keys: list[str]) -> Any:
@@ -131,8 +135,9 @@ def without_password(url: str) -> str:
     parsed = _parsed(url)
     if parsed is None or parsed.password is None:
         return _USERINFO.sub(r"\g<head>@", url)
-    return URL.create(parsed.drivername, parsed.username, None, parsed.host, parsed.port, parsed.database,
-                      parsed.query).render_as_string(hide_password=False)
+    return URL.create(
+        parsed.drivername, parsed.username, None, parsed.host, parsed.port, parsed.database, parsed.query
+    ).render_as_string(hide_password=False)
 
 
 def redact(text: str, *urls: str | None) -> str:

@@ -19,17 +19,15 @@ from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timezone
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from alembic import command
-from alembic.config import Config
 from alembic.script import ScriptDirectory
 from alembic.util.exc import CommandError
 from sqlalchemy import Connection, insert, select, update
 from sqlalchemy.exc import ArgumentError, SQLAlchemyError
 
-from . import catalog, lease, migrations
+from . import catalog, lease
 from .engine import WRITE_OPTION, make_engine, sqlite_file
 from .evaluations import EVALUATION_KEY, evaluation_values, read_evaluations
 from .lease import LEASE_SECONDS
@@ -37,12 +35,12 @@ from .models import RUN_STATUSES, Checkpoint, Evaluation, Metric, PromptStatRow,
 from .reader import read_run, refuse_non_store, resolve_run
 from .sql import StoreError, behind_head, display_url, insert_ignore, json_safe, one_line, run_head
 from .telemetry import PROMPT_STAT_KEY, prompt_stat_values, read_prompt_stats
-from .versioning import adopt_legacy_version, migration_context
+from .versioning import adopt_legacy_version, alembic_config, migration_context
 
 if TYPE_CHECKING:
     from typing_extensions import Self  # typing.Self needs Python 3.11
 
-    from dibs.platform.metrics import PromptStat
+    from dibs.platform.core.metrics import PromptStat
 
 DEFAULT_URL = "sqlite:///runs/dibs.db"
 _ALEMBIC_LOCK = threading.Lock()
@@ -73,18 +71,9 @@ def store_url(url: str | None) -> str:
 def open_store(url: str | None, *, upgrade: bool = False, create: bool = True) -> ResultsStore:
     """Open the store at ``url`` (see ``store_url``). A new, empty database gets the schema from the
     migrations (``create=False``: it is an error instead); an older one is only upgraded with
-    ``upgrade=True`` (`dibs db upgrade`, the only way a schema changes). A database of something else is refused."""
+    ``upgrade=True`` (`dibs db upgrade`, the only way a schema changes). A database of something else is
+    refused."""
     return ResultsStore(store_url(url), upgrade=upgrade, create=create)
-
-
-def alembic_config(url: str, connection: Connection | None = None) -> Config:
-    """An Alembic config for the store's migrations, with no alembic.ini; ``connection`` is reused."""
-    config = Config()
-    config.set_main_option("script_location", str(Path(migrations.__file__).parent))
-    config.set_main_option("sqlalchemy.url", url.replace("%", "%%"))  # configparser interpolation
-    if connection is not None:
-        config.attributes["connection"] = connection
-    return config
 
 
 class ResultsStore:
@@ -241,7 +230,8 @@ class ResultsStore:
             return len(conn.execute(stmt, values).all()) == 1
 
     def record_evaluation(self, run_id: str, step: int, set_name: str, k: int, temperature: float,
-                          mean_at_k: float | None, pass_at_k: float | None, n_problems: int) -> bool:  # fmt: skip
+                          mean_at_k: float | None, pass_at_k: float | None,
+                          n_problems: int) -> bool:  # fmt: skip
         """One evaluation row (``evaluations.evaluation_values``); ``False`` when (run, step, set, k,
         temperature) was already recorded (left as it is). ValueError for a value out of range."""
         values = evaluation_values(run_id, step, set_name, k, temperature, mean_at_k, pass_at_k, n_problems)
@@ -272,7 +262,9 @@ class ResultsStore:
         with self._tx(write=True) as conn:
             return catalog.create_trial(conn, sweep_id, params, trial_id)
 
-    def update_trial(self, trial_id: str, *, status: str | None = None, objective: float | None = None) -> None:
+    def update_trial(
+        self, trial_id: str, *, status: str | None = None, objective: float | None = None
+    ) -> None:
         """Set a trial's status (one of ``models.TRIAL_STATUSES``) and/or its objective value."""
         with self._tx(write=True) as conn:
             catalog.update_trial(conn, trial_id, status=status, objective=objective)
@@ -282,8 +274,14 @@ class ResultsStore:
         if status not in FINAL_STATUSES:
             raise StoreError(f"status {status!r} is not one of {', '.join(FINAL_STATUSES)}")
         summary_json = None if summary is None else json_safe(dict(summary))
-        self._set_status(run_id, status=status, finished_at=datetime.now(timezone.utc), summary=summary_json,
-                         owner=None, lease_expires=None)
+        self._set_status(
+            run_id,
+            status=status,
+            finished_at=datetime.now(timezone.utc),
+            summary=summary_json,
+            owner=None,
+            lease_expires=None,
+        )
 
     def take_lease(self, run_id: str, owner: str, *, force: bool = False,
                    lease_seconds: float = LEASE_SECONDS) -> None:  # fmt: skip
@@ -297,13 +295,18 @@ class ResultsStore:
         with self._tx(write=True) as conn:
             return lease.renew(conn, run_id, owner, seconds=lease_seconds)
 
-    def release_run(self, run_id: str, owner: str, status: str, summary: Mapping[str, Any] | None = None) -> bool:
+    def release_run(
+        self, run_id: str, owner: str, status: str, summary: Mapping[str, Any] | None = None
+    ) -> bool:
         """``finish_run`` for the lease's holder: close the run and free it; ``False`` (nothing written)
         when ``owner`` no longer holds it."""
         if status not in FINAL_STATUSES:
             raise StoreError(f"status {status!r} is not one of {', '.join(FINAL_STATUSES)}")
-        values = {"status": status, "finished_at": datetime.now(timezone.utc),
-                  "summary": None if summary is None else json_safe(dict(summary))}
+        values = {
+            "status": status,
+            "finished_at": datetime.now(timezone.utc),
+            "summary": None if summary is None else json_safe(dict(summary)),
+        }
         with self._tx(write=True) as conn:
             return lease.release(conn, run_id, owner, values)
 

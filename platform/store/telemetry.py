@@ -16,7 +16,7 @@ from .models import PromptStatRow
 from .sql import count
 
 if TYPE_CHECKING:
-    from dibs.platform.metrics import PromptStat
+    from dibs.platform.core.metrics import PromptStat
 
 # The natural key: a resumed run that logs a step again leaves the rows it has alone.
 PROMPT_STAT_KEY = ("run_id", "step", "prompt_id")

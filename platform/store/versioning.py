@@ -6,16 +6,34 @@ in the results database itself, so the two must not share that table. Databases 
 this change (revisions 0001-0003) have dibs' revision in `alembic_version`: `adopt_legacy_version` moves
 it across (rows untouched) the first time such a database is opened, and leaves any other row (Optuna's)
 where it is.
+
+`alembic_config` points Alembic at the store's migrations (no alembic.ini); the store and its reader both
+use it, so it lives here, below them.
 """
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import sqlalchemy as sa
+from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from sqlalchemy import Connection
 
+from . import migrations
+
 VERSION_TABLE = "dibs_alembic_version"
 LEGACY_VERSION_TABLE = "alembic_version"
+
+
+def alembic_config(url: str, connection: Connection | None = None) -> Config:
+    """An Alembic config for the store's migrations, with no alembic.ini; ``connection`` is reused."""
+    config = Config()
+    config.set_main_option("script_location", str(Path(migrations.__file__).parent))
+    config.set_main_option("sqlalchemy.url", url.replace("%", "%%"))  # configparser interpolation
+    if connection is not None:
+        config.attributes["connection"] = connection
+    return config
 
 
 def migration_context(conn: Connection) -> MigrationContext:
@@ -52,8 +70,12 @@ def adopt_legacy_version(conn: Connection, ours: set[str]) -> None:
     mine = legacy_revisions(conn, ours)
     if not mine:
         return
-    table = sa.Table(VERSION_TABLE, sa.MetaData(), sa.Column("version_num", sa.String(32), nullable=False),
-                     sa.PrimaryKeyConstraint("version_num", name=f"{VERSION_TABLE}_pkc"))
+    table = sa.Table(
+        VERSION_TABLE,
+        sa.MetaData(),
+        sa.Column("version_num", sa.String(32), nullable=False),
+        sa.PrimaryKeyConstraint("version_num", name=f"{VERSION_TABLE}_pkc"),
+    )
     table.create(conn)
     conn.execute(table.insert(), [{"version_num": r} for r in mine])
     legacy = sa.table(LEGACY_VERSION_TABLE, sa.column("version_num"))

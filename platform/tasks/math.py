@@ -74,7 +74,7 @@ def last_boxed(text: str) -> str | None:
     `\\framebox{...}`; None when there is none or its braces never close."""
     matches = list(_BOX.finditer(text))
     for m in reversed(matches):
-        rest = text[m.end():]
+        rest = text[m.end() :]
         if rest.startswith("{"):
             inner = _braced(rest)
             if inner is not None:
@@ -190,8 +190,9 @@ def run_with_timeout(fn: Callable[[], T], timeout_s: float | None) -> T:
     return out["value"]
 
 
-def score(response: str, gold: str, *, stats: ScoreStats | None = None,
-          timeout_s: float | None = DEFAULT_TIMEOUT_S) -> float:
+def score(
+    response: str, gold: str, *, stats: ScoreStats | None = None, timeout_s: float | None = DEFAULT_TIMEOUT_S
+) -> float:
     """1.0 iff the response's final answer is equivalent to `gold` under Math-Verify, else 0.0.
 
     Never raises: a non-string response, a gold answer that is neither text nor a number, an answer

@@ -4,9 +4,10 @@ Training files (MATH / NuminaMath style) are JSON Lines or Parquet with a `probl
 column, an optional `solution` and an optional `answer`; without an answer the gold answer is the last
 `\\boxed{...}` of the solution (NuminaMath-CoT has no answer column). Rows with neither are skipped.
 
-The evaluation sets (../shared/data/math_eval/README.md) each have their own format: MATH500 and AIME24
-give `answer` as a string, Minerva's `answer` is a worked solution whose last box is the gold answer,
-OlympiadBench's is a list of strings (`$...$` delimited, joined here with ", "), AMC23's a float.
+The evaluation sets ship with the package (platform/tasks/data/math_eval/README.md: provenance, licence,
+fields) and each have their own format: MATH500 and AIME24 give `answer` as a string, Minerva's `answer`
+is a worked solution whose last box is the gold answer, OlympiadBench's is a list of strings (`$...$`
+delimited, joined here with ", "), AMC23's a float.
 """
 
 from __future__ import annotations
@@ -17,16 +18,18 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from dibs.platform.config import TaskConfig
-from dibs.platform.task import TaskData
+from dibs.platform.core.config import ConfigError, TaskConfig
+from dibs.platform.tasks.base import Problem, TaskData
 from dibs.platform.tasks.math import gold_text, last_boxed
 
 # docs/method.md §6: Qwen2.5-Math's chain-of-thought prompt, in its ChatML chat format. Rendered as text here
 # (not through a tokenizer's chat template) so that any tokenizer, the demo's tiny one included, gets
 # the same prompt.
 TEMPLATES = {
-    "qwen25-math-cot": ("<|im_start|>system\nPlease reason step by step, and put your final answer within "
-                        "\\boxed{{}}.<|im_end|>\n<|im_start|>user\n{problem}<|im_end|>\n<|im_start|>assistant\n"),
+    "qwen25-math-cot": (
+        "<|im_start|>system\nPlease reason step by step, and put your final answer within "
+        "\\boxed{{}}.<|im_end|>\n<|im_start|>user\n{problem}<|im_end|>\n<|im_start|>assistant\n"
+    ),
     "plain": "{problem}",
 }
 SUITES = {"math5": ("math500", "minerva_math", "olympiad_bench", "aime24", "amc23")}
@@ -34,12 +37,13 @@ DATA_DIR_ENV = "DIBS_MATH_EVAL_DIR"
 
 
 @dataclass(frozen=True)
-class MathProblem:
-    """One problem: `prompt` is what the policy sees (template applied), `answer` the gold answer text."""
+class MathProblem(Problem):
+    """One problem: `prompt` is what the policy sees (template applied), `answer` the gold answer text,
+    `problem` the text before the template, `solution` the file's worked solution ("" when it has none).
+    No levels: `level` stays None."""
 
-    prompt: str
     answer: str
-    problem: str
+    problem: str = ""
     solution: str = ""
 
 
@@ -47,12 +51,18 @@ def render(problem: str, template: str) -> str:
     return TEMPLATES[template].format(problem=problem)
 
 
+def packaged_data_dir() -> Path:
+    """The five sets as shipped inside the package (package data, next to this module), so that a clone
+    and an installed package find them alike."""
+    return Path(__file__).resolve().parent / "data" / "math_eval"
+
+
 def default_data_dir() -> Path:
-    """`$DIBS_MATH_EVAL_DIR`, else ../shared/data/math_eval beside the repository."""
+    """`$DIBS_MATH_EVAL_DIR` when set, else the packaged sets."""
     import os
 
     env = os.environ.get(DATA_DIR_ENV)
-    return Path(env) if env else Path(__file__).resolve().parents[2].parent / "shared" / "data" / "math_eval"
+    return Path(env) if env else packaged_data_dir()
 
 
 def read_rows(path: str | Path) -> Iterator[dict]:
@@ -86,7 +96,7 @@ def train_problem(row: dict, template: str) -> MathProblem | None:
         answer = last_boxed(solution) if isinstance(solution, str) else None
     if not isinstance(problem, str) or answer is None:
         return None
-    return MathProblem(render(problem, template), gold_text(answer), problem, solution)
+    return MathProblem(render(problem, template), gold_text(answer), problem=problem, solution=solution)
 
 
 def load_train_file(path: str | Path, template: str = "qwen25-math-cot") -> list[MathProblem]:
@@ -98,6 +108,7 @@ def load_train_file(path: str | Path, template: str = "qwen25-math-cot") -> list
 
 
 # --- the evaluation sets ----------------------------------------------------------------------------
+
 
 def _olympiad(row: dict) -> tuple[str, str]:
     # `context` is null in this release; kept in front of the problem when a row has one.
@@ -121,21 +132,59 @@ EVAL_FORMATS: dict[str, Callable[[dict], tuple[str, str]]] = {
 }
 
 
-def load_eval_set(name: str, data_dir: str | Path | None = None, *, template: str = "qwen25-math-cot",
-                  limit: int | None = None) -> list[MathProblem]:
-    """The first `limit` problems (all when None) of one evaluation set, e.g. `math500`."""
+def load_eval_set(
+    name: str,
+    data_dir: str | Path | None = None,
+    *,
+    template: str = "qwen25-math-cot",
+    limit: int | None = None,
+) -> list[MathProblem]:
+    """The first `limit` problems (all when None) of one evaluation set, e.g. `math500`. A missing or
+    malformed file is one ConfigError line naming the file (and the row)."""
     path = Path(data_dir or default_data_dir()) / f"{name}.jsonl"
-    out = []
-    for row in read_rows(path):
-        if limit is not None and len(out) >= limit:
-            break
-        problem, answer = EVAL_FORMATS[name](row)
-        out.append(MathProblem(render(problem, template), answer, problem, row.get("solution") or ""))
+    if not path.is_file():
+        raise ConfigError(f"{path}: no such file (the {name} evaluation set)")
+    out: list[MathProblem] = []
+    try:
+        for n, row in enumerate(read_rows(path), 1):
+            if limit is not None and len(out) >= limit:
+                break
+            problem, answer = _eval_row(name, row, f"{path}: row {n}")
+            out.append(
+                MathProblem(
+                    render(problem, template), answer, problem=problem, solution=row.get("solution") or ""
+                )
+            )
+    except (OSError, UnicodeDecodeError, ValueError) as e:  # unreadable, not UTF-8, not JSON
+        raise ConfigError(str(e) if str(e).startswith(str(path)) else f"{path}: cannot read: {e}") from None
+    if not out:
+        raise ConfigError(f"{path}: no problems in the {name} evaluation set")
     return out
 
 
-def load_suite(suite: str, data_dir: str | Path | None = None, *, template: str = "qwen25-math-cot",
-               limit: int | None = None) -> dict[str, list[MathProblem]]:
+def _eval_row(name: str, row: object, where: str) -> tuple[str, str]:
+    """(problem, gold answer) of one row of set `name`; a row of another shape is a ConfigError."""
+    read = EVAL_FORMATS[name]
+    if not isinstance(row, dict):
+        raise ConfigError(f"{where}: expected a JSON object, got {type(row).__name__}")
+    try:
+        problem, answer = read(row)
+    except KeyError as e:
+        raise ConfigError(f"{where}: no {e.args[0]!r} field") from None
+    except (TypeError, AttributeError, ValueError) as e:
+        raise ConfigError(f"{where}: not in the {name} format ({e})") from None
+    if not isinstance(problem, str) or not problem.strip():
+        raise ConfigError(f"{where}: the problem is not a non-empty string")
+    return problem, answer
+
+
+def load_suite(
+    suite: str,
+    data_dir: str | Path | None = None,
+    *,
+    template: str = "qwen25-math-cot",
+    limit: int | None = None,
+) -> dict[str, list[MathProblem]]:
     """{set name: problems} for a suite (`math5`: the paper's five sets, docs/method.md §6)."""
     return {name: load_eval_set(name, data_dir, template=template, limit=limit) for name in SUITES[suite]}
 

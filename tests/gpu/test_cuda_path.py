@@ -11,13 +11,16 @@ import pytest
 import torch
 from transformers import Qwen2ForCausalLM
 
-from dibs.platform import metrics as M
-from dibs.platform.config import ModelConfig, load_config
-from dibs.platform.estimators import per_sample_grad_norms
-from dibs.platform.learner import TorchLearner
-from dibs.platform.loop import MemoryRecorder, NullProgress, train
-from dibs.platform.model import qwen2_config, train_tokenizer
-from dibs.platform.rollout import HFEngine, SamplingSpec
+from dibs.platform.allocation.estimators import per_sample_grad_norms
+from dibs.platform.core import metrics as M
+from dibs.platform.core.config import ModelConfig, load_config
+from dibs.platform.learn.learner import TorchLearner
+from dibs.platform.learn.model import qwen2_config, train_tokenizer
+from dibs.platform.rollout.base import SamplingSpec
+from dibs.platform.rollout.hf_engine import HFEngine
+from dibs.platform.runtime.loop import train
+from dibs.platform.runtime.recording import MemoryRecorder, NullProgress
+from dibs.platform.tasks.chain_sum import ALPHABET
 
 pytestmark = [pytest.mark.gpu, pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")]
 
@@ -28,15 +31,21 @@ PROMPTS, COUNTS = ["1+2=", "34-5+6=", "7+7=", "12-3="], [3, 2, 4, 1]
 def tiny():
     torch.backends.cuda.matmul.allow_tf32 = False  # fp32 parity: no TF32 matmuls on the GPU
     torch.backends.cudnn.allow_tf32 = False
-    tok = train_tokenizer()
+    tok = train_tokenizer(ALPHABET)
     torch.manual_seed(0)
     cfg = ModelConfig(hidden_size=64, num_layers=2, num_heads=4, num_kv_heads=2, intermediate_size=128)
     return Qwen2ForCausalLM(qwen2_config(cfg, tok)).eval(), tok
 
 
 def kwargs():
-    return {"lr": 1e-2, "weight_decay": 0.0, "grad_clip": 1e6, "micro_batch_size": 4, "total_steps": 2,
-            "algorithm": "grpo"}
+    return {
+        "lr": 1e-2,
+        "weight_decay": 0.0,
+        "grad_clip": 1e6,
+        "micro_batch_size": 4,
+        "total_steps": 2,
+        "algorithm": "grpo",
+    }
 
 
 def test_greedy_generation_on_cuda_matches_cpu_and_comes_back_on_cpu(tiny):
@@ -51,7 +60,9 @@ def test_greedy_generation_on_cuda_matches_cpu_and_comes_back_on_cpu(tiny):
 
 def test_update_and_grad_norm_estimates_on_cuda_match_cpu(tiny):
     model, tok = tiny
-    ro = HFEngine(copy.deepcopy(model), tok).generate(PROMPTS, COUNTS, SamplingSpec(max_new_tokens=10), seed=1)
+    ro = HFEngine(copy.deepcopy(model), tok).generate(
+        PROMPTS, COUNTS, SamplingSpec(max_new_tokens=10), seed=1
+    )
     adv = torch.linspace(-1.0, 1.0, len(ro.texts))
     out = {}
     for dev in ("cpu", "cuda"):
@@ -75,7 +86,9 @@ def free_port() -> int:
 def test_deepspeed_on_nccl_steps_like_the_torch_learner(tiny, stage, monkeypatch):
     deepspeed = pytest.importorskip("deepspeed")
     model, tok = tiny
-    ro = HFEngine(copy.deepcopy(model), tok).generate(PROMPTS, COUNTS, SamplingSpec(max_new_tokens=10), seed=1)
+    ro = HFEngine(copy.deepcopy(model), tok).generate(
+        PROMPTS, COUNTS, SamplingSpec(max_new_tokens=10), seed=1
+    )
     adv = torch.linspace(-1.0, 1.0, len(ro.texts))
     ref = copy.deepcopy(model).cuda()
     want = TorchLearner(ref, **kwargs()).update(ro, adv, seed=3)
@@ -87,7 +100,7 @@ def test_deepspeed_on_nccl_steps_like_the_torch_learner(tiny, stage, monkeypatch
     if not torch.distributed.is_initialized():
         deepspeed.init_distributed(dist_backend="nccl")
     assert torch.distributed.get_backend() == "nccl"
-    from dibs.platform.deepspeed_learner import DeepSpeedLearner
+    from dibs.platform.learn.deepspeed_learner import DeepSpeedLearner
 
     learner = DeepSpeedLearner(copy.deepcopy(model).cuda(), zero_stage=stage, **kwargs())
     got = learner.update(ro, adv, seed=3)
@@ -108,13 +121,26 @@ def task_data():
 
 
 def test_colocated_engine_and_learner_train_on_the_gpu(tmp_path):
-    cfg = load_config("experiments/smoke.yaml", [
-        f"model.cache_dir={tmp_path}/models", "runtime.device=cuda", "train.steps=3", "eval.every=3",
-        "allocation.allocator=gvm", "allocation.n_probe=2", "train.kl_coef=0.01", "task.test_size=16"])
+    cfg = load_config(
+        "experiments/smoke.yaml",
+        [
+            f"model.cache_dir={tmp_path}/models",
+            "runtime.device=cuda",
+            "train.steps=3",
+            "eval.every=3",
+            "allocation.allocator=gvm",
+            "allocation.n_probe=2",
+            "train.kl_coef=0.01",
+            "task.test_size=16",
+        ],
+    )
     rec = MemoryRecorder()
     torch.cuda.reset_peak_memory_stats()
     summary = train(cfg, rec, NullProgress(), checkpoint_dir=str(tmp_path / "ckpt"), data=task_data())
     assert summary["rollouts_consumed"] == rec.at(3, "budget/rollouts")[0] > 0
     assert torch.cuda.max_memory_allocated() > 0  # the policy, the engine's copy and the update were here
-    print(f"\ncuda run: {summary['wall_seconds']:.1f} s, peak {torch.cuda.max_memory_allocated() / 2**20:.0f} MiB, "
-          f"step time {[round(rec.at(s, M.TIME_STEP)[0], 3) for s in (1, 2, 3)]}")
+    peak_mib = torch.cuda.max_memory_allocated() / 2**20
+    print(
+        f"\ncuda run: {summary['wall_seconds']:.1f} s, peak {peak_mib:.0f} MiB, "
+        f"step time {[round(rec.at(s, M.TIME_STEP)[0], 3) for s in (1, 2, 3)]}"
+    )

@@ -6,8 +6,8 @@ import shutil
 
 import pytest
 
-from dibs.platform import metrics as M
-from dibs.platform.cli import main
+from dibs.platform.cli.main import main
+from dibs.platform.core import metrics as M
 from dibs.platform.store import open_store
 
 pytestmark = pytest.mark.integration
@@ -15,9 +15,20 @@ pytestmark = pytest.mark.integration
 
 def test_resume_skips_a_truncated_and_an_outside_checkpoint(tmp_path, capsys):
     url = f"sqlite:///{tmp_path}/dibs.db"
-    sets = [f"model.cache_dir={tmp_path}/models", f"runtime.output_dir={tmp_path}/runs", "train.steps=2",
-            "runtime.checkpoint_every=1", "eval.every=1", "eval.k=1", "warm_start.steps=2", "task.train_size=16",
-            "task.test_size=4", "task.sft_size=64", "train.prompts_per_step=4", "allocation.n_per_prompt=2"]
+    sets = [
+        f"model.cache_dir={tmp_path}/models",
+        f"runtime.output_dir={tmp_path}/runs",
+        "train.steps=2",
+        "runtime.checkpoint_every=1",
+        "eval.every=1",
+        "eval.k=1",
+        "warm_start.steps=2",
+        "task.train_size=16",
+        "task.test_size=4",
+        "task.sft_size=64",
+        "train.prompts_per_step=4",
+        "allocation.n_per_prompt=2",
+    ]
     args = ["run", "experiments/smoke.yaml", "--executor", "inline", "--db", url, "--name", "fallback"]
     assert main(args + [a for s in sets for a in ("--set", s)]) == 0
     store = open_store(url)
@@ -35,10 +46,15 @@ def test_resume_skips_a_truncated_and_an_outside_checkpoint(tmp_path, capsys):
     out, err = capsys.readouterr()
     warnings = [line for line in err.splitlines() if line.startswith("dibs: ")]
     assert warnings == [
-        (f"dibs: warning: checkpoint of step 3 skipped ({outside}): {outside} is outside the run's directory "
-        f"{(tmp_path / 'runs' / run_id).resolve()}"),
-        (f"dibs: warning: checkpoint of step 2 skipped ({steps[2]}): learner.pt: not a readable torch archive "
-        f"(BadZipFile: File is not a zip file)")]
+        (
+            f"dibs: warning: checkpoint of step 3 skipped ({outside}): {outside} is outside the run's "
+            f"directory {(tmp_path / 'runs' / run_id).resolve()}"
+        ),
+        (
+            f"dibs: warning: checkpoint of step 2 skipped ({steps[2]}): learner.pt: not a readable torch "
+            "archive (BadZipFile: File is not a zip file)"
+        ),
+    ]
     assert f"run {run_id}: resuming fallback from step 1 ({steps[1]}); store" in out
     run = store.get_run(run_id)
     assert run["status"] == "finished"

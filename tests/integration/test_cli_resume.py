@@ -11,8 +11,8 @@ import time
 import pytest
 import sqlalchemy
 
-from dibs.platform import metrics as M
-from dibs.platform.cli import main
+from dibs.platform.cli.main import main
+from dibs.platform.core import metrics as M
 from dibs.platform.store import open_store
 
 pytestmark = pytest.mark.integration
@@ -22,18 +22,42 @@ STEPS = 6
 
 def test_resume_after_the_driver_is_killed(tmp_path, capsys):
     url = f"sqlite:///{tmp_path}/dibs.db"
-    args = ["run", "experiments/smoke.yaml", "--executor", "inline", "--db", url, "--name", "killed",
-            "--set", f"model.cache_dir={tmp_path}/models", "--set", f"runtime.output_dir={tmp_path}/runs",
-            "--set", f"train.steps={STEPS}", "--set", "runtime.checkpoint_every=2", "--set", "eval.every=3"]
+    args = [
+        "run",
+        "experiments/smoke.yaml",
+        "--executor",
+        "inline",
+        "--db",
+        url,
+        "--name",
+        "killed",
+        "--set",
+        f"model.cache_dir={tmp_path}/models",
+        "--set",
+        f"runtime.output_dir={tmp_path}/runs",
+        "--set",
+        f"train.steps={STEPS}",
+        "--set",
+        "runtime.checkpoint_every=2",
+        "--set",
+        "eval.every=3",
+    ]
     env = os.environ | {"RAY_AUTH_MODE": "disabled", "PYTHONWARNINGS": "ignore"}
-    proc = subprocess.Popen([sys.executable, "-m", "dibs.platform.cli", *args], env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "dibs.platform.cli", *args],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
+    )
     try:
         run_id = proc.stdout.readline().split()[1].rstrip(":")
         store = open_store(url)
         deadline = time.time() + 600
         while not any(step == 2 for step, _ in store.checkpoints(run_id)):
-            assert proc.poll() is None and time.time() < deadline, "the run ended before its step-2 checkpoint"
+            assert proc.poll() is None and time.time() < deadline, (
+                "the run ended before its step-2 checkpoint"
+            )
             time.sleep(0.2)
     finally:
         proc.send_signal(signal.SIGKILL)
@@ -66,8 +90,10 @@ def test_resume_after_the_driver_is_killed(tmp_path, capsys):
 def _expire_lease(url: str, run_id: str) -> None:
     engine = sqlalchemy.create_engine(url)
     with engine.begin() as conn:
-        conn.execute(sqlalchemy.text("UPDATE runs SET lease_expires = '2000-01-01 00:00:00.000000' WHERE id = :id"),
-                     {"id": run_id})
+        conn.execute(
+            sqlalchemy.text("UPDATE runs SET lease_expires = '2000-01-01 00:00:00.000000' WHERE id = :id"),
+            {"id": run_id},
+        )
     engine.dispose()
 
 

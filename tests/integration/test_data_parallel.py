@@ -25,9 +25,21 @@ def free_port() -> int:
 
 
 def run(backend: str, world: int, out: Path, variant: str = "default") -> dict:
-    env = os.environ | {"MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(free_port()), "PYTHONWARNINGS": "ignore"}
-    procs = [subprocess.Popen([sys.executable, str(WORKER), backend, str(r), str(world), str(out), variant], env=env,
-                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True) for r in range(world)]
+    env = os.environ | {
+        "MASTER_ADDR": "127.0.0.1",
+        "MASTER_PORT": str(free_port()),
+        "PYTHONWARNINGS": "ignore",
+    }
+    procs = [
+        subprocess.Popen(
+            [sys.executable, str(WORKER), backend, str(r), str(world), str(out), variant],
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
+        for r in range(world)
+    ]
     logs = [p.communicate(timeout=600)[0] for p in procs]
     assert all(p.returncode == 0 for p in procs), "\n".join(log[-3000:] for log in logs)
     return torch.load(out, weights_only=False)

@@ -4,8 +4,9 @@ transformers engine). Checked on the order of calls the engine sees."""
 
 import pytest
 
-from dibs.platform.config import load_config
-from dibs.platform.loop import LocalRuntime, MemoryRecorder, NullProgress, train
+from dibs.platform.core.config import load_config
+from dibs.platform.runtime.loop import LocalRuntime, train
+from dibs.platform.runtime.recording import MemoryRecorder, NullProgress
 
 pytestmark = pytest.mark.integration
 
@@ -40,8 +41,16 @@ class RecordingRuntime(LocalRuntime):
 
 
 def test_engine_sleeps_through_each_update_and_wakes_before_the_weights(tmp_path):
-    cfg = load_config("experiments/smoke.yaml", [f"model.cache_dir={tmp_path}/models", "train.steps=2",
-                                                 "eval.every=100", "eval.k=1", "task.test_size=4"])
+    cfg = load_config(
+        "experiments/smoke.yaml",
+        [
+            f"model.cache_dir={tmp_path}/models",
+            "train.steps=2",
+            "eval.every=100",
+            "eval.k=1",
+            "task.test_size=4",
+        ],
+    )
     runtime = RecordingRuntime()
     train(cfg, MemoryRecorder(), NullProgress(), checkpoint_dir=str(tmp_path / "ckpt"), runtime=runtime)
     calls = [c for c in runtime.log if c != "generate"]

@@ -1,6 +1,7 @@
-"""experiments/gvm/*.yaml: the eight differ only in algorithm and allocator, and each runs (shrunk to
-smoke size) with its budget accounted: every rollout is probe or training, telemetry rows sum to what was
-generated, and one run's telemetry and budget rows come back through the store and `dibs export`."""
+"""experiments/gvm/*.yaml: the eight (each is base.yaml plus its own lines) differ only in algorithm and
+allocator, and each runs (shrunk to smoke size) with its budget accounted: every rollout is probe or
+training, telemetry rows sum to what was generated, and one run's telemetry and budget rows come back
+through the store and `dibs export`."""
 
 import csv
 import io
@@ -9,34 +10,57 @@ from pathlib import Path
 
 import pytest
 
-from dibs.platform import metrics as M
-from dibs.platform.cli import main
-from dibs.platform.config import load_config
-from dibs.platform.loop import MemoryRecorder, NullProgress, train
+from dibs.platform.cli.main import main
+from dibs.platform.core import metrics as M
+from dibs.platform.core.config import load_config
+from dibs.platform.runtime.loop import train
+from dibs.platform.runtime.recording import MemoryRecorder, NullProgress
 
 pytestmark = pytest.mark.integration
 
-EXPERIMENTS = sorted(Path("experiments/gvm").glob("*.yaml"))
+EXPERIMENTS = sorted(
+    p for p in Path("experiments/gvm").glob("*.yaml") if p.stem != "base"
+)  # base: shared part
 M_PROMPTS, N, N_PROBE, STEPS = 4, 4, 2, 3
 
 
 def shrink(tmp: Path) -> list[str]:
     """Smoke size: same code paths, seconds per run; one shared warm start (reuse) for all eight."""
-    return [f"model.cache_dir={tmp}/models", "model.hidden_size=64", "model.num_layers=2", "model.num_heads=4",
-            "model.num_kv_heads=2", "model.intermediate_size=128", "task.train_size=12", "task.test_size=16",
-            "task.sft_size=500", "warm_start.steps=30", "warm_start.batch_size=32", f"train.steps={STEPS}",
-            f"train.prompts_per_step={M_PROMPTS}", f"allocation.n_per_prompt={N}", f"allocation.n_probe={N_PROBE}",
-            "allocation.reuse_probe_every=2", "eval.every=3", "eval.k=1", f"runtime.output_dir={tmp}/runs"]
+    return [
+        f"model.cache_dir={tmp}/models",
+        "model.hidden_size=64",
+        "model.num_layers=2",
+        "model.num_heads=4",
+        "model.num_kv_heads=2",
+        "model.intermediate_size=128",
+        "task.train_size=12",
+        "task.test_size=16",
+        "task.sft_size=500",
+        "warm_start.steps=30",
+        "warm_start.batch_size=32",
+        f"train.steps={STEPS}",
+        f"train.prompts_per_step={M_PROMPTS}",
+        f"allocation.n_per_prompt={N}",
+        f"allocation.n_probe={N_PROBE}",
+        "allocation.reuse_probe_every=2",
+        "eval.every=3",
+        "eval.k=1",
+        f"runtime.output_dir={tmp}/runs",
+    ]
 
 
 def test_the_eight_differ_only_in_algorithm_and_allocator():
-    assert [p.stem for p in EXPERIMENTS] == [f"{a}-{b}" for a in ("grpo", "raftpp")
-                                             for b in ("dapo", "gvm", "gvm_reuse", "uniform")]
+    assert [p.stem for p in EXPERIMENTS] == [
+        f"{a}-{b}" for a in ("grpo", "raftpp") for b in ("dapo", "gvm", "gvm_reuse", "uniform")
+    ]
     configs = [load_config(p) for p in EXPERIMENTS]
-    strip = [c.model_dump(exclude={"name": True, "algorithm": True, "allocation": {"allocator"}}) for c in configs]
+    strip = [
+        c.model_dump(exclude={"name": True, "algorithm": True, "allocation": {"allocator"}}) for c in configs
+    ]
     assert all(s == strip[0] for s in strip)
-    assert {(c.algorithm, c.allocation.allocator) for c in configs} == \
-        {(a, b) for a in ("grpo", "raftpp") for b in ("dapo", "gvm", "gvm_reuse", "uniform")}
+    assert {(c.algorithm, c.allocation.allocator) for c in configs} == {
+        (a, b) for a in ("grpo", "raftpp") for b in ("dapo", "gvm", "gvm_reuse", "uniform")
+    }
     assert configs[0].allocation.n_per_prompt == 8 and configs[0].train.prompts_per_step == 16
 
 
@@ -46,7 +70,9 @@ def runs(tmp_path_factory):
     out = {}
     for path in EXPERIMENTS:
         rec = MemoryRecorder()
-        summary = train(load_config(path, shrink(tmp)), rec, NullProgress(), checkpoint_dir=str(tmp / path.stem))
+        summary = train(
+            load_config(path, shrink(tmp)), rec, NullProgress(), checkpoint_dir=str(tmp / path.stem)
+        )
         out[path.stem] = (rec, summary, tmp / path.stem)
     return out
 
@@ -92,7 +118,16 @@ def test_gvm_reuse_stops_probing_seen_prompts(tmp_path):
 
 def test_telemetry_and_budget_through_the_store(tmp_path, capsys):
     url = f"sqlite:///{tmp_path}/dibs.db"
-    args = ["run", "experiments/gvm/grpo-dapo.yaml", "--executor", "inline", "--db", url, "--name", "dapo-store"]
+    args = [
+        "run",
+        "experiments/gvm/grpo-dapo.yaml",
+        "--executor",
+        "inline",
+        "--db",
+        url,
+        "--name",
+        "dapo-store",
+    ]
     for item in shrink(tmp_path):
         args += ["--set", item]
     assert main(args) == 0

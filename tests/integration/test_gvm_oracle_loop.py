@@ -3,9 +3,10 @@ oracle's probe is recorded as alloc/oracle_rollouts and charged to no budget/ me
 
 import pytest
 
-from dibs.platform import metrics as M
-from dibs.platform.config import load_config
-from dibs.platform.loop import MemoryRecorder, NullProgress, train
+from dibs.platform.core import metrics as M
+from dibs.platform.core.config import load_config
+from dibs.platform.runtime.loop import train
+from dibs.platform.runtime.recording import MemoryRecorder, NullProgress
 
 pytestmark = pytest.mark.integration
 
@@ -13,11 +14,23 @@ STEPS, N_ORACLE = 2, 4
 
 
 def test_oracle_probe_is_recorded_but_not_charged(tmp_path):
-    cfg = load_config("experiments/gvm-smoke.yaml", [
-        f"model.cache_dir={tmp_path}/models", f"runtime.output_dir={tmp_path}/runs",
-        "allocation.allocator=gvm_oracle", f"allocation.n_oracle={N_ORACLE}", f"train.steps={STEPS}",
-        "warm_start.steps=2", "task.train_size=16", "task.test_size=8", "task.sft_size=64",
-        "eval.every=2", "eval.k=1", "runtime.checkpoint_every=0"])
+    cfg = load_config(
+        "experiments/gvm-smoke.yaml",
+        [
+            f"model.cache_dir={tmp_path}/models",
+            f"runtime.output_dir={tmp_path}/runs",
+            "allocation.allocator=gvm_oracle",
+            f"allocation.n_oracle={N_ORACLE}",
+            f"train.steps={STEPS}",
+            "warm_start.steps=2",
+            "task.train_size=16",
+            "task.test_size=8",
+            "task.sft_size=64",
+            "eval.every=2",
+            "eval.k=1",
+            "runtime.checkpoint_every=0",
+        ],
+    )
     rows = MemoryRecorder()
     summary = train(cfg, rows, NullProgress(), checkpoint_dir=str(tmp_path / "ckpt"))
     m, n = cfg.train.prompts_per_step, cfg.allocation.n_per_prompt  # 8 prompts x 4 = 32 a step

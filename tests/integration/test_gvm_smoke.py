@@ -1,11 +1,13 @@
 """experiments/gvm-smoke.yaml through the inline loop: the probe is charged to the budget, the allocator's
-stats are recorded every step, and evaluation keeps its schedule (docs/method.md §3-4, docs/conventions.md)."""
+stats are recorded every step, and evaluation keeps its schedule (docs/method.md §3-4,
+docs/conventions.md)."""
 
 import pytest
 
-from dibs.platform import metrics as M
-from dibs.platform.config import load_config
-from dibs.platform.loop import MemoryRecorder, NullProgress, train
+from dibs.platform.core import metrics as M
+from dibs.platform.core.config import load_config
+from dibs.platform.runtime.loop import train
+from dibs.platform.runtime.recording import MemoryRecorder, NullProgress
 
 pytestmark = pytest.mark.integration
 

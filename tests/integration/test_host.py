@@ -1,4 +1,4 @@
-"""runtime.keep_freed_memory (platform/host.py): with it, a learner update stops re-faulting the pages of
+"""runtime.keep_freed_memory (platform/core/host.py): with it, a learner update stops re-faulting the pages of
 its activations. Each side runs in its own process, since the setting is process-wide."""
 
 import subprocess
@@ -12,8 +12,9 @@ pytestmark = pytest.mark.integration
 
 def _faults(mode: str) -> int:
     script = Path(__file__).with_name("host_faults.py")
-    out = subprocess.run([sys.executable, str(script), mode], check=False, capture_output=True, text=True,
-                         timeout=300)
+    out = subprocess.run(
+        [sys.executable, str(script), mode], check=False, capture_output=True, text=True, timeout=300
+    )
     assert out.returncode == 0, out.stderr[-2000:]
     return int(out.stdout.split()[-1])
 

@@ -1,6 +1,6 @@
-"""The math setting end to end on a tiny CPU model: a couple of GRPO steps on math prompts from a JSONL file with the
-five-set evaluation inside the run, then `dibs eval` on a checkpoint over the full five-set suite
-(accuracy near 0 is expected; per-set rows must exist at the checkpoint's run and step)."""
+"""The math setting end to end on a tiny CPU model: a couple of GRPO steps on math prompts from a JSONL
+file with the five-set evaluation inside the run, then `dibs eval` on a checkpoint over the full five-set
+suite (accuracy near 0 is expected; per-set rows must exist at the checkpoint's run and step)."""
 
 import contextlib
 import io
@@ -10,7 +10,7 @@ from types import SimpleNamespace
 
 import pytest
 
-from dibs.platform.cli import main
+from dibs.platform.cli.main import main
 
 pytestmark = pytest.mark.integration
 
@@ -37,8 +37,18 @@ def dibs(*args, check=True):
 def math_run(tmp_path_factory):
     out = tmp_path_factory.mktemp("math")
     url = f"sqlite:///{out}/dibs.db"
-    dibs("run", "experiments/math-smoke.yaml", "--db", url, "--set", f"runtime.output_dir={out}/runs",
-         "--set", f"model.cache_dir={out}/models", "--set", "runtime.checkpoint_every=1")
+    dibs(
+        "run",
+        "experiments/math-smoke.yaml",
+        "--db",
+        url,
+        "--set",
+        f"runtime.output_dir={out}/runs",
+        "--set",
+        f"model.cache_dir={out}/models",
+        "--set",
+        "runtime.checkpoint_every=1",
+    )
     (run,) = json.loads(dibs("runs", "--json", "--db", url).stdout)
     return url, out, run["id"]
 
@@ -64,27 +74,67 @@ def test_training_on_math_prompts_with_the_suite_in_the_loop(math_run):
 def test_dibs_eval_records_every_set_at_the_checkpoints_step(math_run):
     url, out, run_id = math_run
     ckpt = f"{out}/runs/{run_id}/checkpoints/step-1"
-    proc = dibs("eval", ckpt, "--suite", "math5", "--limit", "2", "--k", "2", "--max-new-tokens", "16",
-                "--engine", "hf", "--device", "cpu", "--db", url)
+    proc = dibs(
+        "eval",
+        ckpt,
+        "--suite",
+        "math5",
+        "--limit",
+        "2",
+        "--k",
+        "2",
+        "--max-new-tokens",
+        "16",
+        "--engine",
+        "hf",
+        "--device",
+        "cpu",
+        "--db",
+        url,
+    )
     assert f"run {run_id}, step 1" in proc.stdout and "mean@2 / pass@2 at T=1" in proc.stdout
     _, rows = rows_by_name(url, run_id)
     for name in SETS:
-        assert 0.0 <= rows[f"eval/math5/{name}/mean_at_k"][1] <= rows[f"eval/math5/{name}/pass_at_k"][1] <= 1.0
+        assert (
+            0.0 <= rows[f"eval/math5/{name}/mean_at_k"][1] <= rows[f"eval/math5/{name}/pass_at_k"][1] <= 1.0
+        )
         assert rows[f"eval/math5/{name}/problems"][1] == 2.0
     assert rows["eval/math5/k"][1] == 2.0 and rows["eval/math5/temperature"][1] == 1.0
-    again = json.loads(dibs("eval", ckpt, "--limit", "2", "--k", "2", "--max-new-tokens", "16", "--json",
-                            "--device", "cpu", "--db", url).stdout)
+    again = json.loads(
+        dibs(
+            "eval",
+            ckpt,
+            "--limit",
+            "2",
+            "--k",
+            "2",
+            "--max-new-tokens",
+            "16",
+            "--json",
+            "--device",
+            "cpu",
+            "--db",
+            url,
+        ).stdout
+    )
     assert again["rows_new"] == 0 and again["rows_kept"] == 19 and again["step"] == 1
     assert [s["name"] for s in again["sets"]] == list(SETS)
 
 
 def test_run_names_a_missing_path_in_one_line(tmp_path):
-    proc = dibs("run", "experiments/paper/grpo-gvm-qwen2.5-math-1.5b.yaml", "--db", f"sqlite:///{tmp_path}/x.db",
-                check=False)
+    proc = dibs(
+        "run",
+        "experiments/paper/grpo-gvm-qwen2.5-math-1.5b.yaml",
+        "--db",
+        f"sqlite:///{tmp_path}/x.db",
+        check=False,
+    )
     assert proc.returncode == 2
     # The first missing path, named by its key (docs/conventions.md, Recipes and paths).
-    assert proc.stderr.strip() == ("dibs: error: experiments/paper/grpo-gvm-qwen2.5-math-1.5b.yaml: model.path: "
-                                   "no such file or directory: /models/Qwen2.5-Math-1.5B")
+    assert proc.stderr.strip() == (
+        "dibs: error: experiments/paper/grpo-gvm-qwen2.5-math-1.5b.yaml: model.path: "
+        "no such file or directory: /models/Qwen2.5-Math-1.5B"
+    )
     assert not (tmp_path / "x.db").exists()  # nothing recorded
 
 

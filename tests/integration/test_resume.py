@@ -4,10 +4,11 @@ optimizer, the prompt sampler, the KL reference and the budget all come back).""
 
 import pytest
 
-from dibs.platform import checkpoint
-from dibs.platform import metrics as M
-from dibs.platform.config import load_config
-from dibs.platform.loop import MemoryRecorder, NullProgress, train
+from dibs.platform.core import metrics as M
+from dibs.platform.core.config import load_config
+from dibs.platform.learn import checkpoint
+from dibs.platform.runtime.loop import train
+from dibs.platform.runtime.recording import MemoryRecorder, NullProgress
 
 pytestmark = pytest.mark.integration
 
@@ -28,17 +29,30 @@ class CrashAfter(NullProgress):
 
 
 def config(tmp):
-    return load_config("experiments/smoke.yaml", [
-        f"model.cache_dir={tmp}/models", "train.steps=4", "runtime.checkpoint_every=2", "train.kl_coef=0.01",
-        "allocation.allocator=gvm_reuse", "allocation.n_probe=2", "allocation.reuse_probe_every=2",
-        "task.train_size=16", "warm_start.reuse=true"])
+    return load_config(
+        "experiments/smoke.yaml",
+        [
+            f"model.cache_dir={tmp}/models",
+            "train.steps=4",
+            "runtime.checkpoint_every=2",
+            "train.kl_coef=0.01",
+            "allocation.allocator=gvm_reuse",
+            "allocation.n_probe=2",
+            "allocation.reuse_probe_every=2",
+            "task.train_size=16",
+            "warm_start.reuse=true",
+        ],
+    )
 
 
 def comparable(rec):
     """Every row but timings (they differ between any two runs) and the warm start's loss (the second
     run takes the first one's cached warm start, warm_start.reuse, and records NaN)."""
-    return {key: (round(v, 10), r, t) for key, (v, r, t) in rec.rows.items()
-            if not key[1].startswith("time/") and key[1] not in (M.WARM_START_SECONDS, M.WARM_START_LOSS)}
+    return {
+        key: (round(v, 10), r, t)
+        for key, (v, r, t) in rec.rows.items()
+        if not key[1].startswith("time/") and key[1] not in (M.WARM_START_SECONDS, M.WARM_START_LOSS)
+    }
 
 
 def test_resume_continues_exactly(tmp_path):
@@ -56,8 +70,13 @@ def test_resume_continues_exactly(tmp_path):
 
     assert comparable(crashed) == comparable(straight)
     assert crashed.prompts == straight.prompts
-    evals = lambda d: {k: v for k, v in d.items() if k.startswith("eval/")}
-    assert evals(resumed["final"]) == evals(summary["final"]) and evals(resumed["step0"]) == evals(summary["step0"])
+
+    def evals(d: dict) -> dict:
+        return {k: v for k, v in d.items() if k.startswith("eval/")}
+
+    assert evals(resumed["final"]) == evals(summary["final"]) and evals(resumed["step0"]) == evals(
+        summary["step0"]
+    )
     assert resumed["rollouts_consumed"] == summary["rollouts_consumed"]
     assert [s for s, _ in crashed.checkpoints] == [2, 4]
 

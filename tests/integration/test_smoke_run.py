@@ -1,4 +1,5 @@
-"""`dibs run experiments/smoke.yaml` end to end through Ray, then read back with `dibs runs` / `dibs export`."""
+"""`dibs run experiments/smoke.yaml` end to end through Ray, then read back with `dibs runs` /
+`dibs export`."""
 
 import csv
 import io
@@ -16,8 +17,15 @@ REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)
 
 def dibs(*args, cwd=REPO, check=True):
     env = os.environ | {"RAY_AUTH_MODE": "disabled", "PYTHONWARNINGS": "ignore"}
-    proc = subprocess.run([sys.executable, "-m", "dibs.platform.cli", *args], cwd=cwd, env=env, check=False,
-                          capture_output=True, text=True, timeout=900)
+    proc = subprocess.run(
+        [sys.executable, "-m", "dibs.platform.cli", *args],
+        cwd=cwd,
+        env=env,
+        check=False,
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
     if check and proc.returncode != 0:
         raise AssertionError(f"dibs {' '.join(args)} failed ({proc.returncode}):\n{proc.stderr[-4000:]}")
     return proc
@@ -28,8 +36,18 @@ def smoke_run(tmp_path_factory):
     db = tmp_path_factory.mktemp("store") / "dibs.db"
     url = f"sqlite:///{db}"
     out = tmp_path_factory.mktemp("out")
-    proc = dibs("run", "experiments/smoke.yaml", "--db", url, "--name", "smoke-ray",
-                "--set", f"runtime.output_dir={out}", "--set", f"model.cache_dir={out}/models")
+    proc = dibs(
+        "run",
+        "experiments/smoke.yaml",
+        "--db",
+        url,
+        "--name",
+        "smoke-ray",
+        "--set",
+        f"runtime.output_dir={out}",
+        "--set",
+        f"model.cache_dir={out}/models",
+    )
     runs = json.loads(dibs("runs", "--json", "--db", url).stdout)
     return url, proc, runs
 
@@ -67,10 +85,18 @@ def test_export_has_config_and_every_metric_row(smoke_run):
     assert by_name["eval/accuracy"][0]["rollouts_consumed"] == 0
     tokens = [r["tokens_generated"] for r in by_name["rollout/reward_mean"]]
     assert tokens == sorted(tokens) and tokens[0] > 0
-    csv_rows = list(csv.DictReader(io.StringIO(dibs("export", runs[0]["id"], "--format", "csv",
-                                                     "--db", url).stdout)))
+    csv_rows = list(
+        csv.DictReader(io.StringIO(dibs("export", runs[0]["id"], "--format", "csv", "--db", url).stdout))
+    )
     assert len(csv_rows) == len(rows)
-    assert set(csv_rows[0]) == {"step", "rollouts_consumed", "tokens_generated", "wall_seconds", "name", "value"}
+    assert set(csv_rows[0]) == {
+        "step",
+        "rollouts_consumed",
+        "tokens_generated",
+        "wall_seconds",
+        "name",
+        "value",
+    }
 
 
 def test_bad_yaml_is_one_line_error(tmp_path):

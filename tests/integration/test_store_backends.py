@@ -13,11 +13,11 @@ import pytest
 from alembic import command
 from sqlalchemy import create_engine, insert, select
 
-from dibs.platform.cli import main
-from dibs.platform.metrics import PromptStat
+from dibs.platform.cli.main import main
+from dibs.platform.core.metrics import PromptStat
 from dibs.platform.store import MetricRow, ResultsStore, StoreError, open_store
 from dibs.platform.store.models import Checkpoint, Evaluation, Experiment, Metric, PromptStatRow, Run
-from dibs.platform.store.store import alembic_config
+from dibs.platform.store.versioning import alembic_config
 
 WRITERS, ROWS = 8, 40
 
@@ -26,7 +26,8 @@ def _writer(url: str, worker: int, shared_run: str) -> None:
     with ResultsStore(url) as own:  # each writer opens its own store (engine, pool, migration check)
         # Every writer creates a run of the same experiment at once: one experiments row must result.
         run_id = own.create_run(name=f"w{worker}", experiment="experiments/shared.yaml", config={"w": worker},
-                                git_commit=None, versions={}, seed=worker, run_id=f"run-w{worker}")  # fmt: skip
+                                git_commit=None, versions={}, seed=worker,
+                                run_id=f"run-w{worker}")  # fmt: skip
         rows = [MetricRow(step=s, name=f"w{worker}", value=float(s), rollouts_consumed=s, tokens_generated=s,
                           wall_seconds=0.0) for s in range(ROWS)]  # fmt: skip
         for i in range(0, ROWS, 10):  # several transactions per writer, interleaved with the others
@@ -71,7 +72,9 @@ def _old_database(url: str, revision: str) -> None:
     engine = create_engine(url)
     try:
         with engine.begin() as conn:
-            for i, experiment in enumerate(["experiments/a.yaml", "experiments/b.yaml", "experiments/a.yaml"]):
+            for i, experiment in enumerate(
+                ["experiments/a.yaml", "experiments/b.yaml", "experiments/a.yaml"]
+            ):
                 when = f"2026-11-2{i}T10:00:00+00:00"
                 conn.execute(insert(Run).values(
                     id=f"old-{i}", name=f"old {i}", experiment=experiment, status="finished", config={"i": i},
@@ -83,7 +86,11 @@ def _old_database(url: str, revision: str) -> None:
                      "rollouts_consumed": 8 * s, "tokens_generated": 80 * s, "wall_seconds": float(s)}
                     for s in range(5)
                 ])  # fmt: skip
-                conn.execute(insert(Checkpoint).values(run_id=f"old-{i}", step=4, path=f"/c/{i}", created_at=_utc(when)))
+                conn.execute(
+                    insert(Checkpoint).values(
+                        run_id=f"old-{i}", step=4, path=f"/c/{i}", created_at=_utc(when)
+                    )
+                )
                 if revision >= "0002":
                     conn.execute(insert(PromptStatRow).values(run_id=f"old-{i}", step=1, prompt_id="1+1=",
                                                               p_hat=0.5, g_hat=None, n_alloc=4, accepted=2,
@@ -111,7 +118,11 @@ def test_old_database_upgrades_keeping_rows(db_url, revision, count_rows, capsys
     with open_store(db_url) as store:
         assert store.revision() == "0004"
         run = store.get_run("old-2")
-        assert (run["name"], run["config"], run["finished"]) == ("old 2", {"i": 2}, "2026-11-22T10:00:00+00:00")
+        assert (run["name"], run["config"], run["finished"]) == (
+            "old 2",
+            {"i": 2},
+            "2026-11-22T10:00:00+00:00",
+        )
         assert [m["value"] for m in run["metrics"]] == [0.0, 0.1, 0.2, 0.3, 0.4]
         assert store.checkpoints("old-0") == [(4, "/c/0")]
         store.log_metrics("old-0", [MetricRow(4, "eval/accuracy", 0.9, 32, 320, 4.0)])  # still idempotent
@@ -120,8 +131,8 @@ def test_old_database_upgrades_keeping_rows(db_url, revision, count_rows, capsys
     engine = create_engine(db_url)
     try:
         with engine.connect() as conn:
-            pairs = conn.execute(select(Run.id, Experiment.name).join(Experiment, Experiment.id == Run.experiment_id)
-                                 .order_by(Run.id)).all()  # fmt: skip
+            query = select(Run.id, Experiment.name).join(Experiment, Experiment.id == Run.experiment_id)
+            pairs = conn.execute(query.order_by(Run.id)).all()
     finally:
         engine.dispose()
     assert [tuple(p) for p in pairs] == [("old-0", "experiments/a.yaml"), ("old-1", "experiments/b.yaml"),

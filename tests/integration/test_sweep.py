@@ -14,18 +14,19 @@ import time
 import optuna
 import pytest
 
-from dibs.platform import metrics as M
-from dibs.platform.cli import main
-from dibs.platform.config import load_config
+from dibs.platform.cli.main import main
+from dibs.platform.core import metrics as M
+from dibs.platform.core.config import load_config
 from dibs.platform.store import open_store
 
 pytestmark = pytest.mark.integration
 
 
 def tiny_sweep(tmp_path, num_samples: int) -> str:
-    (tmp_path / "sweep.yaml").write_text(textwrap.dedent(f"""
+    (tmp_path / "sweep.yaml").write_text(
+        textwrap.dedent(f"""
         name: tiny
-        base: {os.path.abspath('experiments/gvm-smoke.yaml')}
+        base: {os.path.abspath("experiments/gvm-smoke.yaml")}
         fixed:
           model.cache_dir: {tmp_path}/models
           runtime.output_dir: {tmp_path}/runs
@@ -40,10 +41,9 @@ def tiny_sweep(tmp_path, num_samples: int) -> str:
           allocation.alpha: {{loguniform: [1.0e-4, 1.0e-1]}}
           algorithm: {{choice: [raftpp, grpo]}}
         search: {{algorithm: optuna, num_samples: {num_samples}, seed: 0, metric: eval/accuracy, mode: max}}
-        """))
+        """)
+    )
     return str(tmp_path / "sweep.yaml")
-
-
 
 
 def test_sweep_records_trials_and_writes_the_best_config(tmp_path, capsys):
@@ -74,14 +74,22 @@ def test_a_killed_sweep_resumes_with_each_trial_once(tmp_path, capsys):
     args = ["sweep", tiny_sweep(tmp_path, 3), "--db", url, "--output-dir", str(tmp_path / "runs")]
     env = os.environ | {"RAY_AUTH_MODE": "disabled", "PYTHONWARNINGS": "ignore"}
     # Its own process group: the SIGKILL takes the driver and the Ray processes it started, nothing else.
-    proc = subprocess.Popen([sys.executable, "-m", "dibs.platform.cli", *args], env=env, start_new_session=True,
-                            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "dibs.platform.cli", *args],
+        env=env,
+        start_new_session=True,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
+    )
     try:
         sweep_id = proc.stdout.readline().split()[1].rstrip(":")
         store = open_store(url)
         deadline = time.time() + 900
         while sum(t["status"] == "finished" for t in store.trials(sweep_id)) < 1:
-            assert proc.poll() is None and time.time() < deadline, "the sweep ended before its first trial did"
+            assert proc.poll() is None and time.time() < deadline, (
+                "the sweep ended before its first trial did"
+            )
             time.sleep(0.5)
     finally:
         os.killpg(proc.pid, signal.SIGKILL)

@@ -55,7 +55,9 @@ def server(tmp_path_factory: pytest.TempPathFactory, seeded: Callable[[str], Any
 @pytest.fixture(scope="module")
 def browser() -> Iterator[Any]:
     if shutil.which(CHROMIUM) is None:
-        pytest.skip(f"{CHROMIUM} not found: apt-get install chromium chromium-driver (make test-services does)")
+        pytest.skip(
+            f"{CHROMIUM} not found: apt-get install chromium chromium-driver (make test-services does)"
+        )
     sync_api = pytest.importorskip("playwright.sync_api", reason="pip install playwright (the dev extra)")
     with sync_api.sync_playwright() as playwright:
         launched = playwright.chromium.launch(executable_path=CHROMIUM, args=FLAGS)
@@ -84,7 +86,10 @@ def test_curves_render_and_switching_the_x_axis_redraws_them(server, page):
     page.goto(f"{server}/compare?{SIX_RUNS}&metric=eval/accuracy&x=step")
     _drawn(page, 1)
     legend = page.locator("#curves .legendtext").all_text_contents()
-    assert legend == ["grpo/uniform k=8 T=1.0 (mean of 3 seeds, 95% CI)", "grpo/gvm k=8 T=1.0 (mean of 3 seeds, 95% CI)"]
+    assert legend == [
+        "grpo/uniform k=8 T=1.0 (mean of 3 seeds, 95% CI)",
+        "grpo/gvm k=8 T=1.0 (mean of 3 seeds, 95% CI)",
+    ]
     # Two mean lines with markers and two bands, drawn as SVG paths.
     assert page.locator("#curves .scatterlayer .trace").count() == 4
     assert page.locator("#curves .scatterlayer .trace .js-line").count() == 4

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 from ray_cluster import free_port, new_temp_dir, ours, ray_env, start_node, stop_ours
 
-from dibs.platform import metrics as M
+from dibs.platform.core import metrics as M
 from dibs.platform.store import open_store
 from dibs.platform.store.store import ResultsStore
 
@@ -30,17 +30,34 @@ SMOKE = ["warm_start.steps=20", "train.steps=3", "eval.every=3", "eval.k=1", "ru
 def head():
     temp_dir, port, dash = new_temp_dir(), free_port(), free_port()
     try:
-        start_node(["--head", "--node-ip-address=127.0.0.1", "--dashboard-host=127.0.0.1", f"--port={port}",
-                    f"--dashboard-port={dash}", f"--ray-client-server-port={free_port()}",
-                    f"--dashboard-agent-listen-port={free_port()}", f"--temp-dir={temp_dir}", "--num-cpus=2"])
+        start_node(
+            [
+                "--head",
+                "--node-ip-address=127.0.0.1",
+                "--dashboard-host=127.0.0.1",
+                f"--port={port}",
+                f"--dashboard-port={dash}",
+                f"--ray-client-server-port={free_port()}",
+                f"--dashboard-agent-listen-port={free_port()}",
+                f"--temp-dir={temp_dir}",
+                "--num-cpus=2",
+            ]
+        )
         yield f"http://127.0.0.1:{dash}", temp_dir
     finally:
         stop_ours(temp_dir)  # the jobs' entrypoints too: they run in the head's working_dir copies
 
 
 def dibs(*args: str, timeout: float = 600) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "dibs.platform.cli", *args], cwd=ROOT, env=ray_env(),
-                          capture_output=True, text=True, timeout=timeout, check=False)
+    return subprocess.run(
+        [sys.executable, "-m", "dibs.platform.cli", *args],
+        cwd=ROOT,
+        env=ray_env(),
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )
 
 
 def sets(items: list[str]) -> list[str]:
@@ -54,7 +71,9 @@ def jobs_json(address: str) -> list[dict]:
 
 
 def training_steps(url: str, run_id: str) -> list[int]:
-    return sorted(m["step"] for m in open_store(url).get_run(run_id)["metrics"] if m["name"] == M.ROLLOUT_REWARD)
+    return sorted(
+        m["step"] for m in open_store(url).get_run(run_id)["metrics"] if m["name"] == M.ROLLOUT_REWARD
+    )
 
 
 def test_bad_yaml_is_rejected_before_upload(head, tmp_path):
@@ -71,8 +90,17 @@ def test_bad_yaml_is_rejected_before_upload(head, tmp_path):
 def test_submit_runs_to_succeeded_and_logs_follow(head, tmp_path):
     address, _ = head
     url = f"sqlite:///{tmp_path}/dibs.db"
-    out = dibs("submit", "experiments/smoke.yaml", "--address", address, "--db", url,
-               "--output-dir", str(tmp_path / "runs"), *sets(SMOKE))
+    out = dibs(
+        "submit",
+        "experiments/smoke.yaml",
+        "--address",
+        address,
+        "--db",
+        url,
+        "--output-dir",
+        str(tmp_path / "runs"),
+        *sets(SMOKE),
+    )
     assert out.returncode == 0, out.stderr
     run_id = out.stdout.split()[1].rstrip(":")
     logs = dibs("jobs", "logs", run_id, "--follow", "--address", address)  # returns when the job ends
@@ -91,15 +119,35 @@ def test_killed_job_is_retried_from_its_checkpoint(head, tmp_path):
     log = tmp_path / "submit.log"
     steps = [*SMOKE, "train.steps=5", "runtime.checkpoint_every=2"]
     with log.open("w") as f:
-        proc = subprocess.Popen([sys.executable, "-m", "dibs.platform.cli", "submit", "experiments/smoke.yaml",
-                                 "--address", address, "--db", url, "--output-dir", str(tmp_path / "runs"),
-                                 "--max-retries", "1", *sets(steps)], cwd=ROOT, env=ray_env(), stdout=f,
-                                stderr=subprocess.STDOUT, text=True)
+        proc = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "dibs.platform.cli",
+                "submit",
+                "experiments/smoke.yaml",
+                "--address",
+                address,
+                "--db",
+                url,
+                "--output-dir",
+                str(tmp_path / "runs"),
+                "--max-retries",
+                "1",
+                *sets(steps),
+            ],
+            cwd=ROOT,
+            env=ray_env(),
+            stdout=f,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
     try:
         run_id = _wait_for(lambda: _submitted_id(log), 120)
         _wait_for(lambda: open_store(url).checkpoints(run_id), 400)
         # Kill the job's driver (the first attempt's `dibs resume`): Ray marks the job FAILED.
-        drivers = [p for p in ours(temp_dir) if {"dibs.platform.job_entry", "resume", run_id} <= set(p.cmdline())]
+        entry = {"dibs.platform.cli.job_entry", "resume", run_id}
+        drivers = [p for p in ours(temp_dir) if entry <= set(p.cmdline())]
         assert drivers
         for p in drivers:
             p.send_signal(signal.SIGKILL)
@@ -116,21 +164,40 @@ def test_killed_job_is_retried_from_its_checkpoint(head, tmp_path):
     assert training_steps(url, run_id) == [1, 2, 3, 4, 5]  # each step once
 
 
-@pytest.mark.skipif(not hasattr(ResultsStore, "create_sweep"), reason="the store's sweep tables "
-                    "are not merged yet")
+@pytest.mark.skipif(
+    not hasattr(ResultsStore, "create_sweep"), reason="the store's sweep tables are not merged yet"
+)
 def test_sweep_submitted_finishes_with_its_trials(head, tmp_path):
     address, _ = head
     url = f"sqlite:///{tmp_path}/dibs.db"
     sweep = tmp_path / "sweep.yaml"
     # values as the YAML they are on the command line: a sweep file's numbers are numbers, not strings
-    fixed = {k: json.loads(v) for k, v in (s.split("=") for s in SMOKE)} | {"runtime.output_dir": str(tmp_path / "runs")}
-    sweep.write_text(json.dumps({
-        "name": "jobs-sweep", "base": str(ROOT / "experiments/smoke.yaml"), "fixed": fixed,
-        "space": {"allocation.n_per_prompt": {"choice": [4]}},
-        "search": {"algorithm": "random", "num_samples": 1, "max_concurrent": 1, "seed": 0,
-                   "metric": "eval/accuracy", "mode": "max"},
-        "scheduler": "none", "repeats": 1}))
-    out = dibs("submit", str(sweep), "--address", address, "--db", url, "--output-dir", str(tmp_path), "--wait")
+    fixed = {k: json.loads(v) for k, v in (s.split("=") for s in SMOKE)} | {
+        "runtime.output_dir": str(tmp_path / "runs")
+    }
+    sweep.write_text(
+        json.dumps(
+            {
+                "name": "jobs-sweep",
+                "base": str(ROOT / "experiments/smoke.yaml"),
+                "fixed": fixed,
+                "space": {"allocation.n_per_prompt": {"choice": [4]}},
+                "search": {
+                    "algorithm": "random",
+                    "num_samples": 1,
+                    "max_concurrent": 1,
+                    "seed": 0,
+                    "metric": "eval/accuracy",
+                    "mode": "max",
+                },
+                "scheduler": "none",
+                "repeats": 1,
+            }
+        )
+    )
+    out = dibs(
+        "submit", str(sweep), "--address", address, "--db", url, "--output-dir", str(tmp_path), "--wait"
+    )
     assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-2000:]
     sweep_id = out.stdout.split()[1].rstrip(":")
     store = open_store(url)
@@ -154,4 +221,3 @@ def _wait_for(probe, timeout: float):
             return value
         time.sleep(0.5)
     raise AssertionError(f"timed out after {timeout} s")
-

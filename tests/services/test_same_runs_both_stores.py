@@ -16,8 +16,9 @@ pytestmark = pytest.mark.services
 
 SIX = "&".join(f"run=run-{a}-{s}" for a in ("uniform", "gvm") for s in range(3))
 PATHS = [
-    "/", "/?allocator=gvm", "/?sweep=sweep-1", f"/compare?{SIX}&run=run-xss", "/run/run-gvm-0", "/run/run-xss",
-    "/sweep/sweep-1", f"/api/compare?{SIX}", f"/api/compare?{SIX}&x=tokens_generated&metric=train/loss",
+    "/", "/?allocator=gvm", "/?sweep=sweep-1", f"/compare?{SIX}&run=run-xss", "/run/run-gvm-0",
+    "/run/run-xss", "/sweep/sweep-1", f"/api/compare?{SIX}",
+    f"/api/compare?{SIX}&x=tokens_generated&metric=train/loss",
     f"/api/targets?{SIX}&target=0.45", "/api/run/run-gvm-0/budget?step=2", "/api/run/run-gvm-0/allocation",
     "/api/sweep/sweep-1/parcoords", "/api/sweep/sweep-1/importance",
 ]  # fmt: skip

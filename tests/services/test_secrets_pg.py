@@ -12,9 +12,9 @@ from pathlib import Path
 
 import pytest
 
-from dibs.platform.cli import main
+from dibs.platform.cli.main import main
 from dibs.platform.store import StoreError
-from dibs.platform.sweep_storage import SweepStorage, store_url_for_restore
+from dibs.platform.sweeps.sweep_storage import SweepStorage, store_url_for_restore
 
 pytestmark = pytest.mark.services
 
@@ -40,9 +40,10 @@ def test_sweep_storage_pickles_the_masked_url(secret_url):
 
 
 def test_a_sweep_leaves_no_password_in_its_files(secret_url, tmp_path, capsys, monkeypatch):
-    (tmp_path / "sweep.yaml").write_text(textwrap.dedent(f"""
+    (tmp_path / "sweep.yaml").write_text(
+        textwrap.dedent(f"""
         name: tiny
-        base: {os.path.abspath('experiments/gvm-smoke.yaml')}
+        base: {os.path.abspath("experiments/gvm-smoke.yaml")}
         fixed:
           model.cache_dir: {tmp_path}/models
           runtime.output_dir: {tmp_path}/runs
@@ -54,9 +55,12 @@ def test_a_sweep_leaves_no_password_in_its_files(secret_url, tmp_path, capsys, m
         space:
           allocation.alpha: {{loguniform: [1.0e-4, 1.0e-1]}}
         search: {{algorithm: optuna, num_samples: 1, seed: 0, metric: eval/accuracy, mode: max}}
-        """))
+        """)
+    )
     out_dir = tmp_path / "runs"
-    assert main(["sweep", str(tmp_path / "sweep.yaml"), "--db", secret_url, "--output-dir", str(out_dir)]) == 0
+    assert (
+        main(["sweep", str(tmp_path / "sweep.yaml"), "--db", secret_url, "--output-dir", str(out_dir)]) == 0
+    )
     out = capsys.readouterr()
     sweep_id = out.out.split()[1].rstrip(":")
     assert SECRET not in out.out + out.err and (out_dir / "sweeps" / sweep_id / "tuner.pkl").is_file()

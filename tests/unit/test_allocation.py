@@ -17,7 +17,8 @@ RTOL = 1e-5
 
 def _weights_reference(g, p, alpha, beta):
     return [
-        gi / math.sqrt(pi + alpha / pi ** (beta - 1)) if gi > 0 and pi > 0 else 0.0 for gi, pi in zip(g, p)
+        gi / math.sqrt(pi + alpha / pi ** (beta - 1)) if gi > 0 and pi > 0 else 0.0
+        for gi, pi in zip(g, p, strict=True)
     ]
 
 
@@ -32,7 +33,9 @@ def _round_reference(fractions, total):
 def _allocate_reference(g, p, total, alpha, beta, threshold, insufficient):
     w = _weights_reference(g, p, alpha, beta)
     shares = [total * wi / sum(w) for wi in w] if sum(w) > 0 else [total / len(w)] * len(w)
-    kept = [s if (pi <= threshold and pi * s >= insufficient) else 0.0 for s, pi in zip(shares, p)]
+    kept = [
+        s if (pi <= threshold and pi * s >= insufficient) else 0.0 for s, pi in zip(shares, p, strict=True)
+    ]
     if sum(kept) > 0:
         shares = kept
     return _round_reference([total * s / sum(shares) for s in shares], total)
@@ -81,8 +84,9 @@ def test_gvm_weights_peak_at_sqrt_alpha():
 def test_gvm_weights_match_loop(seed: int):
     g, p = _random_inputs(np.random.default_rng(seed), 40)
     for alpha, beta in [(1e-3, 2.0), (0.0, 2.0), (1e-2, 1.5)]:
-        np.testing.assert_allclose(gvm_weights(g, p, alpha=alpha, beta=beta),
-                                   _weights_reference(g, p, alpha, beta), rtol=1e-12)
+        np.testing.assert_allclose(
+            gvm_weights(g, p, alpha=alpha, beta=beta), _weights_reference(g, p, alpha, beta), rtol=1e-12
+        )
 
 
 @pytest.mark.parametrize(
@@ -261,8 +265,10 @@ def test_allocation_sums_to_total_and_respects_bounds(seed: int):
     total = int(rng.integers(0, 20 * m))
     lo = int(rng.integers(0, total // m + 1))
     hi = int(rng.integers(max(lo, -(-total // m)), 40 * m + 1))
-    kwargs = {"filter_threshold": float(rng.choice([1.0, 0.9])),
-                  "filter_insufficient": float(rng.choice([0.0, 1.0]))}
+    kwargs = {
+        "filter_threshold": float(rng.choice([1.0, 0.9])),
+        "filter_insufficient": float(rng.choice([0.0, 1.0])),
+    }
     for bounds in [{}, {"min_per_prompt": lo, "max_per_prompt": hi}]:
         out = gvm_allocate(g, p, total, **kwargs, **bounds)
         assert out.dtype == np.int64 and out.shape == (m,)

@@ -1,5 +1,8 @@
 """Allocators behind the Protocol (docs/method.md §2-4): uniform counts, GVM on a stub engine whose probe
-rewards and gradient norms the test controls, and validation of the allocation config."""
+rewards and gradient norms the test controls, the registry of allocators, and validation of the
+allocation config."""
+
+import functools
 
 import numpy as np
 import pytest
@@ -7,15 +10,27 @@ import torch
 from transformers import Qwen2ForCausalLM
 
 from dibs.algorithms.allocation import gvm_allocate
-from dibs.platform import estimators
-from dibs.platform import metrics as M
-from dibs.platform.allocators import AllocContext, GVMAllocator, UniformAllocator, build_allocator
-from dibs.platform.config import AllocationConfig, ConfigError, ModelConfig, validate_dict
-from dibs.platform.model import qwen2_config, train_tokenizer
-from dibs.platform.rollout import Rollouts, SamplingSpec
-from dibs.platform.task import Problem
+from dibs.platform.allocation import estimators
+from dibs.platform.allocation.allocators import AllocContext, GVMAllocator, UniformAllocator
+from dibs.platform.allocation.factory import (
+    BUILTIN,
+    build_allocator,
+    register_allocator,
+    unregister_allocator,
+)
+from dibs.platform.core import metrics as M
+from dibs.platform.core.config import AllocationConfig, ConfigError, ModelConfig, TaskConfig, validate_dict
+from dibs.platform.core.registry import ALLOCATORS, BUILTIN_ALLOCATORS
+from dibs.platform.learn.model import qwen2_config, train_tokenizer
+from dibs.platform.rollout.base import Rollouts, SamplingSpec
+from dibs.platform.tasks.base import Problem
+from dibs.platform.tasks.chain_sum import ALPHABET, ChainSumTask
+from dibs.platform.tasks.evaluate import score_groups
 
 pytestmark = pytest.mark.unit
+
+# The chain-sum task's rewards, as the loop hands them to allocators.
+SCORE = functools.partial(score_groups, ChainSumTask(TaskConfig()))
 
 PROMPTS = [Problem("1+2=", 3, 2), Problem("5-9=", -4, 2), Problem("7+7=", 14, 2), Problem("2-1=", 1, 2)]
 # Probe outcome per prompt (4 samples each): accepted?, and the gradient norm each accepted sample has.
@@ -35,17 +50,27 @@ class StubEngine:
         gids = [i for i, c in enumerate(counts) for _ in range(c)]
         j = [k for c in counts for k in range(c)]
         answers = {p.prompt: p.answer for p in PROMPTS}
-        texts = [f"\\boxed{{{answers[prompts[i]] + (0 if self.accepted[i][k] else 1)}}}" for i, k in zip(gids, j)]
+        texts = [
+            f"\\boxed{{{answers[prompts[i]] + (0 if self.accepted[i][k] else 1)}}}"
+            for i, k in zip(gids, j, strict=True)
+        ]
         B = len(texts)
         resp = torch.zeros(B, 5)
         resp[:, 2:] = 1.0  # 3 response tokens each
-        return Rollouts(torch.arange(B)[:, None].repeat(1, 6), torch.ones(B, 6, dtype=torch.long), resp,
-                        torch.zeros(B, 5), torch.tensor(gids), texts, torch.ones(B, dtype=torch.bool))
+        return Rollouts(
+            torch.arange(B)[:, None].repeat(1, 6),
+            torch.ones(B, 6, dtype=torch.long),
+            resp,
+            torch.zeros(B, 5),
+            torch.tensor(gids),
+            texts,
+            torch.ones(B, dtype=torch.bool),
+        )
 
 
 @pytest.fixture(scope="module")
 def policy():
-    tok = train_tokenizer()
+    tok = train_tokenizer(ALPHABET)
     cfg = ModelConfig(hidden_size=16, num_layers=1, num_heads=2, num_kv_heads=1, intermediate_size=32)
     return Qwen2ForCausalLM(qwen2_config(cfg, tok))
 
@@ -65,7 +90,7 @@ def scripted_norms(monkeypatch):
 
 
 def ctx(engine, policy, seed=7):
-    return AllocContext(engine, policy, SamplingSpec(temperature=0.9, max_new_tokens=5), seed)
+    return AllocContext(engine, policy, SamplingSpec(temperature=0.9, max_new_tokens=5), seed, score=SCORE)
 
 
 def test_uniform_gives_n_each_and_never_probes():
@@ -77,6 +102,48 @@ def test_uniform_gives_n_each_and_never_probes():
 def test_build_allocator_matches_the_name():
     assert isinstance(build_allocator(AllocationConfig()), UniformAllocator)
     assert isinstance(build_allocator(AllocationConfig(allocator="gvm")), GVMAllocator)
+    assert sorted(BUILTIN) == sorted(BUILTIN_ALLOCATORS)  # every name the config accepts builds something
+
+
+def test_a_registered_allocator_validates_and_builds_then_goes():
+    made = []
+
+    def factory(cfg):
+        made.append(cfg.n_per_prompt)
+        return UniformAllocator(cfg.n_per_prompt)
+
+    register_allocator("fixed_for_test", factory)
+    try:
+        cfg = validate_dict({"allocation": {"allocator": "fixed_for_test", "n_per_prompt": 3}}).allocation
+        assert build_allocator(cfg).allocate(PROMPTS, ctx(None, None)).counts.tolist() == [3] * 4
+        assert made == [3] and ALLOCATORS.names() == (*BUILTIN_ALLOCATORS, "fixed_for_test")
+    finally:
+        unregister_allocator("fixed_for_test")
+    with pytest.raises(
+        ConfigError,
+        match="allocation.allocator: unknown allocator; known: uniform, gvm, gvm_reuse, "
+        "dapo, gvm_oracle \\(got 'fixed_for_test'\\)",
+    ):
+        validate_dict({"allocation": {"allocator": "fixed_for_test"}})
+    # A config validated where the name was registered, built where it is not (another process).
+    with pytest.raises(
+        ValueError,
+        match="unknown allocator 'fixed_for_test'; known: uniform, gvm, gvm_reuse, dapo, "
+        "gvm_oracle .*runtime.executor: inline",
+    ):
+        build_allocator(cfg)
+
+
+def test_register_allocator_refuses_bad_entries():
+    with pytest.raises(ValueError, match="register allocator: 'gvm' is built in; pick another name"):
+        register_allocator("gvm", lambda cfg: UniformAllocator(1))
+    with pytest.raises(ValueError, match="the name must be an identifier, got 'two words'"):
+        register_allocator("two words", lambda cfg: UniformAllocator(1))
+    with pytest.raises(TypeError, match="register allocator 'x': the factory must be callable, got int"):
+        register_allocator("x", 3)
+    with pytest.raises(KeyError, match="'x' is not registered"):
+        unregister_allocator("x")
+    assert ALLOCATORS.names() == BUILTIN_ALLOCATORS  # nothing was registered on the way
 
 
 def test_gvm_probes_then_allocates_by_hand(policy, scripted_norms):
@@ -95,15 +162,28 @@ def test_gvm_probes_then_allocates_by_hand(policy, scripted_norms):
     # residuals (.953, .540) get the remaining 2 -> [4, 0, 2, 10]
     assert alloc.counts.tolist() == [4, 0, 2, 10]
     assert alloc.counts.tolist() == gvm_allocate([2.0, 0.0, 2.0, 4.0], [0.5, 0.0, 1.0, 0.25], 16).tolist()
-    assert alloc.stats == pytest.approx({
-        M.ALLOC_N_MIN: 0.0, M.ALLOC_N_MAX: 10.0, M.ALLOC_ZERO_PROMPTS: 1.0,
-        M.ALLOC_P_MEAN: (0.5 + 0 + 1 + 0.25) / 4, M.ALLOC_G_MEAN: (2 + 2 + 4) / 3, M.ALLOC_GRAD_TIED: 1.0,
-        M.ALLOC_PROBED_PROMPTS: 4.0})
+    assert alloc.stats == pytest.approx(
+        {
+            M.ALLOC_N_MIN: 0.0,
+            M.ALLOC_N_MAX: 10.0,
+            M.ALLOC_ZERO_PROMPTS: 1.0,
+            M.ALLOC_P_MEAN: (0.5 + 0 + 1 + 0.25) / 4,
+            M.ALLOC_G_MEAN: (2 + 2 + 4) / 3,
+            M.ALLOC_GRAD_TIED: 1.0,
+            M.ALLOC_PROBED_PROMPTS: 4.0,
+        }
+    )
 
 
 def test_gvm_passes_every_option_to_gvm_allocate(policy, scripted_norms):
-    opts = {"alpha": 0.01, "beta": 1.5, "filter_threshold": 0.9, "filter_insufficient": 0.1,
-            "min_per_prompt": 1, "max_per_prompt": 9}
+    opts = {
+        "alpha": 0.01,
+        "beta": 1.5,
+        "filter_threshold": 0.9,
+        "filter_insufficient": 0.1,
+        "min_per_prompt": 1,
+        "max_per_prompt": 9,
+    }
     cfg = AllocationConfig(allocator="gvm", n_per_prompt=4, n_probe=4, grad_params="last_layer", **opts)
     alloc = build_allocator(cfg).allocate(PROMPTS, ctx(StubEngine(ACCEPTED), policy))
     want = gvm_allocate([2.0, 0.0, 2.0, 4.0], [0.5, 0.0, 1.0, 0.25], 16, **opts)
@@ -118,7 +198,8 @@ def test_gvm_passes_every_option_to_gvm_allocate(policy, scripted_norms):
 
 def test_gvm_when_every_probe_fails_falls_back_to_uniform(policy, scripted_norms):
     alloc = build_allocator(AllocationConfig(allocator="gvm", n_per_prompt=4, n_probe=4)).allocate(
-        PROMPTS, ctx(StubEngine([[0] * 4] * 4), policy))
+        PROMPTS, ctx(StubEngine([[0] * 4] * 4), policy)
+    )
     assert alloc.counts.tolist() == [4, 4, 4, 4]  # no signal: gvm_allocate's documented uniform split
     assert alloc.probe_rollouts == 16 and scripted_norms == []
     assert alloc.stats[M.ALLOC_P_MEAN] == 0.0 and alloc.stats[M.ALLOC_G_MEAN] == 0.0
@@ -126,26 +207,58 @@ def test_gvm_when_every_probe_fails_falls_back_to_uniform(policy, scripted_norms
 
 # ---------------------------------------------------------------- config
 
+
 def test_allocation_defaults():
     a = AllocationConfig()
     assert (a.allocator, a.n_per_prompt, a.n_probe, a.alpha, a.beta) == ("uniform", 8, 8, 1e-3, 2.0)
-    assert (a.filter_threshold, a.filter_insufficient, a.min_per_prompt, a.max_per_prompt) == (1.0, 0.0, 0, None)
+    assert (a.filter_threshold, a.filter_insufficient, a.min_per_prompt, a.max_per_prompt) == (
+        1.0,
+        0.0,
+        0,
+        None,
+    )
     assert a.grad_params == "embedding"
 
 
-@pytest.mark.parametrize("key, value, message", [
-    ("allocator", "best", "allocation.allocator: Input should be 'uniform', 'gvm', 'gvm_reuse', 'dapo' or 'gvm_oracle' (got 'best')"),
-    ("n_probe", 0, "allocation.n_probe: Input should be greater than or equal to 1 (got 0)"),
-    ("alpha", 0, "allocation.alpha: Input should be greater than 0 (got 0)"),
-    ("beta", float("inf"), "allocation.beta: Input should be a finite number (got inf)"),
-    ("filter_threshold", 1.5, "allocation.filter_threshold: Input should be less than or equal to 1 (got 1.5)"),
-    ("filter_insufficient", -1, "allocation.filter_insufficient: Input should be greater than or equal to 0"),
-    ("min_per_prompt", 9, "allocation: Value error, min_per_prompt (9) > n_per_prompt (8)"),
-    ("max_per_prompt", 7, "allocation: Value error, max_per_prompt (7) < n_per_prompt (8)"),
-    ("max_per_prompt", 0, "allocation.max_per_prompt: Input should be greater than or equal to 1 (got 0)"),
-    ("grad_params", "bias", "allocation.grad_params: Input should be 'embedding', 'lm_head', 'last_layer' or"),
-    ("n_probes", 4, "allocation.n_probes: unknown key"),
-])
+@pytest.mark.parametrize(
+    "key, value, message",
+    [
+        (
+            "allocator",
+            "best",
+            (
+                "allocation.allocator: unknown allocator; known: uniform, gvm, gvm_reuse, dapo, gvm_oracle "
+                "(got 'best')"
+            ),
+        ),
+        ("n_probe", 0, "allocation.n_probe: Input should be greater than or equal to 1 (got 0)"),
+        ("alpha", 0, "allocation.alpha: Input should be greater than 0 (got 0)"),
+        ("beta", float("inf"), "allocation.beta: Input should be a finite number (got inf)"),
+        (
+            "filter_threshold",
+            1.5,
+            "allocation.filter_threshold: Input should be less than or equal to 1 (got 1.5)",
+        ),
+        (
+            "filter_insufficient",
+            -1,
+            "allocation.filter_insufficient: Input should be greater than or equal to 0",
+        ),
+        ("min_per_prompt", 9, "allocation: Value error, min_per_prompt (9) > n_per_prompt (8)"),
+        ("max_per_prompt", 7, "allocation: Value error, max_per_prompt (7) < n_per_prompt (8)"),
+        (
+            "max_per_prompt",
+            0,
+            "allocation.max_per_prompt: Input should be greater than or equal to 1 (got 0)",
+        ),
+        (
+            "grad_params",
+            "bias",
+            "allocation.grad_params: Input should be 'embedding', 'lm_head', 'last_layer' or",
+        ),
+        ("n_probes", 4, "allocation.n_probes: unknown key"),
+    ],
+)
 def test_allocation_errors_name_the_field(key, value, message):
     with pytest.raises(ConfigError) as e:
         validate_dict({"allocation": {"allocator": "gvm", key: value}}, "exp.yaml")
@@ -153,6 +266,7 @@ def test_allocation_errors_name_the_field(key, value, message):
 
 
 def test_bounds_equal_to_the_budget_are_allowed():
-    a = validate_dict({"allocation": {"allocator": "gvm", "n_per_prompt": 4, "min_per_prompt": 4,
-                                      "max_per_prompt": 4}}).allocation
+    a = validate_dict(
+        {"allocation": {"allocator": "gvm", "n_per_prompt": 4, "min_per_prompt": 4, "max_per_prompt": 4}}
+    ).allocation
     assert (a.min_per_prompt, a.max_per_prompt) == (4, 4)

@@ -1,6 +1,5 @@
 """Micro-batch partition (algorithms/batching.py): hand-computed optima and invariants."""
 
-
 import pytest
 import torch
 
@@ -49,8 +48,11 @@ def test_optimal_against_brute_force():
         runs = padding_partition(lengths, size, overhead)
         assert sorted(torch.cat(runs).tolist()) == list(range(n))  # every sample exactly once
         assert all(1 <= len(r) <= size for r in runs)
-        best = min(_cost(lengths, [torch.tensor(b) for b in blocks], overhead)
-                   for blocks in _set_partitions(list(range(n))) if all(len(b) <= size for b in blocks))
+        best = min(
+            _cost(lengths, [torch.tensor(b) for b in blocks], overhead)
+            for blocks in _set_partitions(list(range(n)))
+            if all(len(b) <= size for b in blocks)
+        )
         assert _cost(lengths, runs, overhead) == best
 
 
@@ -61,7 +63,7 @@ def _set_partitions(items):
     first, rest = items[0], items[1:]
     for part in _set_partitions(rest):
         for i in range(len(part)):
-            yield part[:i] + [[first] + part[i]] + part[i + 1:]
+            yield part[:i] + [[first] + part[i]] + part[i + 1 :]
         yield [[first]] + part
 
 
@@ -80,8 +82,11 @@ def test_min_size_avoids_singletons_where_it_can():
         n = int(torch.randint(2, 7, (1,), generator=gen))
         lengths = torch.randint(1, 30, (n,), generator=gen)
         runs = padding_partition(lengths, 3, 10.0, min_size=2)
-        best = min(_cost(lengths, [torch.tensor(b) for b in blocks], 10.0)
-                   for blocks in _set_partitions(list(range(n))) if all(2 <= len(b) <= 3 for b in blocks))
+        best = min(
+            _cost(lengths, [torch.tensor(b) for b in blocks], 10.0)
+            for blocks in _set_partitions(list(range(n)))
+            if all(2 <= len(b) <= 3 for b in blocks)
+        )
         assert all(2 <= len(r) <= 3 for r in runs) and _cost(lengths, runs, 10.0) == best
 
 

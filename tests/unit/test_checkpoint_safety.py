@@ -11,11 +11,12 @@ from pathlib import Path
 import pytest
 import torch
 
-from dibs.platform import checkpoint
-from dibs.platform.allocators import build_allocator
-from dibs.platform.config import load_config
-from dibs.platform.loop import learner_kwargs
-from dibs.platform.model import build_base_model, load
+from dibs.platform.allocation.factory import build_allocator
+from dibs.platform.core.config import load_config
+from dibs.platform.learn import checkpoint, checkpoint_check
+from dibs.platform.learn.model import build_base_model, load
+from dibs.platform.runtime.local import learner_kwargs
+from dibs.platform.tasks.chain_sum import ALPHABET
 
 pytestmark = pytest.mark.unit
 
@@ -33,33 +34,49 @@ class Payload:
 
 
 def config(tmp: Path, *extra: str):
-    return load_config("experiments/smoke.yaml", [f"model.cache_dir={tmp}/models", f"runtime.output_dir={tmp}/runs",
-                                                  "train.kl_coef=0.01", *extra])
+    return load_config(
+        "experiments/smoke.yaml",
+        [f"model.cache_dir={tmp}/models", f"runtime.output_dir={tmp}/runs", "train.kl_coef=0.01", *extra],
+    )
 
 
 def parts(cfg):
-    policy, tokenizer = load(build_base_model(cfg.model, cfg.seed))
-    ref = load(build_base_model(cfg.model, cfg.seed))[0].requires_grad_(False)
+    policy, tokenizer = load(build_base_model(cfg.model, cfg.seed, ALPHABET))
+    ref = load(build_base_model(cfg.model, cfg.seed, ALPHABET))[0].requires_grad_(False)
     learner = checkpoint_learner(cfg, policy, ref)
     return policy, tokenizer, ref, learner, build_allocator(cfg.allocation)
 
 
 def checkpoint_learner(cfg, policy, ref):
-    from dibs.platform.learner import TorchLearner
+    from dibs.platform.learn.learner import TorchLearner
 
     learner = TorchLearner(policy, **learner_kwargs(cfg, ref))
     for p in policy.parameters():  # one optimizer step, so AdamW has moments to save
         p.grad = torch.full_like(p, 0.01)
-    learner.opt.step()
-    learner.sched.step()
+    learner.backend.opt.step()
+    learner.backend.sched.step()
     return learner
 
 
 def save_step(cfg, root: Path, step: int, policy, tokenizer, ref, learner, allocator) -> str:
-    state = checkpoint.LoopState(step, random.Random(step).getstate(), [3, 1, 2], {"rollouts": 32.0 * step},
-                                 {"eval/accuracy": 0.25}, {"eval/accuracy": 0.5})
-    return checkpoint.save(root, step, policy=policy, tokenizer=tokenizer, learner=learner, allocator=allocator,
-                           state=state, ref_model=ref)
+    state = checkpoint.LoopState(
+        step,
+        random.Random(step).getstate(),
+        [3, 1, 2],
+        {"rollouts": 32.0 * step},
+        {"eval/accuracy": 0.25},
+        {"eval/accuracy": 0.5},
+    )
+    return checkpoint.save(
+        root,
+        step,
+        policy=policy,
+        tokenizer=tokenizer,
+        learner=learner,
+        allocator=allocator,
+        state=state,
+        ref_model=ref,
+    )
 
 
 @pytest.fixture(scope="module")
@@ -83,10 +100,13 @@ def run(saved, tmp_path):
 
 
 def pick(run_dir: Path, cfg, recorded=None):
-    """`checkpoint.choose` over the run's checkpoints; returns (picked, skip messages)."""
+    """`checkpoint_check.choose` over the run's checkpoints; returns (picked, skip messages)."""
     skipped: list[str] = []
     recorded = recorded if recorded is not None else checkpoint.on_disk(run_dir / "checkpoints")
-    return checkpoint.choose(recorded, run_dir=run_dir, model=cfg.model, on_skip=skipped.append), skipped
+    picked = checkpoint_check.choose(
+        recorded, run_dir=run_dir, model=cfg.model, alphabet=ALPHABET, on_skip=skipped.append
+    )
+    return picked, skipped
 
 
 def step_dir(run_dir: Path, step: int) -> Path:
@@ -96,9 +116,20 @@ def step_dir(run_dir: Path, step: int) -> Path:
 def test_a_checkpoint_is_safetensors_json_and_weights_only_pt(run):
     run_dir, cfg = run
     files = sorted(p.relative_to(step_dir(run_dir, 2)).as_posix() for p in step_dir(run_dir, 2).rglob("*"))
-    assert files == ["allocator.json", "config.json", "generation_config.json", "learner.pt", "loop_state.json",
-                     "model.safetensors", "ref_model.safetensors", "tokenizer.json", "tokenizer_config.json"]
-    assert torch.serialization.get_unsafe_globals_in_checkpoint(str(step_dir(run_dir, 2) / "learner.pt")) == []
+    assert files == [
+        "allocator.json",
+        "config.json",
+        "generation_config.json",
+        "learner.pt",
+        "loop_state.json",
+        "model.safetensors",
+        "ref_model.safetensors",
+        "tokenizer.json",
+        "tokenizer_config.json",
+    ]
+    assert (
+        torch.serialization.get_unsafe_globals_in_checkpoint(str(step_dir(run_dir, 2) / "learner.pt")) == []
+    )
     assert sorted(p.name for p in (run_dir / "checkpoints").iterdir()) == ["step-1", "step-2"]  # no temp left
     assert pick(run_dir, cfg) == ((2, str(step_dir(run_dir, 2))), [])
 
@@ -106,21 +137,24 @@ def test_a_checkpoint_is_safetensors_json_and_weights_only_pt(run):
 def test_load_restores_loop_state_optimizer_and_reference(run):
     run_dir, _cfg = run
     _policy, _, ref, learner, allocator = parts(config(run_dir.parent.parent))
-    saved_opt = learner.opt.state_dict()
+    saved_opt = learner.backend.opt.state_dict()
     state = checkpoint.load(step_dir(run_dir, 2), learner=learner, allocator=allocator, ref_model=ref)
     assert state.step == 2 and state.cursor == [3, 1, 2] and state.budget == {"rollouts": 64.0}
     assert checkpoint.restore_rng(state).random() == random.Random(2).random()
-    exp_avg = learner.opt.state_dict()["state"][0]["exp_avg"]
+    exp_avg = learner.backend.opt.state_dict()["state"][0]["exp_avg"]
     torch.testing.assert_close(exp_avg, saved_opt["state"][0]["exp_avg"])
-    assert learner.sched.state_dict()["last_epoch"] == 1
+    assert learner.backend.sched.state_dict()["last_epoch"] == 1
 
 
 @pytest.mark.parametrize("form", ["pickle", "torch.save"])
 def test_a_pickle_payload_in_any_file_never_runs_and_skips_the_step(saved, tmp_path, form):
     tmp, cfg = saved
     marker = tmp_path / "pwned"
-    names = sorted(p.relative_to(tmp / "runs" / RUN / "checkpoints" / "step-2")
-                   for p in (tmp / "runs" / RUN / "checkpoints" / "step-2").rglob("*") if p.is_file())
+    names = sorted(
+        p.relative_to(tmp / "runs" / RUN / "checkpoints" / "step-2")
+        for p in (tmp / "runs" / RUN / "checkpoints" / "step-2").rglob("*")
+        if p.is_file()
+    )
     assert len(names) == 9
     for name in names:
         case = tmp_path / name.name
@@ -133,7 +167,9 @@ def test_a_pickle_payload_in_any_file_never_runs_and_skips_the_step(saved, tmp_p
             torch.save(Payload(marker), target)
         picked, skipped = pick(run_dir, cfg)
         assert picked == (1, str(step_dir(run_dir, 1))), name
-        assert len(skipped) == 1 and skipped[0].startswith(f"checkpoint of step 2 skipped ({step_dir(run_dir, 2)}): ")
+        assert len(skipped) == 1 and skipped[0].startswith(
+            f"checkpoint of step 2 skipped ({step_dir(run_dir, 2)}): "
+        )
         assert "\n" not in skipped[0] and name.name in skipped[0], skipped[0]
         _load_everything(step_dir(run_dir, 2), cfg, run_dir)  # loading it anyway refuses, runs nothing
         assert not marker.exists(), name
@@ -143,8 +179,10 @@ def test_a_pickle_payload_in_any_file_never_runs_and_skips_the_step(saved, tmp_p
 def _load_everything(path: Path, cfg, run_dir: Path) -> None:
     """Every loader a resume uses, on a tampered checkpoint: each raises, none unpickles the payload."""
     _, _, ref, learner, allocator = parts(config(run_dir.parent.parent))
-    for loader in (lambda: checkpoint.load(path, learner=learner, allocator=allocator, ref_model=ref),
-                   lambda: load(path)):
+    for loader in (
+        lambda: checkpoint.load(path, learner=learner, allocator=allocator, ref_model=ref),
+        lambda: load(path),
+    ):
         try:
             loader()
         except Exception:  # noqa: BLE001, S110 - refusing is fine here; running the payload is not
@@ -164,14 +202,18 @@ def test_pickled_weights_are_refused_even_without_safetensors(run, tmp_path):
     assert not marker.exists()
 
 
-@pytest.mark.parametrize("name", ["model.safetensors", "learner.pt", "loop_state.json", "ref_model.safetensors"])
+@pytest.mark.parametrize(
+    "name", ["model.safetensors", "learner.pt", "loop_state.json", "ref_model.safetensors"]
+)
 def test_a_truncated_newest_checkpoint_falls_back_to_the_previous(run, name):
     run_dir, cfg = run
     f = step_dir(run_dir, 2) / name
     f.write_bytes(f.read_bytes()[: f.stat().st_size // 2])
     picked, skipped = pick(run_dir, cfg)
     assert picked == (1, str(step_dir(run_dir, 1)))
-    assert len(skipped) == 1 and skipped[0].startswith(f"checkpoint of step 2 skipped ({step_dir(run_dir, 2)}): {name}: ")
+    assert len(skipped) == 1 and skipped[0].startswith(
+        f"checkpoint of step 2 skipped ({step_dir(run_dir, 2)}): {name}: "
+    )
 
 
 def test_none_usable_gives_none(run):
@@ -187,8 +229,10 @@ def test_a_checkpoint_of_another_architecture_is_refused(run):
     wider = config(run_dir.parent.parent, "model.hidden_size=128", "model.intermediate_size=256")
     picked, skipped = pick(run_dir, wider)
     assert picked is None
-    assert skipped[0] == (f"checkpoint of step 2 skipped ({step_dir(run_dir, 2)}): model config differs from the "
-                          f"run's: hidden_size 64 (run: 128), intermediate_size 128 (run: 256)")
+    assert skipped[0] == (
+        f"checkpoint of step 2 skipped ({step_dir(run_dir, 2)}): model config differs from the "
+        f"run's: hidden_size 64 (run: 128), intermediate_size 128 (run: 256)"
+    )
 
 
 def test_weights_of_another_shape_are_refused(run):
@@ -201,8 +245,12 @@ def test_weights_of_another_shape_are_refused(run):
     save_file(tensors, f, metadata={"format": "pt"})
     picked, skipped = pick(run_dir, cfg)
     assert picked[0] == 1
-    assert skipped == [(f"checkpoint of step 2 skipped ({step_dir(run_dir, 2)}): model.safetensors: wrong shape: "
-                       f"model.norm.weight [32] (run: [64])")]
+    assert skipped == [
+        (
+            f"checkpoint of step 2 skipped ({step_dir(run_dir, 2)}): model.safetensors: wrong shape: "
+            f"model.norm.weight [32] (run: [64])"
+        )
+    ]
 
 
 def test_a_checkpoint_outside_the_run_directory_is_refused(run, tmp_path):
@@ -211,8 +259,12 @@ def test_a_checkpoint_outside_the_run_directory_is_refused(run, tmp_path):
     shutil.copytree(step_dir(run_dir, 2), elsewhere)
     picked, skipped = pick(run_dir, cfg, [(2, str(step_dir(run_dir, 2))), (3, str(elsewhere))])
     assert picked[0] == 2
-    assert skipped == [(f"checkpoint of step 3 skipped ({elsewhere}): {elsewhere} is outside the run's "
-                       f"directory {run_dir.resolve()}")]
+    assert skipped == [
+        (
+            f"checkpoint of step 3 skipped ({elsewhere}): {elsewhere} is outside the run's "
+            f"directory {run_dir.resolve()}"
+        )
+    ]
 
 
 def test_a_symlink_out_of_the_run_directory_is_refused(run, tmp_path):
@@ -225,7 +277,9 @@ def test_a_symlink_out_of_the_run_directory_is_refused(run, tmp_path):
     picked, skipped = pick(run_dir, cfg)
     assert picked[0] == 1
     assert [s.split("): ", 1)[1].split(" is outside")[0] for s in skipped] == [
-        str(run_dir / "checkpoints" / "step-3"), str(step_dir(run_dir, 2) / "learner.pt")]
+        str(run_dir / "checkpoints" / "step-3"),
+        str(step_dir(run_dir, 2) / "learner.pt"),
+    ]
 
 
 def test_a_step_saved_again_is_replaced_only_once_the_new_one_is_in_place(run):
@@ -255,8 +309,14 @@ def test_a_step_saved_again_is_replaced_only_once_the_new_one_is_in_place(run):
 
 def test_a_symlinked_directory_inside_a_checkpoint_is_refused(run):
     run_dir, cfg = run
-    (step_dir(run_dir, 2) / "deepspeed").symlink_to(step_dir(run_dir, 1))  # inside the run, but never saved so
+    (step_dir(run_dir, 2) / "deepspeed").symlink_to(
+        step_dir(run_dir, 1)
+    )  # inside the run, but never saved so
     picked, skipped = pick(run_dir, cfg)
     assert picked[0] == 1
-    assert skipped == [(f"checkpoint of step 2 skipped ({step_dir(run_dir, 2)}): "
-                       f"{step_dir(run_dir, 2) / 'deepspeed'} is a symlinked directory")]
+    assert skipped == [
+        (
+            f"checkpoint of step 2 skipped ({step_dir(run_dir, 2)}): "
+            f"{step_dir(run_dir, 2) / 'deepspeed'} is a symlinked directory"
+        )
+    ]

@@ -3,7 +3,7 @@
 import pydantic
 import pytest
 
-from dibs.platform.config import ConfigError, ExperimentConfig, apply_overrides, load_config
+from dibs.platform.core.config import ConfigError, ExperimentConfig, apply_overrides, load_config
 
 pytestmark = pytest.mark.unit
 

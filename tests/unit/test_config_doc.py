@@ -7,8 +7,8 @@ from typing import Literal
 import pytest
 from pydantic import BaseModel, Field
 
-from dibs.platform.config import ExperimentConfig
-from dibs.platform.config_doc import fields, render, row, type_cell, undocumented
+from dibs.platform.cli.config_doc import fields, render, row, type_cell, undocumented
+from dibs.platform.core.config import ExperimentConfig
 
 pytestmark = pytest.mark.unit
 
@@ -33,7 +33,7 @@ def test_every_config_field_has_a_description():
 
 
 def test_config_md_is_current():
-    # On failure: python -m dibs.platform.config_doc > docs/config.md
+    # On failure: python -m dibs.platform.cli.config_doc > docs/config.md
     assert CONFIG_MD.read_text() == render(), "docs/config.md is stale: regenerate it"
 
 
@@ -61,6 +61,16 @@ def test_render_has_one_table_per_section():
     text = render()
     sections = [line[3:] for line in text.splitlines() if line.startswith("## ")]
     # The top-level keys, then the ten sections of ExperimentConfig in declaration order.
-    assert sections == ["Top level", "task", "model", "warm_start", "rollout", "allocation", "train", "eval",
-                        "learner", "runtime"]
+    assert sections == [
+        "Top level",
+        "task",
+        "model",
+        "warm_start",
+        "rollout",
+        "allocation",
+        "train",
+        "eval",
+        "learner",
+        "runtime",
+    ]
     assert "| `train.lr` | float > 0 | `3e-05` | RL peak learning rate (AdamW) |" in text.splitlines()

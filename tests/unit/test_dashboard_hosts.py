@@ -12,7 +12,7 @@ from fastapi.testclient import TestClient
 from dibs.dashboards import app as dashboard_app
 from dibs.dashboards.app import create_app
 from dibs.dashboards.hosts import exposure_warning, host_policy
-from dibs.platform.cli import main
+from dibs.platform.cli.main import main
 from dibs.platform.store import StoreError
 
 pytestmark = pytest.mark.unit
@@ -39,7 +39,10 @@ def test_loopback_bind_answers_loopback_names_at_its_port_only(seeded_url):
         refused = client.get("/", headers={"host": "evil.example:8050"})
         assert (refused.status_code, refused.text) == (400, "Invalid host header")
         assert refused.headers["x-content-type-options"] == "nosniff"
-        assert client.get("/api/sweep/sweep-1/parcoords", headers={"host": "evil.example:8050"}).status_code == 400
+        assert (
+            client.get("/api/sweep/sweep-1/parcoords", headers={"host": "evil.example:8050"}).status_code
+            == 400
+        )
 
 
 def test_every_interface_bind_answers_addresses_and_this_machine(seeded_url):
@@ -63,7 +66,9 @@ def test_a_specific_address_answers_only_itself():
 def test_off_loopback_warning():
     assert exposure_warning("127.0.0.1", 8050) is None and exposure_warning("localhost", 8050) is None
     assert exposure_warning("::1", 8050) is None
-    assert exposure_warning("0.0.0.0", 8050).startswith("dibs dashboard: warning: listening on 0.0.0.0:8050, ")
+    assert exposure_warning("0.0.0.0", 8050).startswith(
+        "dibs dashboard: warning: listening on 0.0.0.0:8050, "
+    )
     assert exposure_warning("::", 9000).startswith("dibs dashboard: warning: listening on [::]:9000, ")
 
 

@@ -5,26 +5,39 @@ placement-group bundle, and the engine sleeping through the update."""
 import pytest
 import torch
 
-from dibs.platform.cli import main
-from dibs.platform.config import ConfigError, load_config
-from dibs.platform.distributed import learner_bundle, physical_gpu, rollout_threads
-from dibs.platform.model import resolve_device
-from dibs.platform.rollout import Rollouts
+from dibs.platform.cli.main import main
+from dibs.platform.core.config import ConfigError, load_config
+from dibs.platform.learn.model import resolve_device
+from dibs.platform.rollout.base import Rollouts
+from dibs.platform.runtime.distributed import learner_bundle, physical_gpu, rollout_threads
 
 pytestmark = pytest.mark.unit
 
 
 def batch() -> Rollouts:
-    return Rollouts(torch.ones(2, 3, dtype=torch.long), torch.ones(2, 3, dtype=torch.long), torch.ones(2, 2),
-                    torch.zeros(2, 2), torch.tensor([0, 1]), ["a", "b"], torch.tensor([True, False]))
+    return Rollouts(
+        torch.ones(2, 3, dtype=torch.long),
+        torch.ones(2, 3, dtype=torch.long),
+        torch.ones(2, 2),
+        torch.zeros(2, 2),
+        torch.tensor([0, 1]),
+        ["a", "b"],
+        torch.tensor([True, False]),
+    )
 
 
 def test_rollouts_to_same_device_is_the_same_batch_and_to_meta_moves_every_tensor():
     ro = batch()
     assert ro.to("cpu") is ro
     moved = ro.to("meta")  # a device every machine has: each tensor moves, the texts stay
-    tensors = (moved.sequences, moved.attention_mask, moved.response_mask, moved.old_logp, moved.group_ids,
-               moved.stopped)
+    tensors = (
+        moved.sequences,
+        moved.attention_mask,
+        moved.response_mask,
+        moved.old_logp,
+        moved.group_ids,
+        moved.stopped,
+    )
     assert all(t.device.type == "meta" for t in tensors)
     assert moved.texts == ["a", "b"] and moved.sequences.dtype == torch.long
 

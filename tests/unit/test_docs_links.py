@@ -22,7 +22,8 @@ def _prose(text: str) -> str:
 
 
 def slug(heading: str) -> str:
-    """The anchor GitHub gives a heading: lower case, code marks and punctuation dropped, spaces to hyphens."""
+    """The anchor GitHub gives a heading: lower case, code marks and punctuation dropped, spaces to
+    hyphens."""
     text = heading.strip().lower().replace("`", "")
     return re.sub(r"[^\w\- ]", "", text).replace(" ", "-")
 

@@ -52,10 +52,12 @@ def test_summary_rows_ratios_and_bounds():
     assert uni["targets_by_seed"] == {"0": 0.66, "1": 0.56} and uni["target_accuracy"] == 0.61
     # uniform: 2000 and 3000 rollouts (std 707.1): 2500 ± 12.706 x 707.1 / sqrt(2) = 6353
     assert uni["reached"] == "2/2" and uni["rollouts_to_target"] == pytest.approx(
-        {"mean": 2500.0, "ci95": 6353.0, "censored": False}, rel=1e-3)
+        {"mean": 2500.0, "ci95": 6353.0, "censored": False}, rel=1e-3
+    )
     # gvm: 1500 and >= 6000 (censored): >= 3750 ± 12.706 x 3182.0 / sqrt(2) = 28589
     assert gvm["reached"] == "1/2" and gvm["rollouts_to_target"] == pytest.approx(
-        {"mean": 3750.0, "ci95": 28589.0, "censored": True}, rel=1e-3)
+        {"mean": 3750.0, "ci95": 28589.0, "censored": True}, rel=1e-3
+    )
     # uniform 2500 / gvm >= 3750: the ratio is at most 0.667
     assert gvm["rollouts_to_target_ratio_vs_uniform"] == {"value": 0.667, "kind": "<="}
     assert gvm["steps_to_target_ratio_vs_uniform"] == {"value": 1.0, "kind": "<="}  # 25 / >= 25
@@ -63,7 +65,10 @@ def test_summary_rows_ratios_and_bounds():
     assert gvm["final_accuracy"]["mean"] == pytest.approx(0.64)
     assert gvm["final_gain"]["mean"] == pytest.approx(0.19)  # (.23 + .15) / 2
     table = markdown_table(rows)
-    assert "| grpo | gvm | 61.0% | 1/2 | >=3750 ± 28588 | ≤ 0.67x | >=25 ± 191 | ≤ 1.00x | 64.0 ± 114.4 | 19.0 ± 50.8 |" in table  # 28588.7
+    assert (
+        "| grpo | gvm | 61.0% | 1/2 | >=3750 ± 28588 | ≤ 0.67x | >=25 ± 191 | ≤ 1.00x "
+        "| 64.0 ± 114.4 | 19.0 ± 50.8 |" in table
+    )  # 28588.7
 
 
 def test_a_seed_without_uniform_has_no_target():
@@ -82,13 +87,25 @@ def test_benchmark_summary_only_writes_the_results_files(tmp_path):
     settings = runpy.run_path(script)["settings_key"]([])  # run_path: module globals, main() not run
     cells = [cell("uniform", 0, U0), cell("uniform", 1, U1), cell("gvm", 0, G0), cell("gvm", 1, G1)]
     (tmp_path / "sample_efficiency_cells.jsonl").write_text(
-        "".join(json.dumps(c | {"settings": settings}) + "\n" for c in cells))
-    subprocess.run([sys.executable, script, "--summary-only", "--out", str(tmp_path), "--seeds", "0", "1"],
-                   check=True, capture_output=True, text=True)
+        "".join(json.dumps(c | {"settings": settings}) + "\n" for c in cells)
+    )
+    subprocess.run(
+        [sys.executable, script, "--summary-only", "--out", str(tmp_path), "--seeds", "0", "1"],
+        check=True,
+        capture_output=True,
+        text=True,
+    )
     doc = json.loads((tmp_path / "sample_efficiency.json").read_text())
     assert "80%" in doc["target_rule"] and doc["settings"] == settings
     row = doc["rows"][1]
-    assert set(row) >= {"algorithm", "allocator", "seeds", "target_accuracy", "rollouts_to_target",
-                        "steps_to_target", "final_accuracy"}
+    assert set(row) >= {
+        "algorithm",
+        "allocator",
+        "seeds",
+        "target_accuracy",
+        "rollouts_to_target",
+        "steps_to_target",
+        "final_accuracy",
+    }
     assert row["seeds"] == [0, 1] and row["target_accuracy"] == 0.61
     assert (tmp_path / "sample_efficiency.md").read_text().startswith("| algorithm | allocator |")

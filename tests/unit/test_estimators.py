@@ -8,18 +8,20 @@ import pytest
 import torch
 from transformers import Qwen2ForCausalLM
 
-from dibs.platform import estimators
-from dibs.platform.config import ModelConfig
-from dibs.platform.estimators import (
+from dibs.platform.allocation import estimators
+from dibs.platform.allocation.estimators import (
     accept_rates,
     grad_norm_estimates,
     grad_param_names,
     is_tied,
     per_sample_grad_norms,
 )
-from dibs.platform.learner import token_logprobs
-from dibs.platform.model import qwen2_config, train_tokenizer
-from dibs.platform.rollout import HFEngine, SamplingSpec
+from dibs.platform.core.config import ModelConfig
+from dibs.platform.learn.learner import token_logprobs
+from dibs.platform.learn.model import qwen2_config, train_tokenizer
+from dibs.platform.rollout.base import SamplingSpec
+from dibs.platform.rollout.hf_engine import HFEngine
+from dibs.platform.tasks.chain_sum import ALPHABET
 
 pytestmark = pytest.mark.unit
 
@@ -36,7 +38,7 @@ def tiny_model(tok, *, tied: bool = True) -> Qwen2ForCausalLM:
 
 @pytest.fixture(scope="module")
 def tok():
-    return train_tokenizer()
+    return train_tokenizer(ALPHABET)
 
 
 @pytest.fixture(scope="module")
@@ -73,6 +75,7 @@ def loop_norms(model, rollouts, names, temperature):
 
 # ---------------------------------------------------------------- accept rates
 
+
 def test_accept_rates_ragged_groups_by_hand():
     # prompt 0: samples 0, 1, 4 with rewards 1, 0, 1 -> 2/3 (ids need not be sorted)
     # prompt 1: no samples -> 0;  prompt 2: samples 2, 3 with rewards 1, 0 -> 1/2
@@ -92,6 +95,7 @@ def test_accept_rates_empty_batch_and_bad_ids():
 
 # ---------------------------------------------------------------- per-sample gradient norms
 
+
 @pytest.mark.parametrize("params", PARAMS)
 @pytest.mark.parametrize("temperature", [1.0, 0.7])
 def test_batched_norms_equal_per_sample_loop(tied, rollouts, params, temperature):
@@ -106,17 +110,24 @@ def test_batched_norms_equal_per_sample_loop(tied, rollouts, params, temperature
 def test_untied_embedding_and_lm_head_are_separate(untied, rollouts, params):
     assert not is_tied(untied)
     got = per_sample_grad_norms(untied, rollouts, params=params)
-    torch.testing.assert_close(got, loop_norms(untied, rollouts, grad_param_names(untied, params), 1.0),
-                               rtol=1e-4, atol=0)
+    torch.testing.assert_close(
+        got, loop_norms(untied, rollouts, grad_param_names(untied, params), 1.0), rtol=1e-4, atol=0
+    )
 
 
 def test_tied_lm_head_is_the_embedding_used_once(tied, untied, rollouts):
     assert is_tied(tied)
     # one tensor, one name: its gradient (both roles) is counted once, not twice
-    assert grad_param_names(tied, "lm_head") == grad_param_names(tied, "embedding") == ["model.embed_tokens.weight"]
+    assert (
+        grad_param_names(tied, "lm_head")
+        == grad_param_names(tied, "embedding")
+        == ["model.embed_tokens.weight"]
+    )
     assert grad_param_names(tied, "all") == [n for n, _ in tied.named_parameters()]
     lm_head = per_sample_grad_norms(tied, rollouts, params="lm_head")
-    torch.testing.assert_close(lm_head, per_sample_grad_norms(tied, rollouts, params="embedding"), rtol=0, atol=0)
+    torch.testing.assert_close(
+        lm_head, per_sample_grad_norms(tied, rollouts, params="embedding"), rtol=0, atol=0
+    )
     assert grad_param_names(untied, "lm_head") == ["lm_head.weight"]
 
 
@@ -143,8 +154,9 @@ def test_sample_without_response_tokens_has_norm_zero(tied, rollouts):
     empty.response_mask[1] = 0.0
     got = per_sample_grad_norms(tied, empty, params="embedding")
     assert got[1] == 0.0 and (got[[0, 2, 3, 4]] > 0).all()
-    assert per_sample_grad_norms(tied, rollouts.select(torch.tensor([], dtype=torch.long)),
-                                 params="embedding").shape == (0,)
+    assert per_sample_grad_norms(
+        tied, rollouts.select(torch.tensor([], dtype=torch.long)), params="embedding"
+    ).shape == (0,)
 
 
 def test_unknown_parameter_subset(tied):
@@ -154,14 +166,18 @@ def test_unknown_parameter_subset(tied):
 
 # ---------------------------------------------------------------- Ĝ per prompt
 
+
 def test_grad_norm_estimates_average_accepted_samples_only(tied, rollouts, monkeypatch):
     # samples 0, 1 answer prompt 0; samples 2, 3, 4 answer prompt 2; prompt 1 has none
     rewards = torch.tensor([1.0, 0.0, 0.0, 1.0, 1.0])
     norms = per_sample_grad_norms(tied, rollouts, params="embedding").double()
     seen = []
     real = estimators.per_sample_grad_norms
-    monkeypatch.setattr(estimators, "per_sample_grad_norms",
-                        lambda model, ro, **kw: seen.append(len(ro.texts)) or real(model, ro, **kw))
+    monkeypatch.setattr(
+        estimators,
+        "per_sample_grad_norms",
+        lambda model, ro, **kw: seen.append(len(ro.texts)) or real(model, ro, **kw),
+    )
     g = grad_norm_estimates(tied, rollouts, rewards, 4, params="embedding")
     assert seen == [3]  # only the accepted samples are differentiated
     # prompt 0: sample 0 alone; prompt 1: no samples; prompt 2: mean of samples 3, 4; prompt 3: none
@@ -170,6 +186,8 @@ def test_grad_norm_estimates_average_accepted_samples_only(tied, rollouts, monke
 
 
 def test_grad_norm_is_zero_without_accepted_samples(tied, rollouts, monkeypatch):
-    monkeypatch.setattr(estimators, "per_sample_grad_norms", lambda *a, **k: pytest.fail("nothing to differentiate"))
+    monkeypatch.setattr(
+        estimators, "per_sample_grad_norms", lambda *a, **k: pytest.fail("nothing to differentiate")
+    )
     g = grad_norm_estimates(tied, rollouts, torch.zeros(5), 3, params="embedding")
     assert g.tolist() == [0.0, 0.0, 0.0]

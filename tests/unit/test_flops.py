@@ -3,15 +3,16 @@
 import pytest
 from transformers import Qwen2ForCausalLM
 
-from dibs.platform.config import ModelConfig
-from dibs.platform.flops import loglog_slope, matmul_params, training_flops
-from dibs.platform.model import qwen2_config, train_tokenizer
+from dibs.platform.core.config import ModelConfig
+from dibs.platform.core.flops import loglog_slope, matmul_params, training_flops
+from dibs.platform.learn.model import qwen2_config, train_tokenizer
+from dibs.platform.tasks.chain_sum import ALPHABET
 
 pytestmark = pytest.mark.unit
 
 
 def test_matmul_params_of_the_demo_model():
-    tok = train_tokenizer()
+    tok = train_tokenizer(ALPHABET)
     model = Qwen2ForCausalLM(qwen2_config(ModelConfig(), tok))  # hidden 128, 4 layers, 4/2 heads, MLP 384
     # per layer: q 128x128 + k 128x64 + v 128x64 + o 128x128 = 49,152; gate, up, down 3 x 128x384 = 147,456
     per_layer = 128 * 128 + 128 * 64 + 128 * 64 + 128 * 128 + 3 * 128 * 384

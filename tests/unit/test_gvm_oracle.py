@@ -2,6 +2,7 @@
 split with a floor of one, its recorded cost, config validation, the loop's accounting, the `dibs run`
 warning and the dashboards' not budget-honest mark."""
 
+import functools
 import runpy
 
 import numpy as np
@@ -12,16 +13,23 @@ from transformers import Qwen2ForCausalLM
 from dibs.algorithms.allocation import gvm_allocate
 from dibs.dashboards import compare
 from dibs.dashboards.efficiency import DAGGER_NOTE, markdown_table, summarize
-from dibs.platform import estimators
-from dibs.platform import metrics as M
-from dibs.platform.allocators import AllocContext, GVMOracleAllocator, build_allocator
-from dibs.platform.config import AllocationConfig, ConfigError, ModelConfig, validate_dict
-from dibs.platform.loop import Budget, account, allocate
-from dibs.platform.model import qwen2_config, train_tokenizer
-from dibs.platform.rollout import Rollouts, SamplingSpec
-from dibs.platform.task import Problem
+from dibs.platform.allocation import estimators
+from dibs.platform.allocation.allocators import AllocContext, GVMOracleAllocator
+from dibs.platform.allocation.factory import build_allocator
+from dibs.platform.core import metrics as M
+from dibs.platform.core.config import AllocationConfig, ConfigError, ModelConfig, TaskConfig, validate_dict
+from dibs.platform.learn.model import qwen2_config, train_tokenizer
+from dibs.platform.rollout.base import Rollouts, SamplingSpec
+from dibs.platform.runtime.budget import Budget, account
+from dibs.platform.runtime.loop import allocate
+from dibs.platform.tasks.base import Problem
+from dibs.platform.tasks.chain_sum import ALPHABET, ChainSumTask
+from dibs.platform.tasks.evaluate import score_groups
 
 pytestmark = pytest.mark.unit
+
+# The chain-sum task's rewards, as the loop hands them to allocators.
+SCORE = functools.partial(score_groups, ChainSumTask(TaskConfig()))
 
 # prompt: (answer, accept pattern cycled over the probe's samples, gradient norm of each of its samples)
 SCRIPT = {
@@ -47,32 +55,40 @@ class ScriptEngine:
         gids = [i for i, c in enumerate(counts) for _ in range(c)]
         ks = [k for c in counts for k in range(c)]
         texts = []
-        for i, k in zip(gids, ks):
+        for i, k in zip(gids, ks, strict=True):
             answer, pattern, _ = self.script[prompts[i]]
             texts.append(f"\\boxed{{{answer + (0 if pattern[k % len(pattern)] else 1)}}}")
         B = len(texts)
         seq = torch.tensor([NAMES.index(prompts[i]) for i in gids], dtype=torch.long)[:, None].repeat(1, 6)
         resp = torch.zeros(B, 5)
         resp[:, 2:] = 1.0
-        return Rollouts(seq, torch.ones(B, 6, dtype=torch.long), resp, torch.zeros(B, 5),
-                        torch.tensor(gids, dtype=torch.long), texts, torch.ones(B, dtype=torch.bool))
+        return Rollouts(
+            seq,
+            torch.ones(B, 6, dtype=torch.long),
+            resp,
+            torch.zeros(B, 5),
+            torch.tensor(gids, dtype=torch.long),
+            texts,
+            torch.ones(B, dtype=torch.bool),
+        )
 
 
 @pytest.fixture(scope="module")
 def policy():
     cfg = ModelConfig(hidden_size=16, num_layers=1, num_heads=2, num_kv_heads=1, intermediate_size=32)
-    return Qwen2ForCausalLM(qwen2_config(cfg, train_tokenizer()))
+    return Qwen2ForCausalLM(qwen2_config(cfg, train_tokenizer(ALPHABET)))
 
 
 @pytest.fixture(autouse=True)
 def scripted_norms(monkeypatch):
     norms = torch.tensor([SCRIPT[n][2] for n in NAMES])
-    monkeypatch.setattr(estimators, "per_sample_grad_norms",
-                        lambda model, ro, **kw: norms[ro.sequences[:, 0]])
+    monkeypatch.setattr(
+        estimators, "per_sample_grad_norms", lambda model, ro, **kw: norms[ro.sequences[:, 0]]
+    )
 
 
 def ctx(engine, policy, seed=11):
-    return AllocContext(engine, policy, SPEC, seed)
+    return AllocContext(engine, policy, SPEC, seed, score=SCORE)
 
 
 ORACLE = AllocationConfig(allocator="gvm_oracle", n_per_prompt=4, n_oracle=8, n_probe=2)
@@ -96,10 +112,19 @@ def test_oracle_probes_n_oracle_each_uncharged_and_splits_by_hand(policy):
     # (gvm's floor of 0 gives [4, 0, 2, 10] on the same estimates.)
     assert alloc.counts.tolist() == [3, 1, 3, 9] and alloc.counts.sum() == 16
     assert alloc.probed.tolist() == [True] * 4
-    assert alloc.stats == pytest.approx({
-        M.ALLOC_N_MIN: 1.0, M.ALLOC_N_MAX: 9.0, M.ALLOC_ZERO_PROMPTS: 0.0,
-        M.ALLOC_P_MEAN: (0.5 + 0 + 1 + 0.25) / 4, M.ALLOC_G_MEAN: (2 + 2 + 4) / 3, M.ALLOC_GRAD_TIED: 1.0,
-        M.ALLOC_PROBED_PROMPTS: 4.0, M.ALLOC_ORACLE_ROLLOUTS: 32.0, M.ALLOC_ORACLE_TOKENS: 96.0})
+    assert alloc.stats == pytest.approx(
+        {
+            M.ALLOC_N_MIN: 1.0,
+            M.ALLOC_N_MAX: 9.0,
+            M.ALLOC_ZERO_PROMPTS: 0.0,
+            M.ALLOC_P_MEAN: (0.5 + 0 + 1 + 0.25) / 4,
+            M.ALLOC_G_MEAN: (2 + 2 + 4) / 3,
+            M.ALLOC_GRAD_TIED: 1.0,
+            M.ALLOC_PROBED_PROMPTS: 4.0,
+            M.ALLOC_ORACLE_ROLLOUTS: 32.0,
+            M.ALLOC_ORACLE_TOKENS: 96.0,
+        }
+    )
 
 
 def test_a_higher_configured_floor_wins(policy):
@@ -108,8 +133,10 @@ def test_a_higher_configured_floor_wins(policy):
     # Floor 2: prompt 1 fixed at 2, the other 14 split as 14 / 12.75853 x w = [3.09745, -, 2.19351, 8.70903];
     # floors [3, 2, 2, 8] = 15, the last one to the largest residual (.709, prompt 3) -> [3, 2, 2, 9].
     assert counts.tolist() == [3, 2, 2, 9]
-    assert counts.tolist() == gvm_allocate([2.0, 0.0, 2.0, 4.0], [0.5, 0.0, 1.0, 0.25], 16,
-                                           min_per_prompt=2).tolist()
+    assert (
+        counts.tolist()
+        == gvm_allocate([2.0, 0.0, 2.0, 4.0], [0.5, 0.0, 1.0, 0.25], 16, min_per_prompt=2).tolist()
+    )
 
 
 def test_filters_never_drop_a_prompt_below_one(policy):
@@ -155,24 +182,32 @@ def test_the_loop_charges_only_the_training_rollouts(policy):
 
 # ---------------------------------------------------------------- config
 
+
 def test_n_oracle_default_and_bounds():
     assert AllocationConfig().n_oracle == 32
     assert validate_dict({"allocation": {"allocator": "gvm_oracle", "n_oracle": 1}}).allocation.n_oracle == 1
     with pytest.raises(ConfigError) as e:
         validate_dict({"allocation": {"allocator": "gvm_oracle", "n_oracle": 0}}, "exp.yaml")
     assert str(e.value).startswith(
-        "exp.yaml: allocation.n_oracle: Input should be greater than or equal to 1 (got 0)")
+        "exp.yaml: allocation.n_oracle: Input should be greater than or equal to 1 (got 0)"
+    )
     with pytest.raises(ConfigError, match="allocation.n_oracle: Input should be a valid integer"):
         validate_dict({"allocation": {"allocator": "gvm_oracle", "n_oracle": 2.5}}, "exp.yaml")
 
 
 @pytest.mark.parametrize("allocator, warned", [("gvm_oracle", 1), ("gvm", 0)])
 def test_dibs_run_warns_once_that_the_probe_is_not_charged(allocator, warned, tmp_path, monkeypatch, capsys):
-    from dibs.platform import cli
+    from dibs.platform.cli import main as cli
 
     monkeypatch.setattr(cli, "_execute", lambda *a, **k: 0)  # the warning comes before any training
-    args = ["run", "experiments/gvm-smoke.yaml", "--set", f"allocation.allocator={allocator}",
-            "--db", f"sqlite:///{tmp_path}/d.db"]
+    args = [
+        "run",
+        "experiments/gvm-smoke.yaml",
+        "--set",
+        f"allocation.allocator={allocator}",
+        "--db",
+        f"sqlite:///{tmp_path}/d.db",
+    ]
     assert cli.main(args) == 0
     err = capsys.readouterr().err
     assert err.count("dibs: warning: gvm_oracle's probe is not charged to the rollout budget") == warned
@@ -180,13 +215,15 @@ def test_dibs_run_warns_once_that_the_probe_is_not_charged(allocator, warned, tm
 
 # ---------------------------------------------------------------- dashboards
 
+
 def _curve(rollouts_per_step):
     return [(s, s * rollouts_per_step, 0.5 + 0.01 * s) for s in range(0, 50, 10)]
 
 
 def test_efficiency_table_marks_the_oracle_and_leaves_other_rows_alone():
-    cells = [{"algorithm": "grpo", "allocator": a, "seed": 0, "curve": _curve(100)}
-             for a in ("uniform", "gvm")]
+    cells = [
+        {"algorithm": "grpo", "allocator": a, "seed": 0, "curve": _curve(100)} for a in ("uniform", "gvm")
+    ]
     plain = markdown_table(summarize(cells))
     oracle = {"algorithm": "grpo", "allocator": "gvm_oracle", "seed": 0, "curve": _curve(100)}
     marked = markdown_table(summarize([*cells, oracle]))
@@ -198,16 +235,21 @@ def test_efficiency_table_marks_the_oracle_and_leaves_other_rows_alone():
 
 def test_budget_to_target_labels_the_oracle_group():
     def run(i, allocator):
-        config = {"seed": i, "algorithm": "grpo", "allocation": {"allocator": allocator},
-                  "eval": {"k": 4, "temperature": 1.0}}
+        config = {
+            "seed": i,
+            "algorithm": "grpo",
+            "allocation": {"allocator": allocator},
+            "eval": {"k": 4, "temperature": 1.0},
+        }
         return {"id": str(i), "config": config}
 
     def rows(run_id):
         return [{"step": 10, "rollouts_consumed": 1000, "name": M.EVAL_ACCURACY, "value": 0.6}]
 
     groups = compare.group_runs([run(0, "gvm"), run(1, "gvm_oracle")])
-    table = compare.budget_to_target(groups, {g.runs[0]["id"]: rows(g.runs[0]["id"]) for g in groups},
-                                     M.EVAL_ACCURACY, 0.5)
+    table = compare.budget_to_target(
+        groups, {g.runs[0]["id"]: rows(g.runs[0]["id"]) for g in groups}, M.EVAL_ACCURACY, 0.5
+    )
     assert [r["group"] for r in table] == ["grpo/gvm k=4 T=1.0", "grpo/gvm_oracle k=4 T=1.0 †"]
     assert [r["rollouts"]["mean"] for r in table] == [1000.0, 1000.0]  # numbers untouched
 

@@ -50,8 +50,16 @@ def test_geo_ratio_pools_logs_with_a_t_interval():
 
 
 def _cells(arm_accs, updates=1, per_step=128):
-    return [{"algorithm": "raftpp", "arm": arm, "seed": seed, "curve": curve(accs, per_step=ps, updates_per_step=u)}
-            for (arm, ps, u), by_seed in arm_accs.items() for seed, accs in by_seed.items()]
+    return [
+        {
+            "algorithm": "raftpp",
+            "arm": arm,
+            "seed": seed,
+            "curve": curve(accs, per_step=ps, updates_per_step=u),
+        }
+        for (arm, ps, u), by_seed in arm_accs.items()
+        for seed, accs in by_seed.items()
+    ]
 
 
 def test_endpoints_ratios_are_uniform_cost_over_arm_cost_per_seed():
@@ -82,15 +90,33 @@ def test_oracle_gain_is_one_on_a_pool_of_identical_prompts_and_above_one_when_th
     assert same["oracle_gain"] == pytest.approx(1.0)
     # half the pool p = 0.9 and G = 1, half p = 0.05 and G = 10: weights differ by ~17x, so moving
     # rollouts to the hard half must cut Σ G²/(n p) well below uniform's
-    mixed = predicted_gain([0.9] * 20 + [0.05] * 20, [1.0] * 20 + [10.0] * 20, m=8, n=8, n_probe=8,
-                           alpha=1e-3, beta=2.0, batches=200)
+    mixed = predicted_gain(
+        [0.9] * 20 + [0.05] * 20,
+        [1.0] * 20 + [10.0] * 20,
+        m=8,
+        n=8,
+        n_probe=8,
+        alpha=1e-3,
+        beta=2.0,
+        batches=200,
+    )
     assert mixed["oracle_gain"] > 1.3
-    assert predicted_gain([0.0] * 10, [0.0] * 10, m=4, n=8, n_probe=8, alpha=1e-3, beta=2.0)["oracle_gain"] is None
+    assert (
+        predicted_gain([0.0] * 10, [0.0] * 10, m=4, n=8, n_probe=8, alpha=1e-3, beta=2.0)["oracle_gain"]
+        is None
+    )
 
 
 def test_pool_summary_bands():
     s = pool_summary([0.0, 0.05, 0.3, 0.7, 1.0])
-    assert s == {"p=0": 0.2, "0<p<=0.1": 0.2, "0.1<p<=0.5": 0.2, "0.5<p<=0.9": 0.2, "p>0.9": 0.2, "mean": 0.41}
+    assert s == {
+        "p=0": 0.2,
+        "0<p<=0.1": 0.2,
+        "0.1<p<=0.5": 0.2,
+        "0.5<p<=0.9": 0.2,
+        "p>0.9": 0.2,
+        "mean": 0.41,
+    }
 
 
 def test_allocation_checks_against_the_prepass(tmp_path):
@@ -104,7 +130,10 @@ def test_allocation_checks_against_the_prepass(tmp_path):
     path = tmp_path / "p.jsonl.gz"
     with gzip.open(path, "wt") as f:
         for arm, rows in (("uniform", uniform), ("gvm", gvm)):
-            f.write(json.dumps({"algorithm": "raftpp", "arm": arm, "seed": 0, "settings": "s", "rows": rows}) + "\n")
+            f.write(
+                json.dumps({"algorithm": "raftpp", "arm": arm, "seed": 0, "settings": "s", "rows": rows})
+                + "\n"
+            )
     out = allocation_checks(prepass, path, "s")["raftpp"]
     assert out["gvm"]["solvable_given_zero_frac"] == 0.5  # 1 of its 2 solvable rows got nothing
     assert out["uniform"]["solvable_given_zero_frac"] == 0.0
@@ -118,8 +147,14 @@ def test_update_count_control_separates_updates_from_allocation():
 
     base = [0.2, 0.2, 0.6, 0.6, 0.6, 0.6]  # crosses the 80% target (0.52) at step 11.92 (as above)
     fast = [0.2, 0.6, 0.6, 0.6, 0.6, 0.6]  # at step 7
-    arms = {("uniform", 128, 1): base, ("uniform_u4", 128, 4): base, ("gvm_u32", 256, 32): fast,
-            ("uniform_u32", 128, 32): fast, ("gvm_u4", 256, 4): base, ("gvm", 256, 1): base}
+    arms = {
+        ("uniform", 128, 1): base,
+        ("uniform_u4", 128, 4): base,
+        ("gvm_u32", 256, 32): fast,
+        ("uniform_u32", 128, 32): fast,
+        ("gvm_u4", 256, 4): base,
+        ("gvm", 256, 1): base,
+    }
     out = control(_cells({k: {0: v, 1: v} for k, v in arms.items()}))
     uniform_step = 10 + 5 * (0.52 - 0.4666667) / (0.6 - 0.4666667)
     # here the whole 'paper' speed-up comes from the 32 updates: uniform at 32 is as fast as gvm at 32

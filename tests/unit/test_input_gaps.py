@@ -9,14 +9,16 @@ from pathlib import Path
 
 import pytest
 
-from dibs.platform.cli import ERROR_CAP, _fail, main
+from dibs.platform.cli.errors import ERROR_CAP, fail
+from dibs.platform.cli.main import main
 
 pytestmark = pytest.mark.unit
 
 BILLION_LAUGHS = "".join(
     [f"a0: &a0 [{', '.join(['lol'] * 9)}]\n"]
     + [f"a{i}: &a{i} [{', '.join([f'*a{i - 1}'] * 9)}]\n" for i in range(1, 9)]
-    + ["name: *a8\n"])
+    + ["name: *a8\n"]
+)
 
 
 @pytest.fixture
@@ -64,18 +66,29 @@ def test_deep_nesting_in_a_set_value(capsys, cwd):
 def test_deep_nesting_in_a_file_is_one_line_in_a_fresh_process(tmp_path):
     (tmp_path / "exp.yaml").write_text("name: " + "[" * 5000 + "\n")
     env = dict(os.environ, PYTHONPATH=os.pathsep.join(p for p in sys.path if p))
-    proc = subprocess.run([sys.executable, "-m", "dibs.platform.cli", "validate", "exp.yaml"], cwd=tmp_path,
-                          capture_output=True, text=True, timeout=120, env=env, check=False)
+    proc = subprocess.run(
+        [sys.executable, "-m", "dibs.platform.cli", "validate", "exp.yaml"],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env=env,
+        check=False,
+    )
     assert proc.returncode == 2
-    assert proc.stderr.splitlines() == ["dibs: error: exp.yaml: not valid YAML at line 1: nested deeper than 32 levels"]
+    assert proc.stderr.splitlines() == [
+        "dibs: error: exp.yaml: not valid YAML at line 1: nested deeper than 32 levels"
+    ]
     assert sorted(p.name for p in tmp_path.iterdir()) == ["exp.yaml"]
 
 
 def test_alias_bomb_is_refused_at_its_first_alias(capsys, cwd):
     exp = experiment(cwd, BILLION_LAUGHS)
     line = fails(capsys, cwd, ["validate", exp])
-    assert line == ("dibs: error: exp.yaml: not valid YAML at line 2: aliases (*name) are not allowed here; "
-                    "write the value out")
+    assert line == (
+        "dibs: error: exp.yaml: not valid YAML at line 2: aliases (*name) are not allowed here; "
+        "write the value out"
+    )
 
 
 @pytest.mark.parametrize("value", [".inf", "-.inf", ".nan", "1e999"])
@@ -94,8 +107,10 @@ def test_duplicate_key_names_the_key_and_both_lines(capsys, cwd):
     assert line == "dibs: error: exp.yaml: not valid YAML at line 4: duplicate key 'steps' (first at line 2)"
 
 
-@pytest.mark.parametrize(("text", "shown"), [("true", "True"), ("0x10", "'0x10'"), ("010", "'010'"),
-                                             ("1.0", "1.0"), ("1_000", "'1_000'")])
+@pytest.mark.parametrize(
+    ("text", "shown"),
+    [("true", "True"), ("0x10", "'0x10'"), ("010", "'010'"), ("1.0", "1.0"), ("1_000", "'1_000'")],
+)
 def test_int_field_takes_decimal_ints_only(capsys, cwd, text, shown):
     exp = experiment(cwd, f"train:\n  steps: {text}\n")
     line = fails(capsys, cwd, ["validate", exp])
@@ -122,9 +137,14 @@ def test_experiment_file_that_is_not_a_mapping(capsys, cwd, text, kind):
     assert line == f"dibs: error: exp.yaml: <root>: expected a mapping of config keys, got {kind}"
 
 
-@pytest.mark.parametrize(("seed", "problem"), [
-    (10**23, "less than or equal to 2147483647"), (2**31, "less than or equal to 2147483647"),
-    (-1, "greater than or equal to 0")])
+@pytest.mark.parametrize(
+    ("seed", "problem"),
+    [
+        (10**23, "less than or equal to 2147483647"),
+        (2**31, "less than or equal to 2147483647"),
+        (-1, "greater than or equal to 0"),
+    ],
+)
 def test_seed_must_fit_the_store_and_the_rngs(capsys, cwd, seed, problem):
     exp = experiment(cwd, f"seed: {seed}\ntrain:\n  steps: 1\n")
     for command in ("validate", "run"):
@@ -175,8 +195,10 @@ def spec_file(cwd: Path, text: str, sweep_id: str = "sweep-x") -> str:
 
 def test_corrupt_sweep_json_on_resume(capsys, cwd):
     line = fails(capsys, cwd, ["sweep", "--resume", spec_file(cwd, '{"sweep_id": "sweep-x", ')])
-    assert line == ("dibs: error: runs/sweeps/sweep-x/sweep.json: not valid JSON at line 1; the sweep cannot be "
-                    "resumed from it")
+    assert line == (
+        "dibs: error: runs/sweeps/sweep-x/sweep.json: not valid JSON at line 1; the sweep cannot be "
+        "resumed from it"
+    )
 
 
 def test_sweep_json_missing_a_field_on_resume(capsys, cwd):
@@ -209,7 +231,7 @@ def test_unknown_flag_is_one_line(capsys, cwd):
 
 
 def test_fail_caps_and_flattens_long_messages(capsys):
-    assert _fail("x" * 10_000 + "\nsecond line") == 2
+    assert fail("x" * 10_000 + "\nsecond line") == 2
     line = capsys.readouterr().err
     assert line.count("\n") == 1 and len(line.rstrip("\n")) == ERROR_CAP and line.rstrip().endswith("...")
 
@@ -223,13 +245,15 @@ def test_oversized_file_is_refused_unread(capsys, cwd):
 def test_python_tags_are_refused(capsys, cwd):
     exp = experiment(cwd, "train:\n  steps: 1\n")
     line = fails(capsys, cwd, ["validate", exp, "--set", "name=!!python/object/apply:os.system [echo hi]"])
-    assert line.startswith("dibs: error: --set: name: value is not valid YAML at line 1: could not determine a "
-                           "constructor for the tag")
+    assert line.startswith(
+        "dibs: error: --set: name: value is not valid YAML at line 1: could not determine a "
+        "constructor for the tag"
+    )
 
 
 def test_best_yaml_keeps_floats_written_without_a_dot(tmp_path):
-    from dibs.platform.config import load_config
-    from dibs.platform.sweep import write_best_yaml
+    from dibs.platform.core.config import load_config
+    from dibs.platform.sweeps.sweep import write_best_yaml
 
     base = tmp_path / "base.yaml"
     base.write_text("train:\n  lr: 1e-5\n  steps: 2\n")
@@ -239,7 +263,7 @@ def test_best_yaml_keeps_floats_written_without_a_dot(tmp_path):
 
 
 def test_runtime_env_file_is_read_strictly(tmp_path):
-    from dibs.platform.jobs import JobsError, read_runtime_env
+    from dibs.platform.jobs.job_checks import JobsError, read_runtime_env
 
     env = tmp_path / "env.yaml"
     env.write_text("env_vars: " + "[" * 5000 + "\n")
@@ -250,8 +274,9 @@ def test_runtime_env_file_is_read_strictly(tmp_path):
 
 def test_sweep_repeats_keep_seeds_in_range(capsys, cwd):
     experiment(cwd, "name: b\nseed: 2147483646\ntrain:\n  steps: 2\n", "base.yaml")
-    path = experiment(cwd, "base: base.yaml\nrepeats: 3\nspace:\n  allocation.alpha: {uniform: [0.1, 0.2]}\n",
-                      "sweep.yaml")
+    path = experiment(
+        cwd, "base: base.yaml\nrepeats: 3\nspace:\n  allocation.alpha: {uniform: [0.1, 0.2]}\n", "sweep.yaml"
+    )
     line = fails(capsys, cwd, ["sweep", path])
     assert line == "dibs: error: sweep.yaml: repeats: 3 seeds from the base's 2147483646 pass 2147483647"
 
@@ -259,7 +284,7 @@ def test_sweep_repeats_keep_seeds_in_range(capsys, cwd):
 @pytest.mark.parametrize("name", ["1e3", "42", "true", "a: b"])
 def test_run_name_is_taken_as_text(name, cwd, monkeypatch):
     """`--name` is a string whatever it looks like: the strict reader would read `1e3` as a float."""
-    from dibs.platform import cli
+    from dibs.platform.cli import main as cli
 
     seen = {}
     monkeypatch.setattr(cli, "_execute", lambda cfg, *a, **k: seen.setdefault("name", cfg.name) and 0)

@@ -1,6 +1,7 @@
 """Run leases: one owner at a time, `dibs resume` refuses a live lease (and `--force` too), takes an expired
 one only with `--force`, atomically; the heartbeat renews it and stops a driver whose lease was taken; a
-store at revision 0003 upgrades with its rows (kill and resume of a real run: tests/integration/test_signals.py)."""
+store at revision 0003 upgrades with its rows (kill and resume of a real run:
+tests/integration/test_signals.py)."""
 
 from __future__ import annotations
 
@@ -14,13 +15,13 @@ import pytest
 import sqlalchemy
 from alembic import command
 
-from dibs.platform import cli
-from dibs.platform.config import config_to_dict, load_config
-from dibs.platform.heartbeat import Heartbeat, Stopped, stop_signals
-from dibs.platform.jobs import retry_entrypoint
+from dibs.platform.cli import main as cli
+from dibs.platform.core.config import config_to_dict, load_config
+from dibs.platform.jobs.jobs import retry_entrypoint
+from dibs.platform.runtime.heartbeat import Heartbeat, Stopped, stop_signals
 from dibs.platform.store import ResultsStore, StoreError, open_store
 from dibs.platform.store.lease import LeaseHeld
-from dibs.platform.store.store import alembic_config
+from dibs.platform.store.versioning import alembic_config
 
 pytestmark = pytest.mark.unit
 
@@ -34,15 +35,25 @@ def url(tmp_path):
 
 def _run(store: ResultsStore, owner: str | None = OTHER, seconds: float = 60.0) -> str:
     cfg = config_to_dict(load_config("experiments/smoke.yaml"))
-    return store.create_run(name="leased", experiment="experiments/smoke.yaml", config=cfg, git_commit=None,
-                            versions={}, seed=0, owner=owner, lease_seconds=seconds)
+    return store.create_run(
+        name="leased",
+        experiment="experiments/smoke.yaml",
+        config=cfg,
+        git_commit=None,
+        versions={},
+        seed=0,
+        owner=owner,
+        lease_seconds=seconds,
+    )
 
 
 def _expire(url: str, run_id: str) -> None:
     engine = sqlalchemy.create_engine(url)
     past = (datetime.now(timezone.utc) - timedelta(seconds=5)).strftime("%Y-%m-%d %H:%M:%S.%f")
     with engine.begin() as conn:  # as a crashed owner leaves it: no beat for longer than the lease
-        conn.execute(sqlalchemy.text("UPDATE runs SET lease_expires = :t WHERE id = :id"), {"t": past, "id": run_id})
+        conn.execute(
+            sqlalchemy.text("UPDATE runs SET lease_expires = :t WHERE id = :id"), {"t": past, "id": run_id}
+        )
     engine.dispose()
 
 
@@ -56,15 +67,21 @@ def test_create_run_takes_the_lease(url):
         lease = store.lease(run_id)
         assert lease["owner"] == OTHER
         assert 55 < (lease["lease_expires"] - datetime.now(timezone.utc)).total_seconds() <= 60
-        assert store.lease(_run(store, owner=None)) == {"owner": None, "lease_expires": None, "heartbeat_at": None}
+        assert store.lease(_run(store, owner=None)) == {
+            "owner": None,
+            "lease_expires": None,
+            "heartbeat_at": None,
+        }
 
 
 def test_live_lease_is_refused_with_and_without_force(url):
     with open_store(url) as store:
         run_id = _run(store)
         before = _row(store, run_id)
-        for force, tail in ((False, "; a second process must not write it: stop that one first"),
-                            (True, "; --force takes over only an expired lease, and this one is live")):
+        for force, tail in (
+            (False, "; a second process must not write it: stop that one first"),
+            (True, "; --force takes over only an expired lease, and this one is live"),
+        ):
             with pytest.raises(LeaseHeld) as err:
                 store.take_lease(run_id, "me:1:aa", force=force)
             assert str(err.value).startswith(f"run {run_id} is running (owner {OTHER}, lease until 20")
@@ -76,8 +93,11 @@ def test_expired_lease_needs_force(url):
     with open_store(url) as store:
         run_id = _run(store)
         _expire(url, run_id)
-        with pytest.raises(LeaseHeld, match=rf"which has expired: if that process is dead, `dibs resume {run_id} "
-                                            r"--force` takes the run over$"):
+        with pytest.raises(
+            LeaseHeld,
+            match=rf"which has expired: if that process is dead, `dibs resume {run_id} "
+            r"--force` takes the run over$",
+        ):
             store.take_lease(run_id, "me:1:aa")
         store.take_lease(run_id, "me:1:aa", force=True)
         assert store.lease(run_id)["owner"] == "me:1:aa" and store.get_run(run_id)["status"] == "running"
@@ -151,7 +171,7 @@ def test_heartbeat_renews_and_stops_a_driver_whose_lease_was_taken(url):
 
 @pytest.mark.parametrize(("signum", "code"), [(signal.SIGTERM, 143), (signal.SIGINT, 130)])
 def test_a_signal_stops_the_loop_and_releases_the_run(url, tmp_path, capsys, monkeypatch, signum, code):
-    from dibs.platform import runner
+    from dibs.platform.runtime import runner
 
     def loop(cfg, payload, on_progress):  # the inline executor, signalled while it trains
         os.kill(os.getpid(), signum)
@@ -169,8 +189,11 @@ def test_a_signal_stops_the_loop_and_releases_the_run(url, tmp_path, capsys, mon
     name = signal.Signals(signum).name
     err = capsys.readouterr().err  # the live display may leave a blank line as it closes
     assert err.split() and [line for line in err.splitlines() if line.strip()] == [
-        (f"dibs: error: run {run_id} stopped ({name}); its rows and checkpoints so far are in the store "
-        f"(dibs resume {run_id})")]
+        (
+            f"dibs: error: run {run_id} stopped ({name}); its rows and checkpoints so far are in the store "
+            f"(dibs resume {run_id})"
+        )
+    ]
     assert [signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)] == handlers  # put back
 
 
@@ -191,7 +214,9 @@ def test_cli_resume_of_a_live_run_is_one_line_and_writes_nothing(url, capsys, mo
 
 def test_cli_resume_force_takes_an_expired_lease(url, capsys, monkeypatch):
     seen = {}
-    monkeypatch.setattr(cli, "_execute", lambda cfg, store, run_id, owner, **kw: seen.update(owner=owner) or 0)
+    monkeypatch.setattr(
+        cli, "_execute", lambda cfg, store, run_id, owner, **kw: seen.update(owner=owner) or 0
+    )
     with open_store(url) as store:
         run_id = _run(store)
         _expire(url, run_id)
@@ -225,15 +250,28 @@ def test_store_at_0003_upgrades_with_its_rows(url, capsys):
     engine = sqlalchemy.create_engine(url)
     now = "2026-12-01 10:00:00.000000"
     with engine.begin() as conn:
-        conn.execute(sqlalchemy.text(
-            "INSERT INTO runs (id, name, experiment, status, config, versions, seed, created_at, started_at) "
-            "VALUES ('run-old', 'old', 'e.yaml', 'running', '{}', '{}', 3, :t, :t)"), {"t": now})
-        conn.execute(sqlalchemy.text(
-            "INSERT INTO metrics (run_id, step, name, value, rollouts_consumed, tokens_generated, wall_seconds) "
-            "VALUES ('run-old', 1, 'train/loss', 0.5, 32, 100, 1.5)"))
-        conn.execute(sqlalchemy.text(
-            "INSERT INTO checkpoints (run_id, step, path, created_at) VALUES ('run-old', 2, '/c/step-2', :t)"),
-            {"t": now})
+        conn.execute(
+            sqlalchemy.text(
+                "INSERT INTO runs "
+                "(id, name, experiment, status, config, versions, seed, created_at, started_at) "
+                "VALUES ('run-old', 'old', 'e.yaml', 'running', '{}', '{}', 3, :t, :t)"
+            ),
+            {"t": now},
+        )
+        conn.execute(
+            sqlalchemy.text(
+                "INSERT INTO metrics "
+                "(run_id, step, name, value, rollouts_consumed, tokens_generated, wall_seconds) "
+                "VALUES ('run-old', 1, 'train/loss', 0.5, 32, 100, 1.5)"
+            )
+        )
+        conn.execute(
+            sqlalchemy.text(
+                "INSERT INTO checkpoints (run_id, step, path, created_at) "
+                "VALUES ('run-old', 2, '/c/step-2', :t)"
+            ),
+            {"t": now},
+        )
     engine.dispose()
     with pytest.raises(StoreError, match=r"is at revision 0003, not 0004: run `dibs db upgrade`$"):
         open_store(url)

@@ -9,12 +9,15 @@ import pytest
 import torch
 
 from dibs.algorithms.losses import clipped_policy_loss, policy_loss, prompt_mean_weights, raft_loss
-from dibs.platform.config import ConfigError, ExperimentConfig, load_config
-from dibs.platform.learner import TorchLearner
-from dibs.platform.loop import Budget, learner_kwargs
-from dibs.platform.model import qwen2_config, train_tokenizer
-from dibs.platform.parallel import DataParallel
-from dibs.platform.rollout import HFEngine, SamplingSpec
+from dibs.platform.core.config import ConfigError, ExperimentConfig, load_config
+from dibs.platform.core.parallel import DataParallel
+from dibs.platform.learn.learner import TorchLearner
+from dibs.platform.learn.model import qwen2_config, train_tokenizer
+from dibs.platform.rollout.base import SamplingSpec
+from dibs.platform.rollout.hf_engine import HFEngine
+from dibs.platform.runtime.budget import Budget
+from dibs.platform.runtime.local import learner_kwargs
+from dibs.platform.tasks.chain_sum import ALPHABET
 
 pytestmark = pytest.mark.unit
 
@@ -67,7 +70,9 @@ def test_prompt_mean_clipped_loss_and_kl_by_hand():
     # ratio 1 everywhere (old = logp): pg = -sum_b w_b A_b len_b = -0.375. ref = logp - 1 gives
     # k3 = e^-1 - (-1) - 1 = e^-1 per token, weighted like the pg term: sum_b w_b len_b e^-1 = e^-1
     # (the zero-weight samples 1 and 3 add no KL).
-    loss, stats = clipped_policy_loss(logp, logp.clone(), ADV, mask, kl_coef=0.5, ref_logp=logp - 1, weights=w)
+    loss, stats = clipped_policy_loss(
+        logp, logp.clone(), ADV, mask, kl_coef=0.5, ref_logp=logp - 1, weights=w
+    )
     assert stats["pg_loss"] == pytest.approx(-0.375)
     assert stats["kl"] == pytest.approx(math.exp(-1))
     assert float(loss) == pytest.approx(-0.375 + 0.5 * math.exp(-1))
@@ -82,7 +87,9 @@ def test_prompt_mean_micro_batches_sum_to_the_one_shot_loss():
     whole, _ = policy_loss("raftpp", logp, logp.detach(), ADV, mask, weights=w)
     (g_whole,) = torch.autograd.grad(whole, logp)
     parts = [torch.tensor([0, 3, 5]), torch.tensor([1, 2]), torch.tensor([4])]
-    total = sum(policy_loss("raftpp", logp[i], logp[i].detach(), ADV[i], mask[i], weights=w[i])[0] for i in parts)
+    total = sum(
+        policy_loss("raftpp", logp[i], logp[i].detach(), ADV[i], mask[i], weights=w[i])[0] for i in parts
+    )
     (g_parts,) = torch.autograd.grad(total, logp)
     # ratio 1: -sum_b w_b A_b len_b = -0.375, as in the hand-computed case above.
     assert float(total.detach()) == pytest.approx(float(whole.detach())) == pytest.approx(-0.375)
@@ -96,15 +103,16 @@ def test_prompt_mean_micro_batches_sum_to_the_one_shot_loss():
 def tiny():
     from transformers import Qwen2ForCausalLM
 
-    from dibs.platform.config import ModelConfig
+    from dibs.platform.core.config import ModelConfig
 
-    tok = train_tokenizer()
+    tok = train_tokenizer(ALPHABET)
     cfg = ModelConfig(hidden_size=32, num_layers=1, num_heads=2, num_kv_heads=1, intermediate_size=64)
     torch.manual_seed(0)
     model = Qwen2ForCausalLM(qwen2_config(cfg, tok))
     # 13 samples in ragged groups of 3, 1, 4, 2, 3.
-    ro = HFEngine(copy.deepcopy(model), tok).generate(["1+2=", "9-8+7=", "3+4=", "5-1=", "2+2+2="], [3, 1, 4, 2, 3],
-                                                      SamplingSpec(max_new_tokens=5), seed=1)
+    ro = HFEngine(copy.deepcopy(model), tok).generate(
+        ["1+2=", "9-8+7=", "3+4=", "5-1=", "2+2+2="], [3, 1, 4, 2, 3], SamplingSpec(max_new_tokens=5), seed=1
+    )
     return model, ro
 
 
@@ -113,9 +121,16 @@ ADV13 = torch.tensor([1.0, -0.5, -0.5, 0.0, 1.5, -0.5, -0.5, -0.5, 0.0, 0.0, 0.7
 
 
 def _learner(model, **kwargs):
-    learner = TorchLearner(model, lr=1e-2, weight_decay=0.0, grad_clip=1e6, total_steps=1, algorithm="grpo",
-                           **({"micro_batch_size": 13} | kwargs))
-    learner.opt.step = lambda: None  # keep the accumulated gradient to compare
+    learner = TorchLearner(
+        model,
+        lr=1e-2,
+        weight_decay=0.0,
+        grad_clip=1e6,
+        total_steps=1,
+        algorithm="grpo",
+        **({"micro_batch_size": 13} | kwargs),
+    )
+    learner.backend.opt.step = lambda: None  # keep the accumulated gradient to compare
     return learner
 
 
@@ -128,11 +143,14 @@ def test_learner_matches_the_one_shot_loss_for_any_micro_batching(tiny, loss_agg
     model, ro = tiny
     # The one-shot loss on the whole batch, by the loss function itself.
     ref = copy.deepcopy(model)
-    from dibs.platform.learner import token_logprobs
+    from dibs.platform.learn.learner import token_logprobs
 
     logp = token_logprobs(ref, ro)
-    agg = ({"token_count": ro.num_tokens} if loss_agg == "token_mean" else
-           {"weights": prompt_mean_weights(ro.group_ids, ADV13, ro.response_mask.sum(1))})
+    agg = (
+        {"token_count": ro.num_tokens}
+        if loss_agg == "token_mean"
+        else {"weights": prompt_mean_weights(ro.group_ids, ADV13, ro.response_mask.sum(1))}
+    )
     loss, expected = policy_loss("grpo", logp, ro.old_logp, ADV13, ro.response_mask, **agg)
     loss.backward()
     g_ref = _grad(ref)
@@ -163,15 +181,19 @@ def test_prompt_mean_is_exact_under_data_parallel_shards(tiny):
     torch.testing.assert_close(ranks[0] + ranks[1], _grad(one), rtol=1e-5, atol=1e-7)
 
 
-@pytest.mark.parametrize(("samples", "epochs", "updates"), [(4, 1, 4), (13, 1, 1), (20, 1, 1), (4, 2, 8), (1, 1, 13)])
+@pytest.mark.parametrize(
+    ("samples", "epochs", "updates"), [(4, 1, 4), (13, 1, 1), (20, 1, 1), (4, 2, 8), (1, 1, 13)]
+)
 def test_mini_batch_samples_sets_the_update_count(tiny, samples, epochs, updates):
     # B = 13: ceil(13 / 4) = 4 mini-batches (4, 4, 4, 1), ceil(13 / 13) = ceil(13 / 20) = 1, twice 4 with
     # two epochs, and one sample a step gives 13.
     model, ro = tiny
     learner = _learner(copy.deepcopy(model), mini_batch_samples=samples, epochs=epochs)
     assert learner.update(ro, ADV13, seed=0)["optimizer_steps"] == updates
-    cuts = learner.mini_batches(ro.group_ids, torch.Generator().manual_seed(0))
-    assert sorted(len(c) for c in cuts) == sorted([samples] * (13 // samples) + [13 % samples] * (13 % samples > 0))
+    cuts = learner.rl.mini_batches(ro.group_ids, torch.Generator().manual_seed(0))
+    assert sorted(len(c) for c in cuts) == sorted(
+        [samples] * (13 // samples) + [13 % samples] * (13 % samples > 0)
+    )
     assert sorted(torch.cat(cuts).tolist()) == list(range(13))  # every sample once per epoch
 
 
@@ -183,7 +205,7 @@ def test_minibatches_split_by_group_as_before(tiny):
     groups = torch.unique(ro.group_ids)
     order = groups[torch.randperm(len(groups), generator=gen)]
     before = [torch.nonzero(torch.isin(ro.group_ids, c)).squeeze(-1) for c in order.chunk(2)]
-    now = learner.mini_batches(ro.group_ids, torch.Generator().manual_seed(5))
+    now = learner.rl.mini_batches(ro.group_ids, torch.Generator().manual_seed(5))
     assert [c.tolist() for c in now] == [c.tolist() for c in before]
     assert learner.update(ro, ADV13, seed=0)["optimizer_steps"] == 2
 
@@ -208,7 +230,10 @@ def test_config_errors_name_the_keys(tmp_path):
 
 def test_schedule_length_counts_updates():
     # 10 steps x 2 epochs x ceil(4 prompts x 8 samples / 5) = 10 x 2 x 7 = 140; by groups 10 x 2 x 3 = 60.
-    base = {"train": {"steps": 10, "epochs_per_batch": 2, "prompts_per_step": 4}, "allocation": {"n_per_prompt": 8}}
+    base = {
+        "train": {"steps": 10, "epochs_per_batch": 2, "prompts_per_step": 4},
+        "allocation": {"n_per_prompt": 8},
+    }
     cfg = ExperimentConfig.model_validate(base | {"train": base["train"] | {"mini_batch_samples": 5}})
     assert learner_kwargs(cfg, None)["total_steps"] == 140
     cfg = ExperimentConfig.model_validate(base | {"train": base["train"] | {"minibatches": 3}})

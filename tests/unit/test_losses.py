@@ -203,8 +203,18 @@ def _logp_from_leaf(logits: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
 
 def _loss_fn(algorithm: str):
     def fn(logp, old, ref, adv, mask, count):
-        return policy_loss(algorithm, logp, old, adv, mask, clip_eps=0.2,
-                           kl_coef=0.0 if algorithm == "raft" else 0.05, ref_logp=ref, token_count=count)
+        return policy_loss(
+            algorithm,
+            logp,
+            old,
+            adv,
+            mask,
+            clip_eps=0.2,
+            kl_coef=0.0 if algorithm == "raft" else 0.05,
+            ref_logp=ref,
+            token_count=count,
+        )
+
     return fn
 
 
@@ -232,8 +242,9 @@ def test_micro_batches_sum_to_full_batch(algorithm: str, split: list[int]):
 
     summed = torch.zeros(())
     for idx in torch.split(torch.arange(b), split):
-        micro, _ = loss_fn(_logp_from_leaf(logits[idx], tokens[idx]), old[idx], ref[idx], adv[idx],
-                           mask[idx], full_count)
+        micro, _ = loss_fn(
+            _logp_from_leaf(logits[idx], tokens[idx]), old[idx], ref[idx], adv[idx], mask[idx], full_count
+        )
         micro.backward()  # gradients accumulate in logits.grad
         summed = summed + micro.detach()
     torch.testing.assert_close(summed, full_loss.detach(), rtol=RTOL, atol=1e-7)
@@ -250,8 +261,9 @@ def test_policy_loss_dispatch():
         loss, stats = policy_loss(name, logp, old, adv, mask, **kwargs)
         expected, _ = clipped_policy_loss(logp, old, adv, mask, **kwargs)
         assert torch.equal(loss, expected) and set(stats) == {"pg_loss", "kl", "clip_frac", "ratio_mean"}
-    loss, _ = policy_loss("raft", logp, None, adv, mask, clip_eps=0.2, kl_coef=0.0, ref_logp=None,
-                          token_count=None)
+    loss, _ = policy_loss(
+        "raft", logp, None, adv, mask, clip_eps=0.2, kl_coef=0.0, ref_logp=None, token_count=None
+    )
     assert torch.equal(loss, raft_loss(logp, adv, mask)[0])
     with pytest.raises(ValueError, match="'ppo'"):
         policy_loss("ppo", logp, old, adv, mask, **kwargs)

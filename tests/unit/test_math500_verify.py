@@ -5,17 +5,14 @@ leaving out pairs whose two gold answers are themselves equivalent, e.g. `5` and
 import pytest
 
 from dibs.platform.tasks.math import ScoreStats, score
-from dibs.platform.tasks.math_data import default_data_dir, read_rows
+from dibs.platform.tasks.math_data import packaged_data_dir, read_rows
 
 pytestmark = pytest.mark.unit
-MATH500 = default_data_dir() / "math500.jsonl"
 
 
 @pytest.fixture(scope="module")
 def rows():
-    if not MATH500.is_file():
-        pytest.skip(f"{MATH500} not present")
-    return list(read_rows(MATH500))
+    return list(read_rows(packaged_data_dir() / "math500.jsonl"))  # shipped with the package: never skipped
 
 
 def test_own_solution_verifies(rows):
@@ -30,8 +27,11 @@ def test_other_rows_answer_does_not(rows):
     n, stats = len(rows), ScoreStats()
     pairs = [(i, (i + 1) % n) for i in range(n)]
     # Two rows whose gold answers are equivalent are no mismatch to detect.
-    distinct = [(i, j) for i, j in pairs
-                if not score(f"\\boxed{{{rows[j]['answer']}}}", rows[i]["answer"], stats=ScoreStats())]
+    distinct = [
+        (i, j)
+        for i, j in pairs
+        if not score(f"\\boxed{{{rows[j]['answer']}}}", rows[i]["answer"], stats=ScoreStats())
+    ]
     wrong = sum(score(rows[i]["solution"], rows[j]["answer"], stats=stats) for i, j in distinct)
     assert len(distinct) >= 0.99 * n
     assert wrong <= 0.01 * len(distinct), stats.as_dict()

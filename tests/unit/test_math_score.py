@@ -11,77 +11,95 @@ from dibs.platform.tasks.math import ScoreStats, extract_answer, last_boxed, sco
 pytestmark = pytest.mark.unit
 
 
-@pytest.mark.parametrize("text, expected", [
-    ("so \\boxed{\\frac{1}{2}}.", "\\frac{1}{2}"),
-    ("\\boxed{\\left( 3, \\frac{\\pi}{2} \\right)}", "\\left( 3, \\frac{\\pi}{2} \\right)"),  # nested braces
-    ("\\boxed{1} first, then \\boxed{2}", "2"),  # the last box wins
-    ("the answer is $\\boxed 5$", "5"),  # `\boxed x` without braces
-    ("\\fbox{12} minutes", "12"),
-    ("$\\framebox{204}$ minutes", "204"),
-    ("\\boxed{\\{1,2\\}}", "\\{1,2\\}"),  # escaped braces inside
-    ("\\boxed{7} and then \\boxed{8", "7"),  # an unclosed last box falls back to the earlier one
-    ("no box here", None),
-    ("\\boxedx{3}", None),  # not the command
-])
+@pytest.mark.parametrize(
+    "text, expected",
+    [
+        ("so \\boxed{\\frac{1}{2}}.", "\\frac{1}{2}"),
+        (
+            "\\boxed{\\left( 3, \\frac{\\pi}{2} \\right)}",
+            "\\left( 3, \\frac{\\pi}{2} \\right)",
+        ),  # nested braces
+        ("\\boxed{1} first, then \\boxed{2}", "2"),  # the last box wins
+        ("the answer is $\\boxed 5$", "5"),  # `\boxed x` without braces
+        ("\\fbox{12} minutes", "12"),
+        ("$\\framebox{204}$ minutes", "204"),
+        ("\\boxed{\\{1,2\\}}", "\\{1,2\\}"),  # escaped braces inside
+        ("\\boxed{7} and then \\boxed{8", "7"),  # an unclosed last box falls back to the earlier one
+        ("no box here", None),
+        ("\\boxedx{3}", None),  # not the command
+    ],
+)
 def test_last_boxed(text, expected):
     assert last_boxed(text) == expected
 
 
-@pytest.mark.parametrize("text, expected", [
-    ("Step 1 ...\nThe final answer is $\\frac{3}{4}$.", "\\frac{3}{4}"),
-    ("Final Answer: 42", "42"),
-    ("answer: 1\nmore work\nThe answer is 7.", "7"),  # the last such line
-    ("I think \\boxed{9}\nThe answer is 7.", "9"),  # a box beats the line
-    ("nothing final here", None),
-])
+@pytest.mark.parametrize(
+    "text, expected",
+    [
+        ("Step 1 ...\nThe final answer is $\\frac{3}{4}$.", "\\frac{3}{4}"),
+        ("Final Answer: 42", "42"),
+        ("answer: 1\nmore work\nThe answer is 7.", "7"),  # the last such line
+        ("I think \\boxed{9}\nThe answer is 7.", "9"),  # a box beats the line
+        ("nothing final here", None),
+    ],
+)
 def test_final_answer_line_fallback(text, expected):
     assert extract_answer(text) == expected
 
 
-@pytest.mark.parametrize("response, gold", [
-    ("\\boxed{0.5}", "\\frac{1}{2}"),  # decimal vs fraction
-    ("\\boxed{1/2}", "0.5"),  # plain vs decimal
-    ("\\boxed{\\dfrac12}", "1/2"),  # LaTeX shorthand vs plain
-    ("\\boxed{\\frac{\\sqrt{3}}{2}}", "\\frac{\\sqrt3}{2}"),
-    ("\\boxed{x^2+2x+1}", "(x+1)^2"),  # symbolic equality
-    ("\\boxed{[1, 3)}", "[1,3)"),  # interval
-    ("\\boxed{(-\\infty, 2]}", "(-\\infty,2]"),
-    ("\\boxed{\\{1,2,3\\}}", "\\{3,2,1\\}"),  # sets ignore order
-    ("\\boxed{(1,2)}", "(1, 2)"),  # tuple
-    ("\\boxed{-18, 2, -1}", "$2,-1,-18$"),  # OlympiadBench: a list of values, `$` delimiters
-    ("\\boxed{5\\text{ cm}}", "5"),  # units stripped by Math-Verify's normalisation
-    ("\\boxed{90^\\circ}", "90"),
-    ("\\boxed{10\\%}", "10"),
-    ("\\boxed{27}", 27.0),  # AMC golds are floats
-    ("\\boxed 7", "7"),
-    ("\\fbox{12}", "12"),
-    ("The final answer is $\\frac{3}{4}$.", "0.75"),
-])
+@pytest.mark.parametrize(
+    "response, gold",
+    [
+        ("\\boxed{0.5}", "\\frac{1}{2}"),  # decimal vs fraction
+        ("\\boxed{1/2}", "0.5"),  # plain vs decimal
+        ("\\boxed{\\dfrac12}", "1/2"),  # LaTeX shorthand vs plain
+        ("\\boxed{\\frac{\\sqrt{3}}{2}}", "\\frac{\\sqrt3}{2}"),
+        ("\\boxed{x^2+2x+1}", "(x+1)^2"),  # symbolic equality
+        ("\\boxed{[1, 3)}", "[1,3)"),  # interval
+        ("\\boxed{(-\\infty, 2]}", "(-\\infty,2]"),
+        ("\\boxed{\\{1,2,3\\}}", "\\{3,2,1\\}"),  # sets ignore order
+        ("\\boxed{(1,2)}", "(1, 2)"),  # tuple
+        ("\\boxed{-18, 2, -1}", "$2,-1,-18$"),  # OlympiadBench: a list of values, `$` delimiters
+        ("\\boxed{5\\text{ cm}}", "5"),  # units stripped by Math-Verify's normalisation
+        ("\\boxed{90^\\circ}", "90"),
+        ("\\boxed{10\\%}", "10"),
+        ("\\boxed{27}", 27.0),  # AMC golds are floats
+        ("\\boxed 7", "7"),
+        ("\\fbox{12}", "12"),
+        ("The final answer is $\\frac{3}{4}$.", "0.75"),
+    ],
+)
 def test_equivalent_forms_score_one(response, gold):
     assert score(response, gold, stats=ScoreStats()) == 1.0
 
 
-@pytest.mark.parametrize("response, gold", [
-    ("\\boxed{2}", "3"),
-    ("\\boxed{(2,1)}", "(1,2)"),  # tuples are ordered
-    ("\\boxed{(1,3]}", "[1,3)"),  # open vs closed ends
-    ("\\boxed{1} then \\boxed{2}", "1"),  # only the last box counts
-])
+@pytest.mark.parametrize(
+    "response, gold",
+    [
+        ("\\boxed{2}", "3"),
+        ("\\boxed{(2,1)}", "(1,2)"),  # tuples are ordered
+        ("\\boxed{(1,3]}", "[1,3)"),  # open vs closed ends
+        ("\\boxed{1} then \\boxed{2}", "1"),  # only the last box counts
+    ],
+)
 def test_different_answers_score_zero(response, gold):
     assert score(response, gold, stats=ScoreStats()) == 0.0
 
 
-@pytest.mark.parametrize("response, gold, counter", [
-    (None, "1", "errors"),
-    (b"\\boxed{1}", "1", "errors"),
-    (12, "12", "errors"),
-    ("\\boxed{1}", None, "errors"),
-    ("\\boxed{1}", ["1"], "errors"),
-    ("\\boxed{" + "9" * 5000 + "}", "9", "errors"),  # too long to verify
-    ("\\boxed{{{{" * 1000, "1", "no_answer"),  # unbalanced braces: nothing to verify
-    ("x" * 2_000_000, "1", "no_answer"),  # huge string without an answer
-    ("\\boxed{\\frac{}{}}\\left(", "1", None),  # malformed LaTeX: 0, however the parser fails
-])
+@pytest.mark.parametrize(
+    "response, gold, counter",
+    [
+        (None, "1", "errors"),
+        (b"\\boxed{1}", "1", "errors"),
+        (12, "12", "errors"),
+        ("\\boxed{1}", None, "errors"),
+        ("\\boxed{1}", ["1"], "errors"),
+        ("\\boxed{" + "9" * 5000 + "}", "9", "errors"),  # too long to verify
+        ("\\boxed{{{{" * 1000, "1", "no_answer"),  # unbalanced braces: nothing to verify
+        ("x" * 2_000_000, "1", "no_answer"),  # huge string without an answer
+        ("\\boxed{\\frac{}{}}\\left(", "1", None),  # malformed LaTeX: 0, however the parser fails
+    ],
+)
 def test_garbage_scores_zero_and_is_counted(response, gold, counter):
     stats = ScoreStats()
     assert score(response, gold, stats=stats) == 0.0
@@ -110,7 +128,9 @@ def test_timeout_scores_zero_counts_and_stops_the_check(monkeypatch):
     stats = ScoreStats()
     out = {}
     # From a worker thread: where Math-Verify's own signal-based timeout cannot work.
-    t = threading.Thread(target=lambda: out.setdefault("v", score("\\boxed{1}", "1", stats=stats, timeout_s=0.2)))
+    t = threading.Thread(
+        target=lambda: out.setdefault("v", score("\\boxed{1}", "1", stats=stats, timeout_s=0.2))
+    )
     t0 = time.perf_counter()
     t.start()
     t.join(10)

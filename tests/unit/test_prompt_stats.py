@@ -11,13 +11,13 @@ import pytest
 from alembic import command
 from sqlalchemy import create_engine, insert, inspect
 
-from dibs.platform.cli import main
-from dibs.platform.metrics import PromptStat
+from dibs.platform.cli.main import main
+from dibs.platform.core.metrics import PromptStat
+from dibs.platform.runtime.recording import StoreRecorder
 from dibs.platform.store import ResultsStore, StoreError, open_store
 from dibs.platform.store.export import prompt_stats_to_csv
 from dibs.platform.store.models import Metric, PromptStatRow, Run
-from dibs.platform.store.store import alembic_config
-from dibs.platform.store.versioning import LEGACY_VERSION_TABLE
+from dibs.platform.store.versioning import LEGACY_VERSION_TABLE, alembic_config
 
 pytestmark = pytest.mark.unit
 
@@ -197,8 +197,6 @@ def test_cli_export_prompts(store, url, capsys):
 
 
 def test_store_recorder_records_prompts(store):
-    from dibs.platform.runner import StoreRecorder  # imports torch and transformers: only here
-
     run_id = _new_run(store)
     recorder = StoreRecorder(store, run_id)
     recorder.record_prompts(1, STEP_1)

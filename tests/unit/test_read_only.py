@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from dibs.dashboards.app import create_app
-from dibs.platform.cli import main
+from dibs.platform.cli.main import main
 from dibs.platform.store import ResultsStore, StoreError, open_store
 
 pytestmark = pytest.mark.unit
@@ -57,7 +57,10 @@ def test_read_commands_refuse_a_foreign_database_and_leave_it_alone(tmp_path, ca
 def test_read_commands_refuse_a_missing_path_and_make_nothing(tmp_path, capsys, monkeypatch, command):
     monkeypatch.chdir(tmp_path)
     assert main([*command, "--db", "tmp/nope/x.db"]) == 2
-    assert _one_error(capsys) == "dibs: error: cannot open store sqlite:///tmp/nope/x.db: no database file 'tmp/nope/x.db'"
+    assert (
+        _one_error(capsys)
+        == "dibs: error: cannot open store sqlite:///tmp/nope/x.db: no database file 'tmp/nope/x.db'"
+    )
     assert list(tmp_path.iterdir()) == []  # not even tmp/
 
 
@@ -66,8 +69,10 @@ def test_read_commands_refuse_an_empty_file(tmp_path, capsys, command):
     path = tmp_path / "empty.db"
     path.touch()
     assert main([*command, "--db", str(path)]) == 2
-    assert _one_error(capsys) == f"dibs: error: store sqlite:///{path} {EMPTY} " \
+    assert (
+        _one_error(capsys) == f"dibs: error: store sqlite:///{path} {EMPTY} "
         "(`dibs run`, `dibs sweep` or `dibs db upgrade` make one)"
+    )
     assert _state(tmp_path) == {"empty.db": hashlib.sha256(b"").hexdigest()}
 
 
@@ -98,8 +103,8 @@ def test_read_commands_still_read_a_store(tmp_path, capsys, url, seeded):
     assert len(lines) == 9 and lines[0].split()[:2] == ["run-sweep-1-t0002", "finished"]  # newest first
     assert main(["runs", "--json", "--db", url]) == 0
     listed = json.loads(capsys.readouterr().out)
-    assert list(listed[0]) == ["id", "name", "experiment", "status", "started", "finished", "seed", "sweep_id",
-                               "trial_id"]  # fmt: skip
+    assert list(listed[0]) == ["id", "name", "experiment", "status", "started", "finished", "seed",
+                               "sweep_id", "trial_id"]  # fmt: skip
     assert main(["sweeps", "--json", "--db", url]) == 0
     (sweep,) = json.loads(capsys.readouterr().out)
     assert [t["id"] for t in sweep["trials"]] == [f"sweep-1-t000{i}" for i in range(1, 5)]
@@ -108,8 +113,9 @@ def test_read_commands_still_read_a_store(tmp_path, capsys, url, seeded):
     assert hashlib.sha256(path.read_bytes()).hexdigest() == before
 
 
-@pytest.mark.parametrize("command", [["run", "experiments/smoke.yaml"], ["db", "upgrade"], ["resume", "run-x"]],
-                         ids=" ".join)  # fmt: skip
+@pytest.mark.parametrize(
+    "command", [["run", "experiments/smoke.yaml"], ["db", "upgrade"], ["resume", "run-x"]], ids=" ".join
+)
 def test_writers_refuse_a_foreign_database(tmp_path, capsys, command):
     path = _foreign(tmp_path / "x.sqlite")
     before = _state(tmp_path)

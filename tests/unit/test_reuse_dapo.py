@@ -2,6 +2,7 @@
 dropped), merging batches of different widths, and the loop's budget accounting and telemetry rows."""
 
 import copy
+import functools
 import json
 import math
 
@@ -11,24 +12,26 @@ import torch
 from transformers import Qwen2ForCausalLM
 
 from dibs.algorithms.allocation import gvm_allocate
-from dibs.platform import estimators
-from dibs.platform import metrics as M
-from dibs.platform.allocators import (
-    Allocation,
-    AllocContext,
-    GVMReuseAllocator,
-    UniformAllocator,
-    build_allocator,
-)
-from dibs.platform.config import AllocationConfig, ModelConfig
-from dibs.platform.dapo import DAPOAllocator
-from dibs.platform.learner import token_logprobs
-from dibs.platform.loop import Budget, account, prompt_stats
-from dibs.platform.model import qwen2_config, train_tokenizer
-from dibs.platform.rollout import HFEngine, Rollouts, SamplingSpec, merge_rollouts
-from dibs.platform.task import Problem
+from dibs.platform.allocation import estimators
+from dibs.platform.allocation.allocators import Allocation, AllocContext, GVMReuseAllocator, UniformAllocator
+from dibs.platform.allocation.batch import Dropped
+from dibs.platform.allocation.dapo import Refill
+from dibs.platform.allocation.factory import build_allocator, build_refill
+from dibs.platform.core import metrics as M
+from dibs.platform.core.config import AllocationConfig, ModelConfig, TaskConfig
+from dibs.platform.learn.learner import token_logprobs
+from dibs.platform.learn.model import qwen2_config, train_tokenizer
+from dibs.platform.rollout.base import Rollouts, SamplingSpec, merge_rollouts
+from dibs.platform.rollout.hf_engine import HFEngine
+from dibs.platform.runtime.budget import Budget, account, prompt_stats
+from dibs.platform.tasks.base import Problem
+from dibs.platform.tasks.chain_sum import ALPHABET, ChainSumTask
+from dibs.platform.tasks.evaluate import score_groups
 
 pytestmark = pytest.mark.unit
+
+# The chain-sum task's rewards, as the loop hands them to allocators.
+SCORE = functools.partial(score_groups, ChainSumTask(TaskConfig()))
 
 # Each prompt's samples are accepted by this cycling pattern; NORM is the gradient norm of its samples.
 SCRIPT = {  # prompt: (answer, accept pattern, norm)
@@ -50,41 +53,53 @@ class ScriptEngine:
     (for the stubbed norms). Call c returns rows of width 6 + c, so batches differ in width."""
 
     def __init__(self):
-        self.calls = []
+        self.calls, self.seeds = [], []
 
     def generate(self, prompts, counts, spec, *, seed):
         self.calls.append((list(prompts), list(counts)))
+        self.seeds.append(seed)
         gids = [i for i, c in enumerate(counts) for _ in range(c)]
         ks = [k for c in counts for k in range(c)]
         texts = []
-        for i, k in zip(gids, ks):
+        for i, k in zip(gids, ks, strict=True):
             answer, pattern, _ = SCRIPT[prompts[i]]
             texts.append(f"\\boxed{{{answer + (0 if pattern[k % len(pattern)] else 1)}}}")
         B, L = len(texts), 6 + len(self.calls)
         seq = torch.tensor([NAMES.index(prompts[i]) for i in gids], dtype=torch.long)[:, None].repeat(1, L)
         resp = torch.zeros(B, L - 1)
         resp[:, -3:] = 1.0  # 3 response tokens each
-        return Rollouts(seq, torch.ones(B, L, dtype=torch.long), resp, -resp, torch.tensor(gids, dtype=torch.long),
-                        texts, torch.ones(B, dtype=torch.bool))
+        return Rollouts(
+            seq,
+            torch.ones(B, L, dtype=torch.long),
+            resp,
+            -resp,
+            torch.tensor(gids, dtype=torch.long),
+            texts,
+            torch.ones(B, dtype=torch.bool),
+        )
 
 
 @pytest.fixture(scope="module")
 def policy():
     cfg = ModelConfig(hidden_size=16, num_layers=1, num_heads=2, num_kv_heads=1, intermediate_size=32)
-    return Qwen2ForCausalLM(qwen2_config(cfg, train_tokenizer()))
+    return Qwen2ForCausalLM(qwen2_config(cfg, train_tokenizer(ALPHABET)))
 
 
 @pytest.fixture(autouse=True)
 def scripted_norms(monkeypatch):
     norms = torch.tensor([SCRIPT[n][2] for n in NAMES])
-    monkeypatch.setattr(estimators, "per_sample_grad_norms", lambda model, ro, **kw: norms[ro.sequences[:, 0]])
+    monkeypatch.setattr(
+        estimators, "per_sample_grad_norms", lambda model, ro, **kw: norms[ro.sequences[:, 0]]
+    )
 
 
-def ctx(engine, policy, draw=None):
-    return AllocContext(engine, policy, SamplingSpec(max_new_tokens=3), seed=5, step=1, draw=draw)
+def ctx(engine, policy):
+    return AllocContext(engine, policy, SamplingSpec(max_new_tokens=3), seed=5, step=1, score=SCORE)
 
 
-REUSE = AllocationConfig(allocator="gvm_reuse", n_per_prompt=4, n_probe=4, reuse_probe_every=2, reuse_decay=0.5)
+REUSE = AllocationConfig(
+    allocator="gvm_reuse", n_per_prompt=4, n_probe=4, reuse_probe_every=2, reuse_decay=0.5
+)
 
 
 def test_gvm_reuse_probes_unseen_then_carries_then_reprobes(policy):
@@ -147,20 +162,26 @@ def test_dapo_drops_equal_groups_and_refills(policy):
         draws.append(k)
         return refill[:k]
 
-    out = DAPOAllocator(DAPO).allocate([P["1+2="], P["5-9="], P["7+7="], P["2-1="]], ctx(engine, policy, draw))
+    out = Refill(DAPO).sample([P["1+2="], P["5-9="], P["7+7="], P["2-1="]], ctx(engine, policy), draw)
     # Round 1 keeps 1+2= and 2-1= (2 of 4): the deficit 2 at keep rate 1/2 draws 4 prompts. Round 2 keeps
     # the first two mixed ones (3+3=, 4+5=); 8-8= is all wrong and 6+1= is one too many: both dropped.
     assert draws == [4]
     assert [p.prompt for p in out.prompts] == ["1+2=", "2-1=", "3+3=", "4+5="]
-    assert out.counts.tolist() == [4, 4, 4, 4]
-    assert out.rollouts.group_ids.tolist() == [0] * 4 + [1] * 4 + [2] * 4 + [3] * 4
-    answers = [int(t[len("\\boxed{"):-1]) for t in out.rollouts.texts]
-    assert [a in (out.prompts[g].answer, out.prompts[g].answer + 1) for g, a in
-            zip(out.rollouts.group_ids.tolist(), answers)] == [True] * 16
-    assert [r.prompt_id for r in out.discarded] == ["5-9=", "7+7=", "8-8=", "6+1="]
-    assert [(r.p_hat, r.accepted) for r in out.discarded] == [(0.0, 0), (1.0, 4), (0.0, 0), (0.25, 1)]
-    assert (out.discarded_rollouts, out.discarded_accepted, out.discarded_tokens) == (16, 5, 48)
-    assert out.stats == {M.ALLOC_GEN_BATCHES: 2.0, M.ALLOC_SHORT_PROMPTS: 0.0, M.ALLOC_DISCARDED_ROLLOUTS: 16.0}
+    assert out.rollouts.group_ids.tolist() == [0] * 4 + [1] * 4 + [2] * 4 + [3] * 4  # 4 rollouts each
+    assert engine.seeds == [5, 6]  # round r samples with the allocation seed + r
+    answers = [int(t[len("\\boxed{") : -1]) for t in out.rollouts.texts]
+    assert [
+        a in (out.prompts[g].answer, out.prompts[g].answer + 1)
+        for g, a in zip(out.rollouts.group_ids.tolist(), answers, strict=True)
+    ] == [True] * 16
+    assert [r.prompt_id for r in out.dropped.rows] == ["5-9=", "7+7=", "8-8=", "6+1="]
+    assert [(r.p_hat, r.accepted) for r in out.dropped.rows] == [(0.0, 0), (1.0, 4), (0.0, 0), (0.25, 1)]
+    assert (out.dropped.rollouts, out.dropped.accepted, out.dropped.tokens) == (16, 5, 48)
+    assert out.stats == {
+        M.ALLOC_GEN_BATCHES: 2.0,
+        M.ALLOC_SHORT_PROMPTS: 0.0,
+        M.ALLOC_DISCARDED_ROLLOUTS: 16.0,
+    }
     # Widths 7 (round 1) and 8 (round 2): round 1's rows are left-padded by one masked column.
     assert out.rollouts.sequences.shape == (16, 8)
     assert out.rollouts.attention_mask[:8, 0].tolist() == [0] * 8 and out.rollouts.attention_mask[8:, 0].all()
@@ -170,22 +191,39 @@ def test_dapo_drops_equal_groups_and_refills(policy):
 def test_dapo_cap_trains_on_what_it_has(policy):
     engine = ScriptEngine()
     cfg = DAPO.model_copy(update={"max_gen_batches": 1})
-    out = DAPOAllocator(cfg).allocate([P["1+2="], P["5-9="], P["7+7="], P["2-1="]],
-                                      ctx(engine, policy, draw=lambda k: pytest.fail("drew past the cap")))
-    assert [p.prompt for p in out.prompts] == ["1+2=", "2-1="] and out.counts.tolist() == [4, 4]
+    out = Refill(cfg).sample(
+        [P["1+2="], P["5-9="], P["7+7="], P["2-1="]],
+        ctx(engine, policy),
+        draw=lambda k: pytest.fail("drew past the cap"),
+    )
+    assert [p.prompt for p in out.prompts] == ["1+2=", "2-1="] and out.rollouts.group_ids.tolist() == [
+        0
+    ] * 4 + [1] * 4
     assert out.stats[M.ALLOC_SHORT_PROMPTS] == 2 and out.stats[M.ALLOC_GEN_BATCHES] == 1
 
 
 def test_dapo_with_no_mixed_group_returns_an_empty_batch(policy):
-    out = DAPOAllocator(DAPO.model_copy(update={"max_gen_batches": 1})).allocate(
-        [P["5-9="], P["7+7="]], ctx(ScriptEngine(), policy))
-    assert out.prompts == [] and len(out.rollouts.texts) == 0 and out.counts.tolist() == []
-    assert out.stats[M.ALLOC_SHORT_PROMPTS] == 2 and out.discarded_rollouts == 8
+    out = Refill(DAPO.model_copy(update={"max_gen_batches": 1})).sample(
+        [P["5-9="], P["7+7="]], ctx(ScriptEngine(), policy), draw=None
+    )
+    assert out.prompts == [] and len(out.rollouts.texts) == 0
+    assert out.stats[M.ALLOC_SHORT_PROMPTS] == 2 and out.dropped.rollouts == 8
+
+
+def test_dapo_is_uniform_counts_and_a_refill_stage():
+    assert (
+        build_allocator(DAPO).allocate([P["1+2="], P["5-9="], P["7+7="]], ctx(None, None)).counts.tolist()
+        == [4] * 3
+    )
+    assert isinstance(build_refill(DAPO), Refill)
+    assert (
+        build_refill(AllocationConfig(allocator="gvm")) is None and build_refill(AllocationConfig()) is None
+    )
 
 
 def test_merge_keeps_every_log_prob():
     """Left-padding a batch to a wider one changes no log-prob: positions come from the attention mask."""
-    tok = train_tokenizer()
+    tok = train_tokenizer(ALPHABET)
     torch.manual_seed(0)
     cfg = ModelConfig(hidden_size=32, num_layers=1, num_heads=2, num_kv_heads=1, intermediate_size=64)
     model = Qwen2ForCausalLM(qwen2_config(cfg, tok))
@@ -198,8 +236,12 @@ def test_merge_keeps_every_log_prob():
     logp = token_logprobs(model, merged)
     for part, rows in ((a, slice(0, 2)), (b, slice(2, 5))):
         mine = token_logprobs(model, part)
-        torch.testing.assert_close(logp[rows][merged.response_mask[rows].bool()],
-                                   mine[part.response_mask.bool()], rtol=1e-5, atol=1e-5)
+        torch.testing.assert_close(
+            logp[rows][merged.response_mask[rows].bool()],
+            mine[part.response_mask.bool()],
+            rtol=1e-5,
+            atol=1e-5,
+        )
     with pytest.raises(ValueError, match="no batches"):
         merge_rollouts([], torch.zeros(0), pad_id=0)
 
@@ -208,23 +250,39 @@ def fake_rollouts(group_ids, tokens_each=3):
     B = len(group_ids)
     resp = torch.zeros(B, 5)
     resp[:, -tokens_each:] = 1.0
-    return Rollouts(torch.zeros(B, 6, dtype=torch.long), torch.ones(B, 6, dtype=torch.long), resp,
-                    torch.zeros(B, 5), torch.tensor(group_ids), ["x"] * B, torch.ones(B, dtype=torch.bool))
+    return Rollouts(
+        torch.zeros(B, 6, dtype=torch.long),
+        torch.ones(B, 6, dtype=torch.long),
+        resp,
+        torch.zeros(B, 5),
+        torch.tensor(group_ids),
+        ["x"] * B,
+        torch.ones(B, dtype=torch.bool),
+    )
 
 
 def test_account_charges_training_and_dropped_rollouts():
     budget = Budget(rollouts=20, tokens=60, probe_rollouts=20)  # a probe was charged before
-    alloc = Allocation(np.array([3, 3]), probe_rollouts=20, discarded_rollouts=8, discarded_tokens=24,
-                       discarded_accepted=3)
+    alloc = Allocation(np.array([3, 3]), probe_rollouts=20)
+    dropped = Dropped(rollouts=8, tokens=24, accepted=3)
     rewards = torch.tensor([1.0, 0.0, 1.0, 1.0, 1.0, 1.0])
     adv = torch.tensor([0.6, -1.2, 0.6, 0.0, 0.0, 0.0])  # group 1 all right: zero advantage
     keep = torch.tensor([True, True, True, True, True, False])
-    spent = account(budget, alloc, fake_rollouts([0, 0, 0, 1, 1, 1]), rewards, adv, keep)
+    spent = account(budget, alloc, fake_rollouts([0, 0, 0, 1, 1, 1]), rewards, adv, keep, dropped)
     # generated 6 + 8 dropped = 14; accepted 5 + 3 = 8; wasted: 3 zero-advantage + 8 dropped = 11.
-    assert spent == {M.BUDGET_ROLLOUTS: 34, M.BUDGET_TOKENS: 60 + 18 + 24, M.BUDGET_PROBE_ROLLOUTS: 20,
-                     M.BUDGET_TRAIN_ROLLOUTS: 14, M.BUDGET_ACCEPTED: 8, M.BUDGET_WASTED: 11,
-                     M.BUDGET_UPDATES: 0,  # the loop counts updates; account only reports them
-                     M.STEP_ROLLOUTS: 34, M.STEP_PROBE_ROLLOUTS: 20, M.STEP_ACCEPTED: 8, M.STEP_WASTED: 11}
+    assert spent == {
+        M.BUDGET_ROLLOUTS: 34,
+        M.BUDGET_TOKENS: 60 + 18 + 24,
+        M.BUDGET_PROBE_ROLLOUTS: 20,
+        M.BUDGET_TRAIN_ROLLOUTS: 14,
+        M.BUDGET_ACCEPTED: 8,
+        M.BUDGET_WASTED: 11,
+        M.BUDGET_UPDATES: 0,  # the loop counts updates; account only reports them
+        M.STEP_ROLLOUTS: 34,
+        M.STEP_PROBE_ROLLOUTS: 20,
+        M.STEP_ACCEPTED: 8,
+        M.STEP_WASTED: 11,
+    }
     assert budget.rollouts == budget.probe_rollouts + budget.train_rollouts
 
 
@@ -233,12 +291,25 @@ def test_prompt_stats_rows():
     rewards = torch.tensor([1.0, 0.0, 1.0, 1.0, 0.0])
     ro = fake_rollouts([0, 0, 0, 2, 2])
     uniform = prompt_stats(prompts, Allocation(np.array([3, 0, 2])), ro, rewards)
-    assert [(r.prompt_id, r.n_alloc, r.accepted, r.probed) for r in uniform] == \
-        [("1+2=", 3, 2, False), ("2-1=", 0, 0, False), ("3+3=", 2, 1, False)]
+    assert [(r.prompt_id, r.n_alloc, r.accepted, r.probed) for r in uniform] == [
+        ("1+2=", 3, 2, False),
+        ("2-1=", 0, 0, False),
+        ("3+3=", 2, 1, False),
+    ]
     assert uniform[0].p_hat == pytest.approx(2 / 3) and math.isnan(uniform[1].p_hat)
     assert all(math.isnan(r.g_hat) for r in uniform)
-    gvm = Allocation(np.array([3, 0, 2]), np.array([0.5, 0.0, 0.25]), np.array([2.0, 0.0, 3.0]),
-                     np.array([True, False, True]), discarded=[M.PromptStat("8-8=", 0.0, math.nan, 4, 0, False)])
-    rows = prompt_stats(prompts, gvm, ro, rewards)
-    assert [(r.p_hat, r.g_hat, r.probed) for r in rows[:3]] == [(0.5, 2.0, True), (0.0, 0.0, False), (0.25, 3.0, True)]
+    gvm = Allocation(
+        np.array([3, 0, 2]),
+        np.array([0.5, 0.0, 0.25]),
+        np.array([2.0, 0.0, 3.0]),
+        np.array([True, False, True]),
+    )
+    rows = prompt_stats(
+        prompts, gvm, ro, rewards, Dropped(rows=[M.PromptStat("8-8=", 0.0, math.nan, 4, 0, False)])
+    )
+    assert [(r.p_hat, r.g_hat, r.probed) for r in rows[:3]] == [
+        (0.5, 2.0, True),
+        (0.0, 0.0, False),
+        (0.25, 3.0, True),
+    ]
     assert rows[3].prompt_id == "8-8="

@@ -6,23 +6,25 @@ import copy
 import pytest
 import torch
 
-from dibs.platform.config import ModelConfig
-from dibs.platform.learner import (
+from dibs.platform.core.config import ModelConfig
+from dibs.platform.learn.backend import lr_lambda
+from dibs.platform.learn.learner import (
     MICRO_BATCH_OVERHEAD,
     TorchLearner,
     length_micro_batches,
-    lr_lambda,
     token_logprobs,
 )
-from dibs.platform.model import qwen2_config, train_tokenizer
-from dibs.platform.rollout import HFEngine, SamplingSpec
+from dibs.platform.learn.model import qwen2_config, train_tokenizer
+from dibs.platform.rollout.base import SamplingSpec
+from dibs.platform.rollout.hf_engine import HFEngine
+from dibs.platform.tasks.chain_sum import ALPHABET
 
 pytestmark = pytest.mark.unit
 
 
 @pytest.fixture(scope="module")
 def tiny():
-    tok = train_tokenizer()
+    tok = train_tokenizer(ALPHABET)
     cfg = ModelConfig(hidden_size=32, num_layers=1, num_heads=2, num_kv_heads=1, intermediate_size=64)
     torch.manual_seed(0)
     from transformers import Qwen2ForCausalLM
@@ -68,20 +70,30 @@ def test_same_seed_same_rollouts(tiny):
 @pytest.mark.parametrize("algorithm", ["raft", "raftpp", "grpo"])
 def test_update_is_independent_of_micro_batch_size(tiny, algorithm):
     model, tok = tiny
-    ro = HFEngine(copy.deepcopy(model), tok).generate(["1+2=", "9-8+7="], [3, 3],
-                                                      SamplingSpec(max_new_tokens=6), seed=1)
+    ro = HFEngine(copy.deepcopy(model), tok).generate(
+        ["1+2=", "9-8+7="], [3, 3], SamplingSpec(max_new_tokens=6), seed=1
+    )
     adv = torch.tensor([1.0, -0.5, 0.0, 2.0, -1.0, 0.5])
     grads, stats = [], []
     for micro in (6, 4, 1):
         m = copy.deepcopy(model)
-        learner = TorchLearner(m, lr=1e-2, weight_decay=0.0, grad_clip=100.0, micro_batch_size=micro,
-                               total_steps=1, algorithm=algorithm)
-        learner.opt.step = lambda: None  # keep the accumulated gradient to compare (Adam would amplify
+        learner = TorchLearner(
+            m,
+            lr=1e-2,
+            weight_decay=0.0,
+            grad_clip=100.0,
+            micro_batch_size=micro,
+            total_steps=1,
+            algorithm=algorithm,
+        )
+        learner.backend.opt.step = lambda: (
+            None
+        )  # keep the accumulated gradient to compare (Adam would amplify
         # float noise in near-zero elements, g / sqrt(v) ~ sign(g))
         stats.append(learner.update(ro, adv, seed=0))
         grads.append(torch.cat([p.grad.flatten() for p in m.parameters()]))
     assert grads[0].abs().max() > 1e-3  # a real gradient
-    for g, st in zip(grads[1:], stats[1:]):
+    for g, st in zip(grads[1:], stats[1:], strict=True):
         torch.testing.assert_close(g, grads[0], rtol=1e-5, atol=1e-7)
         assert st["grad_norm"] == pytest.approx(stats[0]["grad_norm"], rel=1e-5)
 

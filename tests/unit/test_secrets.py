@@ -10,11 +10,12 @@ from pathlib import Path
 
 import pytest
 
-from dibs.platform import job_entry, job_upload, jobs
-from dibs.platform.cli import main
-from dibs.platform.config import ConfigError
+from dibs.platform.cli import job_entry
+from dibs.platform.cli.main import main
+from dibs.platform.core.config import ConfigError
+from dibs.platform.jobs import job_checks, job_upload, jobs
 from dibs.platform.store.sql import display_url, redact, url_password, without_password
-from dibs.platform.sweep_driver import resume_spec, resume_url, start_spec
+from dibs.platform.sweeps.sweep_driver import resume_spec, resume_url, start_spec
 
 pytestmark = pytest.mark.unit
 
@@ -31,8 +32,12 @@ def test_display_url_masks_parsed_and_unparsable_urls():
     assert display_url("sqlite:////a/d.db") == "sqlite:////a/d.db"
     assert url_password("postgresql://u:p%40ss@h/db") == "p@ss" and url_password("sqlite:////a.db") is None
     assert without_password(PG) == "postgresql+psycopg://dibs@127.0.0.1:1/x"
-    assert redact(f"could not parse 'x://a:{SECRET}@h' nor {SECRET} nor p%40ss", PG, "postgresql://u:p%40ss@h/db") \
+    assert (
+        redact(
+            f"could not parse 'x://a:{SECRET}@h' nor {SECRET} nor p%40ss", PG, "postgresql://u:p%40ss@h/db"
+        )
         == "could not parse 'x://a:***@h' nor *** nor ***"
+    )
 
 
 def one_error_line(capsys) -> str:
@@ -42,11 +47,20 @@ def one_error_line(capsys) -> str:
     return out.err
 
 
-@pytest.mark.parametrize("argv", [
-    ["run", "experiments/smoke.yaml", "--db", PG], ["resume", "abc", "--db", PG], ["db", "upgrade", "--db", PG],
-    ["runs", "--db", PG], ["export", "abc", "--db", PG], ["sweeps", "--db", PG],
-    ["sweep", "experiments/sweeps/smoke.yaml", "--db", PG], ["dashboard", "--db", PG],
-    ["run", "experiments/smoke.yaml", "--db", f"postgresql+psycopg://dibs:{SECRET}@127.0.0.1:port/x"]])
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["run", "experiments/smoke.yaml", "--db", PG],
+        ["resume", "abc", "--db", PG],
+        ["db", "upgrade", "--db", PG],
+        ["runs", "--db", PG],
+        ["export", "abc", "--db", PG],
+        ["sweeps", "--db", PG],
+        ["sweep", "experiments/sweeps/smoke.yaml", "--db", PG],
+        ["dashboard", "--db", PG],
+        ["run", "experiments/smoke.yaml", "--db", f"postgresql+psycopg://dibs:{SECRET}@127.0.0.1:port/x"],
+    ],
+)
 def test_a_store_that_fails_is_one_line_without_the_password(argv, capsys):
     assert main(argv) == 2
     assert "dibs:***@127.0.0.1" in one_error_line(capsys)
@@ -67,10 +81,14 @@ def test_submit_refuses_a_password_before_anything(tmp_path, capsys, monkeypatch
     assert "--db-file PATH" in err and "DIBS_DB_URL" in err
 
 
-@pytest.mark.parametrize("argv", [
-    ["submit", "experiments/smoke.yaml", "--address", f"http://u:{SECRET}@h:1/api"],
-    ["jobs", "list", "--address", f"http://u:{SECRET}@127.0.0.1:1"],
-    ["jobs", "status", "x", "--address", f"http://u:{SECRET}@h:port"]])
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["submit", "experiments/smoke.yaml", "--address", f"http://u:{SECRET}@h:1/api"],
+        ["jobs", "list", "--address", f"http://u:{SECRET}@127.0.0.1:1"],
+        ["jobs", "status", "x", "--address", f"http://u:{SECRET}@h:port"],
+    ],
+)
 def test_dashboard_address_is_masked_in_errors(argv, capsys, tmp_path):
     db = ["--db", f"sqlite:///{tmp_path}/d.db"] if argv[0] == "submit" else []  # not the repo's runs/ store
     assert main(argv + db) == 2
@@ -78,7 +96,7 @@ def test_dashboard_address_is_masked_in_errors(argv, capsys, tmp_path):
 
 
 def test_remote_warnings_mask_the_address(tmp_path):
-    lines = jobs.remote_warnings(f"http://u:{SECRET}@10.0.0.5:8265", "sqlite:////a/d.db", tmp_path)
+    lines = job_checks.remote_warnings(f"http://u:{SECRET}@10.0.0.5:8265", "sqlite:////a/d.db", tmp_path)
     assert "workers of http://u:***@10.0.0.5:8265 may not see it" in lines[0]
     assert all(SECRET not in line for line in lines)
 
@@ -87,7 +105,7 @@ def test_runtime_env_may_not_carry_the_store_url(tmp_path):
     env = tmp_path / "env.yaml"
     env.write_text(f"env_vars: {{DIBS_DB_URL: '{PG}'}}\n")
     with pytest.raises(jobs.JobsError, match="env_vars.DIBS_DB_URL would show the store URL") as e:
-        jobs.read_runtime_env(str(env))
+        job_checks.read_runtime_env(str(env))
     assert SECRET not in str(e.value)
 
 
@@ -105,12 +123,21 @@ class Client:
 
 def test_a_job_carries_no_url_with_a_password_and_retries_upload_the_same(tmp_path, capsys):
     client, url = Client(), f"sqlite:///{tmp_path}/d.db"
-    sub = jobs.submit("experiments/smoke.yaml", address=LOCAL, db=url, output_dir=str(tmp_path), client=client,
-                      include=["tests/fixtures/math_eval"], db_file="/etc/dibs/db_url")
+    sub = jobs.submit(
+        "experiments/smoke.yaml",
+        address=LOCAL,
+        db=url,
+        output_dir=str(tmp_path),
+        client=client,
+        include=["tests/fixtures/math_eval"],
+        db_file="/etc/dibs/db_url",
+    )
     [call] = client.calls
-    assert jobs.DB_ENV not in call["runtime_env"]["env_vars"]
-    assert call["entrypoint"] == ("cd dibs && python -m dibs.platform.job_entry --db-file /etc/dibs/db_url "
-                                  f"--store {url} -- resume {sub.dibs_id}")
+    assert job_checks.DB_ENV not in call["runtime_env"]["env_vars"]
+    assert call["entrypoint"] == (
+        "cd dibs && python -m dibs.platform.cli.job_entry "
+        f"--db-file /etc/dibs/db_url --store {url} -- resume {sub.dibs_id}"
+    )
     assert client.staged == job_upload.upload_list(jobs.PROJECT_ROOT, ["tests/fixtures/math_eval"])
     assert json.loads(call["metadata"]["dibs_include"]) == ["tests/fixtures/math_eval"]
     jobs.submit_attempt(client, sub.next_attempt())  # what `supervise` and `dibs jobs retry` submit
@@ -123,8 +150,10 @@ def test_job_entry_takes_the_cluster_secret_first(tmp_path):
     file = tmp_path / "db_url"
     file.write_text(f"{PG}\n")
     store = "postgresql+psycopg://dibs@127.0.0.1:1/x"
-    assert job_entry.cluster_store_url(str(file), store, environ={"DIBS_DB_URL": "sqlite:////e.db"}) \
+    assert (
+        job_entry.cluster_store_url(str(file), store, environ={"DIBS_DB_URL": "sqlite:////e.db"})
         == "sqlite:////e.db"
+    )
     assert job_entry.cluster_store_url(str(file), store, environ={}) == PG
     assert job_entry.cluster_store_url(None, store, environ={}) == store
     with pytest.raises(ValueError, match=f"--db-file {tmp_path}/gone: cannot read it on this node"):
@@ -140,7 +169,9 @@ def test_job_entry_runs_the_command_with_the_url(tmp_path, capsys, monkeypatch):
 
 def test_sweep_resume_takes_the_password_from_db_or_the_environment(tmp_path, monkeypatch):
     monkeypatch.delenv("DIBS_DB_URL", raising=False)
-    with pytest.raises(ConfigError, match=r"--resume s: its store .*:\*\*\*@.* needs the password: pass --db"):
+    with pytest.raises(
+        ConfigError, match=r"--resume s: its store .*:\*\*\*@.* needs the password: pass --db"
+    ):
         resume_url(SHOWN, None, "s")
     assert resume_url(SHOWN, PG, "s") == PG
     assert resume_url("sqlite:///runs/d.db", None, "s") == "sqlite:///runs/d.db"
@@ -162,7 +193,7 @@ def git(repo: Path, *args: str) -> None:
 
 def test_staging_holds_exactly_the_tracked_files_and_includes(tmp_path):
     repo = tmp_path / "project"
-    tracked = ["platform/cli.py", "experiments/smoke.yaml", ".ci/run", "README.md"]
+    tracked = ["platform/cli/main.py", "experiments/smoke.yaml", ".ci/run", "README.md"]
     planted = [".env", "key.pem", "experiments/private/x.yaml", "a.sqlite", ".ci/foo", "data/big/y.bin"]
     for rel in [*tracked, ".gitignore", *planted, "data/keep.txt"]:
         (repo / rel).parent.mkdir(parents=True, exist_ok=True)
@@ -173,8 +204,10 @@ def test_staging_holds_exactly_the_tracked_files_and_includes(tmp_path):
     with job_upload.staged_project(repo, job_upload.project_paths(repo, [str(repo / "data")])) as stage:
         root = Path(stage) / "dibs"
         got = sorted(p.relative_to(root).as_posix() for p in root.rglob("*") if p.is_file() or p.is_symlink())
-        assert (root / "platform/cli.py").read_text() == "platform/cli.py"
-    assert got == sorted([*tracked, "data/big/y.bin", "data/keep.txt"])  # .gitignore stays: Ray would apply it
+        assert (root / "platform/cli/main.py").read_text() == "platform/cli/main.py"
+    assert got == sorted(
+        [*tracked, "data/big/y.bin", "data/keep.txt"]
+    )  # .gitignore stays: Ray would apply it
     assert not Path(stage).exists()
 
 

@@ -15,8 +15,7 @@ from sqlalchemy import create_engine
 from dibs.platform.store import MetricRow, ResultsStore, StoreError, open_store
 from dibs.platform.store.export import run_to_csv, run_to_json
 from dibs.platform.store.models import Base, Metric
-from dibs.platform.store.store import alembic_config
-from dibs.platform.store.versioning import migration_context
+from dibs.platform.store.versioning import alembic_config, migration_context
 
 pytestmark = pytest.mark.unit
 
@@ -91,7 +90,17 @@ def test_generated_id_and_list_order(store):
     assert first.startswith("run-") and len(first) == len("run-20261126-035301-ab12cd")
     runs = store.list_runs()
     assert [r["id"] for r in runs] == [second, first]  # newest first
-    assert set(runs[0]) == {"id", "name", "experiment", "status", "started", "finished", "seed", "sweep_id", "trial_id"}
+    assert set(runs[0]) == {
+        "id",
+        "name",
+        "experiment",
+        "status",
+        "started",
+        "finished",
+        "seed",
+        "sweep_id",
+        "trial_id",
+    }
     assert runs[0]["status"] == "running" and runs[0]["finished"] is None
 
 
@@ -115,8 +124,8 @@ def test_log_is_idempotent(store, url, count_rows):
 
 def test_non_finite_value_is_kept_as_null(store):
     run_id = _new_run(store)
-    rows = [MetricRow(step=s, name="train/loss", value=v, rollouts_consumed=0, tokens_generated=0, wall_seconds=0.0)
-            for s, v in [(1, math.nan), (2, math.inf)]]  # fmt: skip
+    rows = [MetricRow(step=s, name="train/loss", value=v, rollouts_consumed=0, tokens_generated=0,
+                      wall_seconds=0.0) for s, v in [(1, math.nan), (2, math.inf)]]  # fmt: skip
     assert store.log_metrics(run_id, rows) == 2
     assert [m["value"] for m in store.get_run(run_id)["metrics"]] == [None, None]
     series = store.metric_series(run_id, "train/loss")
@@ -226,7 +235,9 @@ def test_no_upgrade_creates_empty_database_but_refuses_an_old_one(url):
     # A brand-new database gets its schema through the migrations (at head) ...
     with ResultsStore(url, upgrade=False) as store:
         assert store.revision() == "0004"
-        run_id = store.create_run(name="r", experiment="e.yaml", config={}, git_commit=None, versions={}, seed=0)
+        run_id = store.create_run(
+            name="r", experiment="e.yaml", config={}, git_commit=None, versions={}, seed=0
+        )
     # ... but one at another revision is left alone until `dibs db upgrade`.
     engine = sqlalchemy.create_engine(url)
     with engine.begin() as conn:

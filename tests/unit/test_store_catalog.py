@@ -17,8 +17,8 @@ pytestmark = pytest.mark.unit
 
 
 def _run(store: ResultsStore, run_id: str, experiment: str = "e.yaml", **tags: str) -> str:
-    return store.create_run(name=run_id, experiment=experiment, config={}, git_commit=None, versions={}, seed=0,
-                            run_id=run_id, **tags)  # fmt: skip
+    return store.create_run(name=run_id, experiment=experiment, config={}, git_commit=None, versions={},
+                            seed=0, run_id=run_id, **tags)  # fmt: skip
 
 
 def test_sweep_trials_and_tagged_runs(store, url):
@@ -33,12 +33,19 @@ def test_sweep_trials_and_tagged_runs(store, url):
     store.update_trial(second, objective=math.nan)  # a non-finite objective is kept as NULL
     _run(store, "r1", sweep_id=sweep, trial_id=first)
     trials = store.trials(sweep)
-    assert [(t["id"], t["status"], t["objective"]) for t in trials] == [(first, "finished", 0.5),
-                                                                        ("custom", "pending", None)]
+    assert [(t["id"], t["status"], t["objective"]) for t in trials] == [
+        (first, "finished", 0.5),
+        ("custom", "pending", None),
+    ]
     assert trials[0]["finished"] is not None and trials[1]["finished"] is None
     assert trials[0]["params"] == {"train.lr": 1e-5}
     [listed] = store.sweeps()
-    assert (listed["id"], listed["experiment"], listed["trials"], listed["mode"]) == (sweep, "e.yaml", 2, "max")
+    assert (listed["id"], listed["experiment"], listed["trials"], listed["mode"]) == (
+        sweep,
+        "e.yaml",
+        2,
+        "max",
+    )
     with open_reader(url) as reader:
         [run] = reader.runs(sweep_id=sweep)
         assert (run["id"], run["sweep_id"], run["trial_id"]) == ("r1", sweep, first)
@@ -107,7 +114,10 @@ def test_reader_is_read_only(store, url):
     _run(store, "r")
     with open_reader(url) as reader:
         assert reader.get_run("r")["id"] == "r"
-        with reader._engine.connect() as conn, pytest.raises(sqlalchemy.exc.OperationalError, match="readonly"):
+        with (
+            reader._engine.connect() as conn,
+            pytest.raises(sqlalchemy.exc.OperationalError, match="readonly"),
+        ):
             conn.execute(sqlalchemy.text("DELETE FROM runs"))
     engine = create_engine(url)
     try:

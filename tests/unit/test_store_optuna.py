@@ -9,8 +9,7 @@ import sqlalchemy
 from alembic import command
 
 from dibs.platform.store import open_store
-from dibs.platform.store.store import alembic_config
-from dibs.platform.store.versioning import LEGACY_VERSION_TABLE, VERSION_TABLE
+from dibs.platform.store.versioning import LEGACY_VERSION_TABLE, VERSION_TABLE, alembic_config
 
 pytestmark = pytest.mark.unit
 
@@ -28,7 +27,9 @@ def tables(url: str) -> set[str]:
 
 
 def study_roundtrip(url: str, name: str) -> None:
-    study = optuna.create_study(study_name=name, storage=optuna.storages.RDBStorage(url), direction="maximize")
+    study = optuna.create_study(
+        study_name=name, storage=optuna.storages.RDBStorage(url), direction="maximize"
+    )
     study.optimize(lambda t: t.suggest_float("x", 0, 1), n_trials=2)
     assert len(optuna.load_study(study_name=name, storage=url).trials) == 2
 
@@ -55,9 +56,12 @@ def test_a_database_of_the_old_layout_is_adopted_and_then_takes_a_study(tmp_path
     command.upgrade(legacy, "0002")
     engine = sqlalchemy.create_engine(url)
     with engine.begin() as conn:
-        conn.execute(sqlalchemy.text(
-            "INSERT INTO runs (id, name, experiment, status, config, versions, seed, created_at) "
-            "VALUES ('run-old', 'old', 'e.yaml', 'finished', '{}', '{}', 0, '2026-11-26 00:00:00')"))
+        conn.execute(
+            sqlalchemy.text(
+                "INSERT INTO runs (id, name, experiment, status, config, versions, seed, created_at) "
+                "VALUES ('run-old', 'old', 'e.yaml', 'finished', '{}', '{}', 0, '2026-11-26 00:00:00')"
+            )
+        )
     engine.dispose()
     with open_store(url, upgrade=True) as store:
         assert store.get_run("run-old")["name"] == "old"

@@ -1,4 +1,4 @@
-"""The decode-loop engine (platform/torch_engine.py) against transformers `generate` on tiny random
+"""The decode-loop engine (platform/rollout/torch_engine.py) against transformers `generate` on tiny random
 Qwen2 and Llama models: same greedy tokens and log-probs, the same Rollouts layout, behaviour log-probs
 equal to the learner's, and rows dropped from the running batch as they finish without changing anyone's
 tokens."""
@@ -9,11 +9,13 @@ import pytest
 import torch
 from transformers import LlamaConfig, LlamaForCausalLM, Qwen2ForCausalLM
 
-from dibs.platform.config import ModelConfig
-from dibs.platform.learner import token_logprobs
-from dibs.platform.model import qwen2_config, train_tokenizer
-from dibs.platform.rollout import HFEngine, SamplingSpec
-from dibs.platform.torch_engine import TorchEngine, local_engine
+from dibs.platform.core.config import ModelConfig
+from dibs.platform.learn.learner import token_logprobs
+from dibs.platform.learn.model import qwen2_config, train_tokenizer
+from dibs.platform.rollout.base import SamplingSpec
+from dibs.platform.rollout.hf_engine import HFEngine
+from dibs.platform.rollout.torch_engine import TorchEngine, local_engine
+from dibs.platform.tasks.chain_sum import ALPHABET
 
 pytestmark = pytest.mark.unit
 
@@ -22,7 +24,7 @@ PROMPTS = ["1+2=", "34-5+6=", "7=", "12+34-56+7="]  # 2 to 11 characters: ragged
 
 @pytest.fixture(scope="module")
 def tok():
-    return train_tokenizer()
+    return train_tokenizer(ALPHABET)
 
 
 @pytest.fixture(scope="module")
@@ -35,10 +37,19 @@ def qwen(tok):
 @pytest.fixture(scope="module")
 def llama(tok):
     torch.manual_seed(1)
-    cfg = LlamaConfig(vocab_size=len(tok), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
-                      num_attention_heads=4, num_key_value_heads=4, max_position_embeddings=128,
-                      bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id,
-                      pad_token_id=tok.pad_token_id, attn_implementation="sdpa")
+    cfg = LlamaConfig(
+        vocab_size=len(tok),
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=4,
+        max_position_embeddings=128,
+        bos_token_id=tok.bos_token_id,
+        eos_token_id=tok.eos_token_id,
+        pad_token_id=tok.pad_token_id,
+        attn_implementation="sdpa",
+    )
     return LlamaForCausalLM(cfg).eval()
 
 
@@ -89,7 +100,7 @@ def test_sampled_logprobs_equal_the_learners_and_rows_end_at_eos(qwen, tok):
 
 
 def test_same_seed_same_rollouts_and_compaction_changes_nothing(qwen, tok, monkeypatch):
-    from dibs.platform import torch_engine
+    from dibs.platform.rollout import torch_engine
 
     model = _eos_biased(qwen, tok, 3.0)
     spec = SamplingSpec(max_new_tokens=10)
@@ -107,8 +118,9 @@ def test_same_seed_same_rollouts_and_compaction_changes_nothing(qwen, tok, monke
 
 def test_ignore_eos_runs_every_response_to_max_new_tokens(qwen, tok):
     model = _eos_biased(qwen, tok, 8.0)  # EOS would end most responses early
-    ro = TorchEngine(model, tok).generate(PROMPTS, [2, 2, 2, 2], SamplingSpec(max_new_tokens=7, ignore_eos=True),
-                                          seed=0)
+    ro = TorchEngine(model, tok).generate(
+        PROMPTS, [2, 2, 2, 2], SamplingSpec(max_new_tokens=7, ignore_eos=True), seed=0
+    )
     assert ro.response_mask.sum(1).tolist() == [7] * 8
     assert not ro.stopped.any()
 

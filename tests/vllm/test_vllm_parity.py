@@ -11,10 +11,12 @@ vllm = pytest.importorskip("vllm")
 
 from transformers import Qwen2ForCausalLM
 
-from dibs.platform.config import ModelConfig
-from dibs.platform.model import qwen2_config, train_tokenizer
-from dibs.platform.rollout import HFEngine, SamplingSpec
-from dibs.platform.vllm_engine import VLLMEngine
+from dibs.platform.core.config import ModelConfig
+from dibs.platform.learn.model import qwen2_config, train_tokenizer
+from dibs.platform.rollout.base import SamplingSpec
+from dibs.platform.rollout.hf_engine import HFEngine
+from dibs.platform.rollout.vllm_engine import VLLMEngine
+from dibs.platform.tasks.chain_sum import ALPHABET
 
 pytestmark = pytest.mark.services
 
@@ -30,7 +32,7 @@ def responses(ro):
 @pytest.fixture(scope="module")
 def engines(tmp_path_factory):
     torch.manual_seed(0)
-    tok = train_tokenizer()
+    tok = train_tokenizer(ALPHABET)
     model = Qwen2ForCausalLM(qwen2_config(ModelConfig(), tok)).eval()  # the demo architecture, head dim 32
     path = tmp_path_factory.mktemp("model")
     model.save_pretrained(path)
@@ -71,6 +73,8 @@ def test_sampled_counts_and_layout(engines):
 def test_ignore_eos_runs_every_response_to_max_new_tokens(engines):
     """The SamplingSpec field the benchmarks use (every engine honours it): exact lengths, nothing stopped."""
     _, _, vl = engines
-    ro = vl.generate(PROMPTS[:2], [2, 2], SamplingSpec(max_new_tokens=7, temperature=1.0, ignore_eos=True), seed=3)
+    ro = vl.generate(
+        PROMPTS[:2], [2, 2], SamplingSpec(max_new_tokens=7, temperature=1.0, ignore_eos=True), seed=3
+    )
     assert ro.response_mask.sum(1).tolist() == [7] * 4
     assert not ro.stopped.any()

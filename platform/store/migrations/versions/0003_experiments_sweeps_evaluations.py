@@ -31,7 +31,9 @@ def upgrade() -> None:
         batch.add_column(sa.Column("experiment_id", sa.Integer(), nullable=True))
         batch.add_column(sa.Column("sweep_id", sa.String(64), nullable=True))
         batch.add_column(sa.Column("trial_id", sa.String(64), nullable=True))
-        batch.create_foreign_key("fk_runs_experiment_id_experiments", "experiments", ["experiment_id"], ["id"])
+        batch.create_foreign_key(
+            "fk_runs_experiment_id_experiments", "experiments", ["experiment_id"], ["id"]
+        )
         batch.create_foreign_key("fk_runs_sweep_id_sweeps", "sweeps", ["sweep_id"], ["id"])
         batch.create_foreign_key("fk_runs_trial_id_sweep_trials", "sweep_trials", ["trial_id"], ["id"])
         batch.create_index("ix_runs_sweep_id", ["sweep_id"])
@@ -71,7 +73,9 @@ def _create_tables() -> None:
         sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
         sa.Column("finished_at", sa.DateTime(timezone=True), nullable=True),
         sa.PrimaryKeyConstraint("id", name="pk_sweep_trials"),
-        sa.ForeignKeyConstraint(["sweep_id"], ["sweeps.id"], name="fk_sweep_trials_sweep_id_sweeps", ondelete="CASCADE"),
+        sa.ForeignKeyConstraint(
+            ["sweep_id"], ["sweeps.id"], name="fk_sweep_trials_sweep_id_sweeps", ondelete="CASCADE"
+        ),
     )
     op.create_index("ix_sweep_trials_sweep_id", "sweep_trials", ["sweep_id"])
     op.create_table(
@@ -91,7 +95,11 @@ def _create_tables() -> None:
             ["run_id"], ["runs.id"], name="fk_evaluations_run_id_runs", ondelete="CASCADE"
         ),
         sa.UniqueConstraint(
-            "run_id", "step", "set_name", "k", "temperature",
+            "run_id",
+            "step",
+            "set_name",
+            "k",
+            "temperature",
             name="uq_evaluations_run_id_step_set_name_k_temperature",
         ),
     )

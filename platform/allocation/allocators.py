@@ -1,0 +1,290 @@
+"""Allocators: how many rollouts each prompt of a step gets, behind one Protocol
+(docs/conventions.md, Code style).
+
+- `uniform`: n_per_prompt each (best-of-n), no probe.
+- `gvm`: probe n_probe samples per prompt with the current policy, estimate p̂_i and Ĝ_i, then split the
+  same budget N = m x n_per_prompt by `gvm_allocate` (docs/method.md §2-4). The probe is charged to the run's
+  rollout budget by the loop and is not trained on (as the paper).
+- `gvm_reuse` (beyond the paper, docs/method.md §3): running estimates carried across epochs; a prompt is
+  probed on its first visit and every `reuse_probe_every`-th visit after, so a step probes about 1/k of
+  its prompts once the data has been seen. Between probes p̂ is updated from the prompt's own training
+  rollouts (counts pooled with weight `reuse_decay` on the past); Ĝ is the last probe's.
+- `dapo`: uniform counts; its dynamic sampling (drop all-equal groups, refill) is a generation stage of
+  its own (platform/allocation/dapo.py).
+- `gvm_oracle` (beyond the paper): gvm with a large probe of `n_oracle` samples per prompt and at least one
+  rollout per prompt, the probe NOT charged to the budget. Not budget-honest: an upper bound on what
+  near-exact estimates could buy, for studies only; `alloc/oracle_rollouts` records what the probe cost.
+
+Every allocator can save and restore its state (`state_dict`), which checkpoints carry. `build_allocator`
+(factory.py) picks the one a config names, from the built-in ones and those added with `register_allocator`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Protocol
+
+import numpy as np
+import torch
+
+from dibs.algorithms.allocation import gvm_allocate, uniform_allocation
+from dibs.platform.allocation.estimators import accept_rates, grad_norm_estimates, grad_param_names, is_tied
+from dibs.platform.core import metrics as M
+from dibs.platform.core.config import AllocationConfig
+from dibs.platform.rollout.base import RolloutEngine, Rollouts, SamplingSpec
+from dibs.platform.tasks.base import Problem
+
+
+@dataclass
+class Allocation:
+    """One step's allocation and what deciding it cost; every allocator reports the same fields."""
+
+    counts: np.ndarray  # [m] int64 rollouts per prompt; 0 = prompt skipped
+    p_hat: np.ndarray | None = None  # [m] the estimates the split used; None: the allocator has none
+    g_hat: np.ndarray | None = None
+    probed: np.ndarray | None = None  # [m] bool: estimate from a probe at this step
+    probe_rollouts: int = 0  # rollouts generated to decide `counts` (charged to the budget, not trained)
+    probe_tokens: int = 0  # response tokens of those rollouts
+    stats: dict[str, float] = field(default_factory=dict)  # metric name -> value, recorded with the step
+
+
+def _unscored(rollouts: Rollouts, prompts: list[Problem]) -> torch.Tensor:
+    raise ValueError(
+        "AllocContext.score is not set: an allocator that generates rollouts scores them with "
+        "the run's task (functools.partial(tasks.evaluate.score_groups, task))"
+    )
+
+
+@dataclass(frozen=True)
+class AllocContext:
+    """What an allocator may use at a step: the engine to probe with, the policy whose gradients define
+    G_i, the rollout sampling spec (the probe samples exactly as the step's rollouts), a seed, the step,
+    and `score`, the run's task's rewards of a grouped batch (tasks/evaluate.py, `score_groups` bound to the
+    task)."""
+
+    engine: RolloutEngine
+    policy: torch.nn.Module
+    spec: SamplingSpec
+    seed: int
+    step: int = 1
+    score: Callable[[Rollouts, list[Problem]], torch.Tensor] = _unscored
+
+
+class Allocator(Protocol):
+    """How many rollouts each prompt of a step gets; the loop calls `allocate` before generating and
+    `observe` after scoring, and checkpoints carry `state_dict`."""
+
+    def allocate(self, prompts: list[Problem], ctx: AllocContext) -> Allocation:
+        """Rollout counts for `prompts` (counts[i] for prompts[i])."""
+        ...
+
+    def observe(self, prompts: list[Problem], counts: np.ndarray, accepted: np.ndarray) -> None:
+        """The step's own outcome: counts[i] training rollouts of prompts[i], accepted[i] of them accepted
+        (`prompts` are the batch's: with dapo's dynamic sampling, the groups it kept)."""
+        ...
+
+    def state_dict(self) -> dict:
+        """JSON-serialisable state, saved with checkpoints."""
+        ...
+
+    def load_state_dict(self, state: dict) -> None: ...
+
+
+class Stateless:
+    """The Protocol's state methods for allocators that keep nothing between steps."""
+
+    def observe(self, prompts: list[Problem], counts: np.ndarray, accepted: np.ndarray) -> None:
+        pass
+
+    def state_dict(self) -> dict:
+        return {}
+
+    def load_state_dict(self, state: dict) -> None:
+        if state:
+            raise ValueError(f"{type(self).__name__} keeps no state, got keys {sorted(state)[:3]}")
+
+
+class UniformAllocator(Stateless):
+    """The baseline: n samples per prompt; touches neither the engine nor any RNG."""
+
+    def __init__(self, n_per_prompt: int):
+        self.n = n_per_prompt
+
+    def allocate(self, prompts: list[Problem], ctx: AllocContext) -> Allocation:
+        return Allocation(uniform_allocation(len(prompts), self.n))
+
+
+def probe(
+    prompts: list[Problem], ctx: AllocContext, cfg: AllocationConfig, n: int | None = None
+) -> tuple[np.ndarray, np.ndarray, int, int]:
+    """n samples (default n_probe) per prompt with the current policy -> (p̂, Ĝ, rollouts, tokens)
+    (docs/method.md §3)."""
+    m = len(prompts)
+    n = cfg.n_probe if n is None else n
+    ro = ctx.engine.generate([p.prompt for p in prompts], [n] * m, ctx.spec, seed=ctx.seed)
+    rewards = ctx.score(ro, prompts)
+    p_hat = accept_rates(rewards, ro.group_ids, m)
+    g_hat = grad_norm_estimates(
+        ctx.policy, ro, rewards, m, params=cfg.grad_params, temperature=ctx.spec.temperature
+    )
+    return p_hat, g_hat, len(ro.texts), ro.num_tokens
+
+
+def split_budget(
+    p_hat: np.ndarray, g_hat: np.ndarray, cfg: AllocationConfig, min_per_prompt: int | None = None
+) -> np.ndarray:
+    """N = m x n_per_prompt split by the GVM rule with the config's filters and bounds (docs/method.md §2);
+    `min_per_prompt` overrides the config's floor."""
+    floor = cfg.min_per_prompt if min_per_prompt is None else min_per_prompt
+    return gvm_allocate(
+        g_hat,
+        p_hat,
+        len(p_hat) * cfg.n_per_prompt,
+        alpha=cfg.alpha,
+        beta=cfg.beta,
+        filter_threshold=cfg.filter_threshold,
+        filter_insufficient=cfg.filter_insufficient,
+        min_per_prompt=floor,
+        max_per_prompt=cfg.max_per_prompt,
+    )
+
+
+def gvm_stats(
+    cfg: AllocationConfig,
+    counts: np.ndarray,
+    p_hat: np.ndarray,
+    g_hat: np.ndarray,
+    probed: np.ndarray,
+    policy: torch.nn.Module,
+) -> dict[str, float]:
+    seen = p_hat > 0
+    # A tied embedding's gradient mixes its input and output roles (docs/method.md §3): record it.
+    names = grad_param_names(policy, cfg.grad_params)
+    tied = is_tied(policy) and grad_param_names(policy, "embedding")[0] in names
+    return {
+        M.ALLOC_N_MIN: float(counts.min()),
+        M.ALLOC_N_MAX: float(counts.max()),
+        M.ALLOC_ZERO_PROMPTS: float((counts == 0).sum()),
+        M.ALLOC_P_MEAN: float(p_hat.mean()),
+        M.ALLOC_G_MEAN: float(g_hat[seen].mean()) if seen.any() else 0.0,
+        M.ALLOC_GRAD_TIED: float(tied),
+        M.ALLOC_PROBED_PROMPTS: float(probed.sum()),
+    }
+
+
+class GVMAllocator(Stateless):
+    """Probe, estimate, allocate (docs/method.md §3-4), re-probing every prompt every step.
+
+    When every probe sample fails (all p̂_i = 0) there is no signal: `gvm_allocate` falls back to the
+    uniform split, and `alloc/p_mean` = 0 shows it in the metrics.
+    """
+
+    def __init__(self, cfg: AllocationConfig):
+        self.cfg = cfg
+
+    def allocate(self, prompts: list[Problem], ctx: AllocContext) -> Allocation:
+        p_hat, g_hat, rollouts, tokens = probe(prompts, ctx, self.cfg)
+        counts = split_budget(p_hat, g_hat, self.cfg)
+        probed = np.ones(len(prompts), dtype=bool)
+        return Allocation(
+            counts,
+            p_hat,
+            g_hat,
+            probed,
+            rollouts,
+            tokens,
+            gvm_stats(self.cfg, counts, p_hat, g_hat, probed, ctx.policy),
+        )
+
+
+class GVMOracleAllocator(Stateless):
+    """gvm with near-exact estimates: every prompt probed with `n_oracle` samples every step, the probe
+    not charged to the budget and not trained on. Not budget-honest: an upper bound, for studies only.
+
+    The loop charges `probe_rollouts`/`probe_tokens`, so they stay 0 here; what the probe did cost is
+    in `alloc/oracle_rollouts` and `alloc/oracle_tokens` (this step's), never in budget/.
+    """
+
+    def __init__(self, cfg: AllocationConfig):
+        self.cfg = cfg
+
+    def allocate(self, prompts: list[Problem], ctx: AllocContext) -> Allocation:
+        p_hat, g_hat, rollouts, tokens = probe(prompts, ctx, self.cfg, n=self.cfg.n_oracle)
+        # Floor of one: a probe that sees 0 of 32 says p is small (below 3/32 ~ 0.09 at 95%, the rule of
+        # three), not 0, and a ceiling must not get there by dropping prompts a finite probe failed to solve.
+        floor = max(1, self.cfg.min_per_prompt)
+        counts = split_budget(p_hat, g_hat, self.cfg, min_per_prompt=floor)
+        probed = np.ones(len(prompts), dtype=bool)
+        stats = gvm_stats(self.cfg, counts, p_hat, g_hat, probed, ctx.policy)
+        stats |= {M.ALLOC_ORACLE_ROLLOUTS: float(rollouts), M.ALLOC_ORACLE_TOKENS: float(tokens)}
+        return Allocation(counts, p_hat, g_hat, probed, probe_rollouts=0, probe_tokens=0, stats=stats)
+
+
+@dataclass
+class PromptEstimate:
+    """gvm_reuse's running estimate of one prompt: pooled (decayed) counts for p̂, the last probe's Ĝ."""
+
+    accepted: float
+    samples: float
+    g: float
+    visits: int
+
+    @property
+    def p(self) -> float:
+        return self.accepted / self.samples if self.samples > 0 else 0.0
+
+
+class GVMReuseAllocator:
+    """GVM with estimates carried across visits; only unseen or stale prompts are probed."""
+
+    def __init__(self, cfg: AllocationConfig):
+        self.cfg = cfg
+        self.estimates: dict[str, PromptEstimate] = {}  # keyed by prompt text
+
+    def stale(self, prompt: str) -> bool:
+        est = self.estimates.get(prompt)
+        return est is None or est.visits % self.cfg.reuse_probe_every == 0
+
+    def allocate(self, prompts: list[Problem], ctx: AllocContext) -> Allocation:
+        probed = np.array([self.stale(p.prompt) for p in prompts], dtype=bool)
+        rollouts = tokens = 0
+        if probed.any():
+            fresh = [p for p, s in zip(prompts, probed, strict=True) if s]
+            p_new, g_new, rollouts, tokens = probe(fresh, ctx, self.cfg)
+            for p, pv, gv in zip(fresh, p_new, g_new, strict=True):
+                # The policy has moved since the last probe: a fresh probe replaces the pooled counts.
+                old = self.estimates.get(p.prompt)
+                self.estimates[p.prompt] = PromptEstimate(
+                    float(pv) * self.cfg.n_probe, float(self.cfg.n_probe), float(gv), old.visits if old else 0
+                )
+        for p in dict.fromkeys(q.prompt for q in prompts):  # a prompt twice in one batch is one visit
+            self.estimates[p].visits += 1
+        p_hat = np.array([self.estimates[p.prompt].p for p in prompts])
+        g_hat = np.array([self.estimates[p.prompt].g for p in prompts])
+        counts = split_budget(p_hat, g_hat, self.cfg)
+        return Allocation(
+            counts,
+            p_hat,
+            g_hat,
+            probed,
+            rollouts,
+            tokens,
+            gvm_stats(self.cfg, counts, p_hat, g_hat, probed, ctx.policy),
+        )
+
+    def observe(self, prompts: list[Problem], counts: np.ndarray, accepted: np.ndarray) -> None:
+        d = self.cfg.reuse_decay
+        for p, n, a in zip(prompts, counts.tolist(), accepted.tolist(), strict=True):
+            est = self.estimates.get(p.prompt)
+            if est is not None and n > 0:
+                est.accepted, est.samples = d * est.accepted + a, d * est.samples + n
+
+    def state_dict(self) -> dict:
+        return {"estimates": {k: [e.accepted, e.samples, e.g, e.visits] for k, e in self.estimates.items()}}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.estimates = {
+            k: PromptEstimate(float(a), float(s), float(g), int(v))
+            for k, (a, s, g, v) in state.get("estimates", {}).items()
+        }

@@ -1,0 +1,36 @@
+"""What the generation stage hands the rest of a step: the training batch, and what was generated but
+not kept.
+
+Plain generation (loop.py's `generate`) keeps everything; DAPO's dynamic sampling (dapo.py) drops groups
+whose rewards are all equal. Dropped rollouts are still charged to the budget as training rollouts, and as
+wasted (docs/conventions.md, Budget accounting), and each dropped group still gets its per-prompt row.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from dibs.platform.core import metrics as M
+from dibs.platform.rollout.base import Rollouts
+from dibs.platform.tasks.base import Problem
+
+
+@dataclass
+class Dropped:
+    """Rollouts generated at this step and not trained on."""
+
+    rollouts: int = 0
+    tokens: int = 0  # their response tokens
+    accepted: int = 0  # of them with reward 1
+    rows: list[M.PromptStat] = field(default_factory=list)  # one per dropped group
+
+
+@dataclass
+class Batch:
+    """The step's training batch: `rollouts` answer `prompts` (group ids index them, so scoring and GRPO
+    groups need no remapping); `stats` are metric rows of the stage that produced it."""
+
+    prompts: list[Problem]
+    rollouts: Rollouts
+    dropped: Dropped = field(default_factory=Dropped)
+    stats: dict[str, float] = field(default_factory=dict)

@@ -1,0 +1,68 @@
+"""The allocator a config names, and the registry that adds allocators to the built-in ones.
+
+`build_allocator` looks `allocation.allocator` up among the built-in allocators and those added with
+`register_allocator(name, factory)` (the names live in core/registry.py, so the config validates against
+them). `build_refill` is the generation stage an allocator asks for: DAPO's dynamic sampling for `dapo`,
+None (plain generation) for the rest. Above allocators.py and dapo.py, since the choice spans both.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from types import MappingProxyType
+
+from dibs.platform.allocation.allocators import (
+    Allocator,
+    GVMAllocator,
+    GVMOracleAllocator,
+    GVMReuseAllocator,
+    UniformAllocator,
+)
+from dibs.platform.allocation.dapo import Refill
+from dibs.platform.core.config import AllocationConfig
+from dibs.platform.core.registry import ALLOCATORS
+
+AllocatorFactory = Callable[[AllocationConfig], Allocator]
+
+
+def _uniform(cfg: AllocationConfig) -> Allocator:
+    return UniformAllocator(cfg.n_per_prompt)
+
+
+# dapo's counts are uniform; what makes it dapo is its generation stage (`build_refill`).
+BUILTIN: Mapping[str, AllocatorFactory] = MappingProxyType(
+    {
+        "uniform": _uniform,
+        "gvm": GVMAllocator,
+        "gvm_reuse": GVMReuseAllocator,
+        "dapo": _uniform,
+        "gvm_oracle": GVMOracleAllocator,
+    }
+)
+
+
+def register_allocator(name: str, factory: AllocatorFactory) -> None:
+    """Make `allocation.allocator: <name>` build `factory(cfg.allocation)` in this process. `name` must be
+    an identifier and not a built-in name; registering it again replaces the factory."""
+    ALLOCATORS.register(name, factory)
+
+
+def unregister_allocator(name: str) -> None:
+    ALLOCATORS.unregister(name)
+
+
+def build_allocator(cfg: AllocationConfig) -> Allocator:
+    """The allocator named by `allocation.allocator`."""
+    factory = BUILTIN.get(cfg.allocator) or ALLOCATORS.factory(cfg.allocator)
+    if factory is None:  # a config validated in another process, where the name was registered
+        raise ValueError(
+            f"allocation.allocator: {ALLOCATORS.unknown(cfg.allocator)} (a registered allocator "
+            "exists only in the process that registered it: run it with runtime.executor: inline)"
+        )
+    return factory(cfg)
+
+
+def build_refill(cfg: AllocationConfig) -> Refill | None:
+    """DAPO's dynamic sampling when the allocator is `dapo`; None: the loop generates the counts as they
+    are."""
+    return Refill(cfg) if cfg.allocator == "dapo" else None
