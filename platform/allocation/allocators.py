@@ -150,6 +150,24 @@ def split_budget(
     )
 
 
+def gvm_allocation(
+    cfg: AllocationConfig,
+    p_hat: np.ndarray,
+    g_hat: np.ndarray,
+    probed: np.ndarray,
+    policy: torch.nn.Module,
+    *,
+    probe_rollouts: int,
+    probe_tokens: int,
+    min_per_prompt: int | None = None,
+) -> Allocation:
+    """The GVM split of the step's budget from these estimates, with its metric rows: what every GVM
+    allocator returns once it has p̂ and Ĝ (from a probe, running counts or a free oracle probe)."""
+    counts = split_budget(p_hat, g_hat, cfg, min_per_prompt)
+    stats = gvm_stats(cfg, counts, p_hat, g_hat, probed, policy)
+    return Allocation(counts, p_hat, g_hat, probed, probe_rollouts, probe_tokens, stats)
+
+
 def gvm_stats(
     cfg: AllocationConfig,
     counts: np.ndarray,
@@ -185,16 +203,9 @@ class GVMAllocator(Stateless):
 
     def allocate(self, prompts: list[Problem], ctx: AllocContext) -> Allocation:
         p_hat, g_hat, rollouts, tokens = probe(prompts, ctx, self.cfg)
-        counts = split_budget(p_hat, g_hat, self.cfg)
         probed = np.ones(len(prompts), dtype=bool)
-        return Allocation(
-            counts,
-            p_hat,
-            g_hat,
-            probed,
-            rollouts,
-            tokens,
-            gvm_stats(self.cfg, counts, p_hat, g_hat, probed, ctx.policy),
+        return gvm_allocation(
+            self.cfg, p_hat, g_hat, probed, ctx.policy, probe_rollouts=rollouts, probe_tokens=tokens
         )
 
 
@@ -214,11 +225,12 @@ class GVMOracleAllocator(Stateless):
         # Floor of one: a probe that sees 0 of 32 says p is small (below 3/32 ~ 0.09 at 95%, the rule of
         # three), not 0, and a ceiling must not get there by dropping prompts a finite probe failed to solve.
         floor = max(1, self.cfg.min_per_prompt)
-        counts = split_budget(p_hat, g_hat, self.cfg, min_per_prompt=floor)
         probed = np.ones(len(prompts), dtype=bool)
-        stats = gvm_stats(self.cfg, counts, p_hat, g_hat, probed, ctx.policy)
-        stats |= {M.ALLOC_ORACLE_ROLLOUTS: float(rollouts), M.ALLOC_ORACLE_TOKENS: float(tokens)}
-        return Allocation(counts, p_hat, g_hat, probed, probe_rollouts=0, probe_tokens=0, stats=stats)
+        alloc = gvm_allocation(
+            self.cfg, p_hat, g_hat, probed, ctx.policy, probe_rollouts=0, probe_tokens=0, min_per_prompt=floor
+        )
+        alloc.stats |= {M.ALLOC_ORACLE_ROLLOUTS: float(rollouts), M.ALLOC_ORACLE_TOKENS: float(tokens)}
+        return alloc
 
 
 @dataclass
@@ -262,15 +274,8 @@ class GVMReuseAllocator:
             self.estimates[p].visits += 1
         p_hat = np.array([self.estimates[p.prompt].p for p in prompts])
         g_hat = np.array([self.estimates[p.prompt].g for p in prompts])
-        counts = split_budget(p_hat, g_hat, self.cfg)
-        return Allocation(
-            counts,
-            p_hat,
-            g_hat,
-            probed,
-            rollouts,
-            tokens,
-            gvm_stats(self.cfg, counts, p_hat, g_hat, probed, ctx.policy),
+        return gvm_allocation(
+            self.cfg, p_hat, g_hat, probed, ctx.policy, probe_rollouts=rollouts, probe_tokens=tokens
         )
 
     def observe(self, prompts: list[Problem], counts: np.ndarray, accepted: np.ndarray) -> None:
