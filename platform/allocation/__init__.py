@@ -5,5 +5,5 @@
   gvm_oracle;
 - `batch`: the `Batch` a step's generation stage hands on (and the rollouts it dropped);
 - `dapo`: DAPO dynamic sampling (`Refill`), a generation stage of its own;
-- `factory`: `build_allocator` and `build_refill`, what a config names; `register_allocator` adds one.
+- `factory`: `build_allocator` and `build_stage`, what a config names; `register_allocator` adds one.
 """

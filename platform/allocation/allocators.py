@@ -47,6 +47,21 @@ class Allocation:
     probe_rollouts: int = 0  # rollouts generated to decide `counts` (charged to the budget, not trained)
     probe_tokens: int = 0  # response tokens of those rollouts
     stats: dict[str, float] = field(default_factory=dict)  # metric name -> value, recorded with the step
+    # Rollouts generated while deciding `counts` that the step also trains on (probe_trains), group ids
+    # indexing the step's prompts; the loop merges them into the batch and charges them as training
+    # rollouts, so they are not in probe_rollouts. `counts` are the rollouts still to generate.
+    trained: Rollouts | None = None
+
+
+@dataclass(frozen=True)
+class StepBudget:
+    """What a step's training rollouts may spend (allocation.budget): `rollouts` always (prompts x
+    n_per_prompt in rollouts mode; step_tokens / tokens_per_rollout in tokens mode); `tokens` only in tokens
+    mode. `tokens_per_rollout`: the run's mean response length so far, the estimate that converted."""
+
+    rollouts: int
+    tokens: int | None = None
+    tokens_per_rollout: float = 0.0
 
 
 def _unscored(rollouts: Rollouts, prompts: list[Problem]) -> torch.Tensor:
@@ -69,6 +84,12 @@ class AllocContext:
     seed: int
     step: int = 1
     score: Callable[[Rollouts, list[Problem]], torch.Tensor] = _unscored
+    budget: StepBudget | None = None  # None: prompts x n_per_prompt rollouts (rollouts mode)
+
+
+def step_rollouts(ctx: AllocContext, num_prompts: int, n_per_prompt: int) -> int:
+    """The rollouts the step's training may spend: the context's budget, or prompts x n_per_prompt."""
+    return ctx.budget.rollouts if ctx.budget is not None else num_prompts * n_per_prompt
 
 
 class Allocator(Protocol):
@@ -79,9 +100,12 @@ class Allocator(Protocol):
         """Rollout counts for `prompts` (counts[i] for prompts[i])."""
         ...
 
-    def observe(self, prompts: list[Problem], counts: np.ndarray, accepted: np.ndarray) -> None:
-        """The step's own outcome: counts[i] training rollouts of prompts[i], accepted[i] of them accepted
-        (`prompts` are the batch's: with dapo's dynamic sampling, the groups it kept)."""
+    def observe(
+        self, prompts: list[Problem], counts: np.ndarray, accepted: np.ndarray, tokens: np.ndarray
+    ) -> None:
+        """The step's own outcome: counts[i] training rollouts of prompts[i], accepted[i] of them accepted,
+        tokens[i] their response tokens (`prompts` are the batch's: with dapo's dynamic sampling, the
+        groups it kept)."""
         ...
 
     def state_dict(self) -> dict:
@@ -94,7 +118,9 @@ class Allocator(Protocol):
 class Stateless:
     """The Protocol's state methods for allocators that keep nothing between steps."""
 
-    def observe(self, prompts: list[Problem], counts: np.ndarray, accepted: np.ndarray) -> None:
+    def observe(
+        self, prompts: list[Problem], counts: np.ndarray, accepted: np.ndarray, tokens: np.ndarray
+    ) -> None:
         pass
 
     def state_dict(self) -> dict:
@@ -106,13 +132,25 @@ class Stateless:
 
 
 class UniformAllocator(Stateless):
-    """The baseline: n samples per prompt; touches neither the engine nor any RNG."""
+    """The baseline: n samples per prompt; touches neither the engine nor any RNG. Under a token budget
+    the step's N rollouts are split as evenly as they go (the first N mod m prompts get one more)."""
 
     def __init__(self, n_per_prompt: int):
         self.n = n_per_prompt
 
     def allocate(self, prompts: list[Problem], ctx: AllocContext) -> Allocation:
-        return Allocation(uniform_allocation(len(prompts), self.n))
+        m = len(prompts)
+        total = step_rollouts(ctx, m, self.n)
+        if total == m * self.n:
+            return Allocation(uniform_allocation(m, self.n))
+        return Allocation(even_split(m, total))
+
+
+def even_split(num_prompts: int, total: int) -> np.ndarray:
+    """`total` rollouts over `num_prompts` prompts as evenly as they go, the first ones taking the rest."""
+    counts = np.full(num_prompts, total // max(num_prompts, 1), dtype=np.int64)
+    counts[: total - int(counts.sum())] += 1
+    return counts
 
 
 def probe(
@@ -132,15 +170,19 @@ def probe(
 
 
 def split_budget(
-    p_hat: np.ndarray, g_hat: np.ndarray, cfg: AllocationConfig, min_per_prompt: int | None = None
+    p_hat: np.ndarray,
+    g_hat: np.ndarray,
+    cfg: AllocationConfig,
+    min_per_prompt: int | None = None,
+    total: int | None = None,
 ) -> np.ndarray:
-    """N = m x n_per_prompt split by the GVM rule with the config's filters and bounds (docs/method.md §2);
-    `min_per_prompt` overrides the config's floor."""
+    """N rollouts (`total`; default m x n_per_prompt) split by the GVM rule with the config's filters and
+    bounds (docs/method.md §2); `min_per_prompt` overrides the config's floor."""
     floor = cfg.min_per_prompt if min_per_prompt is None else min_per_prompt
     return gvm_allocate(
         g_hat,
         p_hat,
-        len(p_hat) * cfg.n_per_prompt,
+        len(p_hat) * cfg.n_per_prompt if total is None else total,
         alpha=cfg.alpha,
         beta=cfg.beta,
         filter_threshold=cfg.filter_threshold,
@@ -160,10 +202,12 @@ def gvm_allocation(
     probe_rollouts: int,
     probe_tokens: int,
     min_per_prompt: int | None = None,
+    total: int | None = None,
 ) -> Allocation:
-    """The GVM split of the step's budget from these estimates, with its metric rows: what every GVM
-    allocator returns once it has p̂ and Ĝ (from a probe, running counts or a free oracle probe)."""
-    counts = split_budget(p_hat, g_hat, cfg, min_per_prompt)
+    """The GVM split of the step's budget (`total` rollouts, default m x n_per_prompt) from these
+    estimates, with its metric rows: what every GVM allocator returns once it has p̂ and Ĝ (from a probe,
+    running counts or a free oracle probe)."""
+    counts = split_budget(p_hat, g_hat, cfg, min_per_prompt, total)
     stats = gvm_stats(cfg, counts, p_hat, g_hat, probed, policy)
     return Allocation(counts, p_hat, g_hat, probed, probe_rollouts, probe_tokens, stats)
 
@@ -205,7 +249,14 @@ class GVMAllocator(Stateless):
         p_hat, g_hat, rollouts, tokens = probe(prompts, ctx, self.cfg)
         probed = np.ones(len(prompts), dtype=bool)
         return gvm_allocation(
-            self.cfg, p_hat, g_hat, probed, ctx.policy, probe_rollouts=rollouts, probe_tokens=tokens
+            self.cfg,
+            p_hat,
+            g_hat,
+            probed,
+            ctx.policy,
+            probe_rollouts=rollouts,
+            probe_tokens=tokens,
+            total=step_rollouts(ctx, len(prompts), self.cfg.n_per_prompt),
         )
 
 
@@ -227,7 +278,15 @@ class GVMOracleAllocator(Stateless):
         floor = max(1, self.cfg.min_per_prompt)
         probed = np.ones(len(prompts), dtype=bool)
         alloc = gvm_allocation(
-            self.cfg, p_hat, g_hat, probed, ctx.policy, probe_rollouts=0, probe_tokens=0, min_per_prompt=floor
+            self.cfg,
+            p_hat,
+            g_hat,
+            probed,
+            ctx.policy,
+            probe_rollouts=0,
+            probe_tokens=0,
+            min_per_prompt=floor,
+            total=step_rollouts(ctx, len(prompts), self.cfg.n_per_prompt),
         )
         alloc.stats |= {M.ALLOC_ORACLE_ROLLOUTS: float(rollouts), M.ALLOC_ORACLE_TOKENS: float(tokens)}
         return alloc
@@ -275,10 +334,19 @@ class GVMReuseAllocator:
         p_hat = np.array([self.estimates[p.prompt].p for p in prompts])
         g_hat = np.array([self.estimates[p.prompt].g for p in prompts])
         return gvm_allocation(
-            self.cfg, p_hat, g_hat, probed, ctx.policy, probe_rollouts=rollouts, probe_tokens=tokens
+            self.cfg,
+            p_hat,
+            g_hat,
+            probed,
+            ctx.policy,
+            probe_rollouts=rollouts,
+            probe_tokens=tokens,
+            total=step_rollouts(ctx, len(prompts), self.cfg.n_per_prompt),
         )
 
-    def observe(self, prompts: list[Problem], counts: np.ndarray, accepted: np.ndarray) -> None:
+    def observe(
+        self, prompts: list[Problem], counts: np.ndarray, accepted: np.ndarray, tokens: np.ndarray
+    ) -> None:
         d = self.cfg.reuse_decay
         for p, n, a in zip(prompts, counts.tolist(), accepted.tolist(), strict=True):
             est = self.estimates.get(p.prompt)

@@ -8,11 +8,18 @@ wasted (docs/conventions.md, Budget accounting), and each dropped group still ge
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Protocol
+
+import torch
 
 from dibs.platform.core import metrics as M
 from dibs.platform.rollout.base import Rollouts
 from dibs.platform.tasks.base import Problem
+
+if TYPE_CHECKING:  # allocators.py imports nothing from here; the annotation only
+    from dibs.platform.allocation.allocators import AllocContext
 
 
 @dataclass
@@ -34,3 +41,17 @@ class Batch:
     rollouts: Rollouts
     dropped: Dropped = field(default_factory=Dropped)
     stats: dict[str, float] = field(default_factory=dict)
+    # GRPO's baseline and scale per training sample when they come from more rollouts than the batch
+    # keeps (reinforce_ada: the mean and std over the whole pool the prompt drew); None: its own group's.
+    baseline: torch.Tensor | None = None
+    scale: torch.Tensor | None = None
+
+
+class GenerationStage(Protocol):
+    """A generation stage that is more than generating the allocated counts (dapo's refill,
+    reinforce_ada's rounds): it samples, scores and decides what the step trains on. `draw(k)` gives the
+    next k prompts of the run's epoch stream."""
+
+    def sample(
+        self, prompts: list[Problem], ctx: AllocContext, draw: Callable[[int], list[Problem]] | None
+    ) -> Batch: ...

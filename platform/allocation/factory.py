@@ -2,8 +2,9 @@
 
 `build_allocator` looks `allocation.allocator` up among the built-in allocators and those added with
 `register_allocator(name, factory)` (the names live in core/registry.py, so the config validates against
-them). `build_refill` is the generation stage an allocator asks for: DAPO's dynamic sampling for `dapo`,
-None (plain generation) for the rest. Above allocators.py and dapo.py, since the choice spans both.
+them). `build_stage` is the generation stage an allocator asks for: DAPO's dynamic sampling for `dapo`,
+reinforce_ada's rounds for `reinforce_ada`, None (plain generation of the counts) for the rest. Above
+allocators.py and dapo.py, since the choice spans both.
 """
 
 from __future__ import annotations
@@ -18,7 +19,13 @@ from dibs.platform.allocation.allocators import (
     GVMReuseAllocator,
     UniformAllocator,
 )
+from dibs.platform.allocation.batch import GenerationStage
 from dibs.platform.allocation.dapo import Refill
+from dibs.platform.allocation.greso import GresoAllocator
+from dibs.platform.allocation.knapsack import KnapsackAllocator
+from dibs.platform.allocation.probe_trains import ProbeTrainsAllocator
+from dibs.platform.allocation.reinforce_ada import ReinforceAdaAllocator
+from dibs.platform.allocation.variance import VarianceAllocator
 from dibs.platform.core.config import AllocationConfig
 from dibs.platform.core.registry import ALLOCATORS
 
@@ -37,6 +44,11 @@ BUILTIN: Mapping[str, AllocatorFactory] = MappingProxyType(
         "gvm_reuse": GVMReuseAllocator,
         "dapo": _uniform,
         "gvm_oracle": GVMOracleAllocator,
+        "reinforce_ada": ReinforceAdaAllocator,
+        "greso": GresoAllocator,
+        "knapsack": KnapsackAllocator,
+        "variance": VarianceAllocator,
+        "probe_trains": ProbeTrainsAllocator,
     }
 )
 
@@ -62,7 +74,7 @@ def build_allocator(cfg: AllocationConfig) -> Allocator:
     return factory(cfg)
 
 
-def build_refill(cfg: AllocationConfig) -> Refill | None:
+def build_stage(cfg: AllocationConfig) -> GenerationStage | None:
     """DAPO's dynamic sampling when the allocator is `dapo`; None: the loop generates the counts as they
     are."""
     return Refill(cfg) if cfg.allocator == "dapo" else None

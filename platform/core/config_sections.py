@@ -151,13 +151,15 @@ class AllocationConfig(_Section):
     - `gvm_oracle`: as gvm, but the probe takes `n_oracle` samples per prompt, is NOT charged to the rollout
       budget (recorded as alloc/oracle_rollouts instead) and every prompt gets at least one rollout.
       Not budget-honest: an upper bound, for studies only;
+    - `reinforce_ada`, `greso`, `knapsack`, `variance`, `probe_trains`: the allocator zoo (docs/method.md,
+      The allocator zoo), each with its `ada_*`, `greso_*`, `knapsack_*` or `variance_*` knobs below;
     - a name registered with `register_allocator` (README, Adding an allocator): its own rule.
     """
 
     allocator: str = Field(
         "uniform",
-        description="uniform | gvm | gvm_reuse | dapo | gvm_oracle (see the class "
-        "docstring), or a name registered with register_allocator "
+        description="uniform | gvm | gvm_reuse | dapo | gvm_oracle | reinforce_ada | greso | knapsack | "
+        "variance | probe_trains (see the class docstring), or a name registered with register_allocator "
         "(platform/allocation/factory.py)",
     )
     n_per_prompt: int = Field(
@@ -221,6 +223,56 @@ class AllocationConfig(_Section):
         description="parameters whose per-sample gradient norm estimates G_i (reference: "
         "embedding; with tied embeddings, embedding and lm_head are the same tensor)",
     )
+    budget: Literal["rollouts", "tokens"] = Field(
+        "rollouts",
+        description="what a step's training budget counts: rollouts (prompts x n_per_prompt) or "
+        "generated tokens (step_tokens, turned into rollouts by the run's mean response length so far)",
+    )
+    step_tokens: int | None = Field(
+        None,
+        ge=1,
+        description="budget: tokens: generated tokens a step's training rollouts may spend (probes are "
+        "charged on top, as in rollouts mode); required in tokens mode",
+    )
+    # reinforce_ada (docs/method.md, The allocator zoo)
+    ada_round_size: int = Field(4, ge=1, description="reinforce_ada: samples per active prompt and round")
+    ada_max_rounds: int = Field(
+        4, ge=1, description="reinforce_ada: rounds at most per step (a prompt draws <= size x rounds)"
+    )
+    ada_exit: Literal["positive", "balanced"] = Field(
+        "balanced",
+        description="reinforce_ada: a prompt stops at its first positive (positive) or once it has "
+        "both enough positives and enough negatives for a balanced group (balanced)",
+    )
+    # greso (docs/method.md, The allocator zoo)
+    greso_explore: float = Field(
+        0.5,
+        gt=0,
+        le=1,
+        description="greso: a prompt whose last z visits all had zero reward variance is kept with "
+        "probability greso_explore^z",
+    )
+    greso_floor: float = Field(
+        0.05, ge=0, le=1, description="greso: the keep probability never drops below this (exploration)"
+    )
+    # knapsack (docs/method.md, The allocator zoo)
+    knapsack_prior_p: float = Field(
+        0.5,
+        gt=0,
+        lt=1,
+        description="knapsack: pass rate assumed for a prompt not seen yet",
+    )
+    # variance (docs/method.md, The allocator zoo)
+    variance_prior: float = Field(
+        1.0, gt=0, description="variance: a prompt's pass rate starts as Beta(prior, prior)"
+    )
+    variance_decay: float = Field(
+        1.0,
+        gt=0,
+        le=1,
+        description="variance: weight kept by a prompt's earlier evidence at each new visit (1: none "
+        "forgotten; below 1 the posterior follows the moving policy)",
+    )
 
     @field_validator("allocator")
     @classmethod
@@ -240,6 +292,8 @@ class AllocationConfig(_Section):
             raise ValueError(f"min_per_prompt ({self.min_per_prompt}) > n_per_prompt ({self.n_per_prompt})")
         if self.max_per_prompt is not None and self.max_per_prompt < self.n_per_prompt:
             raise ValueError(f"max_per_prompt ({self.max_per_prompt}) < n_per_prompt ({self.n_per_prompt})")
+        if self.budget == "tokens" and self.step_tokens is None:
+            raise ValueError("budget: tokens needs step_tokens (the generated tokens a step may spend)")
         return self
 
 

@@ -90,6 +90,21 @@ ALLOC_DISCARDED_ROLLOUTS = "alloc/discarded_rollouts"  # dapo: rollouts of dropp
 # gvm_oracle: its probe at this step, NOT in budget/ (not budget-honest: an upper bound, for studies only)
 ALLOC_ORACLE_ROLLOUTS = "alloc/oracle_rollouts"
 ALLOC_ORACLE_TOKENS = "alloc/oracle_tokens"
+# The step's training budget as the loop planned it (allocation.budget): rollouts always; the token
+# budget and the tokens-per-rollout estimate that turned it into rollouts in `tokens` mode only.
+ALLOC_BUDGET_ROLLOUTS = "alloc/budget_rollouts"
+ALLOC_BUDGET_TOKENS = "alloc/budget_tokens"
+ALLOC_TOKENS_PER_ROLLOUT = "alloc/tokens_per_rollout"
+
+# reinforce_ada: alloc/reinforce_ada/...
+
+# greso: alloc/greso/...
+
+# knapsack: alloc/knapsack/...
+
+# variance: alloc/variance/...
+
+# probe_trains: alloc/probe_trains/...
 
 # budget/ — cumulative, also carried on every row as rollouts_consumed / tokens_generated.
 # rollouts = probe_rollouts + train_rollouts; train rollouts include those dapo generated and dropped.

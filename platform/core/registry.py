@@ -12,7 +12,18 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-BUILTIN_ALLOCATORS = ("uniform", "gvm", "gvm_reuse", "dapo", "gvm_oracle")
+BUILTIN_ALLOCATORS = (
+    "uniform",
+    "gvm",
+    "gvm_reuse",
+    "dapo",
+    "gvm_oracle",
+    "reinforce_ada",
+    "greso",
+    "knapsack",
+    "variance",
+    "probe_trains",
+)
 
 
 class Registry:

@@ -10,10 +10,11 @@ from dataclasses import dataclass, field, fields
 import numpy as np
 import torch
 
-from dibs.platform.allocation.allocators import Allocation
+from dibs.platform.allocation.allocators import Allocation, StepBudget
 from dibs.platform.allocation.batch import Dropped
 from dibs.platform.allocation.estimators import accepted_counts
 from dibs.platform.core import metrics as M
+from dibs.platform.core.config import ExperimentConfig
 from dibs.platform.rollout.base import Rollouts
 from dibs.platform.tasks.base import Problem
 
@@ -46,6 +47,25 @@ class Budget:
             if f.name != "started":  # `updates` came later: an older checkpoint resumes its count from 0
                 setattr(self, f.name, int(snap.get(f.name, 0) if f.name == "updates" else snap[f.name]))
         self.started = time.perf_counter() - float(snap["wall"])
+
+
+def step_budget(cfg: ExperimentConfig, budget: Budget) -> StepBudget:
+    """What this step's training rollouts may spend (allocation.budget). In tokens mode, step_tokens over
+    the run's mean response length so far (probe rollouts included: same policy, same sampling); before
+    the run has generated anything, over max_new_tokens, so the first step cannot overspend. At least one
+    rollout."""
+    a = cfg.allocation
+    if a.budget == "rollouts" or a.step_tokens is None:
+        return StepBudget(cfg.train.prompts_per_step * a.n_per_prompt)
+    per = budget.tokens / budget.rollouts if budget.rollouts else float(cfg.rollout.max_new_tokens)
+    per = max(per, 1.0)  # empty responses (a stop token first) still cost a forward pass
+    return StepBudget(max(1, int(a.step_tokens // per)), a.step_tokens, per)
+
+
+def prompt_tokens(rollouts: Rollouts, num_prompts: int) -> np.ndarray:
+    """[num_prompts] int64: response tokens of each prompt's rollouts."""
+    lengths = rollouts.response_mask.sum(-1).double().numpy()
+    return np.bincount(rollouts.group_ids.numpy(), weights=lengths, minlength=num_prompts).astype(np.int64)
 
 
 def account(

@@ -26,18 +26,17 @@ import numpy as np
 import torch
 
 from dibs.algorithms.advantages import grpo_advantages, nonzero_groups_mask, raft_advantages
-from dibs.platform.allocation.allocators import Allocation, Allocator, AllocContext
-from dibs.platform.allocation.batch import Batch
-from dibs.platform.allocation.dapo import Refill
-from dibs.platform.allocation.factory import build_allocator, build_refill
+from dibs.platform.allocation.allocators import Allocation, Allocator, AllocContext, StepBudget
+from dibs.platform.allocation.batch import Batch, GenerationStage
+from dibs.platform.allocation.factory import build_allocator, build_stage
 from dibs.platform.core import metrics as M
 from dibs.platform.core.config import ExperimentConfig
 from dibs.platform.learn import checkpoint
 from dibs.platform.learn.base import Learner
 from dibs.platform.learn.warm_start import Progress
-from dibs.platform.rollout.base import RolloutEngine, Rollouts, SamplingSpec
+from dibs.platform.rollout.base import RolloutEngine, Rollouts, SamplingSpec, merge_rollouts
 from dibs.platform.runtime.base import Runtime
-from dibs.platform.runtime.budget import Budget, account, prompt_stats
+from dibs.platform.runtime.budget import Budget, account, prompt_stats, prompt_tokens, step_budget
 from dibs.platform.runtime.local import LocalRuntime
 from dibs.platform.runtime.recording import Recorder
 from dibs.platform.tasks.base import Problem, Task, TaskData
@@ -83,12 +82,14 @@ def sampling_spec(cfg: ExperimentConfig) -> SamplingSpec:
 def generate(
     engine: RolloutEngine, cfg: ExperimentConfig, prompts: list[Problem], alloc: Allocation, *, seed: int
 ) -> Batch:
-    """counts[i] samples of prompts[i]; a prompt with count 0 has no rows, and group ids stay indices
-    into the prompts (so `score` and GRPO groups need no remapping)."""
-    return Batch(
-        prompts,
-        engine.generate([p.prompt for p in prompts], alloc.counts.tolist(), sampling_spec(cfg), seed=seed),
-    )
+    """counts[i] samples of prompts[i], after the rollouts the allocator already made for training
+    (probe_trains); a prompt with count 0 has no rows, and group ids stay indices into the prompts (so
+    `score` and GRPO groups need no remapping)."""
+    ro = engine.generate([p.prompt for p in prompts], alloc.counts.tolist(), sampling_spec(cfg), seed=seed)
+    if alloc.trained is not None:
+        # Pad id 0: padded positions have attention and response masks 0, so the token is never read.
+        ro = merge_rollouts([alloc.trained, ro], torch.cat([alloc.trained.group_ids, ro.group_ids]), pad_id=0)
+    return Batch(prompts, ro)
 
 
 def score(task: Task, rollouts: Rollouts, prompts: list[Problem]) -> torch.Tensor:
@@ -160,20 +161,32 @@ def step_metrics(
     return out | {k: float(v) for k, v in spent.items()} | stats | times
 
 
+def planned_metrics(planned: StepBudget) -> dict[str, float]:
+    """The step's planned training budget as metric rows (the token rows in tokens mode only)."""
+    out = {M.ALLOC_BUDGET_ROLLOUTS: float(planned.rollouts)}
+    if planned.tokens is not None:
+        out |= {
+            M.ALLOC_BUDGET_TOKENS: float(planned.tokens),
+            M.ALLOC_TOKENS_PER_ROLLOUT: planned.tokens_per_rollout,
+        }
+    return out
+
+
 # --- the loop -------------------------------------------------------------------------------------
 
 
 @dataclass
 class Parts:
     """What every step works with, built once per run: the task (rewards), the policy (the probe
-    differentiates it), the engine, the learner, the allocator and, for dapo, its refill stage."""
+    differentiates it), the engine, the learner, the allocator and, for dapo and reinforce_ada, their
+    generation stage."""
 
     task: Task
     policy: torch.nn.Module
     engine: RolloutEngine
     learner: Learner
     allocator: Allocator
-    refill: Refill | None
+    stage: GenerationStage | None
     spec: SamplingSpec
 
 
@@ -194,6 +207,7 @@ def rl_step(
     t0 = time.perf_counter()
     prompts = draw(cfg.train.prompts_per_step)
     gen_seed = cfg.seed * 100003 + step
+    planned = step_budget(cfg, budget)
     ctx = AllocContext(
         parts.engine,
         parts.policy,
@@ -201,13 +215,14 @@ def rl_step(
         gen_seed + PROBE_SEED_OFFSET,
         step,
         score=functools.partial(score_groups, parts.task),
+        budget=planned,
     )
     alloc = allocate(parts.allocator, prompts, ctx, budget)
     t_alloc = time.perf_counter() - t0
-    if parts.refill is None:
+    if parts.stage is None:
         batch = generate(parts.engine, cfg, prompts, alloc, seed=gen_seed)
-    else:  # dapo: its rounds sample on the allocation seeds (ctx), as when dapo was an allocator
-        batch = parts.refill.sample(prompts, ctx, draw)
+    else:  # dapo, reinforce_ada: their rounds sample on the allocation seeds (ctx)
+        batch = parts.stage.sample(prompts, ctx, draw)
     t_gen = time.perf_counter() - t0 - t_alloc
     rewards = score(parts.task, batch.rollouts, batch.prompts)
     adv, keep, adv_stats = advantages(cfg, rewards, batch.rollouts.group_ids)
@@ -224,6 +239,7 @@ def rl_step(
         batch.prompts,
         np.array([r.n_alloc for r in trained], dtype=np.int64),
         np.array([r.accepted for r in trained], dtype=np.int64),
+        prompt_tokens(batch.rollouts, len(batch.prompts)),
     )
     times = {
         M.TIME_GENERATE: t_gen,
@@ -233,7 +249,8 @@ def rl_step(
     }
     if alloc.probe_rollouts:  # an allocator that generated (a probe)
         times[M.TIME_ALLOCATE] = t_alloc
-    values = step_metrics(rewards, batch.rollouts, adv_stats, upd, times, spent, alloc.stats | batch.stats)
+    stats = alloc.stats | batch.stats | planned_metrics(planned)
+    values = step_metrics(rewards, batch.rollouts, adv_stats, upd, times, spent, stats)
     return values, telemetry
 
 
@@ -263,7 +280,7 @@ def train(
         engine,
         runtime.learner(cfg, policy, ref),
         build_allocator(cfg.allocation),
-        build_refill(cfg.allocation),
+        build_stage(cfg.allocation),
         sampling_spec(cfg),
     )
     evaluation = Evaluation(task, data.test, cfg)  # eval.suite's sets are loaded here, once

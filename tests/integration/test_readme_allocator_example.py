@@ -65,7 +65,8 @@ def test_an_unregistered_name_is_an_error_that_lists_the_known_ones(tmp_path):
     with pytest.raises(
         ConfigError,
         match=rf"allocation.allocator: unknown allocator; known: uniform, gvm, "
-        rf"gvm_reuse, dapo, gvm_oracle \(got '{NAME}'\)",
+        rf"gvm_reuse, dapo, gvm_oracle, reinforce_ada, greso, knapsack, variance, "
+        rf"probe_trains \(got '{NAME}'\)",
     ):
         load_config(ROOT / "experiments/smoke.yaml", [f"allocation.allocator={NAME}"])
 

@@ -122,14 +122,14 @@ def test_a_registered_allocator_validates_and_builds_then_goes():
     with pytest.raises(
         ConfigError,
         match="allocation.allocator: unknown allocator; known: uniform, gvm, gvm_reuse, "
-        "dapo, gvm_oracle \\(got 'fixed_for_test'\\)",
+        "dapo, gvm_oracle, reinforce_ada, greso, knapsack, variance, probe_trains \\(got 'fixed_for_test'\\)",
     ):
         validate_dict({"allocation": {"allocator": "fixed_for_test"}})
     # A config validated where the name was registered, built where it is not (another process).
     with pytest.raises(
         ValueError,
         match="unknown allocator 'fixed_for_test'; known: uniform, gvm, gvm_reuse, dapo, "
-        "gvm_oracle .*runtime.executor: inline",
+        "gvm_oracle, reinforce_ada, greso, knapsack, variance, probe_trains .*runtime.executor: inline",
     ):
         build_allocator(cfg)
 
@@ -227,8 +227,8 @@ def test_allocation_defaults():
             "allocator",
             "best",
             (
-                "allocation.allocator: unknown allocator; known: uniform, gvm, gvm_reuse, dapo, gvm_oracle "
-                "(got 'best')"
+                "allocation.allocator: unknown allocator; known: uniform, gvm, gvm_reuse, dapo, gvm_oracle"
+                ", reinforce_ada, greso, knapsack, variance, probe_trains (got 'best')"
             ),
         ),
         ("n_probe", 0, "allocation.n_probe: Input should be greater than or equal to 1 (got 0)"),

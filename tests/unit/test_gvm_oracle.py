@@ -161,7 +161,7 @@ def test_default_probe_is_32_samples_and_keeps_no_state(policy):
     assert isinstance(oracle, GVMOracleAllocator)
     alloc = oracle.allocate(PROMPTS, ctx(engine, policy))
     assert engine.calls[0][1] == [32] * 4 and alloc.stats[M.ALLOC_ORACLE_ROLLOUTS] == 128.0
-    oracle.observe(PROMPTS, alloc.counts, np.ones(4))
+    oracle.observe(PROMPTS, alloc.counts, np.ones(4), np.ones(4))
     assert oracle.state_dict() == {}
     with pytest.raises(ValueError, match="GVMOracleAllocator keeps no state"):
         oracle.load_state_dict({"estimates": {}})

@@ -16,7 +16,7 @@ from dibs.platform.allocation import estimators
 from dibs.platform.allocation.allocators import Allocation, AllocContext, GVMReuseAllocator, UniformAllocator
 from dibs.platform.allocation.batch import Dropped
 from dibs.platform.allocation.dapo import Refill
-from dibs.platform.allocation.factory import build_allocator, build_refill
+from dibs.platform.allocation.factory import build_allocator, build_stage
 from dibs.platform.core import metrics as M
 from dibs.platform.core.config import AllocationConfig, ModelConfig, TaskConfig
 from dibs.platform.learn.learner import token_logprobs
@@ -112,7 +112,7 @@ def test_gvm_reuse_probes_unseen_then_carries_then_reprobes(policy):
     assert first.counts.tolist() == gvm_allocate([2, 4, 3], [0.5, 0.25, 0.75], 12).tolist()
     assert first.stats[M.ALLOC_PROBED_PROMPTS] == 3
     # The step's own rollouts: 1+2= got 6 with 5 accepted -> pooled (0.5*2 + 5) / (0.5*4 + 6) = 6/8.
-    alloc.observe(batch, np.array([6, 0, 6]), np.array([5, 0, 0]))
+    alloc.observe(batch, np.array([6, 0, 6]), np.array([5, 0, 0]), np.array([30, 0, 30]))
     second = alloc.allocate(batch, ctx(engine, policy))
     assert len(engine.calls) == 1 and second.probe_rollouts == 0 and not second.probed.any()
     # 2-1= had no rollouts: unchanged 1/4; 3+3=: (0.5*3 + 0) / (0.5*4 + 6) = 1.5/8.
@@ -137,7 +137,7 @@ def test_gvm_reuse_state_round_trips_through_json(policy):
     engine, alloc = ScriptEngine(), GVMReuseAllocator(REUSE)
     batch = [P["1+2="], P["2-1="], P["3+3="]]
     alloc.allocate(batch, ctx(engine, policy))
-    alloc.observe(batch, np.array([4, 4, 4]), np.array([4, 0, 1]))
+    alloc.observe(batch, np.array([4, 4, 4]), np.array([4, 0, 1]), np.array([20, 20, 20]))
     restored = GVMReuseAllocator(REUSE)
     restored.load_state_dict(json.loads(json.dumps(alloc.state_dict())))
     a, b = alloc.allocate(batch, ctx(engine, policy)), restored.allocate(batch, ctx(engine, policy))
@@ -215,10 +215,8 @@ def test_dapo_is_uniform_counts_and_a_refill_stage():
         build_allocator(DAPO).allocate([P["1+2="], P["5-9="], P["7+7="]], ctx(None, None)).counts.tolist()
         == [4] * 3
     )
-    assert isinstance(build_refill(DAPO), Refill)
-    assert (
-        build_refill(AllocationConfig(allocator="gvm")) is None and build_refill(AllocationConfig()) is None
-    )
+    assert isinstance(build_stage(DAPO), Refill)
+    assert build_stage(AllocationConfig(allocator="gvm")) is None and build_stage(AllocationConfig()) is None
 
 
 def test_merge_keeps_every_log_prob():
