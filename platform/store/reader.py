@@ -189,6 +189,11 @@ class StoreReader:
         with self._read() as conn:
             return read_metrics(conn, list(run_ids), name)
 
+    def prompt_stats(self, run_ids: Sequence[str]) -> dict[str, list[dict]]:
+        """``read_prompt_stats`` of several runs, by run id; an unknown id reads as a run without rows."""
+        with self._read() as conn:
+            return {run_id: read_prompt_stats(conn, run_id) for run_id in dict.fromkeys(run_ids)}
+
     def metric_names(self, run_ids: Sequence[str]) -> list[str]:
         """The metric names any of ``run_ids`` recorded, sorted."""
         query = select(Metric.name).where(Metric.run_id.in_(list(run_ids))).distinct()
