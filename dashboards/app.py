@@ -1,9 +1,10 @@
 """`dibs dashboard`: the results store in the browser (FastAPI, plotly.js from the installed plotly).
 
 Pages: runs (filter, pick runs to compare), compare (any metric against step / rollouts / tokens / wall
-time, seeds pooled as mean and 95% band, budget to a typed target), run (config, metrics, where the
-budget went) and sweep (parallel coordinates, parameter importance). Pages are Jinja templates
-(autoescaped); charts are figures built by ``figures.py`` and fetched as JSON by ``static/dashboard.js``.
+time, seeds pooled as mean and 95% band, budget to a typed target, where each setting's budget went by
+reference pass rate: ``budget.py``), run (config, metrics, where the budget went) and sweep (parallel
+coordinates, parameter importance). Pages are Jinja templates (autoescaped); charts are figures built by
+``figures.py`` and fetched as JSON by ``static/dashboard.js``.
 
 Read-only by construction: every route is a GET over a ``StoreReader`` whose database refuses writes,
 queries come from SQLAlchemy with request values as bound parameters, and the Content-Security-Policy
@@ -29,10 +30,12 @@ from fastapi.responses import FileResponse, HTMLResponse, PlainTextResponse
 from fastapi.templating import Jinja2Templates
 
 from dibs.platform.core import metrics as M
+from dibs.platform.store.prepass import is_prepass
 from dibs.platform.store.reader import StoreReader
 from dibs.platform.store.sql import StoreError, UnknownRun
 
 from . import compare, figures, sweeps
+from .budget import BINS, MAX_BINS, read_budget
 from .efficiency import DAGGER_NOTE, NOT_BUDGET_HONEST
 from .hosts import host_policy
 from .series import X_AXES, X_METRICS
@@ -115,7 +118,8 @@ def _pages(app: FastAPI, reader: StoreReader, templates: Jinja2Templates) -> Non
         if metric not in names:  # default: held-out accuracy, else the first metric recorded
             metric = M.EVAL_ACCURACY if M.EVAL_ACCURACY in names else next(iter(names), "")
         rows = [_table_row(r) for r in runs]
-        note = DAGGER_NOTE if any(r["allocator"] in NOT_BUDGET_HONEST for r in rows) else ""
+        honest = all(r["allocator"] not in NOT_BUDGET_HONEST for r in rows if not r["prepass"])
+        note = "" if honest else DAGGER_NOTE
         context = {"runs": rows, "names": names, "metric": metric, "x": x if x in X_AXES else "step",
                    "axes": figures.X_TITLES, "target": target, "dagger_note": note}  # fmt: skip
         return templates.TemplateResponse(request, "compare.html", context)
@@ -164,6 +168,13 @@ def _api(app: FastAPI, reader: StoreReader) -> None:
                  "rollouts": compare.format_mean_ci(row["rollouts"], row["censored"]),
                  "steps": compare.format_mean_ci(row["steps"], row["censored"])}
                 for row in table]  # fmt: skip
+
+    @app.get("/api/compare/budget")
+    def compare_budget(run: Runs = None, bins: int = BINS) -> Response:
+        if not 1 <= bins <= MAX_BINS:
+            raise HTTPException(400, f"bins must be in 1..{MAX_BINS}")
+        ref, spreads = _read(read_budget, reader, _selected(reader, run), bins)
+        return _figure(figures.spread_figure(ref, spreads))
 
     @app.get("/api/run/{run_id}/budget")
     def budget(run_id: str, step: int | None = None) -> Response:
@@ -221,7 +232,7 @@ def _sweep(reader: StoreReader, sweep_id: str) -> dict[str, Any]:
 
 
 def _table_row(run: dict[str, Any]) -> dict[str, Any]:
-    return {**run, **compare.run_facts(run["config"]), "sweep": run["sweep_id"]}
+    return {**run, **compare.run_facts(run["config"]), "sweep": run["sweep_id"], "prepass": is_prepass(run)}
 
 
 def _figure(fig: Any) -> Response:

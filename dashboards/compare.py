@@ -4,7 +4,7 @@ budget each needed to reach a target accuracy.
 Runs are pooled only when their resolved configs are equal once the seed, the run name and `runtime`
 (where and how it executed, not what it computed) are set aside, so runs whose eval k or temperature
 differ are never pooled (docs/conventions.md); the legend shows k and T. Rows are the store's metric dicts
-(``StoreReader.metrics`` / `dibs export`).
+(``StoreReader.metrics`` / `dibs export`). Pre-pass runs (store/prepass.py) are left out of every group.
 """
 
 from __future__ import annotations
@@ -16,6 +16,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
+
+from dibs.platform.store.prepass import is_prepass
 
 from .efficiency import dagger, first_reach, mean_ci
 from .series import series
@@ -62,7 +64,8 @@ def setting(config: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def group_runs(runs: Sequence[Mapping[str, Any]]) -> list[Group]:
-    """Runs (dicts with ``config``) grouped by setting, groups in order of first appearance.
+    """Runs (dicts with ``config``) grouped by setting, groups in order of first appearance. A pre-pass
+    (store/prepass.py: no curve, a reference for the budget panel) is in no group.
 
     A label reads ``grpo/gvm k=8 T=1.0``, plus up to three ``key=value`` pairs where settings with the
     same algorithm and allocator differ, so that two groups never share a label.
@@ -70,6 +73,8 @@ def group_runs(runs: Sequence[Mapping[str, Any]]) -> list[Group]:
     groups: dict[str, Group] = {}
     settings: dict[str, dict[str, Any]] = {}
     for run in runs:
+        if is_prepass(run):
+            continue
         flat = setting(run["config"])
         key = json.dumps(flat, sort_keys=True, default=str)
         if key not in groups:

@@ -16,6 +16,7 @@ import numpy as np
 import plotly.graph_objects as go
 from plotly.colors import qualitative
 
+from .budget import Reference, Spread
 from .compare import Curve
 
 X_TITLES = {
@@ -81,6 +82,45 @@ def budget_scatter(rows: Sequence[Mapping[str, Any]], step: int) -> go.Figure:
         xaxis_range=[-0.02, 1.02],
     )
     return fig
+
+
+def spread_figure(ref: Reference, spreads: Sequence[Spread]) -> go.Figure:
+    """Where each setting's budget went: a point per (run, prompt), rollouts per visit against the
+    reference pass rate, and a line through the mean of each pass-rate bin (a gap at an empty bin)."""
+    fig = go.Figure()
+    palette = qualitative.Plotly
+    for i, sp in enumerate(spreads):
+        color = palette[i % len(palette)]
+        fig.add_trace(go.Scatter(
+            x=[p.rate for p in sp.points], y=[p.per_visit for p in sp.points], mode="markers",
+            marker={"color": color, "size": 5, "opacity": 0.35}, name=text(sp.label) + " (prompts)",
+            legendgroup=str(i), text=[f"{text(p.prompt, 60)}<br>{text(p.run)}: {p.rollouts} rollouts in "
+                                      f"{p.visits} visits" for p in sp.points],
+            hovertemplate="pass rate %{x:.3f}, %{y:.2f} per visit<br>%{text}<extra></extra>",
+        ))  # fmt: skip
+        fig.add_trace(go.Scatter(
+            x=[(b.low + b.high) / 2 for b in sp.bins], y=[b.mean for b in sp.bins], mode="lines+markers",
+            line={"color": color, "width": 3}, marker={"size": 8}, name=text(sp.label) + _bins_note(sp),
+            legendgroup=str(i), customdata=[b.points for b in sp.bins],
+            hovertemplate="bin mean %{y:.2f} per visit (%{customdata} points)<extra></extra>",
+        ))  # fmt: skip
+    skipped = sum(sp.unreferenced for sp in spreads)
+    which = "pre-pass" if ref.kind == "prepass" else "pooled training"
+    note = f" · {skipped} prompt(s) without a reference left off" if skipped else ""
+    fig.update_layout(
+        **LAYOUT, title={"text": text("reference: " + ref.label, 200) + note, "font": {"size": 13}},
+        xaxis_title=f"reference pass rate ({which})",
+        yaxis_title="training rollouts per visit (mean n_i)", xaxis_range=[-0.02, 1.02],
+        legend={"orientation": "h", "y": -0.2}, meta={"reference": ref.kind, "label": text(ref.label, 200)},
+    )  # fmt: skip
+    return fig
+
+
+def _bins_note(sp: Spread) -> str:
+    """What a setting's line is, or why it has nothing to draw."""
+    if sp.points:
+        return " (mean per bin)"
+    return " (no prompt with a reference)" if sp.unreferenced else " (no per-prompt rows)"
 
 
 def allocation_heatmap(rows: Sequence[Mapping[str, Any]]) -> go.Figure:

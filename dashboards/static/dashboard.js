@@ -59,6 +59,8 @@ function comparePage() {
     draw("curves", `/api/compare?${query({ run: runs, metric: metric.value, x: x.value })}`);
     fillTargets(runs, metric.value);
   };
+  // Where the budget went depends on the runs alone, so it is drawn once.
+  draw("spread", `/api/compare/budget?${query({ run: runs })}`);
   metric.addEventListener("change", refresh);
   x.addEventListener("change", refresh);
   document.getElementById("target-form").addEventListener("submit", (event) => {

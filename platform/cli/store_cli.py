@@ -30,7 +30,7 @@ def cmd_runs(args) -> int:
 
 def cmd_export(args) -> int:
     """One run as before; several runs (named, or all of --experiment / --sweep) in one table; or their
-    comparison (--table compare|targets) as the dashboard's compare page computes it."""
+    comparison (--table compare|targets|budget) as the dashboard's compare page computes it."""
     from dibs.platform.store.export import prompt_stats_to_csv, run_to_csv, run_to_json, runs_to_csv, to_json
     from dibs.platform.store.reader import open_reader
     from dibs.platform.store.store import store_url
@@ -41,9 +41,13 @@ def cmd_export(args) -> int:
         if args.experiment or args.sweep:  # oldest first, as they were made
             picked = reader.runs(experiment=args.experiment, sweep_id=args.sweep)[::-1]
             runs += [reader.get_run(r["id"]) for r in picked if r["id"] not in named]
+        # The pre-passes that match the runs are read from the store, so the table is made here.
+        budget = _budget(args, reader, runs) if runs and args.table == "budget" else None
     if not runs:
         return fail("export: no runs (name run ids, or --experiment / --sweep that match some)")
-    if args.table in ("compare", "targets"):
+    if budget is not None:
+        text = budget
+    elif args.table in ("compare", "targets"):
         text = _comparison(args, runs)
     elif len(runs) > 1:
         text = (
@@ -72,6 +76,16 @@ def _comparison(args, runs: list[dict]) -> str:
     if args.target is None:
         raise ConfigError("export --table targets needs --target ACCURACY")
     return targets_export(runs, rows, metric=args.metric, target=args.target, fmt=args.format)
+
+
+def _budget(args, reader, runs: list[dict]) -> str:
+    from dibs.dashboards.budget import MAX_BINS, read_budget
+    from dibs.dashboards.exports import budget_export
+
+    if not 1 <= args.bins <= MAX_BINS:
+        raise ConfigError(f"export --bins must be in 1..{MAX_BINS}, got {args.bins}")
+    ref, spreads = read_budget(reader, runs, args.bins)
+    return budget_export(ref, spreads, fmt=args.format)
 
 
 def cmd_dashboard(args) -> int:
@@ -193,16 +207,18 @@ def add_store_parsers(sub: argparse._SubParsersAction) -> None:
     e.add_argument("--format", choices=["json", "csv"], default="json")
     e.add_argument(
         "--table",
-        choices=["metrics", "prompts", "compare", "targets"],
+        choices=["metrics", "prompts", "compare", "targets", "budget"],
         default="metrics",
-        help="metric rows, per-prompt rows, seed-pooled curves of --metric against --x, or "
-        "rollouts/steps to --target (json of one run without it: the whole run)",
+        help="metric rows, per-prompt rows, seed-pooled curves of --metric against --x, "
+        "rollouts/steps to --target, or rollouts per visit by reference pass-rate bin (json of one run "
+        "without it: the whole run)",
     )
     e.add_argument(
         "--metric", default="eval/accuracy", help="compare/targets: the metric (default eval/accuracy)"
     )
     e.add_argument("--x", choices=list(X_AXES), default="step", help="compare: the x-axis")
     e.add_argument("--target", type=finite_float, help="targets: the accuracy to reach (a finite number)")
+    e.add_argument("--bins", type=int, default=10, help="budget: pass-rate bins over [0, 1] (default 10)")
     e.add_argument("--db")
     e.set_defaults(func=cmd_export)
     sw = sub.add_parser("sweep", help="run a sweep (Ray Tune + Optuna) or resume one")
