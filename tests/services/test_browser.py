@@ -1,9 +1,9 @@
 """The dashboard in a real browser: headless Debian Chromium (/usr/bin/chromium) driven by Playwright,
 against a uvicorn server on 127.0.0.1 serving a store seeded through the store API (tests/conftest.py).
 
-Curves of two settings render, switching the x-axis redraws them, and a run named like a script tag
-shows as text (no dialog opens, no console error). The compare page's screenshot is written to
-docs/compare.png, the one docs/guide.md shows.
+Curves of two settings render, switching the x-axis redraws them, where the budget went is drawn, and a
+run named like a script tag shows as text (no dialog opens, no console error). The compare page's
+screenshot is written to docs/compare.png, the one docs/guide.md shows.
 """
 
 from __future__ import annotations
@@ -108,6 +108,11 @@ def test_curves_render_and_switching_the_x_axis_redraws_them(server, page):
     page.wait_for_selector("#targets tbody tr:nth-child(2)")
     rows = page.locator("#targets tbody tr").all_inner_texts()
     assert rows[0].split("\t")[2:4] == ["3/3", "5547 ± 1836"]
+    # Where the budget went, against the pooled pass rate (this store has no pre-pass): gvm-0's 40 prompts
+    # (8 a step, ids differ by step) but the 7 that never got a rollout (n_alloc = i * step % 9 = 0).
+    page.wait_for_selector('#spread[data-drawn="1"]', timeout=30_000)
+    assert page.eval_on_selector("#spread", "el => el.layout.meta.reference") == "pooled"
+    assert page.eval_on_selector("#spread", "el => el.data.map((t) => t.x.length)") == [0, 10, 33, 10]
     SCREENSHOT.parent.mkdir(exist_ok=True)
     page.screenshot(path=str(SCREENSHOT), full_page=True)
     assert page.dialogs == [] and page.errors == []
