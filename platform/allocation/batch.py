@@ -2,8 +2,10 @@
 not kept.
 
 Plain generation (loop.py's `generate`) keeps everything; DAPO's dynamic sampling (dapo.py) drops groups
-whose rewards are all equal. Dropped rollouts are still charged to the budget as training rollouts, and as
-wasted (docs/conventions.md, Budget accounting), and each dropped group still gets its per-prompt row.
+whose rewards are all equal; reinforce_ada (reinforce_ada.py) keeps at most n_per_prompt of each prompt's
+pool. Dropped rollouts are still charged to the budget as training rollouts, and as wasted
+(docs/conventions.md, Budget accounting): each dropped group still gets its per-prompt row, and a prompt
+whose pool was cut counts its whole pool in its row (`PromptDrops`).
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Protocol
 
+import numpy as np
 import torch
 
 from dibs.platform.core import metrics as M
@@ -22,6 +25,17 @@ if TYPE_CHECKING:  # allocators.py imports nothing from here; the annotation onl
     from dibs.platform.allocation.allocators import AllocContext
 
 
+@dataclass(frozen=True)
+class PromptDrops:
+    """Per prompt of the batch (aligned with `Batch.prompts`): rollouts generated for it at this step and
+    not trained on, of them with reward 1, their response tokens ([m] int64 each). Part of `Dropped`'s
+    totals already; the prompt's per-prompt row adds them to its kept ones (reinforce_ada's pools)."""
+
+    rollouts: np.ndarray
+    accepted: np.ndarray
+    tokens: np.ndarray
+
+
 @dataclass
 class Dropped:
     """Rollouts generated at this step and not trained on."""
@@ -30,6 +44,7 @@ class Dropped:
     tokens: int = 0  # their response tokens
     accepted: int = 0  # of them with reward 1
     rows: list[M.PromptStat] = field(default_factory=list)  # one per dropped group
+    per_prompt: PromptDrops | None = None  # those of prompts the batch keeps (in the totals above)
 
 
 @dataclass

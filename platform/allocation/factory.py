@@ -24,7 +24,7 @@ from dibs.platform.allocation.dapo import Refill
 from dibs.platform.allocation.greso import GresoAllocator
 from dibs.platform.allocation.knapsack import KnapsackAllocator
 from dibs.platform.allocation.probe_trains import ProbeTrainsAllocator
-from dibs.platform.allocation.reinforce_ada import ReinforceAdaAllocator
+from dibs.platform.allocation.reinforce_ada import AdaRounds, ReinforceAdaAllocator
 from dibs.platform.allocation.variance import VarianceAllocator
 from dibs.platform.core.config import AllocationConfig
 from dibs.platform.core.registry import ALLOCATORS
@@ -75,6 +75,10 @@ def build_allocator(cfg: AllocationConfig) -> Allocator:
 
 
 def build_stage(cfg: AllocationConfig) -> GenerationStage | None:
-    """DAPO's dynamic sampling when the allocator is `dapo`; None: the loop generates the counts as they
-    are."""
-    return Refill(cfg) if cfg.allocator == "dapo" else None
+    """DAPO's dynamic sampling when the allocator is `dapo`, reinforce_ada's rounds for `reinforce_ada`;
+    None: the loop generates the counts as they are."""
+    if cfg.allocator == "dapo":
+        return Refill(cfg)
+    if cfg.allocator == "reinforce_ada":
+        return AdaRounds(cfg)
+    return None

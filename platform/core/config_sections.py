@@ -235,7 +235,12 @@ class AllocationConfig(_Section):
         "charged on top, as in rollouts mode); required in tokens mode",
     )
     # reinforce_ada (docs/method.md, The allocator zoo)
-    ada_round_size: int = Field(4, ge=1, description="reinforce_ada: samples per active prompt and round")
+    ada_round_size: int = Field(
+        4,
+        ge=1,
+        description="reinforce_ada: samples per active prompt and round; at least n_per_prompt, round 1 "
+        "spends the whole step budget (uniform, then)",
+    )
     ada_max_rounds: int = Field(
         4, ge=1, description="reinforce_ada: rounds at most per step (a prompt draws <= size x rounds)"
     )

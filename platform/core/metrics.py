@@ -96,7 +96,14 @@ ALLOC_BUDGET_ROLLOUTS = "alloc/budget_rollouts"
 ALLOC_BUDGET_TOKENS = "alloc/budget_tokens"
 ALLOC_TOKENS_PER_ROLLOUT = "alloc/tokens_per_rollout"
 
-# reinforce_ada: alloc/reinforce_ada/...
+# reinforce_ada: its rounds at this step (docs/method.md §8)
+ALLOC_ADA_ROUNDS = "alloc/reinforce_ada/rounds"  # sampling rounds the step took
+ALLOC_ADA_POOL_ROLLOUTS = "alloc/reinforce_ada/pool_rollouts"  # all it drew (<= alloc/budget_rollouts)
+ALLOC_ADA_DROPPED_ROLLOUTS = "alloc/reinforce_ada/dropped_rollouts"  # drawn beyond the training groups
+ALLOC_ADA_UNSPENT = "alloc/reinforce_ada/unspent"  # the step's budget left undrawn (not carried over)
+ALLOC_ADA_EXITED_PROMPTS = "alloc/reinforce_ada/exited_prompts"  # prompts that met the exit rule
+ALLOC_ADA_EMPTY_PROMPTS = "alloc/reinforce_ada/empty_prompts"  # prompts the budget left without a sample
+ALLOC_ADA_FIRST_ROUND_REWARD = "alloc/reinforce_ada/first_round_reward"  # round 1's mean: before selection
 
 # greso: alloc/greso/...
 

@@ -62,10 +62,14 @@ def step_budget(cfg: ExperimentConfig, budget: Budget) -> StepBudget:
     return StepBudget(max(1, int(a.step_tokens // per)), a.step_tokens, per)
 
 
-def prompt_tokens(rollouts: Rollouts, num_prompts: int) -> np.ndarray:
-    """[num_prompts] int64: response tokens of each prompt's rollouts."""
+def prompt_tokens(rollouts: Rollouts, num_prompts: int, dropped: Dropped | None = None) -> np.ndarray:
+    """[num_prompts] int64: response tokens of each prompt's rollouts, and of those `dropped` from the
+    prompts the batch keeps (reinforce_ada's pools)."""
     lengths = rollouts.response_mask.sum(-1).double().numpy()
-    return np.bincount(rollouts.group_ids.numpy(), weights=lengths, minlength=num_prompts).astype(np.int64)
+    out = np.bincount(rollouts.group_ids.numpy(), weights=lengths, minlength=num_prompts).astype(np.int64)
+    if dropped is not None and dropped.per_prompt is not None:
+        out += dropped.per_prompt.tokens
+    return out
 
 
 def account(
@@ -111,9 +115,12 @@ def prompt_stats(
     dropped: Dropped | None = None,
 ) -> list[M.PromptStat]:
     """Where the step's budget went, one row per prompt, then one per dropped group (dapo). An allocator
-    without estimates gets p̂ measured on the prompt's own rollouts (NaN with none) and Ĝ = NaN."""
+    without estimates gets p̂ measured on the prompt's own rollouts (NaN with none) and Ĝ = NaN. A prompt
+    with rollouts dropped from its pool (reinforce_ada) counts them too: its row is the whole pool."""
     m = len(prompts)
     accepted, counts = accepted_counts(rewards, rollouts.group_ids, m)
+    if dropped is not None and dropped.per_prompt is not None:
+        accepted, counts = accepted + dropped.per_prompt.accepted, counts + dropped.per_prompt.rollouts
     with np.errstate(invalid="ignore", divide="ignore"):
         p_own = np.where(counts > 0, accepted / counts, np.nan)
     p_hat = alloc.p_hat if alloc.p_hat is not None else p_own

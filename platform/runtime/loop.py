@@ -6,7 +6,8 @@
 `allocate` may probe the policy first (GVM); the probe's rollouts are charged to the budget before the
 step's own rollouts, so `rollouts_consumed` counts them (docs/method.md §3, docs/conventions.md). With
 `dapo` the generation stage is its dynamic sampling (allocation/dapo.py): it drops all-equal groups and
-refills them with fresh prompts; the dropped rollouts are charged too.
+refills them with fresh prompts; with `reinforce_ada` it samples in rounds until each prompt's exit rule
+(allocation/reinforce_ada.py) and trains on part of each pool; the dropped rollouts are charged too.
 
 Each stage is a small function over typed values; `train` strings them together. The loop sees its
 parts only through Protocols: `Runtime` (runtime/base.py) builds a `RolloutEngine` (rollout/base.py), a
@@ -96,17 +97,26 @@ def score(task: Task, rollouts: Rollouts, prompts: list[Problem]) -> torch.Tenso
     return score_groups(task, rollouts, prompts)
 
 
-def advantages(cfg: ExperimentConfig, rewards: torch.Tensor, group_ids: torch.Tensor):
-    """Per-sample advantages and the samples the update keeps (all, or DAPO-style non-equal groups)."""
+def advantages(
+    cfg: ExperimentConfig,
+    rewards: torch.Tensor,
+    group_ids: torch.Tensor,
+    baseline: torch.Tensor | None = None,
+    scale: torch.Tensor | None = None,
+):
+    """Per-sample advantages and the samples the update keeps (all, or DAPO-style non-equal groups).
+    `baseline`/`scale`: GRPO's per-sample mean and std when the batch has them from more rollouts than it
+    keeps (reinforce_ada's pools, docs/method.md §8); a group is then all-equal when its pool is (scale 0)."""
     if cfg.algorithm == "grpo":
-        adv, stats = grpo_advantages(rewards, group_ids)
+        adv, stats = grpo_advantages(rewards, group_ids, baseline=baseline, scale=scale)
     else:
         adv, stats = raft_advantages(rewards)
-    keep = (
-        nonzero_groups_mask(rewards, group_ids)
-        if cfg.train.drop_equal_groups
-        else torch.ones_like(rewards, dtype=torch.bool)
-    )
+    if not cfg.train.drop_equal_groups:
+        keep = torch.ones_like(rewards, dtype=torch.bool)
+    elif scale is not None:
+        keep = scale > 0
+    else:
+        keep = nonzero_groups_mask(rewards, group_ids)
     return adv, keep, stats
 
 
@@ -225,7 +235,7 @@ def rl_step(
         batch = parts.stage.sample(prompts, ctx, draw)
     t_gen = time.perf_counter() - t0 - t_alloc
     rewards = score(parts.task, batch.rollouts, batch.prompts)
-    adv, keep, adv_stats = advantages(cfg, rewards, batch.rollouts.group_ids)
+    adv, keep, adv_stats = advantages(cfg, rewards, batch.rollouts.group_ids, batch.baseline, batch.scale)
     t1 = time.perf_counter()
     parts.engine.sleep()  # the learner gets the device memory generation held (vLLM on GPU)
     upd = update(parts.learner, batch.rollouts, adv, keep, seed=cfg.seed * 31 + step)
@@ -239,7 +249,7 @@ def rl_step(
         batch.prompts,
         np.array([r.n_alloc for r in trained], dtype=np.int64),
         np.array([r.accepted for r in trained], dtype=np.int64),
-        prompt_tokens(batch.rollouts, len(batch.prompts)),
+        prompt_tokens(batch.rollouts, len(batch.prompts), batch.dropped),
     )
     times = {
         M.TIME_GENERATE: t_gen,

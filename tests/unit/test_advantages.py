@@ -5,7 +5,7 @@ import math
 import pytest
 import torch
 
-from dibs.algorithms.advantages import grpo_advantages, nonzero_groups_mask, raft_advantages
+from dibs.algorithms.advantages import group_stats, grpo_advantages, nonzero_groups_mask, raft_advantages
 
 pytestmark = pytest.mark.unit
 
@@ -89,6 +89,82 @@ def test_grpo_empty_and_validation():
         grpo_advantages(torch.zeros(3), torch.zeros(3))
     with pytest.raises(ValueError, match="shape"):
         grpo_advantages(torch.zeros(3), torch.zeros(2, dtype=torch.int64))
+
+
+# ---------------------------------------------------------------- GRPO with a pool's baseline
+
+
+def test_group_stats_hand_computed():
+    # ids [4, 4, 8, 4, 6, 6, 4], rewards [1, 0, 1, 0, 1, 1, 1]:
+    # group 4 = [1, 0, 0, 1]: mean 1/2; squared deviations 4 x 1/4 = 1; Bessel var 1/3; std sqrt(1/3).
+    # group 8 = [1]: size 1 -> std 0 (mean 1). group 6 = [1, 1]: all equal -> std 0 (mean 1).
+    rewards = torch.tensor([1.0, 0.0, 1.0, 0.0, 1.0, 1.0, 1.0])
+    ids = torch.tensor([4, 4, 8, 4, 6, 6, 4])
+    mean, std = group_stats(rewards, ids)
+    s = math.sqrt(1 / 3)
+    _close(mean, [0.5, 0.5, 1.0, 0.5, 1.0, 1.0, 0.5])
+    _close(std, [s, s, 0.0, s, 0.0, 0.0, s])
+    assert std[2] == 0.0 and std[4] == 0.0 and std[5] == 0.0
+    # Three rewards of 0.1: the mean rounds, the std is still exactly 0.
+    _, std = group_stats(torch.tensor([0.1, 0.1, 0.1], dtype=torch.float64), torch.tensor([0, 0, 0]))
+    assert torch.equal(std, torch.zeros(3, dtype=torch.float64))
+
+
+def test_grpo_pool_baseline_ragged_groups():
+    # A batch kept from larger pools: group 0 kept [1, 0] of a pool [1, 0, 1, 1, 1, 0, 1, 1] (mean 3/4,
+    # squared deviations 6 x 1/16 + 2 x 9/16 = 3/2, Bessel var 3/14); group 1 kept [0, 0, 1] of a pool
+    # [0, 0, 1, 0] (mean 1/4, squared deviations 3 x 1/16 + 9/16 = 3/4, var 1/4, std 1/2).
+    # A = (r - pool mean) / (pool std + eps); the groups' own stats would give +-0.707 and others.
+    rewards = torch.tensor([1.0, 0.0, 0.0, 0.0, 1.0])
+    ids = torch.tensor([0, 0, 1, 1, 1])
+    s0, s1 = math.sqrt(3 / 14), 0.5
+    baseline = torch.tensor([0.75, 0.75, 0.25, 0.25, 0.25])
+    scale = torch.tensor([s0, s0, s1, s1, s1])
+    adv, stats = grpo_advantages(rewards, ids, baseline=baseline, scale=scale)
+    e = 1e-6
+    _close(adv, [0.25 / (s0 + e), -0.75 / (s0 + e), -0.25 / (s1 + e), -0.25 / (s1 + e), 0.75 / (s1 + e)])
+    assert stats == {"equal_group_frac": 0.0, "num_groups": 2.0}
+
+
+def test_grpo_pool_baseline_all_equal_and_size_one_pools():
+    # Group 3 kept [1, 1] of an all-right pool (mean 1, std 0); group 5 is a pool of one sample (std 0);
+    # group 7 kept [1, 1] (all equal in the batch) of a mixed pool [1, 1, 0] (mean 2/3, std sqrt(1/3)).
+    # Scale 0 -> A = 0 exactly; a group all-equal in the batch still learns from its pool's baseline.
+    rewards = torch.tensor([1.0, 1.0, 0.0, 1.0, 1.0])
+    ids = torch.tensor([3, 3, 5, 7, 7])
+    s = math.sqrt(1 / 3)
+    baseline = torch.tensor([1.0, 1.0, 0.0, 2 / 3, 2 / 3])
+    scale = torch.tensor([0.0, 0.0, 0.0, s, s])
+    adv, stats = grpo_advantages(rewards, ids, baseline=baseline, scale=scale)
+    assert adv[:3].tolist() == [0.0, 0.0, 0.0]
+    _close(adv[3:], [(1 / 3) / (s + 1e-6)] * 2)
+    # The stats describe the batch's own groups: all three are all-equal or singletons.
+    assert stats == {"equal_group_frac": 1.0, "num_groups": 3.0}
+
+
+def test_grpo_pool_baseline_from_group_stats_of_the_whole_batch_is_plain_grpo():
+    # When the pool is the batch itself, the pool path gives the plain one's advantages.
+    gen = torch.Generator().manual_seed(1)
+    ids = _random_groups(gen, num_groups=10)
+    rewards = torch.randint(0, 2, ids.shape, generator=gen).float()
+    mean, std = group_stats(rewards, ids)
+    pooled, _ = grpo_advantages(rewards, ids, baseline=mean, scale=std)
+    plain, _ = grpo_advantages(rewards, ids)
+    torch.testing.assert_close(pooled, plain, rtol=0, atol=1e-6)
+
+
+def test_grpo_pool_baseline_validation():
+    r, ids = torch.tensor([1.0, 0.0]), torch.tensor([0, 0])
+    with pytest.raises(ValueError, match="both"):
+        grpo_advantages(r, ids, baseline=torch.zeros(2))
+    with pytest.raises(ValueError, match="scale must have the shape"):
+        grpo_advantages(r, ids, baseline=torch.zeros(2), scale=torch.zeros(3))
+    with pytest.raises(ValueError, match="baseline must be a floating"):
+        grpo_advantages(r, ids, baseline=torch.zeros(2, dtype=torch.long), scale=torch.zeros(2))
+    with pytest.raises(ValueError, match="scale must be finite.*sample 1"):
+        grpo_advantages(r, ids, baseline=torch.zeros(2), scale=torch.tensor([0.5, math.nan]))
+    with pytest.raises(ValueError, match="scale must be >= 0"):
+        grpo_advantages(r, ids, baseline=torch.zeros(2), scale=torch.tensor([0.5, -0.5]))
 
 
 # ---------------------------------------------------------------- GRPO: loop vs vectorised
