@@ -254,11 +254,23 @@ class AllocationConfig(_Section):
         0.5,
         gt=0,
         le=1,
-        description="greso: a prompt whose last z visits all had zero reward variance is kept with "
-        "probability greso_explore^z",
+        description="greso: exploration probability p_e: a prompt whose last z visits all had zero reward "
+        "variance (all accepted, or none) is kept with probability p_e^z; the start of both p_e (all "
+        "accepted, all rejected) when greso_target adapts them",
     )
     greso_floor: float = Field(
-        0.05, ge=0, le=1, description="greso: the keep probability never drops below this (exploration)"
+        0.01, ge=0, le=1, description="greso: the keep probability never drops below this (exploration)"
+    )
+    greso_target: float | None = Field(
+        0.25,
+        gt=0,
+        lt=1,
+        description="greso: target share of zero-variance groups a step trains on; after each step "
+        "each p_e moves by greso_adapt_step toward it (a third of it for all-accepted groups, two "
+        "thirds for all-rejected ones), within [0.05, 0.95]; None: p_e stays greso_explore",
+    )
+    greso_adapt_step: float = Field(
+        0.01, gt=0, le=1, description="greso: how far p_e moves after a step (greso_target)"
     )
     # knapsack (docs/method.md, The allocator zoo)
     knapsack_prior_p: float = Field(
@@ -277,6 +289,11 @@ class AllocationConfig(_Section):
         le=1,
         description="variance: weight kept by a prompt's earlier evidence at each new visit (1: none "
         "forgotten; below 1 the posterior follows the moving policy)",
+    )
+    variance_objective: Literal["mixed", "positive"] = Field(
+        "mixed",
+        description="variance: what makes a group informative: mixed rewards (GRPO: an all-equal group "
+        "has zero advantage) or at least one accepted sample (RAFT, RAFT++: it trains on those)",
     )
 
     @field_validator("allocator")

@@ -105,11 +105,24 @@ ALLOC_ADA_EXITED_PROMPTS = "alloc/reinforce_ada/exited_prompts"  # prompts that 
 ALLOC_ADA_EMPTY_PROMPTS = "alloc/reinforce_ada/empty_prompts"  # prompts the budget left without a sample
 ALLOC_ADA_FIRST_ROUND_REWARD = "alloc/reinforce_ada/first_round_reward"  # round 1's mean: before selection
 
-# greso: alloc/greso/...
+# greso (also alloc/n_min, alloc/n_max, alloc/zero_prompts): alloc/greso/...
+ALLOC_GRESO_SKIPPED = "alloc/greso/skipped"  # prompts skipped before rollout (given only min_per_prompt)
+ALLOC_GRESO_SKIPPED_EASY = "alloc/greso/skipped_easy"  # ... of them on an all-accepted streak
+ALLOC_GRESO_SKIPPED_HARD = "alloc/greso/skipped_hard"  # ... of them on an all-rejected streak
+ALLOC_GRESO_KEPT_BACK = "alloc/greso/kept_back"  # drawn to be skipped, kept so the budget could be spent
+ALLOC_GRESO_STREAK_PROMPTS = "alloc/greso/streak_prompts"  # prompts on a zero-variance streak (may skip)
+ALLOC_GRESO_MEAN_STREAK = "alloc/greso/mean_streak"  # mean streak z over the step's prompts
+ALLOC_GRESO_P_EASY = "alloc/greso/p_easy"  # exploration probability of all-accepted streaks at this step
+ALLOC_GRESO_P_HARD = "alloc/greso/p_hard"  # ... and of all-rejected ones
 
 # knapsack: alloc/knapsack/...
 
-# variance: alloc/variance/...
+# variance (also alloc/n_min, alloc/n_max, alloc/zero_prompts): alloc/variance/...
+ALLOC_VARIANCE_EXPECTED = "alloc/variance/expected_informative"  # sum_i P(group i informative) as split
+ALLOC_VARIANCE_UNIFORM = "alloc/variance/uniform_informative"  # the same for the even split of the budget
+ALLOC_VARIANCE_P_MEAN = "alloc/variance/p_mean"  # mean posterior pass rate a / (a + b) of the step's prompts
+ALLOC_VARIANCE_SEEN = "alloc/variance/seen_prompts"  # prompts with evidence from earlier visits
+ALLOC_VARIANCE_EVIDENCE = "alloc/variance/evidence_mean"  # mean a + b - 2 prior: (decayed) rollouts seen
 
 # probe_trains: alloc/probe_trains/...
 
