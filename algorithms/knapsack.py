@@ -77,7 +77,8 @@ def solve_choice_knapsack(values: list[np.ndarray], costs: list[np.ndarray], cap
     capacity = int(capacity)
     m = len(values)
     dp = np.zeros(capacity + 1)  # best value of the items so far with at most w units, w = index
-    choice = np.zeros((m, capacity + 1), dtype=np.int32)
+    widest = max((len(v) for v in values), default=1)
+    choice = np.zeros((m, capacity + 1), dtype=np.int16 if widest <= 2**15 else np.int32)  # memory
     for i, (v, c) in enumerate(zip(values, costs, strict=True)):
         v, c = np.asarray(v, dtype=np.float64), np.asarray(c, dtype=np.int64)
         if v.shape != c.shape or v.ndim != 1 or v.size == 0:
