@@ -115,8 +115,10 @@ class KnapsackPlan:
     floor_dropped: bool  # the floor lo did not fit the budget and was lowered to 0
 
 
-def _validated(p: ArrayLike, cost: ArrayLike, budget: float, lo: int, hi: int):
-    p = np.asarray(p, dtype=np.float64)
+def _validated(
+    rates: ArrayLike, cost: ArrayLike, budget: float, lo: int, hi: int
+) -> tuple[np.ndarray, np.ndarray]:
+    p = np.asarray(rates, dtype=np.float64)
     c = np.asarray(cost, dtype=np.float64)
     if p.ndim != 1 or c.shape != p.shape:
         raise ValueError(f"p and cost must both have shape [m], got {p.shape} and {c.shape}")
@@ -167,26 +169,26 @@ def knapsack_allocate(
     Returns:
         KnapsackPlan; its counts never cost more than the budget. ValueError names a bad input.
     """
-    p, c = _validated(p, cost, budget, lo, hi)
+    rates, c = _validated(p, cost, budget, lo, hi)
     floor_dropped = bool(lo * c.sum() > budget)
     lo = 0 if floor_dropped else lo
-    counts = np.full(p.shape, lo, dtype=np.int64)
-    effective = np.flatnonzero((p > 0) & (p < 1))
+    counts = np.full(rates.shape, lo, dtype=np.int64)
+    effective = np.flatnonzero((rates > 0) & (rates < 1))
     caps = np.full(effective.size, hi, dtype=np.int64)
     if confidence < 1:  # P(nonzero gradient) < 1 for every n, though float rounding reaches 1 near n = 54
-        caps = np.maximum(rollouts_for_confidence(p[effective], confidence, hi), lo)
+        caps = np.maximum(rollouts_for_confidence(rates[effective], confidence, hi), lo)
     left = budget - lo * c.sum()
-    counts[effective] += _solve(p[effective], c[effective], left, lo, caps, max_units)
-    hi_eff = np.full(p.shape, lo, dtype=np.int64)
+    counts[effective] += _solve(rates[effective], c[effective], left, lo, caps, max_units)
+    hi_eff = np.full(rates.shape, lo, dtype=np.int64)
     hi_eff[effective] = caps
-    _repair(counts, p, c, budget, lo, hi_eff)
+    _repair(counts, rates, c, budget, lo, hi_eff)
     planned = counts.copy()
     left = budget - float(counts @ c)
-    left = spread(counts, c, left, p == 0, hi)
-    spread(counts, c, left, np.ones(p.shape, dtype=bool), hi)
+    left = spread(counts, c, left, rates == 0, hi)
+    spread(counts, c, left, np.ones(rates.shape, dtype=bool), hi)
     return KnapsackPlan(
         counts,
-        float(knapsack_value(counts, p).sum()),
+        float(knapsack_value(counts, rates).sum()),
         float(counts @ c),
         int((counts - planned).sum()),
         floor_dropped,
@@ -211,7 +213,7 @@ def _solve(
     return solve_choice_knapsack(values, costs, capacity)
 
 
-def _repair(counts: np.ndarray, p: np.ndarray, c: np.ndarray, budget: float, lo: int, hi: np.ndarray):
+def _repair(counts: np.ndarray, p: np.ndarray, c: np.ndarray, budget: float, lo: int, hi: np.ndarray) -> None:
     """In place, with real costs: while over budget, drop the rollout that loses least value per cost;
     then add the rollout with the best value per cost while one fits (rounded units only)."""
     for _ in range(int(hi.sum()) + 1):  # each pass moves one rollout; bounded for safety
