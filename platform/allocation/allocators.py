@@ -158,15 +158,24 @@ def probe(
 ) -> tuple[np.ndarray, np.ndarray, int, int]:
     """n samples (default n_probe) per prompt with the current policy -> (p̂, Ĝ, rollouts, tokens)
     (docs/method.md §3)."""
-    m = len(prompts)
     n = cfg.n_probe if n is None else n
-    ro = ctx.engine.generate([p.prompt for p in prompts], [n] * m, ctx.spec, seed=ctx.seed)
+    p_hat, g_hat, ro = probe_rollouts(prompts, ctx, cfg, [n] * len(prompts))
+    return p_hat, g_hat, len(ro.texts), ro.num_tokens
+
+
+def probe_rollouts(
+    prompts: list[Problem], ctx: AllocContext, cfg: AllocationConfig, counts: list[int]
+) -> tuple[np.ndarray, np.ndarray, Rollouts]:
+    """counts[i] samples of prompts[i] with the current policy and the step's sampling spec, on the
+    context's seed -> (p̂, Ĝ, the probe's rollouts); probe_trains trains on those rollouts."""
+    m = len(prompts)
+    ro = ctx.engine.generate([p.prompt for p in prompts], counts, ctx.spec, seed=ctx.seed)
     rewards = ctx.score(ro, prompts)
     p_hat = accept_rates(rewards, ro.group_ids, m)
     g_hat = grad_norm_estimates(
         ctx.policy, ro, rewards, m, params=cfg.grad_params, temperature=ctx.spec.temperature
     )
-    return p_hat, g_hat, len(ro.texts), ro.num_tokens
+    return p_hat, g_hat, ro
 
 
 def split_budget(

@@ -279,6 +279,34 @@ class AllocationConfig(_Section):
         lt=1,
         description="knapsack: pass rate assumed for a prompt not seen yet",
     )
+    knapsack_min: int = Field(
+        2,
+        ge=0,
+        description="knapsack: every prompt gets at least this many rollouts (or min_per_prompt if larger; "
+        "the paper's 2), so the pass rate of a prompt the knapsack would skip is still measured; dropped "
+        "to 0 at a step whose budget cannot give every prompt its floor",
+    )
+    knapsack_cap: int = Field(
+        16,
+        ge=1,
+        description="knapsack: without max_per_prompt, a prompt gets at most knapsack_cap x n_per_prompt "
+        "rollouts (the paper's cap of 128 is 16 x 8)",
+    )
+    knapsack_confidence: float = Field(
+        0.9,
+        gt=0,
+        le=1,
+        description="knapsack: a solvable prompt gets at most the rollouts that see both outcomes with this "
+        "probability; what that leaves goes to prompts never solved, then to all (the authors' fallback); "
+        "1 = off",
+    )
+    knapsack_decay: float = Field(
+        0.5,
+        ge=0,
+        le=1,
+        description="knapsack: weight kept by a prompt's earlier visits when its latest rollouts update its "
+        "pass rate and response length (0: latest visit only)",
+    )
     # variance (docs/method.md, The allocator zoo)
     variance_prior: float = Field(
         1.0, gt=0, description="variance: a prompt's pass rate starts as Beta(prior, prior)"
@@ -316,6 +344,17 @@ class AllocationConfig(_Section):
             raise ValueError(f"max_per_prompt ({self.max_per_prompt}) < n_per_prompt ({self.n_per_prompt})")
         if self.budget == "tokens" and self.step_tokens is None:
             raise ValueError("budget: tokens needs step_tokens (the generated tokens a step may spend)")
+        # probe_trains' probe is part of the step's budget: in rollouts mode it must fit (in tokens mode a
+        # step's rollouts are known only at run time, and the probe is clamped there).
+        if (
+            self.allocator == "probe_trains"
+            and self.budget == "rollouts"
+            and self.n_probe > self.n_per_prompt
+        ):
+            raise ValueError(
+                f"probe_trains: n_probe ({self.n_probe}) > n_per_prompt ({self.n_per_prompt}): the probe, "
+                "which the step trains on, would spend more than the step's prompts x n_per_prompt rollouts"
+            )
         return self
 
 

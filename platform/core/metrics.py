@@ -115,7 +115,14 @@ ALLOC_GRESO_MEAN_STREAK = "alloc/greso/mean_streak"  # mean streak z over the st
 ALLOC_GRESO_P_EASY = "alloc/greso/p_easy"  # exploration probability of all-accepted streaks at this step
 ALLOC_GRESO_P_HARD = "alloc/greso/p_hard"  # ... and of all-rejected ones
 
-# knapsack: alloc/knapsack/...
+# knapsack: its plan under the step's budget, from the carried estimates (docs/method.md §8, knapsack)
+KNAPSACK_VALUE = "alloc/knapsack/value"  # Σ Value(n_i, p̂_i) of the counts
+KNAPSACK_PLANNED_ROLLOUTS = "alloc/knapsack/planned_rollouts"  # Σ n_i
+KNAPSACK_PLANNED_TOKENS = "alloc/knapsack/planned_tokens"  # Σ n_i L̂_i, expected response tokens
+KNAPSACK_FALLBACK_ROLLOUTS = "alloc/knapsack/fallback_rollouts"  # placed by the fallback, not by value
+KNAPSACK_EFFECTIVE_PROMPTS = "alloc/knapsack/effective_prompts"  # prompts with 0 < p̂ < 1 (a value)
+KNAPSACK_UNSEEN_PROMPTS = "alloc/knapsack/unseen_prompts"  # prompts with no history: the prior p̂
+KNAPSACK_FLOOR_DROPPED = "alloc/knapsack/floor_dropped"  # 1: the floor did not fit the budget, was 0
 
 # variance (also alloc/n_min, alloc/n_max, alloc/zero_prompts): alloc/variance/...
 ALLOC_VARIANCE_EXPECTED = "alloc/variance/expected_informative"  # sum_i P(group i informative) as split
@@ -124,7 +131,11 @@ ALLOC_VARIANCE_P_MEAN = "alloc/variance/p_mean"  # mean posterior pass rate a / 
 ALLOC_VARIANCE_SEEN = "alloc/variance/seen_prompts"  # prompts with evidence from earlier visits
 ALLOC_VARIANCE_EVIDENCE = "alloc/variance/evidence_mean"  # mean a + b - 2 prior: (decayed) rollouts seen
 
-# probe_trains: alloc/probe_trains/...
+# probe_trains: the probe the step trains on, and the rest of N split by GVM (docs/method.md §8)
+PROBE_TRAINS_PROBE_ROLLOUTS = "alloc/probe_trains/probe_rollouts"  # in budget/ as training rollouts
+PROBE_TRAINS_PROBE_TOKENS = "alloc/probe_trains/probe_tokens"
+PROBE_TRAINS_SPLIT_ROLLOUTS = "alloc/probe_trains/split_rollouts"  # N - probe, split by the GVM rule
+PROBE_TRAINS_CLAMPED = "alloc/probe_trains/clamped"  # 1: m x n_probe > N, the whole N went to the probe
 
 # budget/ — cumulative, also carried on every row as rollouts_consumed / tokens_generated.
 # rollouts = probe_rollouts + train_rollouts; train rollouts include those dapo generated and dropped.

@@ -86,6 +86,8 @@ def generate(
     """counts[i] samples of prompts[i], after the rollouts the allocator already made for training
     (probe_trains); a prompt with count 0 has no rows, and group ids stay indices into the prompts (so
     `score` and GRPO groups need no remapping)."""
+    if alloc.trained is not None and not alloc.counts.any():  # the allocator made the whole batch
+        return Batch(prompts, alloc.trained)
     ro = engine.generate([p.prompt for p in prompts], alloc.counts.tolist(), sampling_spec(cfg), seed=seed)
     if alloc.trained is not None:
         # Pad id 0: padded positions have attention and response masks 0, so the token is never read.
@@ -257,7 +259,7 @@ def rl_step(
         M.TIME_SYNC: t_sync,
         M.TIME_STEP: time.perf_counter() - t0,
     }
-    if alloc.probe_rollouts:  # an allocator that generated (a probe)
+    if alloc.probe_rollouts or alloc.trained is not None:  # an allocator that generated (a probe)
         times[M.TIME_ALLOCATE] = t_alloc
     stats = alloc.stats | batch.stats | planned_metrics(planned)
     values = step_metrics(rewards, batch.rollouts, adv_stats, upd, times, spent, stats)
