@@ -4,7 +4,7 @@
 Every prompt of the step starts active; each round, every active prompt draws `ada_round_size` samples
 (round r with the allocation seed + r, as dapo's rounds) and leaves once its pool meets the exit rule
 (`ada_exit`): `positive`, one accepted sample; `balanced`, n // 2 accepted and n - n // 2 rejected
-(n = n_per_prompt, as the public code). Rounds stop at `ada_max_rounds`, when no prompt is active, or when
+(n = `ada_group`, default n_per_prompt, as the public code). Rounds stop at `ada_max_rounds`, when no prompt is active, or when
 the step's budget N (`step_rollouts`) is spent: a round the rest of N cannot fill shares it evenly over the
 active prompts, the first ones taking the rest, so a step never draws more than N; what it leaves is
 unspent, not carried over.
@@ -79,7 +79,8 @@ class AdaRounds:
 
     def __init__(self, cfg: AllocationConfig):
         self.cfg = cfg
-        self.need_pos, self.need_neg = exit_targets(cfg.ada_exit, cfg.n_per_prompt)
+        self.n = cfg.ada_group or cfg.n_per_prompt  # the group a prompt trains on
+        self.need_pos, self.need_neg = exit_targets(cfg.ada_exit, self.n)
 
     def sample(
         self, prompts: list[Problem], ctx: AllocContext, draw: Callable[[int], list[Problem]] | None
@@ -127,7 +128,7 @@ class AdaRounds:
     def _groups(self, prompts: list[Problem], pool: Rollouts, rewards: torch.Tensor) -> Batch:
         """The training batch: each prompt's balanced group, grouped by prompt, with its pool's mean and
         std; the rest of the pools as `Dropped` (per prompt, so each row counts its whole pool)."""
-        m, n = len(prompts), self.cfg.n_per_prompt
+        m, n = len(prompts), self.n
         gids, accepted = pool.group_ids.numpy(), (rewards == 1).numpy()
         keep = []
         for i in range(m):

@@ -238,11 +238,17 @@ class AllocationConfig(_Section):
     ada_round_size: int = Field(
         4,
         ge=1,
-        description="reinforce_ada: samples per active prompt and round; at least n_per_prompt, round 1 "
-        "spends the whole step budget (uniform, then)",
+        description="reinforce_ada: samples per active prompt and round; at N / m or more, round 1 spends the "
+        "whole step budget",
     )
     ada_max_rounds: int = Field(
         4, ge=1, description="reinforce_ada: rounds at most per step (a prompt draws <= size x rounds)"
+    )
+    ada_group: int | None = Field(
+        None,
+        ge=1,
+        description="reinforce_ada: samples a prompt trains on (its group n, which the balanced exit rule "
+        "counts against); None = n_per_prompt. Below n_per_prompt, hard prompts can draw more than they keep",
     )
     ada_exit: Literal["positive", "balanced"] = Field(
         "balanced",

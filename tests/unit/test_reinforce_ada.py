@@ -174,6 +174,17 @@ def test_balanced_rounds_exit_and_pool_baseline():
     }
 
 
+def test_a_group_smaller_than_the_budget_per_prompt():
+    # ada_group = 2 with N = 3 x 4: balanced exit at 1 accepted and 1 rejected, groups of 2. Round 1
+    # (2 each): 1+2= [1,0] and 6+1= [1,0] exit; 7+7= draws 2 a round (all right) until N = 12 is spent
+    # after round 4 and keeps its first 2 of a pool of 8: the budget freed by easy exits went to it.
+    engine, batch = run(["1+2=", "6+1=", "7+7="], cfg(ada_group=2), StepBudget(12))
+    assert engine.calls == [(["1+2=", "6+1=", "7+7="], [2, 2, 2])] + [(["7+7="], [2])] * 3
+    assert kept(batch) == {"1+2=": [1, 0], "6+1=": [1, 0], "7+7=": [1, 1]}
+    assert batch.dropped.per_prompt.rollouts.tolist() == [0, 0, 6]
+    assert batch.stats[M.ALLOC_ADA_UNSPENT] == 0 and batch.stats[M.ALLOC_ADA_EXITED_PROMPTS] == 2
+
+
 def test_positive_exit_at_first_accepted_sample():
     # 1+2= and 6+1= are right in round 1 ([1,0] each): both exit. 5-9= draws 2 more in rounds 2 and 3
     # (N = 12 leaves room), hits the 3-round cap with 6 wrong, and keeps its first 4.
