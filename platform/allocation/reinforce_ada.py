@@ -3,11 +3,11 @@
 
 Every prompt of the step starts active; each round, every active prompt draws `ada_round_size` samples
 (round r with the allocation seed + r, as dapo's rounds) and leaves once its pool meets the exit rule
-(`ada_exit`): `positive`, one accepted sample; `balanced`, n // 2 accepted and n - n // 2 rejected
-(n = `ada_group`, default n_per_prompt, as the public code). Rounds stop at `ada_max_rounds`, when no prompt is active, or when
-the step's budget N (`step_rollouts`) is spent: a round the rest of N cannot fill shares it evenly over the
-active prompts, the first ones taking the rest, so a step never draws more than N; what it leaves is
-unspent, not carried over.
+(`ada_exit`): `positive`, one accepted sample; `balanced`, n // 2 accepted and n - n // 2 rejected (n =
+`ada_group`, default n_per_prompt, as the public code). Rounds stop at `ada_max_rounds`, when no prompt is
+active, or when the step's budget N (`step_rollouts`) is spent: a round the rest of N cannot fill shares it
+evenly over the active prompts, the first ones taking the rest, so a step never draws more than N; what it
+leaves is unspent, not carried over.
 
 The step trains on at most n samples of each prompt's pool: up to n // 2 accepted and the rest rejected,
 the shortfall of one class filled from the other, earliest drawn first (the public code's down-sampling).

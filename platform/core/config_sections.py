@@ -238,8 +238,8 @@ class AllocationConfig(_Section):
     ada_round_size: int = Field(
         4,
         ge=1,
-        description="reinforce_ada: samples per active prompt and round; at N / m or more, round 1 spends the "
-        "whole step budget",
+        description="reinforce_ada: samples per active prompt and round; at N / m or more, round 1 "
+        "spends the whole step budget",
     )
     ada_max_rounds: int = Field(
         4, ge=1, description="reinforce_ada: rounds at most per step (a prompt draws <= size x rounds)"
