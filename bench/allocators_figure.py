@@ -82,15 +82,19 @@ def markdown(doc: dict) -> str:
                     f"| {arm} | {doc['arms'][arm]['budget']} | {r['n_seeds']} | {costs} | "
                     f"{_pm(r['auc_minus_uniform'], '+.2f')} | {_pm(r['final_accuracy'])} |"
                 )
+            notes = [
+                f"{arm} against {v['arm']} (paired, to 80%): rollouts {_ratio(v['rollouts_to_80'])}, "
+                f"tokens {_ratio(v['tokens_to_80'])}."
+                for arm, v in ((arm, r["vs_reference"]) for arm, r in rows.items() if "vs_reference" in r)
+            ]
+            if any("tokens_note" in r for r in rows.values()):
+                notes.append(
+                    "Tokens to 80%: only the seeds whose cells counted tokens (those reused from the GVM "
+                    "study did not; `--no-reuse` reruns them)."
+                )
+            for note in [*notes, f"Ranking: {doc['ranking'][algorithm]['statement']}"]:
+                lines += ["", note]
             lines.append("")
-            for arm, r in rows.items():
-                if "vs_reference" in r:
-                    v = r["vs_reference"]
-                    lines.append(
-                        f"{arm} against {v['arm']} (paired, to 80%): rollouts {_ratio(v['rollouts_to_80'])}, "
-                        f"tokens {_ratio(v['tokens_to_80'])}."
-                    )
-            lines += ["", f"Ranking: {doc['ranking'][algorithm]['statement']}", ""]
         else:
             lines.append("No cell on a seed with a target yet.\n")
         gaps = doc["missing"].get(algorithm)

@@ -264,6 +264,12 @@ def write_report(out: Path, head: dict, cells: list[dict], prepasses: list[dict]
 
     doc = head | build(cells, head["plan"], head["seeds_planned"], head["references"])
     doc["allocation_checks"] = allocation_checks(prepasses, prompts_file, head["settings"])
+    # what step_tokens stands for, from the uniform cells that counted tokens (not the reused ones)
+    doc["uniform_step1_tokens"] = {
+        f"{c['algorithm']} seed {c['seed']}": c["steps"][0][4]
+        for c in cells
+        if c["arm"] == "uniform" and len(c["steps"][0]) > 4
+    }
     doc["wall_seconds"] = round(sum(c["wall_seconds"] for c in cells if not c.get("reused_from")))
     (out / "allocators.json").write_text(json.dumps(doc, indent=1) + "\n")
     (out / "allocators.md").write_text(markdown(doc))
