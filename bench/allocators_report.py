@@ -268,7 +268,7 @@ def write_report(out: Path, head: dict, cells: list[dict], prepasses: list[dict]
     doc["uniform_step1_tokens"] = {
         f"{c['algorithm']} seed {c['seed']}": c["steps"][0][4]
         for c in cells
-        if c["arm"] == "uniform" and len(c["steps"][0]) > 4
+        if c["arm"] == "uniform" and c.get("steps") and len(c["steps"][0]) > 4
     }
     doc["wall_seconds"] = round(sum(c["wall_seconds"] for c in cells if not c.get("reused_from")))
     (out / "allocators.json").write_text(json.dumps(doc, indent=1) + "\n")

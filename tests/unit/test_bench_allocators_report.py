@@ -31,7 +31,15 @@ def cell(arm, seed, per_step, accs=RISE, tokens_per_rollout=10, algorithm="raftp
         step = 5 * i
         p = [step, step * per_step, step, a]
         curve.append(p if tokens_per_rollout is None else [*p, step * per_step * tokens_per_rollout])
-    return {"algorithm": algorithm, "arm": arm, "seed": seed, "curve": curve, "wall_seconds": 1.0, **extra}
+    steps = [[1, per_step, 0, 1] + ([] if tokens_per_rollout is None else [per_step * tokens_per_rollout])]
+    return {
+        "algorithm": algorithm,
+        "arm": arm,
+        "seed": seed,
+        "curve": curve,
+        "steps": steps,
+        "wall_seconds": 1.0,
+    } | extra
 
 
 def zoo():
@@ -147,6 +155,7 @@ def test_write_report_with_no_cells_and_with_cells(tmp_path):
     assert "| a | rollouts | 3 | 480 (3/3) 2.00x [2.00, 2.00] | 768 (3/3) 2.00x [2.00, 2.00] |" in md
     assert "Missing (not run yet): e seeds [0, 1, 2]." in md
     assert json.loads((tmp_path / "allocators.json").read_text())["ranking"]["raftpp"]["order"][0] == "b"
+    assert doc["uniform_step1_tokens"] == {f"raftpp seed {s}": 1280 for s in (0, 1, 2)}  # 128 x 10
     assert (tmp_path / "allocators.png").stat().st_size > 0
 
 
