@@ -35,10 +35,12 @@ sys.path.insert(0, str(Path(__file__).parent))  # the sibling modules, when run 
 from gvm_study import ARMS as GVM_ARMS  # noqa: E402
 from gvm_study import PREPASS_SAMPLES, QUICK, SEEDS, append, prepass_seed, read_jsonl, settings_key  # noqa: E402
 
-# uniform's training tokens at step 1 of the regime (128 rollouts of the warm start, no probe; the same at
-# step 1 for raftpp and grpo: no update has happened yet), measured once with experiments/gvm_study on
-# seed 0 (2298): the token budget of the `_tok` arms. Changing it reruns those arms (it is their override).
-STEP_TOKENS = 2298
+# uniform's training tokens at step 1 of the regime (128 rollouts of the warm start, no probe; the same for
+# raftpp and grpo: no update has happened yet), measured once with experiments/gvm_study: 2298, 2573 and
+# 2603 on seeds 0-2, mean 2491. The token budget of the `_tok` arms; changing it reruns them (it is their
+# override). Their step 1 spends only 2491 / max_new_tokens (64) = 38 rollouts: before anything was
+# generated the loop plans at the longest response (platform/runtime/budget.py, step_budget).
+STEP_TOKENS = 2491
 TOKENS = ["allocation.budget=tokens", f"allocation.step_tokens={STEP_TOKENS}"]
 
 # The arm table: name -> (what, overrides of experiments/gvm_study/<algorithm>.yaml).
