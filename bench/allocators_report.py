@@ -8,7 +8,9 @@
   cells that recorded them (the GVM study's cells, reused for `uniform` and `gvm`, did not).
 - Per seed, ratio = uniform's cost / the arm's (> 1: the arm needs fewer); pooled as a geometric mean with a
   95% t-interval on the log ratios over the seeds where both reached the target (paired by seed).
-- AUC: mean greedy accuracy over rollouts in [0, R], R = uniform's total for the seed.
+- AUC: mean greedy accuracy over rollouts in [0, R], R = uniform's total for the seed (the GVM study's), or
+  the arm's total where it spent less (a token-budget arm may): then uniform's AUC is taken over the same
+  window, so `auc_minus_uniform` stays paired.
 - The ranking, per algorithm, by rollouts to 80% of uniform's gain (the pooled ratio): arms that reached
   the target in fewer than half of their seeds are left unranked. Neighbours in the ranking are compared
   in pairs, seed by seed (the worse's cost / the better's); the ranking is resolved when every such
@@ -105,8 +107,9 @@ def arm_row(by: dict, algorithm: str, arm: str, tg: dict, reference: str | None)
         row[f"{axis}_to_{int(100 * f)}"] = endpoint(mine, costs(by, algorithm, "uniform", tg, axis, f))
         if axis == "tokens" and len(mine) < len(have):
             row["tokens_note"] = "seeds without token counts (cells reused from the GVM study) left out"
-    areas = {s: auc(by[(algorithm, arm, s)]["curve"], tg[s][2]) for s in have}
-    base = {s: auc(by[(algorithm, "uniform", s)]["curve"], tg[s][2]) for s in have}
+    window = {s: min(tg[s][2], float(by[(algorithm, arm, s)]["curve"][-1][1])) for s in have}
+    areas = {s: auc(by[(algorithm, arm, s)]["curve"], window[s]) for s in have}
+    base = {s: auc(by[(algorithm, "uniform", s)]["curve"], window[s]) for s in have}
     row["auc"] = summary([100 * areas[s] for s in have], 2)
     row["auc_minus_uniform"] = summary([100 * (areas[s] - base[s]) for s in have], 2)
     row["final_accuracy"] = summary(

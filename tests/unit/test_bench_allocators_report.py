@@ -83,8 +83,10 @@ def test_endpoints_per_arm_against_uniform():
     # tokens: uniform 1536 x 10, a 768 x 30: a needs 1.5x the tokens
     assert a["tokens_to_80"]["mean"] == 23040 and a["tokens_to_80"]["ratio_vs_uniform"]["mean"] == 0.667
     assert a["vs_reference"]["arm"] == "uniform" and a["vs_reference"]["rollouts_to_80"]["mean"] == 2.0
-    # AUC over uniform's 25 x 128 = 3200 rollouts: a's curve stops at 1600, so it has none
-    assert a["auc"] == {"mean": None, "ci95": None, "n": 0}
+    # AUC: a's curve stops at 1600 of uniform's 25 x 128 = 3200 rollouts, so both are taken over [0, 1600]:
+    # a (0.2 x 320 + 0.4 x 320 + 0.6 x 960) / 1600 = 0.48; uniform (0.2 x 640 + 0.4 x 640 + 0.6 x 320) / 1600
+    # = 0.36
+    assert a["auc"]["mean"] == 48.0 and a["auc_minus_uniform"] == {"mean": 12.0, "ci95": 0.0, "n": 3}
     # slow (256 a step) over [0, 3200]: (0.2 x 1280 + 0.4 x 1280 + 0.6 x 640) / 3200 = 0.36; uniform
     # (0.2 x 640 + 0.4 x 640 + 0.6 x 1920) / 3200 = 0.48
     slow = rows["slow"]
