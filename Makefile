@@ -11,7 +11,7 @@ export RAY_DEDUP_LOGS ?= 0
 export PYTHONWARNINGS ?= ignore::DeprecationWarning
 
 .PHONY: setup demo test test-unit test-integration test-vllm test-services test-jobs lint typecheck clean-venv \
-	bench-sample-efficiency bench-gvm-study bench-distributed eval-math5 gpu-wheels bench
+	bench-sample-efficiency bench-gvm-study bench-allocators bench-distributed eval-math5 gpu-wheels bench
 
 # Install once; reinstall when the project metadata or the constraints change.
 $(STAMP): pyproject.toml constraints-cpu.txt
@@ -83,6 +83,13 @@ bench-sample-efficiency: $(STAMP)
 # QUICK=1: the whole pipeline on a toy scale in a few minutes, into /tmp/dibs-gvm-study-quick.
 bench-gvm-study: $(STAMP)
 	$(VPY) bench/gvm_study.py -j $(JOBS) --threads 1 $(if $(QUICK),--quick)
+
+# The allocator zoo (bench/allocators.py): every allocator against uniform at equal rollout cost, in the GVM
+# study's regime, seeds and endpoints; reuses its pre-pass and its uniform and gvm cells (bench/results/
+# gvm_study_*), resumable (finished cells are kept in bench/results/allocators_*). QUICK=1: the whole pipeline
+# on a toy scale in a few minutes, into /tmp/dibs-allocators-quick.
+bench-allocators: $(STAMP)
+	$(VPY) bench/allocators.py -j $(JOBS) --threads 1 $(if $(QUICK),--quick)
 
 # The distributed runtime's cost: the demo's RL phase through one process vs Ray Train (resumable cells).
 bench-distributed: $(STAMP)

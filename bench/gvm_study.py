@@ -125,17 +125,36 @@ def prompt_rows(rec, index: dict[str, int]) -> list[list]:
 
 def run_cell(args: tuple) -> tuple[dict, dict]:
     algorithm, arm, seed, overrides, threads, settings = args
+    from dibs.platform.runtime.recording import MemoryRecorder
+
+    cell = (algorithm, arm, seed, overrides, ARMS[arm][1], threads, settings)
+    return train_cell(*cell, MemoryRecorder(), "/tmp/dibs-gvm-study")
+
+
+def train_cell(
+    algorithm: str,
+    arm: str,
+    seed: int,
+    overrides: list[str],
+    arm_overrides: list[str],
+    threads: int,
+    settings: str,
+    rec,
+    checkpoint_root: str,
+) -> tuple[dict, dict]:
+    """One cell (an arm's overrides on an algorithm's file, one seed) trained into `rec`, a
+    MemoryRecorder: the cell's line and its per-prompt rows (bench/allocators.py runs its arms here too)."""
     from dibs.platform.core import metrics as M
     from dibs.platform.runtime.loop import train
-    from dibs.platform.runtime.recording import MemoryRecorder, NullProgress
+    from dibs.platform.runtime.recording import NullProgress
     from dibs.platform.tasks.registry import build_task
 
     quiet(threads)
-    cfg = load(algorithm, seed, [*overrides, *ARMS[arm][1]])
+    cfg = load(algorithm, seed, [*overrides, *arm_overrides])
     data = build_task(cfg.task, cfg.seed)
-    rec, t = MemoryRecorder(), time.time()
+    t = time.time()
     summary = train(
-        cfg, rec, NullProgress(), checkpoint_dir=f"/tmp/dibs-gvm-study/{algorithm}-{arm}-{seed}", data=data
+        cfg, rec, NullProgress(), checkpoint_dir=f"{checkpoint_root}/{algorithm}-{arm}-{seed}", data=data
     )
     updates = {step: v for (step, name), (v, _, _) in rec.rows.items() if name == M.BUDGET_UPDATES}
     curve = [
@@ -155,7 +174,7 @@ def run_cell(args: tuple) -> tuple[dict, dict]:
     cell = {
         "algorithm": algorithm,
         "arm": arm,
-        "arm_overrides": ARMS[arm][1],
+        "arm_overrides": arm_overrides,
         "seed": seed,
         "settings": settings,
         "curve": curve,

@@ -203,6 +203,20 @@ def test_committed_sweeps_validate():
     assert load_sweep("experiments/sweeps/gvm-alpha-beta.yaml")[1].train.steps == 40
 
 
+def test_greso_knobs_sweep_validates_at_every_extreme_of_its_space():
+    # load_sweep checks both ends of each range against the base: greso_explore 0.1 and 1.0, floor 0 and 0.3
+    sweep, base, _ = load_sweep("experiments/sweeps/greso-knobs.yaml")
+    assert base.allocation.allocator == "greso" and base.train.steps == 8 and base.task.train_size == 32
+    # 8 steps x 8 prompts over a pool of 32: each prompt is met twice, so GRESO's skip history matters
+    assert base.train.steps * base.train.prompts_per_step == 2 * base.task.train_size
+    assert {k: d.uniform for k, d in sweep.space.items()} == {
+        "allocation.greso_explore": [0.1, 1.0],
+        "allocation.greso_floor": [0.0, 0.3],
+    }
+    assert sweep.search.objectives == [("eval/accuracy", "max"), ("rollouts_consumed", "min")]
+    assert sweep.scheduler is None
+
+
 def test_store_status_closes_trials_tune_ended(tmp_path):
     from types import SimpleNamespace
 
