@@ -49,8 +49,8 @@ ARMS: dict[str, tuple[str, list[str]]] = {
     "gvm": ("GVM as the paper: probe 8, discarded, charged", ["allocation.allocator=gvm"]),
     "dapo": ("DAPO dynamic sampling: all-equal groups dropped and refilled", ["allocation.allocator=dapo"]),
     "reinforce_ada": (
-        "Reinforce-Ada: sample in rounds until a group is informative",
-        ["allocation.allocator=reinforce_ada"],
+        "Reinforce-Ada: rounds of 4 until a balanced group of 4, within 8 a prompt on average",
+        ["allocation.allocator=reinforce_ada", "allocation.ada_group=4"],
     ),
     "greso": (
         "GRESO: skip prompts whose recent groups had zero reward variance",
