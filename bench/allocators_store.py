@@ -23,7 +23,8 @@ from dibs.platform.core.config import config_to_dict
 from dibs.platform.core.metrics import PromptStat
 from dibs.platform.core.provenance import git_commit, package_versions
 from dibs.platform.runtime.recording import MemoryRecorder
-from dibs.platform.store import MetricRow, ResultsStore, open_store
+from dibs.platform.store import MetricRow, open_store
+from dibs.platform.store.prepass import record_prepass
 
 
 class TimedRecorder(MemoryRecorder):
@@ -42,29 +43,6 @@ class TimedRecorder(MemoryRecorder):
             wall_seconds=wall_seconds,
         )
         self.walls[step] = wall_seconds
-
-
-def record_prepass(
-    store: ResultsStore, *, run_id: str, experiment: str, config: dict, pp: dict, summary: dict
-) -> None:
-    """One pre-pass (bench/gvm_study_prepass.py's row `pp`) as a finished run. A minimal local version of
-    the platform's stored pre-pass: the run's summary says `"kind": "prepass"`."""
-    store.create_run(
-        name=f"prepass-s{pp['seed']}",
-        experiment=experiment,
-        config=config,
-        git_commit=git_commit(),
-        versions=package_versions(),
-        seed=pp["seed"],
-        run_id=run_id,
-    )
-    n = pp["samples"]
-    rows = [
-        PromptStat(text, float(p), float(g), n, round(p * n), True)
-        for text, p, g in zip(pp["prompts"], pp["p"], pp["g"], strict=True)
-    ]
-    store.log_prompt_stats(run_id, 0, rows)
-    store.finish_run(run_id, "finished", summary | {"kind": "prepass", "samples": n, "prompts": len(rows)})
 
 
 class Recording:
@@ -87,12 +65,19 @@ class Recording:
             if rid not in self.known:
                 config = config_to_dict(load("raftpp", pp["seed"], self.overrides))
                 summary = {"settings": self.settings, "study": "allocators"}
+                n = pp["samples"]
+                rows = [
+                    PromptStat(text, float(p), float(g), n, round(p * n), True)
+                    for text, p, g in zip(pp["prompts"], pp["p"], pp["g"], strict=True)
+                ]
                 record_prepass(
                     self.store,
-                    run_id=rid,
+                    config,
+                    pp["seed"],
+                    rows,
+                    name=f"prepass-s{pp['seed']}",
                     experiment=EXPERIMENTS["raftpp"],
-                    config=config,
-                    pp=pp,
+                    run_id=rid,
                     summary=summary,
                 )
                 self.known.add(rid)

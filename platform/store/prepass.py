@@ -38,6 +38,8 @@ def record_prepass(
     *,
     name: str | None = None,
     experiment: str = "prepass",
+    run_id: str | None = None,
+    summary: Mapping[str, Any] | None = None,
 ) -> str:
     """Store a pre-pass of ``config``'s task at ``seed``: a finished run with ``rows`` at step 0 and the
     summary ``{"kind": "prepass", "prompts", "samples", "accepted", "pass_rate"}``; returns its id.
@@ -45,15 +47,18 @@ def record_prepass(
     ``config`` is the resolved config of the runs it serves (a dict, or a pydantic model such as
     ``ExperimentConfig``): the dashboard matches a pre-pass to a run on ``seed`` and ``config["task"]``.
     ``store_or_url``: an open ``ResultsStore`` (left open) or a store URL (opened and closed here).
+    ``run_id``: a fixed id (a script that stores its pre-passes again finds them by it); ``summary``: more
+    keys for the run's summary (the counts above and ``kind`` win).
     ValueError, before anything is written, for a config without a ``task`` section, no rows, a prompt
     given twice, a prompt without samples, or a ``p_hat`` that is not a rate in [0, 1].
     """
     resolved = _config_dict(config)
     _check_rows(rows)
+    where = (name, experiment, run_id, dict(summary or {}))
     if isinstance(store_or_url, ResultsStore):
-        return _record(store_or_url, resolved, int(seed), rows, name, experiment)
+        return _record(store_or_url, resolved, int(seed), rows, *where)
     with open_store(store_or_url) as store:
-        return _record(store, resolved, int(seed), rows, name, experiment)
+        return _record(store, resolved, int(seed), rows, *where)
 
 
 def _config_dict(config: Mapping[str, Any] | Any) -> dict[str, Any]:
@@ -82,16 +87,16 @@ def _check_rows(rows: Sequence[PromptStat]) -> None:
 
 
 def _record(store: ResultsStore, config: dict[str, Any], seed: int, rows: Sequence[PromptStat],
-            name: str | None, experiment: str) -> str:  # fmt: skip
+            name: str | None, experiment: str, run_id: str | None, extra: dict[str, Any]) -> str:  # fmt: skip
     task = config["task"].get("kind", "task")
     run_id = store.create_run(
         name=name or f"prepass-{task}-s{seed}", experiment=experiment, config={**config, "seed": seed},
-        git_commit=None, versions={}, seed=seed,
+        git_commit=None, versions={}, seed=seed, run_id=run_id,
     )  # fmt: skip
     store.log_prompt_stats(run_id, PREPASS_STEP, rows)
     samples = sum(int(r.n_alloc) for r in rows)
     accepted = sum(int(r.accepted) for r in rows)
-    summary = {"kind": PREPASS_KIND, "prompts": len(rows), "samples": samples, "accepted": accepted,
-               "pass_rate": accepted / samples}  # fmt: skip
+    summary = extra | {"kind": PREPASS_KIND, "prompts": len(rows), "samples": samples, "accepted": accepted,
+                       "pass_rate": accepted / samples}  # fmt: skip
     store.finish_run(run_id, "finished", summary)
     return run_id
