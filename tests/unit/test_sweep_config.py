@@ -204,16 +204,15 @@ def test_committed_sweeps_validate():
 
 
 def test_greso_knobs_sweep_validates_at_every_extreme_of_its_space():
-    # load_sweep checks both ends of each range against the base: greso_explore 0.1 and 1.0, floor 0 and 0.3
+    # load_sweep checks both ends of each range against the base: greso_explore 0.1 and 0.9, floor 1e-3, 0.2
     sweep, base, _ = load_sweep("experiments/sweeps/greso-knobs.yaml")
-    assert base.allocation.allocator == "greso" and base.train.steps == 8 and base.task.train_size == 32
-    # 8 steps x 8 prompts over a pool of 32: each prompt is met twice, so GRESO's skip history matters
+    assert base.allocation.allocator == "greso" and base.algorithm == "grpo"
+    assert (base.train.steps, base.task.train_size) == (20, 160)
+    # 20 steps x 16 prompts over a pool of 160: each prompt is met twice, so GRESO's skip history matters
     assert base.train.steps * base.train.prompts_per_step == 2 * base.task.train_size
-    assert {k: d.uniform for k, d in sweep.space.items()} == {
-        "allocation.greso_explore": [0.1, 1.0],
-        "allocation.greso_floor": [0.0, 0.3],
-    }
-    assert sweep.search.objectives == [("eval/accuracy", "max"), ("rollouts_consumed", "min")]
+    assert sweep.space["allocation.greso_explore"].uniform == [0.1, 0.9]
+    assert sweep.space["allocation.greso_floor"].loguniform == [0.001, 0.2]
+    assert sweep.search.objectives == [("eval/accuracy", "max")]
     assert sweep.scheduler is None
 
 
