@@ -60,3 +60,24 @@ def test_the_digest_sees_a_changed_value(tmp_path):
     same = tmp_path / "same.yaml"
     same.write_text(f"base: {ROOT / name}\ntrain.lr: 3.0e-5\n")
     assert digest(same) == DIGESTS[name] and digest(changed) != DIGESTS[name]
+
+
+def test_the_zoo_files_run_each_allocator_as_its_study_arm():
+    """experiments/zoo/<algorithm>-<allocator>.yaml is the study's file plus the arm's overrides
+    (bench/allocators.py), so `dibs run` of one reproduces a study cell's setting."""
+    arms = {
+        "reinforce_ada": {"ada_group": 4},
+        "greso": {},
+        "knapsack": {},
+        "variance": {},
+        "probe_trains": {"n_probe": 4},
+    }
+    files = sorted((ROOT / "experiments" / "zoo").glob("*.yaml"))
+    assert [p.stem for p in files] == sorted(f"{a}-{n}" for a in ("grpo", "raftpp") for n in arms)
+    for path in files:
+        algorithm, allocator = path.stem.split("-")
+        cfg = load_config(path)
+        study = load_config(ROOT / f"experiments/gvm_study/{algorithm}.yaml")
+        want = study.allocation.model_copy(update={"allocator": allocator, **arms[allocator]})
+        assert cfg.algorithm == algorithm and cfg.allocation == want
+        assert cfg.model_copy(update={"name": study.name, "allocation": study.allocation}) == study
