@@ -128,7 +128,7 @@ lint: $(STAMP) typecheck
 # Static types: mypy over TYPECHECK (paths in the repository; [tool.mypy] in pyproject.toml). mypy cannot
 # follow pyproject's package-dir mapping, so it reads them through .cache/mypy-path/dibs (its mypy_path),
 # whose platform/ and algorithms/ are links to the real folders: the modules get their `dibs.*` names.
-TYPECHECK := algorithms platform/core/config.py platform/core/config_sections.py platform/core/config_yaml.py \
+TYPECHECK := algorithms platform/core/config.py platform/core/config_sections.py platform/core/config_allocation.py platform/core/config_yaml.py \
 	platform/core/strict_yaml.py
 MYPY_LINKS := .cache/mypy-path/dibs
 typecheck: $(STAMP)

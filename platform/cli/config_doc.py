@@ -1,8 +1,8 @@
 """docs/config.md from the config models: one table per section (key, type, default, description).
 
-The field descriptions in platform/core/config.py and platform/core/config_sections.py are the one place a
-key is documented; this module only renders them, so the reference cannot drift from the code (a unit test
-regenerates it and compares).
+The field descriptions in platform/core/config.py, config_sections.py and config_allocation.py are the one
+place a key is documented; this module only renders them, so the reference cannot drift from the code (a
+unit test regenerates it and compares).
 
     python -m dibs.platform.cli.config_doc > docs/config.md
 """
@@ -22,9 +22,10 @@ from dibs.platform.core.config import ExperimentConfig
 
 HEADER = """# Configuration reference
 
-Generated from the field descriptions in `platform/core/config.py` and `platform/core/config_sections.py`
-by `python -m dibs.platform.cli.config_doc > docs/config.md`; edit those, not this file. An experiment YAML
-lists only what differs from these defaults; `--set section.key=value` overrides one key.
+Generated from the field descriptions in `platform/core/config.py`, `config_sections.py` and
+`config_allocation.py` by `python -m dibs.platform.cli.config_doc > docs/config.md`; edit those, not this
+file. An experiment YAML lists only what differs from these defaults; `--set section.key=value` overrides
+one key.
 
 An experiment file may start from another: `base: common.yaml` (relative to the file that names it) reads
 that file first, then lays this file's keys over it, section by section. A key may be dotted to change

@@ -13,9 +13,9 @@ from typing import Literal
 from pydantic import Field, ValidationError, model_validator
 
 from dibs.platform.core import strict_yaml
+from dibs.platform.core.config_allocation import AllocationConfig
 from dibs.platform.core.config_sections import (
     SEED_MAX,
-    AllocationConfig,
     EvalConfig,
     LearnerConfig,
     ModelConfig,
