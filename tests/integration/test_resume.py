@@ -3,6 +3,7 @@ step-2 checkpoint writes exactly the rows of a run that never stopped (gvm_reuse
 optimizer, the prompt sampler, the KL reference and the budget all come back)."""
 
 import pytest
+from crashing import Crash, CrashAfter
 
 from dibs.platform.core import metrics as M
 from dibs.platform.core.config import load_config
@@ -11,21 +12,6 @@ from dibs.platform.runtime.loop import train
 from dibs.platform.runtime.recording import MemoryRecorder, NullProgress
 
 pytestmark = pytest.mark.integration
-
-
-class Crash(Exception):
-    pass
-
-
-class CrashAfter(NullProgress):
-    """Raises once RL step `step` has been recorded (before its checkpoint): a killed process."""
-
-    def __init__(self, step):
-        self.step = step
-
-    def update(self, stage, done, total, info):
-        if stage == "rl" and done == self.step:
-            raise Crash(f"killed after step {done}")
 
 
 def config(tmp):

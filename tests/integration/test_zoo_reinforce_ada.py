@@ -8,6 +8,7 @@ engine (tests/unit/test_reinforce_ada.py)."""
 import dataclasses
 
 import pytest
+from crashing import Crash, CrashAfter
 
 from dibs.platform.core import metrics as M
 from dibs.platform.core.config import load_config
@@ -70,19 +71,6 @@ def test_raftpp_budget_rows(tmp_path):
     rows = MemoryRecorder()
     summary = train(cfg, rows, NullProgress(), checkpoint_dir=str(tmp_path / "ckpt"))
     assert summary["rollouts_consumed"] == check_budget_rows(rows, cfg, STEPS)
-
-
-class Crash(Exception):
-    pass
-
-
-class CrashAfter(NullProgress):
-    def __init__(self, step):
-        self.step = step
-
-    def update(self, stage, done, total, info):
-        if stage == "rl" and done == self.step:
-            raise Crash(f"killed after step {done}")
 
 
 def comparable(rec):
