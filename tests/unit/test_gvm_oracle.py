@@ -8,22 +8,20 @@ import runpy
 import numpy as np
 import pytest
 import torch
-from transformers import Qwen2ForCausalLM
+from probe_script import script_grad_norms, tiny_policy
 
 from dibs.algorithms.allocation import gvm_allocate
 from dibs.dashboards import compare
 from dibs.dashboards.efficiency import DAGGER_NOTE, markdown_table, summarize
-from dibs.platform.allocation import estimators
 from dibs.platform.allocation.allocators import AllocContext, GVMOracleAllocator
 from dibs.platform.allocation.factory import build_allocator
 from dibs.platform.core import metrics as M
-from dibs.platform.core.config import AllocationConfig, ConfigError, ModelConfig, TaskConfig, validate_dict
-from dibs.platform.learn.model import qwen2_config, train_tokenizer
+from dibs.platform.core.config import AllocationConfig, ConfigError, TaskConfig, validate_dict
 from dibs.platform.rollout.base import Rollouts, SamplingSpec
 from dibs.platform.runtime.budget import Budget, account
 from dibs.platform.runtime.loop import allocate
 from dibs.platform.tasks.base import Problem
-from dibs.platform.tasks.chain_sum import ALPHABET, ChainSumTask
+from dibs.platform.tasks.chain_sum import ChainSumTask
 from dibs.platform.tasks.evaluate import score_groups
 
 pytestmark = pytest.mark.unit
@@ -75,16 +73,12 @@ class ScriptEngine:
 
 @pytest.fixture(scope="module")
 def policy():
-    cfg = ModelConfig(hidden_size=16, num_layers=1, num_heads=2, num_kv_heads=1, intermediate_size=32)
-    return Qwen2ForCausalLM(qwen2_config(cfg, train_tokenizer(ALPHABET)))
+    return tiny_policy()
 
 
 @pytest.fixture(autouse=True)
 def scripted_norms(monkeypatch):
-    norms = torch.tensor([SCRIPT[n][2] for n in NAMES])
-    monkeypatch.setattr(
-        estimators, "per_sample_grad_norms", lambda model, ro, **kw: norms[ro.sequences[:, 0]]
-    )
+    script_grad_norms(monkeypatch, torch.tensor([SCRIPT[n][2] for n in NAMES]))
 
 
 def ctx(engine, policy, seed=11):

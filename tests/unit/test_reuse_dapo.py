@@ -9,10 +9,10 @@ import math
 import numpy as np
 import pytest
 import torch
+from probe_script import script_grad_norms, tiny_policy
 from transformers import Qwen2ForCausalLM
 
 from dibs.algorithms.allocation import gvm_allocate
-from dibs.platform.allocation import estimators
 from dibs.platform.allocation.allocators import Allocation, AllocContext, GVMReuseAllocator, UniformAllocator
 from dibs.platform.allocation.batch import Dropped
 from dibs.platform.allocation.dapo import Refill
@@ -81,16 +81,12 @@ class ScriptEngine:
 
 @pytest.fixture(scope="module")
 def policy():
-    cfg = ModelConfig(hidden_size=16, num_layers=1, num_heads=2, num_kv_heads=1, intermediate_size=32)
-    return Qwen2ForCausalLM(qwen2_config(cfg, train_tokenizer(ALPHABET)))
+    return tiny_policy()
 
 
 @pytest.fixture(autouse=True)
 def scripted_norms(monkeypatch):
-    norms = torch.tensor([SCRIPT[n][2] for n in NAMES])
-    monkeypatch.setattr(
-        estimators, "per_sample_grad_norms", lambda model, ro, **kw: norms[ro.sequences[:, 0]]
-    )
+    script_grad_norms(monkeypatch, torch.tensor([SCRIPT[n][2] for n in NAMES]))
 
 
 def ctx(engine, policy):
