@@ -33,7 +33,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).parent))  # the sibling modules, when run as a script
 
 from gvm_study import ARMS as GVM_ARMS  # noqa: E402
-from gvm_study import PREPASS_SAMPLES, QUICK, SEEDS, append, prepass_seed, read_jsonl, settings_key  # noqa: E402
+from gvm_study import QUICK, SEEDS, append, prepass_seed, read_jsonl, settings_key, study_parser  # noqa: E402
 
 # uniform's training tokens at step 1 of the regime (128 rollouts of the warm start, no probe; the same for
 # raftpp and grpo: no update has happened yet), measured once with experiments/gvm_study: 2298, 2573 and
@@ -180,14 +180,7 @@ def prepasses_for(a, settings: str, files: dict, pool) -> list[dict]:
 
 
 def parse(argv: list[str] | None) -> argparse.Namespace:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--seeds", type=int, nargs="+", default=SEEDS)
-    ap.add_argument("--algorithms", nargs="+", default=list(PLAN), choices=list(PLAN))
-    ap.add_argument("--arms", nargs="+", default=list(ARMS), choices=list(ARMS), help="a subset of the arms")
-    ap.add_argument("-j", "--jobs", type=int, default=1, help="cells run in parallel (processes)")
-    ap.add_argument("--threads", type=int, default=1, help="torch threads per process")
-    ap.add_argument("--set", action="append", default=[], metavar="KEY.PATH=VALUE", help="for every cell")
-    ap.add_argument("--prepass-samples", type=int, default=PREPASS_SAMPLES)
+    ap = study_parser(__doc__.splitlines()[0], PLAN, ARMS, SEEDS)
     ap.add_argument("--quick", action="store_true", help="a toy-sized run of the whole pipeline, into --out")
     ap.add_argument("--out", default=None, help="default bench/results; --quick: /tmp/dibs-allocators-quick")
     ap.add_argument(

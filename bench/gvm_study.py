@@ -235,17 +235,24 @@ def go_no_go(prepasses: list[dict]) -> dict:
     }
 
 
-def parse(argv: list[str] | None) -> argparse.Namespace:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--seeds", type=int, nargs="+", default=SEEDS)
-    ap.add_argument("--algorithms", nargs="+", default=list(PLAN), choices=list(PLAN))
-    ap.add_argument("--arms", nargs="+", default=list(ARMS), choices=list(ARMS), help="a subset of the arms")
+def study_parser(description: str, plan: dict, arms: dict, seeds: list[int]) -> argparse.ArgumentParser:
+    """The options every study script shares: which cells (seeds, algorithms, arms), how they run
+    (processes, threads), overrides for every cell and the pre-pass size; the script adds its own."""
+    ap = argparse.ArgumentParser(description=description)
+    ap.add_argument("--seeds", type=int, nargs="+", default=seeds)
+    ap.add_argument("--algorithms", nargs="+", default=list(plan), choices=list(plan))
+    ap.add_argument("--arms", nargs="+", default=list(arms), choices=list(arms), help="a subset of the arms")
     ap.add_argument("-j", "--jobs", type=int, default=1, help="cells run in parallel (processes)")
     ap.add_argument("--threads", type=int, default=1, help="torch threads per process")
     ap.add_argument(
         "--set", action="append", default=[], metavar="KEY.PATH=VALUE", help="override for every cell"
     )
     ap.add_argument("--prepass-samples", type=int, default=PREPASS_SAMPLES)
+    return ap
+
+
+def parse(argv: list[str] | None) -> argparse.Namespace:
+    ap = study_parser(__doc__.splitlines()[0], PLAN, ARMS, SEEDS)
     ap.add_argument("--quick", action="store_true", help="a toy-sized run of the whole pipeline, into --out")
     ap.add_argument(
         "--out",
